@@ -1,0 +1,35 @@
+"""Tarbox: a versioned, multi-tenant filesystem in PostgreSQL with a WASI host for AI agents."""
+
+from tarbox.client import Tarbox, Tenant, connect
+from tarbox.errors import (
+    DatabaseError,
+    FilesystemError,
+    InvalidNameError,
+    QuotaExceededError,
+    SchemaVersionError,
+    TarboxError,
+    TenantExistsError,
+    TenantNotFoundError,
+)
+from tarbox.fs import DirEntry, FileType, Filesystem, Stat, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DatabaseError",
+    "DirEntry",
+    "FileType",
+    "Filesystem",
+    "FilesystemError",
+    "InvalidNameError",
+    "QuotaExceededError",
+    "SchemaVersionError",
+    "Stat",
+    "Tarbox",
+    "TarboxError",
+    "Tenant",
+    "TenantExistsError",
+    "TenantNotFoundError",
+    "Usage",
+    "connect",
+]

@@ -1,0 +1,169 @@
+"""Entry point of the Python API: a connection to a Tarbox database and its tenants."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from tarbox.errors import InvalidNameError, TenantExistsError, TenantNotFoundError
+from tarbox.fs.filesystem import Filesystem
+from tarbox.fs.store import DEFAULT_BLOCK_SIZE, ROOT_INO, Store
+from tarbox.fs.types import FileType
+from tarbox.storage import Database
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_TENANT_TABLES = ("extents", "blocks", "dirents", "inodes", "layers", "tenant_state", "tenants")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+def validate_tenant_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid tenant name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class Tarbox:
+    """A connection to one Tarbox database. Thread-safe; share one per process."""
+
+    def __init__(self, url: str | None = None, *, attr_timeout: float = 1.0) -> None:
+        self.db = Database(url)
+        self.attr_timeout = attr_timeout
+        self._stores: dict[uuid.UUID, Store] = {}
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- tenants
+
+    def create_tenant(
+        self,
+        name: str,
+        *,
+        quota_bytes: int | None = None,
+        quota_inodes: int | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+    ) -> Tenant:
+        validate_tenant_name(name)
+        if block_size < 4096 or block_size > (8 << 20) or block_size & (block_size - 1):
+            raise ValueError("block_size must be a power of two between 4 KiB and 8 MiB")
+        tid = uuid.uuid4()
+        now = time.time_ns()
+        with self.db.admin() as conn, conn.transaction():
+            try:
+                row = conn.execute(
+                    "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) RETURNING created_at", (tid, name)
+                ).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise TenantExistsError(f"tenant {name!r} already exists") from None
+            layer = conn.execute("SELECT nextval('layer_id_seq')").fetchone()[0]
+            conn.execute(
+                "INSERT INTO layers (tenant_id, layer_id, parent_id, message) VALUES (%s, %s, NULL, 'base')",
+                (tid, layer),
+            )
+            conn.execute(
+                """INSERT INTO tenant_state (tenant_id, block_size, quota_bytes, quota_inodes, used_inodes, head_layer)
+                   VALUES (%s, %s, %s, %s, 1, %s)""",
+                (tid, block_size, quota_bytes, quota_inodes, layer),
+            )
+            conn.execute(
+                """INSERT INTO inodes (tenant_id, ino, layer_id, kind, mode, nlink, size,
+                                       atime_ns, mtime_ns, ctime_ns, target, content_layer)
+                   VALUES (%s, %s, %s, %s, %s, 2, 0, %s, %s, %s, NULL, NULL)""",
+                (tid, ROOT_INO, layer, int(FileType.DIRECTORY), 0o755, now, now, now),
+            )
+        return Tenant(tid, name, row[0])
+
+    def get_tenant(self, tenant: Tenant | str | uuid.UUID) -> Tenant:
+        if isinstance(tenant, Tenant):
+            return tenant
+        with self.db.admin() as conn:
+            if isinstance(tenant, uuid.UUID):
+                row = conn.execute(
+                    "SELECT tenant_id, name, created_at FROM tenants WHERE tenant_id = %s", (tenant,)
+                ).fetchone()
+            else:
+                try:
+                    as_id = uuid.UUID(str(tenant))
+                except ValueError:
+                    as_id = None
+                row = conn.execute(
+                    "SELECT tenant_id, name, created_at FROM tenants WHERE name = %s OR tenant_id = %s",
+                    (str(tenant), as_id),
+                ).fetchone()
+        if row is None:
+            raise TenantNotFoundError(f"no tenant named {tenant!s}")
+        return Tenant(*row)
+
+    def list_tenants(self) -> list[Tenant]:
+        with self.db.admin() as conn:
+            rows = conn.execute("SELECT tenant_id, name, created_at FROM tenants ORDER BY name").fetchall()
+        return [Tenant(*r) for r in rows]
+
+    def delete_tenant(self, tenant: Tenant | str | uuid.UUID) -> None:
+        """Delete a tenant and every row it owns."""
+        t = self.get_tenant(tenant)
+        with self.db.admin() as conn, conn.transaction():
+            for table in _TENANT_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE tenant_id = %s", (t.id,))
+        with self._lock:
+            self._stores.pop(t.id, None)
+
+    def set_quota(
+        self, tenant: Tenant | str | uuid.UUID, *, quota_bytes: int | None = None, quota_inodes: int | None = None
+    ) -> None:
+        """Set (or with ``None`` remove) a tenant's quotas."""
+        t = self.get_tenant(tenant)
+        with self.db.admin() as conn:
+            conn.execute(
+                "UPDATE tenant_state SET quota_bytes = %s, quota_inodes = %s WHERE tenant_id = %s",
+                (quota_bytes, quota_inodes, t.id),
+            )
+
+    # ------------------------------------------------------------- filesystems
+
+    def _store(self, tenant_id: uuid.UUID) -> Store:
+        with self._lock:
+            store = self._stores.get(tenant_id)
+            if store is None:
+                store = Store(self.db, tenant_id, attr_timeout=self.attr_timeout)
+                self._stores[tenant_id] = store
+            return store
+
+    def filesystem(self, tenant: Tenant | str | uuid.UUID, *, read_only: bool = False) -> Filesystem:
+        """The filesystem of a tenant (given as Tenant, name or UUID)."""
+        t = self.get_tenant(tenant)
+        store = self._store(t.id)
+        store.refresh()
+        return Filesystem(store, read_only=read_only, tenant_name=t.name)
+
+    def close(self) -> None:
+        for store in list(self._stores.values()):
+            try:
+                store.commit()
+            except Exception:
+                pass
+        self.db.close()
+
+    def __enter__(self) -> Tarbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(url: str | None = None, **kwargs) -> Tarbox:
+    """Connect to ``url``, else ``$TARBOX_DATABASE_URL``, else the embedded server."""
+    return Tarbox(url, **kwargs)

@@ -1,0 +1,179 @@
+"""Binary file objects over the store: read, write, seek, truncate, streaming in blocks.
+
+Writes land in the store's write-back buffer (visible at once inside the
+process) and are committed at ``close()`` or ``fsync()``; memory stays bounded
+because the store flushes when its buffers pass a threshold.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from dataclasses import dataclass
+
+from tarbox.errors import fs_error
+from tarbox.fs.store import Inode, Store
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMode:
+    readable: bool
+    writable: bool
+    append: bool
+    create: bool
+    excl: bool
+    trunc: bool
+    binary: bool
+
+
+def parse_mode(mode: str) -> OpenMode:
+    chars = set(mode)
+    if len(chars) != len(mode) or not chars <= set("rwaxb+t") or len(chars & set("rwax")) != 1:
+        raise ValueError(f"invalid mode: {mode!r}")
+    if "b" in chars and "t" in chars:
+        raise ValueError(f"invalid mode: {mode!r}")
+    plus = "+" in chars
+    return OpenMode(
+        readable="r" in chars or plus,
+        writable="r" not in chars or plus,
+        append="a" in chars,
+        create=bool(chars & set("wax")),
+        excl="x" in chars,
+        trunc="w" in chars,
+        binary="b" in chars,
+    )
+
+
+class TarboxFile(io.RawIOBase):
+    """A file of a Tarbox filesystem. Not thread-safe on its own, like a Python file."""
+
+    def __init__(self, store: Store, ino: int, path: str, mode: OpenMode) -> None:
+        super().__init__()
+        self._st = store
+        self._ino = ino
+        self.name = path
+        self.mode = ("rb" if not mode.writable else "ab" if mode.append else "r+b" if mode.readable else "wb")
+        self._m = mode
+        self._pos = 0
+        self._dirty = False
+        store.opened(ino)
+
+    def _node(self) -> Inode:
+        node = self._st.inode(self._ino)
+        if node is None:
+            raise fs_error(errno.ESTALE, self.name, "file was removed by another process")
+        return node
+
+    def readable(self) -> bool:
+        return self._m.readable
+
+    def writable(self) -> bool:
+        return self._m.writable
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("Tarbox files have no OS file descriptor")
+
+    def _check(self, want_read: bool) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if want_read and not self._m.readable:
+            raise io.UnsupportedOperation("not readable")
+        if not want_read and not self._m.writable:
+            raise io.UnsupportedOperation("not writable")
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._check(True)
+        with self._st.lock:
+            node = self._node()
+            if size is None or size < 0:
+                size = max(0, node.size - self._pos)
+            data = self._st.read(node, self._pos, size)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        n = len(data)
+        memoryview(b).cast("B")[:n] = data
+        return n
+
+    def write(self, b) -> int:
+        self._check(False)
+        n = len(memoryview(b).cast("B")) if not isinstance(b, (bytes, bytearray)) else len(b)
+        with self._st.lock:
+            node = self._node()
+            if self._m.append:
+                self._pos = node.size
+            self._st.write(node, self._pos, b)
+        self._pos += n
+        self._dirty = True
+        return n
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if whence == os.SEEK_SET:
+            pos = offset
+        elif whence == os.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == os.SEEK_END:
+            with self._st.lock:
+                pos = self._node().size + offset
+        else:
+            raise ValueError(f"invalid whence: {whence}")
+        if pos < 0:
+            raise fs_error(errno.EINVAL, self.name, "negative seek position")
+        self._pos = pos
+        return pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def truncate(self, size: int | None = None) -> int:
+        self._check(False)
+        size = self._pos if size is None else size
+        if size < 0:
+            raise fs_error(errno.EINVAL, self.name, "negative size")
+        with self._st.lock:
+            node = self._node()
+            self._st.truncate(node, size)
+            self._st.touch(node)
+        self._dirty = True
+        return size
+
+    def flush(self) -> None:
+        """Data is already in the shared write-back buffer; commit happens at close/fsync."""
+        if self.closed:
+            return
+
+    def fsync(self) -> None:
+        """Commit this process's pending writes and wait until they are durable."""
+        self._st.commit(durable=True)
+        self._raise_pending()
+        self._dirty = False
+
+    def _raise_pending(self) -> None:
+        err = self._st.pending_error(self._ino)
+        if err is not None:
+            raise err
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._dirty:
+                self._st.commit()
+                self._raise_pending()
+        finally:
+            super().close()
+            self._st.closed(self._ino)
+
+    def __repr__(self) -> str:
+        return f"<TarboxFile name={self.name!r} mode={self.mode!r}>"

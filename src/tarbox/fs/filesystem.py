@@ -1,0 +1,533 @@
+"""Tenant-scoped POSIX-like filesystem over the store.
+
+Path resolution is physical, as in POSIX: ``a/..`` goes to the parent of the
+directory ``a`` really is (after following symlinks), ``..`` at the root stays
+at the root, and more than 40 symlinks in one resolution is ELOOP.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tarbox.errors import fs_error
+from tarbox.fs import paths
+from tarbox.fs.file import TarboxFile, parse_mode
+from tarbox.fs.store import ROOT_INO, Inode, Store, _now
+from tarbox.fs.types import DirEntry, FileType, Stat, Usage
+
+SYMLOOP_MAX = 40
+
+
+@dataclass(slots=True)
+class _Res:
+    parent: int | None  # directory holding the final name (None: path ends in '.', '..' or is '/')
+    name: str | None
+    node: Inode | None  # None: the final name does not exist
+    ancestors: tuple[int, ...]  # directories from the root down to ``parent``
+
+
+class Filesystem:
+    """One tenant's files. Obtain it with ``Tarbox.filesystem(tenant)``."""
+
+    def __init__(self, store: Store, *, read_only: bool = False, tenant_name: str | None = None) -> None:
+        self._st = store
+        self.read_only = read_only
+        self.tenant_name = tenant_name
+
+    # ------------------------------------------------------------ resolution
+
+    def _resolve(self, path: str | os.PathLike, *, follow: bool = True) -> _Res:
+        sp = paths.split(path)
+        text = os.fspath(path)
+        st = self._st
+        stack = [ROOT_INO]
+        pending = deque(sp.parts)
+        follow_last = follow or sp.trailing_slash
+        links = 0
+        while pending:
+            comp = pending.popleft()
+            last = not pending
+            if comp == ".":
+                continue
+            if comp == "..":
+                if len(stack) > 1:
+                    stack.pop()
+                continue
+            cur = stack[-1]
+            cnode = st.inode(cur)
+            if cnode is None:
+                raise fs_error(errno.ENOENT, text)
+            if cnode.kind is not FileType.DIRECTORY:
+                raise fs_error(errno.ENOTDIR, text)
+            child = st.lookup(cur, comp)
+            node = st.inode(child) if child is not None else None
+            if node is None:
+                if last:
+                    return self._final(_Res(cur, comp, None, tuple(stack)), sp, text)
+                raise fs_error(errno.ENOENT, text)
+            if node.kind is FileType.SYMLINK and (not last or follow_last):
+                links += 1
+                if links > SYMLOOP_MAX:
+                    raise fs_error(errno.ELOOP, text)
+                target = node.target or ""
+                if not target:
+                    raise fs_error(errno.ENOENT, text)
+                tsp = paths.split(target)
+                if tsp.absolute:
+                    stack = [ROOT_INO]
+                pending.extendleft(reversed(tsp.parts))
+                if tsp.trailing_slash and last:
+                    follow_last = True
+                continue
+            if last:
+                return self._final(_Res(cur, comp, node, tuple(stack)), sp, text)
+            if node.kind is not FileType.DIRECTORY:
+                raise fs_error(errno.ENOTDIR, text)
+            stack.append(node.ino)
+        top = stack[-1]
+        node = st.inode(top)
+        return self._final(_Res(None, None, node, tuple(stack[:-1])), sp, text)
+
+    @staticmethod
+    def _final(res: _Res, sp: paths.SplitPath, text: str) -> _Res:
+        if sp.trailing_slash and res.node is not None and res.node.kind is not FileType.DIRECTORY:
+            raise fs_error(errno.ENOTDIR, text)
+        return res
+
+    def _existing(self, path: str | os.PathLike, *, follow: bool = True) -> _Res:
+        res = self._resolve(path, follow=follow)
+        if res.node is None:
+            raise fs_error(errno.ENOENT, os.fspath(path))
+        return res
+
+    def _writable(self, path: str | os.PathLike) -> None:
+        if self.read_only:
+            raise fs_error(errno.EROFS, os.fspath(path), "read-only filesystem view")
+
+    def _touch_dir(self, ino: int, nlink_delta: int = 0) -> None:
+        node = self._st.inode(ino)
+        if node is None:
+            return
+        node.mtime_ns = node.ctime_ns = _now()
+        node.nlink += nlink_delta
+        self._st.touch(node)
+
+    @contextmanager
+    def _op(self, path: str | os.PathLike) -> Iterator[Store]:
+        self._writable(path)
+        with self._st.writing():
+            yield self._st
+
+    # ------------------------------------------------------------------ reads
+
+    def stat(self, path: str | os.PathLike, *, follow_symlinks: bool = True) -> Stat:
+        with self._st.lock:
+            self._st.refresh(force=False)
+            return self._existing(path, follow=follow_symlinks).node.to_stat()  # type: ignore[union-attr]
+
+    def lstat(self, path: str | os.PathLike) -> Stat:
+        return self.stat(path, follow_symlinks=False)
+
+    def exists(self, path: str | os.PathLike) -> bool:
+        try:
+            self.stat(path)
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def is_dir(self, path: str | os.PathLike) -> bool:
+        try:
+            return self.stat(path).is_dir
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def is_file(self, path: str | os.PathLike) -> bool:
+        try:
+            return self.stat(path).is_file
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def _dir(self, path: str | os.PathLike) -> Inode:
+        node = self._existing(path).node
+        assert node is not None
+        if node.kind is not FileType.DIRECTORY:
+            raise fs_error(errno.ENOTDIR, os.fspath(path))
+        return node
+
+    def listdir(self, path: str | os.PathLike = "/") -> list[str]:
+        """Names in a directory, sorted (an open of the directory: revalidates)."""
+        with self._st.lock:
+            self._st.refresh()
+            return sorted(self._st.listing(self._dir(path).ino))
+
+    def scandir(self, path: str | os.PathLike = "/") -> list[DirEntry]:
+        """Entries with their types, sorted by name, fetched in one query."""
+        with self._st.lock:
+            self._st.refresh()
+            kids = self._st.listing(self._dir(path).ino)
+            nodes = self._st.inodes(kids.values())
+            return [
+                DirEntry(name, ino, nodes[ino].kind) for name, ino in sorted(kids.items()) if ino in nodes
+            ]
+
+    def walk(self, top: str | os.PathLike = "/") -> Iterator[tuple[str, list[str], list[str]]]:
+        """Like ``os.walk`` (top-down, symlinks to directories not followed)."""
+        top = os.fspath(top)
+        entries = self.scandir(top)
+        dirs = [e.name for e in entries if e.type is FileType.DIRECTORY]
+        files = [e.name for e in entries if e.type is not FileType.DIRECTORY]
+        yield top, dirs, files
+        for d in dirs:
+            yield from self.walk(paths.join(top, d))
+
+    def read_file(self, path: str | os.PathLike) -> bytes:
+        with self._st.lock:
+            self._st.refresh()
+            node = self._existing(path).node
+            assert node is not None
+            if node.kind is FileType.DIRECTORY:
+                raise fs_error(errno.EISDIR, os.fspath(path))
+            return self._st.read(node, 0, node.size)
+
+    def read_text(self, path: str | os.PathLike, encoding: str = "utf-8") -> str:
+        return self.read_file(path).decode(encoding)
+
+    def readlink(self, path: str | os.PathLike) -> str:
+        with self._st.lock:
+            self._st.refresh(force=False)
+            node = self._existing(path, follow=False).node
+            assert node is not None
+            if node.kind is not FileType.SYMLINK:
+                raise fs_error(errno.EINVAL, os.fspath(path), "not a symbolic link")
+            return node.target or ""
+
+    def usage(self) -> Usage:
+        rows = self._st._q(
+            "SELECT used_bytes, used_inodes, quota_bytes, quota_inodes FROM tenant_state WHERE tenant_id = %s",
+            (self._st.tid,),
+        )
+        return Usage(*rows[0])
+
+    # ----------------------------------------------------------------- writes
+
+    def _create(self, res: _Res, kind: FileType, mode: int, path: str, *, target: str | None = None) -> Inode:
+        st = self._st
+        assert res.parent is not None and res.name is not None
+        paths.check_name(res.name, path)
+        node = st.create_inode(kind, mode, target=target, nlink=2 if kind is FileType.DIRECTORY else 1)
+        st.set_dentry(res.parent, res.name, node.ino)
+        self._touch_dir(res.parent, 1 if kind is FileType.DIRECTORY else 0)
+        if kind is FileType.DIRECTORY:
+            st.note_new_dir(node.ino)
+        return node
+
+    def mkdir(
+        self, path: str | os.PathLike, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False
+    ) -> None:
+        text = os.fspath(path)
+        if parents:
+            sp = paths.split(text)
+            prefix = ""
+            for part in sp.parts:
+                prefix += "/" + part
+                if part in (".", ".."):
+                    continue
+                self.mkdir(prefix, mode, exist_ok=True)
+            if not exist_ok and not sp.parts:
+                raise fs_error(errno.EEXIST, text)
+            return
+        with self._op(text):
+            res = self._resolve(text, follow=False)
+            if res.node is not None or res.name is None:
+                if exist_ok and res.node is not None and res.node.kind is FileType.DIRECTORY:
+                    return
+                if exist_ok and res.node is not None and res.node.kind is FileType.SYMLINK:
+                    if self._resolve(text).node and self._resolve(text).node.kind is FileType.DIRECTORY:
+                        return
+                raise fs_error(errno.EEXIST, text)
+            self._create(res, FileType.DIRECTORY, mode, text)
+
+    def makedirs(self, path: str | os.PathLike, mode: int = 0o755, exist_ok: bool = True) -> None:
+        self.mkdir(path, mode, parents=True, exist_ok=exist_ok)
+
+    def _open_node(
+        self, path: str, *, create: bool, excl: bool = False, trunc: bool = False, mode: int = 0o644
+    ) -> Inode:
+        """Resolve (and maybe create or truncate) a regular file; call inside ``writing()``."""
+        res = self._resolve(path, follow=not excl)
+        node = res.node
+        if node is None:
+            if not create:
+                raise fs_error(errno.ENOENT, path)
+            if res.name is None or path.endswith("/"):
+                raise fs_error(errno.EISDIR, path)
+            return self._create(res, FileType.FILE, mode, path)
+        if excl:
+            raise fs_error(errno.EEXIST, path)
+        if node.kind is FileType.DIRECTORY:
+            raise fs_error(errno.EISDIR, path)
+        if node.kind is FileType.SYMLINK:  # only reachable with excl, handled above
+            raise fs_error(errno.ELOOP, path)
+        if trunc and node.size:
+            self._st.truncate(node, 0)
+        return node
+
+    def write_file(self, path: str | os.PathLike, data: bytes | bytearray | memoryview, mode: int = 0o644) -> int:
+        """Create or replace a file's content. Visible to other processes on return."""
+        text = os.fspath(path)
+        with self._op(text) as st:
+            node = self._open_node(text, create=True, trunc=True, mode=mode)
+            st.write(node, 0, data)
+            if not len(data):
+                st.touch(node)
+        return len(data)
+
+    def write_text(self, path: str | os.PathLike, text: str, encoding: str = "utf-8") -> int:
+        return self.write_file(path, text.encode(encoding))
+
+    def append_file(self, path: str | os.PathLike, data: bytes | bytearray | memoryview) -> int:
+        text = os.fspath(path)
+        with self._op(text) as st:
+            node = self._open_node(text, create=True)
+            st.write(node, node.size, data)
+            st.touch(node)
+        return len(data)
+
+    def open(
+        self,
+        path: str | os.PathLike,
+        mode: str = "rb",
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ):
+        """A real file object (binary, or text when ``mode`` has no 'b') that streams in blocks."""
+        m = parse_mode(mode)
+        text = os.fspath(path)
+        if m.writable:
+            self._writable(text)
+        st = self._st
+        with st.lock:
+            if m.create or m.trunc:
+                with st.writing():
+                    node = self._open_node(text, create=m.create, excl=m.excl, trunc=m.trunc)
+            else:
+                st.refresh()
+                node = self._open_node(text, create=False)
+            raw = TarboxFile(st, node.ino, text, m)
+        if m.binary:
+            return raw
+        if m.readable and m.writable:
+            buf: io.BufferedIOBase = io.BufferedRandom(raw)
+        elif m.writable:
+            buf = io.BufferedWriter(raw)
+        else:
+            buf = io.BufferedReader(raw)
+        return io.TextIOWrapper(buf, encoding=encoding or "utf-8", errors=errors, newline=newline)
+
+    def truncate(self, path: str | os.PathLike, size: int) -> None:
+        text = os.fspath(path)
+        if size < 0:
+            raise fs_error(errno.EINVAL, text, "negative size")
+        with self._op(text) as st:
+            node = self._existing(text).node
+            assert node is not None
+            if node.kind is FileType.DIRECTORY:
+                raise fs_error(errno.EISDIR, text)
+            st.truncate(node, size)
+            st.touch(node)
+
+    def _unlink_node(self, parent: int, name: str, node: Inode) -> None:
+        st = self._st
+        st.set_dentry(parent, name, None)
+        node.nlink -= 1
+        node.ctime_ns = _now()
+        if node.nlink > 0 or st.open_counts.get(node.ino):
+            st.touch(node)  # still linked elsewhere, or open: released at last close
+        else:
+            st.drop_inode(node)
+
+    def remove(self, path: str | os.PathLike) -> None:
+        """Unlink a file or symlink (EISDIR for a directory, as on Linux)."""
+        text = os.fspath(path)
+        with self._op(text):
+            res = self._existing(text, follow=False)
+            node = res.node
+            assert node is not None
+            if res.name is None or node.kind is FileType.DIRECTORY:
+                raise fs_error(errno.EISDIR, text)
+            self._unlink_node(res.parent, res.name, node)  # type: ignore[arg-type]
+            self._touch_dir(res.parent)  # type: ignore[arg-type]
+
+    unlink = remove
+
+    def rmdir(self, path: str | os.PathLike) -> None:
+        text = os.fspath(path)
+        with self._op(text) as st:
+            res = self._existing(text, follow=False)
+            node = res.node
+            assert node is not None
+            if node.kind is not FileType.DIRECTORY:
+                raise fs_error(errno.ENOTDIR, text)
+            if res.name is None:
+                raise fs_error(errno.EBUSY if node.ino == ROOT_INO else errno.EINVAL, text)
+            if st.listing(node.ino):
+                raise fs_error(errno.ENOTEMPTY, text)
+            st.set_dentry(res.parent, res.name, None)  # type: ignore[arg-type]
+            st.drop_inode(node)
+            self._touch_dir(res.parent, -1)  # type: ignore[arg-type]
+
+    def remove_tree(self, path: str | os.PathLike) -> None:
+        """Delete a directory and everything below it (``rm -r``) in one write-back window."""
+        text = os.fspath(path)
+        with self._st.batch():
+            st = self.lstat(text)
+            if not st.is_dir:
+                self.remove(text)
+                return
+            for name in self.listdir(text):
+                child = paths.join(text, name)
+                if self.lstat(child).is_dir:
+                    self.remove_tree(child)
+                else:
+                    self.remove(child)
+            self.rmdir(text)
+
+    def rename(self, src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        """POSIX rename: atomically replaces ``dst`` (a file, or an empty directory)."""
+        s, d = os.fspath(src), os.fspath(dst)
+        with self._op(s) as st:
+            rs = self._existing(s, follow=False)
+            if rs.name is None:
+                raise fs_error(errno.EBUSY if rs.node.ino == ROOT_INO else errno.EINVAL, s)  # type: ignore[union-attr]
+            rd = self._resolve(d, follow=False)
+            if rd.name is None:
+                raise fs_error(errno.EBUSY if rd.node and rd.node.ino == ROOT_INO else errno.EINVAL, d)
+            node = rs.node
+            assert node is not None and rs.parent is not None and rd.parent is not None
+            if node.kind is not FileType.DIRECTORY and (s.endswith("/") or d.endswith("/")):
+                raise fs_error(errno.ENOTDIR, s)
+            paths.check_name(rd.name, d)
+            is_dir = node.kind is FileType.DIRECTORY
+            if is_dir and (node.ino in rd.ancestors or node.ino == rd.parent):
+                raise fs_error(errno.EINVAL, d, "cannot move a directory into itself")
+            old = rd.node
+            if old is not None:
+                if old.ino == node.ino:
+                    return  # same file (or hard links to it): nothing to do
+                if is_dir and old.kind is not FileType.DIRECTORY:
+                    raise fs_error(errno.ENOTDIR, d)
+                if not is_dir and old.kind is FileType.DIRECTORY:
+                    raise fs_error(errno.EISDIR, d)
+                if old.kind is FileType.DIRECTORY:
+                    if st.listing(old.ino):
+                        raise fs_error(errno.ENOTEMPTY, d)
+                    st.set_dentry(rd.parent, rd.name, None)
+                    st.drop_inode(old)
+                    self._touch_dir(rd.parent, -1)
+                else:
+                    self._unlink_node(rd.parent, rd.name, old)
+            st.set_dentry(rs.parent, rs.name, None)
+            st.set_dentry(rd.parent, rd.name, node.ino)
+            node.ctime_ns = _now()
+            st.touch(node)
+            if is_dir and rs.parent != rd.parent:
+                self._touch_dir(rs.parent, -1)
+                self._touch_dir(rd.parent, +1)
+            else:
+                self._touch_dir(rs.parent)
+                if rd.parent != rs.parent:
+                    self._touch_dir(rd.parent)
+
+    def symlink(self, target: str, path: str | os.PathLike) -> None:
+        """Create ``path`` as a symlink to ``target`` (which need not exist)."""
+        text = os.fspath(path)
+        target = paths.to_text(target)
+        if not target:
+            raise fs_error(errno.ENOENT, text, "empty symlink target")
+        if "\x00" in target:
+            raise fs_error(errno.EINVAL, text, "symlink target contains NUL")
+        if paths.encoded_len(target, text) > paths.PATH_MAX:
+            raise fs_error(errno.ENAMETOOLONG, text)
+        with self._op(text):
+            res = self._resolve(text, follow=False)
+            if res.node is not None or res.name is None:
+                raise fs_error(errno.EEXIST, text)
+            if text.endswith("/"):
+                raise fs_error(errno.ENOENT, text)
+            self._create(res, FileType.SYMLINK, 0o777, text, target=target)
+
+    def link(self, src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        """Hard link: ``dst`` becomes another name of the inode ``src`` names."""
+        s, d = os.fspath(src), os.fspath(dst)
+        with self._op(d) as st:
+            node = self._existing(s, follow=False).node
+            assert node is not None
+            if node.kind is FileType.DIRECTORY:
+                raise fs_error(errno.EPERM, s, "hard links to directories are not allowed")
+            rd = self._resolve(d, follow=False)
+            if rd.node is not None or rd.name is None:
+                raise fs_error(errno.EEXIST, d)
+            if d.endswith("/"):
+                raise fs_error(errno.ENOENT, d)
+            paths.check_name(rd.name, d)
+            st.set_dentry(rd.parent, rd.name, node.ino)  # type: ignore[arg-type]
+            node.nlink += 1
+            node.ctime_ns = _now()
+            st.touch(node)
+            self._touch_dir(rd.parent)  # type: ignore[arg-type]
+
+    def chmod(self, path: str | os.PathLike, mode: int, *, follow_symlinks: bool = True) -> None:
+        text = os.fspath(path)
+        with self._op(text) as st:
+            node = self._existing(text, follow=follow_symlinks).node
+            assert node is not None
+            node.mode = mode & 0o7777
+            node.ctime_ns = _now()
+            st.touch(node)
+
+    def utime(
+        self,
+        path: str | os.PathLike,
+        ns: tuple[int, int] | None = None,
+        *,
+        follow_symlinks: bool = True,
+    ) -> None:
+        """Set (atime_ns, mtime_ns); ``None`` sets both to now. ctime becomes now."""
+        text = os.fspath(path)
+        with self._op(text) as st:
+            node = self._existing(text, follow=follow_symlinks).node
+            assert node is not None
+            now = _now()
+            node.atime_ns, node.mtime_ns = ns if ns is not None else (now, now)
+            node.ctime_ns = now
+            st.touch(node)
+
+    # ---------------------------------------------------------- write-back
+
+    def batch(self):
+        """Group many operations into one write-back window, committed at exit.
+
+        Inside, other processes see nothing of the batch until it ends (or
+        until it grows past the flush thresholds); this process sees all.
+        """
+        if self.read_only:
+            raise fs_error(errno.EROFS, None, "read-only filesystem view")
+        return self._st.batch()
+
+    def sync(self) -> None:
+        """Commit everything pending and wait until it is durable (fsync)."""
+        self._st.commit(durable=True)
+
+    def gc(self) -> tuple[int, int]:
+        """Reclaim blocks no extent references. Returns (blocks, bytes) freed."""
+        from tarbox.fs.gc import collect
+
+        return collect(self._st)

@@ -1,0 +1,71 @@
+"""Path validation and splitting, shared by the Python API, the CLI and the WASI host.
+
+Paths are text (UTF-8 when encoded); a component may not be empty, contain
+NUL or '/', or exceed 255 bytes; a whole path may not exceed 4096 bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from tarbox.errors import fs_error
+
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPath:
+    absolute: bool
+    parts: tuple[str, ...]  # may contain "." and ".." (resolved by the walker)
+    trailing_slash: bool
+
+
+def to_text(path: str | bytes | os.PathLike) -> str:
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        try:
+            return path.decode("utf-8")
+        except UnicodeDecodeError:
+            raise fs_error(errno.EILSEQ, repr(path), "path is not valid UTF-8") from None
+    if not isinstance(path, str):
+        raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
+    return path
+
+
+def encoded_len(text: str, path: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise fs_error(errno.EILSEQ, path, "path is not valid UTF-8") from None
+
+
+def split(path: str | bytes | os.PathLike) -> SplitPath:
+    text = to_text(path)
+    if "\x00" in text:
+        raise fs_error(errno.EINVAL, text.replace("\x00", "\\0"), "path contains a NUL byte")
+    if text == "":
+        raise fs_error(errno.ENOENT, text, "empty path")
+    if encoded_len(text, text) > PATH_MAX:
+        raise fs_error(errno.ENAMETOOLONG, text[:64] + "...", "path longer than 4096 bytes")
+    parts = tuple(p for p in text.split("/") if p)
+    for p in parts:
+        if len(p) > NAME_MAX // 4 and encoded_len(p, text) > NAME_MAX:
+            raise fs_error(errno.ENAMETOOLONG, text[:64] + "...", "name longer than 255 bytes")
+    return SplitPath(text.startswith("/"), parts, text.endswith("/") and len(text) > 1)
+
+
+def check_name(name: str, path: str) -> None:
+    """Validate a single new directory-entry name."""
+    if name in ("", ".", ".."):
+        raise fs_error(errno.EINVAL, path, "invalid name")
+    if "/" in name or "\x00" in name:
+        raise fs_error(errno.EINVAL, path, "invalid character in name")
+    if encoded_len(name, path) > NAME_MAX:
+        raise fs_error(errno.ENAMETOOLONG, path, "name longer than 255 bytes")
+
+
+def join(parent: str, name: str) -> str:
+    return (parent.rstrip("/") + "/" + name) if parent != "/" else "/" + name

