@@ -404,10 +404,13 @@ class Filesystem:
         """POSIX rename: atomically replaces ``dst`` (a file, or an empty directory)."""
         s, d = os.fspath(src), os.fspath(dst)
         with self._op(s) as st:
-            rs = self._existing(s, follow=False)
-            if rs.name is None:
-                raise fs_error(errno.EBUSY if rs.node.ino == ROOT_INO else errno.EINVAL, s)  # type: ignore[union-attr]
+            # As Linux: walk both parents first, then look at the final names.
+            rs = self._resolve(s, follow=False)
             rd = self._resolve(d, follow=False)
+            if rs.node is None:
+                raise fs_error(errno.ENOENT, s)
+            if rs.name is None:
+                raise fs_error(errno.EBUSY if rs.node.ino == ROOT_INO else errno.EINVAL, s)
             if rd.name is None:
                 raise fs_error(errno.EBUSY if rd.node and rd.node.ino == ROOT_INO else errno.EINVAL, d)
             node = rs.node
@@ -416,9 +419,12 @@ class Filesystem:
                 raise fs_error(errno.ENOTDIR, s)
             paths.check_name(rd.name, d)
             is_dir = node.kind is FileType.DIRECTORY
-            if is_dir and (node.ino in rd.ancestors or node.ino == rd.parent):
-                raise fs_error(errno.EINVAL, d, "cannot move a directory into itself")
             old = rd.node
+            # Linux checks the ancestry traps before anything else (do_renameat2).
+            if node.ino in rd.ancestors:
+                raise fs_error(errno.EINVAL, d, "cannot move a directory into itself")
+            if old is not None and old.ino in rs.ancestors:
+                raise fs_error(errno.ENOTEMPTY, d)
             if old is not None:
                 if old.ino == node.ino:
                     return  # same file (or hard links to it): nothing to do
@@ -470,11 +476,11 @@ class Filesystem:
         with self._op(d) as st:
             node = self._existing(s, follow=False).node
             assert node is not None
-            if node.kind is FileType.DIRECTORY:
-                raise fs_error(errno.EPERM, s, "hard links to directories are not allowed")
             rd = self._resolve(d, follow=False)
             if rd.node is not None or rd.name is None:
                 raise fs_error(errno.EEXIST, d)
+            if node.kind is FileType.DIRECTORY:
+                raise fs_error(errno.EPERM, s, "hard links to directories are not allowed")
             if d.endswith("/"):
                 raise fs_error(errno.ENOENT, d)
             paths.check_name(rd.name, d)

@@ -42,22 +42,33 @@ def _pgdata() -> Path:
     return home_dir() / "pgdata"
 
 
-def embedded_url() -> str:
-    """Start (or reuse) the embedded server and return a URL of Tarbox's database."""
+def embedded_server_url() -> str:
+    """Start (or reuse) the embedded server; URL of its maintenance database."""
     pgserver = _pgserver()
     try:
         server = pgserver.get_server(_pgdata(), cleanup_mode=None)
     except Exception as exc:  # pgserver raises plain exceptions with the server log
         raise DatabaseError(f"could not start the embedded PostgreSQL in {_pgdata()}: {exc}") from exc
-    admin = server.get_uri()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
+    return server.get_uri()
+
+
+def ensure_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server if missing; return its URL."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             try:
-                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+                conn.execute(f'CREATE DATABASE "{name}"')
             except psycopg.errors.DuplicateDatabase:
                 pass  # another process created it first
-    return server.get_uri(database=DATABASE_NAME)
+    info = psycopg.conninfo.conninfo_to_dict(server_url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def embedded_url() -> str:
+    """Start (or reuse) the embedded server and return a URL of Tarbox's database."""
+    return ensure_database(embedded_server_url(), DATABASE_NAME)
 
 
 @dataclass(frozen=True)

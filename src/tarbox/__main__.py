@@ -1,0 +1,3 @@
+from tarbox.cli.main import main
+
+main()

@@ -1,0 +1,460 @@
+"""The ``tarbox`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat as stat_mod
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+import tarbox
+from tarbox.errors import TarboxError
+from tarbox.fs import paths as fspaths
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tarbox: a versioned, multi-tenant filesystem in PostgreSQL for AI agents.",
+)
+tenant_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and delete tenants.")
+db_app = typer.Typer(no_args_is_help=True, help="The database: status of the embedded server, stop it.")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Ctx:
+    tenant: str | None
+    as_json: bool
+    url: str | None
+    _tb: tarbox.Tarbox | None = None
+
+    def tb(self) -> tarbox.Tarbox:
+        if self._tb is None:
+            self._tb = tarbox.connect(self.url)
+        return self._tb
+
+    def fs(self) -> tarbox.Filesystem:
+        if not self.tenant:
+            raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
+        return self.tb().filesystem(self.tenant)
+
+
+def _ctx(ctx: typer.Context) -> Ctx:
+    return ctx.obj
+
+
+def _emit(data) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tarbox {tarbox.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", envvar="TARBOX_TENANT", help="Tenant name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", envvar="TARBOX_DATABASE_URL", help="PostgreSQL URL (default: embedded).")
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    ctx.obj = Ctx(tenant, as_json, url)
+
+
+# --------------------------------------------------------------------- setup
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Start (or reach) the database and apply migrations."""
+    c = _ctx(ctx)
+    tb = c.tb()
+    info = {"url": _safe_url(tb.db.url), "embedded": tb.db.embedded, "schema_version": tb.db.schema_version}
+    if c.as_json:
+        _emit(info)
+    else:
+        where = "embedded PostgreSQL" if tb.db.embedded else "PostgreSQL"
+        out.print(f"[green]ready[/]: {where} at {info['url']}, schema version {info['schema_version']}")
+
+
+def _safe_url(url: str) -> str:
+    import psycopg
+
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+# ------------------------------------------------------------------- tenants
+
+
+@tenant_app.command("create")
+def tenant_create(
+    ctx: typer.Context,
+    name: str,
+    quota_bytes: Annotated[int | None, typer.Option(help="Maximum stored bytes.")] = None,
+    quota_inodes: Annotated[int | None, typer.Option(help="Maximum inodes.")] = None,
+) -> None:
+    """Create a tenant."""
+    c = _ctx(ctx)
+    t = c.tb().create_tenant(name, quota_bytes=quota_bytes, quota_inodes=quota_inodes)
+    if c.as_json:
+        _emit({"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()})
+    else:
+        out.print(f"created tenant [bold]{t.name}[/] ({t.id})")
+
+
+@tenant_app.command("list")
+def tenant_list(ctx: typer.Context) -> None:
+    """List tenants."""
+    c = _ctx(ctx)
+    tenants = c.tb().list_tenants()
+    if c.as_json:
+        _emit([{"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()} for t in tenants])
+        return
+    table = Table("name", "id", "created")
+    for t in tenants:
+        table.add_row(t.name, str(t.id), t.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    out.print(table)
+
+
+@tenant_app.command("info")
+def tenant_info(ctx: typer.Context, name: str) -> None:
+    """Show a tenant's usage and quotas."""
+    c = _ctx(ctx)
+    tb = c.tb()
+    t = tb.get_tenant(name)
+    u = tb.filesystem(t).usage()
+    data = {
+        "id": str(t.id),
+        "name": t.name,
+        "created_at": t.created_at.isoformat(),
+        "used_bytes": u.used_bytes,
+        "used_inodes": u.used_inodes,
+        "quota_bytes": u.quota_bytes,
+        "quota_inodes": u.quota_inodes,
+    }
+    if c.as_json:
+        _emit(data)
+    else:
+        for k, v in data.items():
+            out.print(f"{k:>13}: {v if v is not None else '-'}")
+
+
+@tenant_app.command("delete")
+def tenant_delete(
+    ctx: typer.Context, name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False
+) -> None:
+    """Delete a tenant and all its data."""
+    c = _ctx(ctx)
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"delete tenant {name!r} and all its files?", abort=True)
+    c.tb().delete_tenant(name)
+    if not c.as_json:
+        out.print(f"deleted tenant {name}")
+
+
+# --------------------------------------------------------------------- files
+
+
+def _stat_dict(path: str, s: tarbox.Stat) -> dict:
+    return {
+        "path": path,
+        "type": s.type.name.lower(),
+        "mode": oct(s.mode),
+        "size": s.size,
+        "nlink": s.nlink,
+        "ino": s.ino,
+        "mtime": datetime.fromtimestamp(s.mtime_ns / 1e9, timezone.utc).isoformat(),
+        "ctime": datetime.fromtimestamp(s.ctime_ns / 1e9, timezone.utc).isoformat(),
+        "atime": datetime.fromtimestamp(s.atime_ns / 1e9, timezone.utc).isoformat(),
+    }
+
+
+@app.command()
+def ls(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument()] = "/",
+    long: Annotated[bool, typer.Option("-l", help="Long listing.")] = False,
+) -> None:
+    """List a directory."""
+    c = _ctx(ctx)
+    fs = c.fs()
+    st = fs.stat(path)
+    if not st.is_dir:
+        entries = [(path.rstrip("/").rsplit("/", 1)[-1], fs.lstat(path))]
+    else:
+        entries = [(e.name, fs.lstat(fspaths.join(path, e.name))) for e in fs.scandir(path)]
+    if c.as_json:
+        _emit([_stat_dict(n, s) for n, s in entries])
+        return
+    if not long:
+        for name, s in entries:
+            out.print(name + ("/" if s.is_dir else ""), highlight=False)
+        return
+    table = Table("mode", "links", "size", "modified", "name", box=None)
+    for name, s in entries:
+        table.add_row(
+            stat_mod.filemode(s.st_mode),
+            str(s.nlink),
+            str(s.size),
+            datetime.fromtimestamp(s.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M"),
+            name + (f" -> {fs.readlink(fspaths.join(path, name))}" if s.is_symlink else ""),
+        )
+    out.print(table)
+
+
+@app.command()
+def cat(ctx: typer.Context, path: str) -> None:
+    """Print a file's content."""
+    fs = _ctx(ctx).fs()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+@app.command()
+def write(
+    ctx: typer.Context,
+    path: str,
+    text: Annotated[str | None, typer.Argument(help="Content; read from stdin if omitted.")] = None,
+    append: Annotated[bool, typer.Option("--append", "-a", help="Append instead of replacing.")] = False,
+) -> None:
+    """Write text (or stdin) to a file."""
+    fs = _ctx(ctx).fs()
+    with fs.open(path, "ab" if append else "wb") as f:
+        if text is not None:
+            f.write(text.encode())
+        else:
+            while chunk := sys.stdin.buffer.read(_CHUNK):
+                f.write(chunk)
+
+
+@app.command()
+def mkdir(
+    ctx: typer.Context,
+    path: str,
+    parents: Annotated[bool, typer.Option("-p", "--parents", help="Create parents; no error if it exists.")] = False,
+) -> None:
+    """Create a directory."""
+    fs = _ctx(ctx).fs()
+    fs.mkdir(path, parents=parents, exist_ok=parents)
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    path: str,
+    recursive: Annotated[bool, typer.Option("-r", "--recursive", help="Remove directories and contents.")] = False,
+) -> None:
+    """Remove a file (or a tree with -r)."""
+    fs = _ctx(ctx).fs()
+    if recursive:
+        fs.remove_tree(path)
+    else:
+        fs.remove(path)
+
+
+@app.command()
+def rmdir(ctx: typer.Context, path: str) -> None:
+    """Remove an empty directory."""
+    _ctx(ctx).fs().rmdir(path)
+
+
+@app.command()
+def mv(ctx: typer.Context, src: str, dst: str) -> None:
+    """Rename or move a file or directory."""
+    _ctx(ctx).fs().rename(src, dst)
+
+
+@app.command()
+def stat(ctx: typer.Context, path: str) -> None:
+    """Show a file's metadata."""
+    c = _ctx(ctx)
+    data = _stat_dict(path, c.fs().lstat(path))
+    if c.as_json:
+        _emit(data)
+    else:
+        for k, v in data.items():
+            out.print(f"{k:>6}: {v}", highlight=False)
+
+
+def _progress() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+@app.command()
+def put(ctx: typer.Context, local: Path, remote: str) -> None:
+    """Copy a local file or directory tree into Tarbox."""
+    fs = _ctx(ctx).fs()
+    if not local.exists():
+        raise FileNotFoundError(2, "no such local file", str(local))
+    files: list[tuple[Path, str]] = []
+    if local.is_dir():
+        fs.mkdir(remote, parents=True, exist_ok=True)
+        for root, dirs, names in os.walk(local):
+            rel = Path(root).relative_to(local)
+            base = remote if str(rel) == "." else fspaths.join(remote, rel.as_posix())
+            for d in dirs:
+                fs.mkdir(fspaths.join(base, d), exist_ok=True)
+            files += [(Path(root) / n, fspaths.join(base, n)) for n in names]
+    else:
+        if fs.is_dir(remote):
+            remote = fspaths.join(remote, local.name)
+        files.append((local, remote))
+    total = sum(p.stat().st_size for p, _ in files)
+    with _progress() as progress, fs.batch():
+        task = progress.add_task("put", total=total)
+        for src, dst in files:
+            if src.is_symlink():
+                fs.symlink(os.readlink(src), dst)
+                continue
+            with open(src, "rb") as fin, fs.open(dst, "wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    fout.write(chunk)
+                    progress.advance(task, len(chunk))
+
+
+@app.command()
+def get(ctx: typer.Context, remote: str, local: Path) -> None:
+    """Copy a file or directory tree out of Tarbox."""
+    fs = _ctx(ctx).fs()
+    st = fs.stat(remote)
+    files: list[tuple[str, Path]] = []
+    if st.is_dir:
+        local.mkdir(parents=True, exist_ok=True)
+        for root, _dirs, names in fs.walk(remote):
+            rel = root[len(remote.rstrip("/")) :].lstrip("/")
+            target = local / rel if rel else local
+            target.mkdir(parents=True, exist_ok=True)
+            files += [(fspaths.join(root, n), target / n) for n in names]
+    else:
+        if local.is_dir():
+            local = local / remote.rstrip("/").rsplit("/", 1)[-1]
+        files.append((remote, local))
+    total = sum(fs.lstat(r).size for r, _ in files)
+    with _progress() as progress:
+        task = progress.add_task("get", total=total)
+        for src, dst in files:
+            if fs.lstat(src).is_symlink:
+                if dst.is_symlink() or dst.exists():
+                    dst.unlink()
+                dst.symlink_to(fs.readlink(src))
+                continue
+            with fs.open(src, "rb") as fin, open(dst, "wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    fout.write(chunk)
+                    progress.advance(task, len(chunk))
+
+
+@app.command()
+def gc(ctx: typer.Context) -> None:
+    """Reclaim blocks that no file version references."""
+    c = _ctx(ctx)
+    blocks, nbytes = c.fs().gc()
+    if c.as_json:
+        _emit({"blocks": blocks, "bytes": nbytes})
+    else:
+        out.print(f"freed {blocks} blocks, {nbytes} bytes")
+
+
+# ------------------------------------------------------------------------ db
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context) -> None:
+    """Show where the database is and whether the embedded server runs."""
+    from tarbox.storage.server import embedded_status
+
+    c = _ctx(ctx)
+    if c.url:
+        tb = c.tb()
+        data = {"embedded": False, "url": _safe_url(c.url), "schema_version": tb.db.schema_version}
+    else:
+        s = embedded_status()
+        data = {
+            "embedded": True,
+            "pgdata": str(s.pgdata),
+            "initialized": s.initialized,
+            "running": s.running,
+            "pid": s.pid,
+        }
+    if c.as_json:
+        _emit(data)
+    else:
+        for k, v in data.items():
+            out.print(f"{k:>14}: {v}", highlight=False)
+
+
+@db_app.command("stop")
+def db_stop(ctx: typer.Context) -> None:
+    """Stop the embedded PostgreSQL server."""
+    from tarbox.storage.server import stop_embedded
+
+    was = stop_embedded()
+    out.print("stopped the embedded server" if was else "the embedded server was not running")
+
+
+# ---------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Show Tarbox's main job on the embedded database: an agent workspace in PostgreSQL."""
+    from tarbox.demo import run_demo
+
+    run_demo(_ctx(ctx).tb(), out)
+
+
+def main() -> None:
+    try:
+        app()
+    except TarboxError as exc:
+        err.print(f"[red]tarbox: error:[/] {_one_line(exc)}", highlight=False)
+        sys.exit(1)
+    except OSError as exc:
+        err.print(f"[red]tarbox: error:[/] {_one_line(exc)}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+if __name__ == "__main__":
+    main()
