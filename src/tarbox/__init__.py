@@ -11,7 +11,7 @@ from tarbox.errors import (
     TenantExistsError,
     TenantNotFoundError,
 )
-from tarbox.fs import DirEntry, FileType, Filesystem, Stat, Usage
+from tarbox.fs import DirEntry, Filesystem, FileType, Stat, Usage
 
 __version__ = "0.1.0"
 

@@ -122,7 +122,11 @@ class Tarbox:
             self._stores.pop(t.id, None)
 
     def set_quota(
-        self, tenant: Tenant | str | uuid.UUID, *, quota_bytes: int | None = None, quota_inodes: int | None = None
+        self,
+        tenant: Tenant | str | uuid.UUID,
+        *,
+        quota_bytes: int | None = None,
+        quota_inodes: int | None = None,
     ) -> None:
         """Set (or with ``None`` remove) a tenant's quotas."""
         t = self.get_tenant(tenant)

@@ -7,7 +7,7 @@ import os
 import stat as stat_mod
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -74,7 +74,8 @@ def main_callback(
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", envvar="TARBOX_TENANT", help="Tenant name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     url: Annotated[
-        str | None, typer.Option("--url", envvar="TARBOX_DATABASE_URL", help="PostgreSQL URL (default: embedded).")
+        str | None,
+        typer.Option("--url", envvar="TARBOX_DATABASE_URL", help="PostgreSQL URL (default: embedded)."),
     ] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
 ) -> None:
@@ -163,7 +164,9 @@ def tenant_info(ctx: typer.Context, name: str) -> None:
 
 @tenant_app.command("delete")
 def tenant_delete(
-    ctx: typer.Context, name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False
+    ctx: typer.Context,
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete a tenant and all its data."""
     c = _ctx(ctx)
@@ -185,9 +188,9 @@ def _stat_dict(path: str, s: tarbox.Stat) -> dict:
         "size": s.size,
         "nlink": s.nlink,
         "ino": s.ino,
-        "mtime": datetime.fromtimestamp(s.mtime_ns / 1e9, timezone.utc).isoformat(),
-        "ctime": datetime.fromtimestamp(s.ctime_ns / 1e9, timezone.utc).isoformat(),
-        "atime": datetime.fromtimestamp(s.atime_ns / 1e9, timezone.utc).isoformat(),
+        "mtime": datetime.fromtimestamp(s.mtime_ns / 1e9, UTC).isoformat(),
+        "ctime": datetime.fromtimestamp(s.ctime_ns / 1e9, UTC).isoformat(),
+        "atime": datetime.fromtimestamp(s.atime_ns / 1e9, UTC).isoformat(),
     }
 
 

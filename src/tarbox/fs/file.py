@@ -53,7 +53,7 @@ class TarboxFile(io.RawIOBase):
         self._st = store
         self._ino = ino
         self.name = path
-        self.mode = ("rb" if not mode.writable else "ab" if mode.append else "r+b" if mode.readable else "wb")
+        self.mode = "rb" if not mode.writable else "ab" if mode.append else "r+b" if mode.readable else "wb"
         self._m = mode
         self._pos = 0
         self._dirty = False

@@ -172,9 +172,7 @@ class Filesystem:
             self._st.refresh()
             kids = self._st.listing(self._dir(path).ino)
             nodes = self._st.inodes(kids.values())
-            return [
-                DirEntry(name, ino, nodes[ino].kind) for name, ino in sorted(kids.items()) if ino in nodes
-            ]
+            return [DirEntry(name, ino, nodes[ino].kind) for name, ino in sorted(kids.items()) if ino in nodes]
 
     def walk(self, top: str | os.PathLike = "/") -> Iterator[tuple[str, list[str], list[str]]]:
         """Like ``os.walk`` (top-down, symlinks to directories not followed)."""
@@ -245,11 +243,8 @@ class Filesystem:
         with self._op(text):
             res = self._resolve(text, follow=False)
             if res.node is not None or res.name is None:
-                if exist_ok and res.node is not None and res.node.kind is FileType.DIRECTORY:
+                if exist_ok and self.is_dir(text):  # a directory, or a symlink to one
                     return
-                if exist_ok and res.node is not None and res.node.kind is FileType.SYMLINK:
-                    if self._resolve(text).node and self._resolve(text).node.kind is FileType.DIRECTORY:
-                        return
                 raise fs_error(errno.EEXIST, text)
             self._create(res, FileType.DIRECTORY, mode, text)
 

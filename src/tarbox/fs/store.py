@@ -42,11 +42,12 @@ from tarbox.storage import Database
 
 ROOT_INO = 1
 DEFAULT_BLOCK_SIZE = 128 * 1024
-FLUSH_BYTES = 32 << 20  # dirty block bytes that force a flush
+FLUSH_BYTES = 16 << 20  # dirty block bytes that force a flush
 FLUSH_ROWS = 20_000  # dirty metadata rows that force a flush
 _INO_RANGE = 1024
 _PIPELINE_MAX_BYTES = 64 << 10
 _PIPELINE_MAX_ROWS = 2_000
+_SLICE_BYTES = 4 << 20  # block data per statement in large flushes
 
 
 @dataclass(slots=True)
@@ -64,9 +65,7 @@ class Inode:
     content_layer: int | None  # layer whose extents hold the bytes
 
     def to_stat(self) -> Stat:
-        return Stat(
-            self.ino, self.kind, self.mode, self.nlink, self.size, self.atime_ns, self.mtime_ns, self.ctime_ns
-        )
+        return Stat(self.ino, self.kind, self.mode, self.nlink, self.size, self.atime_ns, self.mtime_ns, self.ctime_ns)
 
 
 @dataclass(slots=True)
@@ -134,7 +133,7 @@ class Store:
         tenant_id: uuid.UUID,
         *,
         attr_timeout: float = 1.0,
-        block_cache_bytes: int = 128 << 20,
+        block_cache_bytes: int = 32 << 20,
     ) -> None:
         self.db = db
         self.tid = tenant_id
@@ -194,9 +193,7 @@ class Store:
 
     def _load_state(self, row: tuple | None = None) -> None:
         if row is None:
-            rows = self._q(
-                "SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,)
-            )
+            rows = self._q("SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,))
             if not rows:
                 raise TenantNotFoundError(f"tenant {self.tid} does not exist")
             row = rows[0]
@@ -341,7 +338,7 @@ class Store:
             self.dcache[(dir_ino, name)] = Dentry(ino, at_head, older)
             if ino is not None:
                 kids[name] = ino
-        for (p, name) in self.d_dirents:
+        for p, name in self.d_dirents:
             if p == dir_ino:
                 d = self.dcache[(p, name)]
                 if d.ino is None:
@@ -378,9 +375,7 @@ class Store:
             else:
                 out[h] = data
         if missing:
-            rows = self._q(
-                "SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%s)", (self.tid, missing)
-            )
+            rows = self._q("SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%s)", (self.tid, missing))
             for h, data in rows:
                 h, data = bytes(h), bytes(data)
                 self.bcache.put(h, data)
@@ -587,7 +582,16 @@ class Store:
         now = _now()
         size = len(target.encode()) if target is not None else 0
         node = Inode(
-            self.alloc_ino(), kind, mode & 0o7777, nlink, size, now, now, now, target, self.head,
+            self.alloc_ino(),
+            kind,
+            mode & 0o7777,
+            nlink,
+            size,
+            now,
+            now,
+            now,
+            target,
+            self.head,
             self.head if kind is FileType.FILE else None,
         )
         self.icache[node.ino] = node
@@ -764,7 +768,10 @@ class Store:
                 if h not in self.d_blocks:
                     self.d_blocks[h] = data
                     self.d_block_bytes += len(data)
-                self.bcache.put(h, data)
+                if len(data) < self.block_size:
+                    # small files are often read right back; streamed full blocks
+                    # would only push them out of the cache
+                    self.bcache.put(h, data)
         if only is not None and self.d_block_bytes > FLUSH_BYTES:
             self.commit()
 
@@ -834,7 +841,13 @@ class Store:
                         """INSERT INTO dirents (tenant_id, parent_ino, name, layer_id, ino)
                            SELECT %s, u.p, u.n, %s, u.i FROM unnest(%s::int8[], %s::text[], %s::int8[]) AS u(p, n, i)
                            ON CONFLICT (tenant_id, parent_ino, name, layer_id) DO UPDATE SET ino = EXCLUDED.ino""",
-                        (t, head, [k[0] for k, _ in de_set], [k[1] for k, _ in de_set], [v for _, v in de_set]),
+                        (
+                            t,
+                            head,
+                            [k[0] for k, _ in de_set],
+                            [k[1] for k, _ in de_set],
+                            [v for _, v in de_set],
+                        ),
                     )
                 drops = [ino for ino, e in self.d_ext.items() if e.drop]
                 if drops:
@@ -868,11 +881,28 @@ class Store:
                            ON CONFLICT (tenant_id, ino, layer_id, idx) DO UPDATE SET hash = EXCLUDED.hash""",
                         (t, head, [s[0] for s in sets], [s[1] for s in sets], [s[2] for s in sets]),
                     )
-                if self.d_blocks or release or self.d_inode_count:
-                    conn.execute(
-                        "SELECT tarbox_apply_blocks(%s::bytea[], %s::bytea[], %s::bytea[], %s)",
-                        (list(self.d_blocks), list(self.d_blocks.values()), release, self.d_inode_count),
-                    )
+                apply = "SELECT tarbox_apply_blocks(%s::bytea[], %s::bytea[], %s::bytea[], %s)"
+                if small:
+                    if self.d_blocks or release or self.d_inode_count:
+                        conn.execute(
+                            apply,
+                            (list(self.d_blocks), list(self.d_blocks.values()), release, self.d_inode_count),
+                        )
+                else:
+                    # releases first, so the quota check after each slice sees the net usage
+                    conn.execute(apply, ([], [], release, self.d_inode_count))
+                    hashes: list[bytes] = []
+                    datas: list[bytes] = []
+                    size = 0
+                    for h, data in self.d_blocks.items():
+                        hashes.append(h)
+                        datas.append(data)
+                        size += len(data)
+                        if size >= _SLICE_BYTES:
+                            conn.execute(apply, (hashes, datas, [], 0))
+                            hashes, datas, size = [], [], 0
+                    if hashes:
+                        conn.execute(apply, (hashes, datas, [], 0))
                 conn.commit()
         except psycopg.Error as exc:
             raise translate_db_error(exc) from exc

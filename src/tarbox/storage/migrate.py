@@ -34,9 +34,7 @@ def latest_version() -> int:
 
 
 def current_version(conn: psycopg.Connection) -> int:
-    row = conn.execute(
-        "SELECT to_regclass('tarbox.schema_version') IS NOT NULL"
-    ).fetchone()
+    row = conn.execute("SELECT to_regclass('tarbox.schema_version') IS NOT NULL").fetchone()
     if not row or not row[0]:
         return 0
     row = conn.execute("SELECT coalesce(max(version), 0) FROM tarbox.schema_version").fetchone()
@@ -72,9 +70,7 @@ def migrate(conn: psycopg.Connection) -> int:
             if version <= have:
                 continue
             conn.execute(sql)
-            conn.execute(
-                "INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name)
-            )
+            conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name))
     return target
 
 

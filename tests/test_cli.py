@@ -1,0 +1,80 @@
+"""The `tarbox` command, run as a real subprocess against the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+
+@pytest.fixture
+def run(db_url):
+    exe = shutil.which("tarbox")
+    assert exe, "the tarbox console script is not installed"
+    env = {**os.environ, "TARBOX_DATABASE_URL": db_url}
+
+    def _run(*args: str, input: bytes | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+        p = subprocess.run([exe, *args], input=input, capture_output=True, env=env, timeout=60)
+        if ok:
+            assert p.returncode == 0, p.stderr.decode()
+        return p
+
+    return _run
+
+
+def test_tenant_lifecycle_and_files(run, tmp_path):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    assert name in json.loads(run("--json", "tenant", "list").stdout)[-1]["name"] or any(
+        t["name"] == name for t in json.loads(run("--json", "tenant", "list").stdout)
+    )
+    t = ["--tenant", name]
+    run(*t, "mkdir", "-p", "/w/sub")
+    run(*t, "write", "/w/a.txt", "hello")
+    run(*t, "write", "--append", "/w/a.txt", input=b" world")
+    assert run(*t, "cat", "/w/a.txt").stdout == b"hello world"
+    run(*t, "mv", "/w/a.txt", "/w/sub/b.txt")
+    listing = json.loads(run("--json", *t, "ls", "/w/sub").stdout)
+    assert [(e["path"], e["size"], e["type"]) for e in listing] == [("b.txt", 11, "file")]
+    assert json.loads(run("--json", *t, "stat", "/w/sub/b.txt").stdout)["size"] == 11
+
+    src = tmp_path / "src"
+    (src / "deep").mkdir(parents=True)
+    (src / "deep" / "x.bin").write_bytes(os.urandom(3 << 20))
+    (src / "y.txt").write_text("y")
+    os.symlink("y.txt", src / "link")
+    run(*t, "put", str(src), "/w/src")
+    run(*t, "get", "/w/src", str(tmp_path / "back"))
+    back = tmp_path / "back"
+    assert (back / "deep" / "x.bin").read_bytes() == (src / "deep" / "x.bin").read_bytes()
+    assert (back / "y.txt").read_text() == "y" and os.readlink(back / "link") == "y.txt"
+
+    run(*t, "rm", "-r", "/w/src")
+    run(*t, "rm", "/w/sub/b.txt")
+    run(*t, "rmdir", "/w/sub")
+    info = json.loads(run("--json", "tenant", "info", name).stdout)
+    assert info["used_bytes"] == 0 and info["used_inodes"] == 2
+    run("tenant", "delete", "--yes", name)
+
+
+def test_errors_are_one_line_and_nonzero(run):
+    p = run("--tenant", "no-such-tenant", "ls", "/", ok=False)
+    assert p.returncode == 1
+    assert p.stderr.decode().strip().count("\n") == 0 and "no-such-tenant" in p.stderr.decode()
+    assert b"Traceback" not in p.stderr
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    p = run("--tenant", name, "cat", "/missing", ok=False)
+    assert p.returncode == 1 and b"No such file" in p.stderr and b"Traceback" not in p.stderr
+    p = run("tenant", "create", "Not Valid", ok=False)
+    assert p.returncode == 1 and b"invalid tenant name" in p.stderr
+    run("tenant", "delete", "--yes", name)
+
+
+def test_version_and_db_status(run):
+    assert run("--version").stdout.startswith(b"tarbox ")
+    assert json.loads(run("--json", "db", "status").stdout)["schema_version"] >= 1
