@@ -126,6 +126,15 @@ def translate_db_error(exc: psycopg.Error, path: str | None = None) -> Exception
     return DatabaseError(msg)
 
 
+def _rollback(conn: psycopg.Connection) -> None:
+    """End whatever transaction the connection is in (it runs in autocommit mode)."""
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass
+
+
 class Store:
     def __init__(
         self,
@@ -181,11 +190,11 @@ class Store:
             with self.db.tenant(self.tid) as conn:
                 yield conn
 
-    def _q(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+    def _q(self, sql: str, params: tuple | dict = (), *, binary: bool = False) -> list[tuple]:
         self.stats["round_trips"] += 1
         try:
             with self._conn() as conn:
-                return conn.execute(sql, params).fetchall()
+                return conn.execute(sql, params, binary=binary).fetchall()
         except psycopg.OperationalError as exc:
             raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
 
@@ -358,6 +367,7 @@ class Store:
             rows = self._q(
                 "SELECT idx, hash FROM extents WHERE tenant_id = %s AND ino = %s AND layer_id = %s",
                 (self.tid, node.ino, node.content_layer),
+                binary=True,
             )
             xm = {r[0]: bytes(r[1]) for r in rows}
         self.xcache[node.ino] = xm
@@ -375,7 +385,11 @@ class Store:
             else:
                 out[h] = data
         if missing:
-            rows = self._q("SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%s)", (self.tid, missing))
+            rows = self._q(
+                "SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%b)",
+                (self.tid, missing),
+                binary=True,
+            )
             for h, data in rows:
                 h, data = bytes(h), bytes(data)
                 self.bcache.put(h, data)
@@ -404,16 +418,16 @@ class Store:
         wb = self.wbuf.get(node.ino, {})
         need = [xm[i] for i in range(first, last + 1) if i not in wb and i in xm]
         data = self.blocks(need) if need else {}
-        out = bytearray()
+        pieces = []
         for i in range(first, last + 1):
             lo = offset - i * bs if i == first else 0
             hi = end - i * bs if i == last else bs
             chunk = wb[i] if i in wb else (data[xm[i]] if i in xm else b"")
-            piece = chunk[lo:hi]
-            out += piece
+            piece = chunk[lo:hi] if (lo or hi < len(chunk)) else chunk
+            pieces.append(piece)
             if len(piece) < hi - lo:
-                out += bytes(hi - lo - len(piece))
-        return bytes(out)
+                pieces.append(bytes(hi - lo - len(piece)))  # hole or short block: zeros
+        return pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
 
     # --------------------------------------------------------------- mutation
 
@@ -487,7 +501,7 @@ class Store:
         try:
             self._acquire(conn)
         except BaseException as exc:
-            conn.rollback()
+            _rollback(conn)
             cm.__exit__(type(exc), exc, exc.__traceback__)
             if isinstance(exc, psycopg.Error):
                 raise translate_db_error(exc) from exc
@@ -502,7 +516,10 @@ class Store:
 
     def _acquire(self, conn: psycopg.Connection) -> None:
         self.stats["round_trips"] += 1
-        row = conn.execute("SELECT tarbox_lock()").fetchone()
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur = conn.execute("SELECT tarbox_lock()")
+        row = cur.fetchone()
         before = row[0] if row else None
         if before is None:
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
@@ -533,10 +550,7 @@ class Store:
     def _abort(self) -> None:
         """A write failed: roll back and forget everything not committed."""
         if self._txn is not None:
-            try:
-                self._txn.rollback()
-            except psycopg.Error:
-                pass
+            _rollback(self._txn)
         for ino in set(self.wbuf) | set(self.d_ext):
             self.write_errors.setdefault(ino, fs_error(errno.EIO, None, "buffered writes were lost"))
         self._clear_dirty()
@@ -780,7 +794,7 @@ class Store:
     def _flush(self, conn: psycopg.Connection, durable: bool = False) -> None:
         self._seal()
         if not self._has_dirty() and not durable:
-            conn.commit()
+            conn.execute("COMMIT")
             return
         t, head = self.tid, self.head
         ins = [n for n in self.d_inodes.values() if n is not None]
@@ -877,11 +891,11 @@ class Store:
                 if sets:
                     conn.execute(
                         """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
-                           SELECT %s, u.i, %s, u.x, u.h FROM unnest(%s::int8[], %s::int8[], %s::bytea[]) AS u(i, x, h)
+                           SELECT %s, u.i, %s, u.x, u.h FROM unnest(%s::int8[], %s::int8[], %b::bytea[]) AS u(i, x, h)
                            ON CONFLICT (tenant_id, ino, layer_id, idx) DO UPDATE SET hash = EXCLUDED.hash""",
                         (t, head, [s[0] for s in sets], [s[1] for s in sets], [s[2] for s in sets]),
                     )
-                apply = "SELECT tarbox_apply_blocks(%s::bytea[], %s::bytea[], %s::bytea[], %s)"
+                apply = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], %s)"
                 if small:
                     if self.d_blocks or release or self.d_inode_count:
                         conn.execute(
@@ -903,7 +917,7 @@ class Store:
                             hashes, datas, size = [], [], 0
                     if hashes:
                         conn.execute(apply, (hashes, datas, [], 0))
-                conn.commit()
+                conn.execute("COMMIT")
         except psycopg.Error as exc:
             raise translate_db_error(exc) from exc
         self.stats["flushes"] += 1

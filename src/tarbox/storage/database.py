@@ -57,7 +57,8 @@ class Database:
             self.url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": False, "options": _OPTIONS},
+            # autocommit: a read is one round trip; writers send BEGIN/COMMIT themselves
+            kwargs={"autocommit": True, "options": _OPTIONS},
             configure=self._configure_app,
             check=ConnectionPool.check_connection,
             name="tarbox-app",
@@ -70,7 +71,6 @@ class Database:
         # synchronous one, which also makes every earlier commit durable.
         conn.execute(f"SET ROLE {_migrate.APP_ROLE}")
         conn.execute("SET synchronous_commit = off")
-        conn.commit()
 
     @contextmanager
     def admin(self) -> Iterator[psycopg.Connection]:
@@ -80,11 +80,10 @@ class Database:
 
     @contextmanager
     def tenant(self, tenant_id: uuid.UUID) -> Iterator[psycopg.Connection]:
-        """A ``tarbox_app`` connection bound to one tenant. Commits on success."""
+        """An autocommit ``tarbox_app`` connection bound to one tenant."""
         with self._translate(), self._app.connection() as conn:
             if getattr(conn, "_tarbox_tenant", None) != tenant_id:
                 conn.execute("SELECT set_config('tarbox.tenant_id', %s, false)", (str(tenant_id),))
-                conn.commit()
                 conn._tarbox_tenant = tenant_id  # type: ignore[attr-defined]
             yield conn
 
