@@ -163,3 +163,24 @@ def test_stale_cache_never_resurrects_deleted_entries(tb, tenant, db_url):
     assert fs.listdir("/") == ["g"]
     with pytest.raises(FileNotFoundError):
         fs.write_file("/d/f2", b"3")
+
+
+def test_sync_commits_a_batch_durably(tb, tenant, db_url):
+    fs = tb.filesystem(tenant)
+    with tarbox.connect(db_url) as other:
+        ofs = other.filesystem(tenant.id)
+        with fs.batch():
+            fs.write_file("/a", b"1")
+            fs.sync()  # fsync inside a batch: commits what is pending, durably
+            assert ofs.read_file("/a") == b"1"
+            fs.write_file("/b", b"2")
+            assert not ofs.exists("/b")
+        assert ofs.read_file("/b") == b"2"
+
+
+def test_file_fsync_publishes_before_close(tb, tenant, db_url):
+    fs = tb.filesystem(tenant)
+    with tarbox.connect(db_url) as other, fs.open("/log", "wb") as f:
+        f.write(b"first")
+        f.fsync()
+        assert other.filesystem(tenant.id).read_file("/log") == b"first"

@@ -846,9 +846,13 @@ class Store:
                     )
                 if de_del:
                     conn.execute(
-                        """DELETE FROM dirents d USING unnest(%s::int8[], %s::text[]) AS u(p, n)
-                           WHERE d.tenant_id = %s AND d.layer_id = %s AND d.parent_ino = u.p AND d.name = u.n""",
-                        ([k[0] for k in de_del], [k[1] for k in de_del], t, head),
+                        # parent and name as index conditions (= ANY), so the plan never depends on
+                        # statistics; the pair test then drops the cross-product's extra rows
+                        """DELETE FROM dirents d
+                           WHERE d.tenant_id = %(t)s AND d.parent_ino = ANY(%(p)s) AND d.name = ANY(%(n)s)
+                             AND d.layer_id = %(h)s
+                             AND (d.parent_ino, d.name) IN (SELECT * FROM unnest(%(p)s::int8[], %(n)s::text[]))""",
+                        {"p": [k[0] for k in de_del], "n": [k[1] for k in de_del], "t": t, "h": head},
                     )
                 if de_set:
                     conn.execute(

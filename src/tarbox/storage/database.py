@@ -71,6 +71,7 @@ class Database:
         # synchronous one, which also makes every earlier commit durable.
         conn.execute(f"SET ROLE {_migrate.APP_ROLE}")
         conn.execute("SET synchronous_commit = off")
+        conn.execute("SET enable_seqscan = off")
 
     @contextmanager
     def admin(self) -> Iterator[psycopg.Connection]:
