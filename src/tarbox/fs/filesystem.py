@@ -127,9 +127,20 @@ class Filesystem:
     # ------------------------------------------------------------------ reads
 
     def stat(self, path: str | os.PathLike, *, follow_symlinks: bool = True) -> Stat:
-        with self._st.lock:
-            self._st.refresh(force=False)
-            return self._existing(path, follow=follow_symlinks).node.to_stat()  # type: ignore[union-attr]
+        st = self._st
+        with st.lock:
+            st.refresh(force=False)
+            key = (path, follow_symlinks) if isinstance(path, str) else None
+            ino = st.pcache.get(key) if key is not None else None
+            node = st.inode(ino) if ino is not None else None
+            if node is None:
+                node = self._existing(path, follow=follow_symlinks).node
+                assert node is not None
+                if key is not None:
+                    if len(st.pcache) > 100_000:
+                        st.pcache.clear()
+                    st.pcache[key] = node.ino
+            return node.to_stat()
 
     def lstat(self, path: str | os.PathLike) -> Stat:
         return self.stat(path, follow_symlinks=False)

@@ -142,7 +142,7 @@ class Store:
         tenant_id: uuid.UUID,
         *,
         attr_timeout: float = 1.0,
-        block_cache_bytes: int = 32 << 20,
+        block_cache_bytes: int = 64 << 20,
     ) -> None:
         self.db = db
         self.tid = tenant_id
@@ -156,6 +156,8 @@ class Store:
         # clean caches
         self.dcache: dict[tuple[int, str], Dentry] = {}
         self.children: dict[int, dict[str, int]] = {}  # complete listings only
+        # resolved paths: (text, follow_symlinks) -> inode; any dirent change clears it
+        self.pcache: dict[tuple[str, bool], int] = {}
         self.icache: dict[int, Inode] = {}
         self.xcache: dict[int, dict[int, bytes]] = {}
         self.bcache = BlockCache(block_cache_bytes)
@@ -243,6 +245,7 @@ class Store:
         keep = set(self.d_inodes) | set(self.wbuf) | set(self.d_ext)
         self.dcache.clear()
         self.children.clear()
+        self.pcache.clear()
         self.icache = {k: v for k, v in self.icache.items() if k in keep}
         self.xcache = {k: v for k, v in self.xcache.items() if k in keep}
 
@@ -392,7 +395,8 @@ class Store:
             )
             for h, data in rows:
                 h, data = bytes(h), bytes(data)
-                self.bcache.put(h, data)
+                if len(data) < self.block_size:
+                    self.bcache.put(h, data)  # see _seal: full blocks stream, small ones are re-read
                 out[h] = data
             lost = [h for h in missing if h not in out]
             if lost:
@@ -556,6 +560,7 @@ class Store:
         self._clear_dirty()
         self.dcache.clear()
         self.children.clear()
+        self.pcache.clear()
         self.icache.clear()
         self.xcache.clear()
         self.gen = None
@@ -628,6 +633,7 @@ class Store:
     def set_dentry(self, parent: int, name: str, ino: int | None) -> None:
         """Point ``name`` at ``ino``, or remove it (``None``), in the head layer."""
         self._mutated = True
+        self.pcache.clear()
         d = self.dentry(parent, name)
         if ino is None:
             if d.older:

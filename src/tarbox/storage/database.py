@@ -52,6 +52,7 @@ class Database:
             kwargs={"autocommit": True, "options": _OPTIONS},
             name="tarbox-admin",
             timeout=30,
+            open=True,
         )
         self._app = ConnectionPool(
             self.url,
@@ -63,6 +64,7 @@ class Database:
             check=ConnectionPool.check_connection,
             name="tarbox-app",
             timeout=30,
+            open=True,
         )
 
     @staticmethod
