@@ -62,6 +62,16 @@ def _emit(data) -> None:
     out.print_json(json.dumps(data, default=str))
 
 
+def _show(c: Ctx, record: dict) -> None:
+    """One record: JSON with --json, else aligned ``key: value`` lines."""
+    if c.as_json:
+        _emit(record)
+        return
+    width = max(map(len, record))
+    for k, v in record.items():
+        out.print(f"{k:>{width}}: {v if v is not None else '-'}", highlight=False)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"tarbox {tarbox.__version__}")
@@ -155,11 +165,7 @@ def tenant_info(ctx: typer.Context, name: str) -> None:
         "quota_bytes": u.quota_bytes,
         "quota_inodes": u.quota_inodes,
     }
-    if c.as_json:
-        _emit(data)
-    else:
-        for k, v in data.items():
-            out.print(f"{k:>13}: {v if v is not None else '-'}")
+    _show(c, data)
 
 
 @tenant_app.command("delete")
@@ -295,12 +301,7 @@ def mv(ctx: typer.Context, src: str, dst: str) -> None:
 def stat(ctx: typer.Context, path: str) -> None:
     """Show a file's metadata."""
     c = _ctx(ctx)
-    data = _stat_dict(path, c.fs().lstat(path))
-    if c.as_json:
-        _emit(data)
-    else:
-        for k, v in data.items():
-            out.print(f"{k:>6}: {v}", highlight=False)
+    _show(c, _stat_dict(path, c.fs().lstat(path)))
 
 
 def _progress() -> Progress:
@@ -411,11 +412,7 @@ def db_status(ctx: typer.Context) -> None:
             "running": s.running,
             "pid": s.pid,
         }
-    if c.as_json:
-        _emit(data)
-    else:
-        for k, v in data.items():
-            out.print(f"{k:>14}: {v}", highlight=False)
+    _show(c, data)
 
 
 @db_app.command("stop")
