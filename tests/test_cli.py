@@ -78,3 +78,23 @@ def test_errors_are_one_line_and_nonzero(run):
 def test_version_and_db_status(run):
     assert run("--version").stdout.startswith(b"tarbox ")
     assert json.loads(run("--json", "db", "status").stdout)["schema_version"] >= 1
+
+
+def test_checkpoint_log_switch_diff(run):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    t = ["--tenant", name]
+    run(*t, "write", "/a", "one")
+    cp = json.loads(run("--json", *t, "checkpoint", "-m", "first").stdout)
+    assert cp["frozen"] and cp["message"] == "first"
+    run(*t, "write", "/a", "two")
+    run(*t, "write", "/b", "new")
+    log = json.loads(run("--json", *t, "log").stdout)
+    assert log[0]["head"] and log[0]["parent"] == cp["id"] and log[1]["id"] == cp["id"]
+    changes = json.loads(run("--json", *t, "diff", str(cp["id"])).stdout)
+    assert {(c["path"], c["kind"]) for c in changes} == {("/a", "modified"), ("/b", "added")}
+    run(*t, "switch", str(cp["id"]))
+    assert run(*t, "cat", "/a").stdout == b"one"
+    p = run(*t, "switch", "999999999", ok=False)
+    assert p.returncode == 1 and b"does not exist" in p.stderr
+    run("tenant", "delete", "--yes", name)

@@ -11,11 +11,14 @@ from tarbox.errors import (
     TenantExistsError,
     TenantNotFoundError,
 )
-from tarbox.fs import DirEntry, Filesystem, FileType, Stat, Usage
+from tarbox.fs import Change, ChangeKind, DirEntry, Filesystem, FileType, Layer, Stat, Usage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Change",
+    "ChangeKind",
+    "Layer",
     "DatabaseError",
     "DirEntry",
     "FileType",

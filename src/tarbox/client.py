@@ -146,12 +146,24 @@ class Tarbox:
                 self._stores[tenant_id] = store
             return store
 
-    def filesystem(self, tenant: Tenant | str | uuid.UUID, *, read_only: bool = False) -> Filesystem:
-        """The filesystem of a tenant (given as Tenant, name or UUID)."""
+    def filesystem(
+        self, tenant: Tenant | str | uuid.UUID, *, read_only: bool = False, layer: int | None = None
+    ) -> Filesystem:
+        """The filesystem of a tenant (given as Tenant, name or UUID).
+
+        With ``layer``, a read-only view pinned at that layer, while writers go on at the head.
+        """
         t = self.get_tenant(tenant)
-        store = self._store(t.id)
+        store = self._store(t.id) if layer is None else self._pinned(t.id, layer)
         store.refresh()
-        return Filesystem(store, read_only=read_only, tenant_name=t.name)
+        return Filesystem(
+            store, read_only=read_only, tenant_name=t.name, view_factory=lambda lid: self._pinned(t.id, lid)
+        )
+
+    def _pinned(self, tenant_id: uuid.UUID, layer: int) -> Store:
+        store = Store(self.db, tenant_id, attr_timeout=self.attr_timeout, pinned_layer=int(layer))
+        store.refresh()
+        return store
 
     def close(self) -> None:
         for store in list(self._stores.values()):

@@ -391,6 +391,84 @@ def gc(ctx: typer.Context) -> None:
         out.print(f"freed {blocks} blocks, {nbytes} bytes")
 
 
+# -------------------------------------------------------------------- layers
+
+
+def _layer_dict(layer: tarbox.Layer) -> dict:
+    return {
+        "id": layer.id,
+        "parent": layer.parent_id,
+        "message": layer.message,
+        "created_at": layer.created_at.isoformat(),
+        "frozen": layer.frozen,
+        "head": layer.is_head,
+    }
+
+
+@app.command()
+def checkpoint(
+    ctx: typer.Context, message: Annotated[str, typer.Option("--message", "-m", help="What this state is.")] = ""
+) -> None:
+    """Freeze the current state (O(1)); later writes go to a new layer."""
+    c = _ctx(ctx)
+    layer = c.fs().checkpoint(message)
+    if c.as_json:
+        _emit(_layer_dict(layer))
+    else:
+        out.print(f"checkpoint [bold]{layer.id}[/] {message}", highlight=False)
+
+
+@app.command()
+def log(ctx: typer.Context) -> None:
+    """The layer history, newest first."""
+    c = _ctx(ctx)
+    layers = list(reversed(c.fs().layers()))
+    if c.as_json:
+        _emit([_layer_dict(layer) for layer in layers])
+        return
+    table = Table("layer", "parent", "created", "message", box=None)
+    for layer in layers:
+        mark = " (head)" if layer.is_head else "" if layer.frozen else " (open)"
+        table.add_row(
+            f"{layer.id}{mark}",
+            str(layer.parent_id or "-"),
+            layer.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            layer.message,
+        )
+    out.print(table)
+
+
+@app.command()
+def switch(ctx: typer.Context, layer: int) -> None:
+    """View a layer; writing after switching to a checkpoint branches off it."""
+    _ctx(ctx).fs().switch(layer)
+    out.print(f"now at layer {layer}")
+
+
+@app.command()
+def diff(ctx: typer.Context, a: int, b: Annotated[int | None, typer.Argument()] = None) -> None:
+    """What changed from layer A to layer B (default: the current view)."""
+    c = _ctx(ctx)
+    changes = c.fs().diff(a, b)
+    if c.as_json:
+        _emit(
+            [
+                {
+                    "path": ch.path,
+                    "kind": ch.kind.value,
+                    "type": ch.type.name.lower(),
+                    "size_before": ch.size_before,
+                    "size_after": ch.size_after,
+                }
+                for ch in changes
+            ]
+        )
+        return
+    sign = {"added": "[green]+[/]", "deleted": "[red]-[/]", "modified": "[yellow]~[/]"}
+    for ch in changes:
+        out.print(f"{sign[ch.kind.value]} {ch.path}", highlight=False)
+
+
 # ------------------------------------------------------------------------ db
 
 

@@ -2,6 +2,6 @@
 
 from tarbox.fs.file import TarboxFile
 from tarbox.fs.filesystem import Filesystem
-from tarbox.fs.types import DirEntry, FileType, Stat, Usage
+from tarbox.fs.types import Change, ChangeKind, DirEntry, FileType, Layer, Stat, Usage
 
-__all__ = ["DirEntry", "FileType", "Filesystem", "Stat", "TarboxFile", "Usage"]
+__all__ = ["Change", "ChangeKind", "Layer", "DirEntry", "FileType", "Filesystem", "Stat", "TarboxFile", "Usage"]

@@ -19,7 +19,7 @@ from tarbox.errors import fs_error
 from tarbox.fs import paths
 from tarbox.fs.file import TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
-from tarbox.fs.types import DirEntry, FileType, Stat, Usage
+from tarbox.fs.types import Change, DirEntry, FileType, Layer, Stat, Usage
 
 SYMLOOP_MAX = 40
 
@@ -35,10 +35,18 @@ class _Res:
 class Filesystem:
     """One tenant's files. Obtain it with ``Tarbox.filesystem(tenant)``."""
 
-    def __init__(self, store: Store, *, read_only: bool = False, tenant_name: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        read_only: bool = False,
+        tenant_name: str | None = None,
+        view_factory=None,
+    ) -> None:
         self._st = store
-        self.read_only = read_only
+        self.read_only = read_only or store.pinned is not None
         self.tenant_name = tenant_name
+        self._view = view_factory  # layer id -> Store pinned at that layer (for diff)
 
     # ------------------------------------------------------------ resolution
 
@@ -106,9 +114,9 @@ class Filesystem:
             raise fs_error(errno.ENOENT, os.fspath(path))
         return res
 
-    def _writable(self, path: str | os.PathLike) -> None:
+    def _writable(self, path: str | os.PathLike | None) -> None:
         if self.read_only:
-            raise fs_error(errno.EROFS, os.fspath(path), "read-only filesystem view")
+            raise fs_error(errno.EROFS, None if path is None else os.fspath(path), "read-only filesystem view")
 
     def _touch_dir(self, ino: int, nlink_delta: int = 0) -> None:
         node = self._st.inode(ino)
@@ -543,3 +551,55 @@ class Filesystem:
         from tarbox.fs.gc import collect
 
         return collect(self._st)
+
+    # ---------------------------------------------------------------- layers
+
+    def _layer_rows(self) -> list[tuple]:
+        return self._st._q(
+            "SELECT layer_id, parent_id, message, created_at, frozen FROM layers WHERE tenant_id = %s"
+            " ORDER BY layer_id",
+            (self._st.tid,),
+        )
+
+    def layers(self) -> list[Layer]:
+        """Every layer of the tenant (the tree, by parent pointers), oldest first."""
+        with self._st.lock:
+            self._st.refresh()
+            head = self._st.head
+            return [Layer(r[0], r[1], r[2], r[3], r[4], r[0] == head) for r in self._layer_rows()]
+
+    def current_layer(self) -> Layer:
+        """The layer this view reads (and, unless pinned, writes to)."""
+        with self._st.lock:
+            self._st.refresh()
+            head = self._st.head
+            rows = self._st._q(
+                "SELECT layer_id, parent_id, message, created_at, frozen FROM layers"
+                " WHERE tenant_id = %s AND layer_id = %s",
+                (self._st.tid, head),
+            )
+            r = rows[0]
+            return Layer(r[0], r[1], r[2], r[3], r[4], True)
+
+    def checkpoint(self, message: str = "") -> Layer:
+        """Freeze the current state in O(1) and continue in a new child layer. Returns the checkpoint."""
+        self._writable(None)
+        frozen = self._st.checkpoint(message)
+        return next(layer for layer in self.layers() if layer.id == frozen)
+
+    def switch(self, layer: Layer | int) -> None:
+        """View ``layer``; the next write after switching to a frozen layer branches off it."""
+        self._writable(None)
+        self._st.switch(layer.id if isinstance(layer, Layer) else int(layer))
+
+    def diff(self, a: Layer | int, b: Layer | int | None = None) -> list[Change]:
+        """Paths added, modified or deleted from layer ``a`` to layer ``b`` (default: the current view)."""
+        from tarbox.fs.diff import diff as _diff
+
+        if self._view is None:
+            raise RuntimeError("this filesystem view cannot open other layers")
+        sa = self._view(a.id if isinstance(a, Layer) else int(a))
+        sb = self._st if b is None else self._view(b.id if isinstance(b, Layer) else int(b))
+        if b is None:
+            self._st.commit()
+        return _diff(sa, sb)

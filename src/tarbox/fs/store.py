@@ -143,9 +143,12 @@ class Store:
         *,
         attr_timeout: float = 1.0,
         block_cache_bytes: int = 64 << 20,
+        pinned_layer: int | None = None,
     ) -> None:
         self.db = db
         self.tid = tenant_id
+        self.pinned = pinned_layer  # a read-only view of one layer instead of the head
+        self.head_frozen = False
         self.attr_timeout = attr_timeout
         self.lock = threading.RLock()
         self.gen: int | None = None
@@ -210,6 +213,8 @@ class Store:
             row = rows[0]
         gen, head, bs = row
         self.block_size = bs
+        if self.pinned is not None:
+            head = self.pinned
         if head != self.head or not self.chain:
             chain = self._q(
                 """WITH RECURSIVE c(layer_id, parent_id) AS (
@@ -220,8 +225,13 @@ class Store:
                    SELECT layer_id FROM c""",
                 {"t": self.tid, "h": head},
             )
+            if not chain:
+                raise fs_error(errno.ENOENT, None, f"layer {head} does not exist")
             self.head = head
             self.chain = frozenset(r[0] for r in chain)
+        self.head_frozen = bool(
+            self._q("SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, self.head))[0][0]
+        )
         self.gen = gen
 
     def refresh(self, force: bool = True) -> None:
@@ -532,13 +542,23 @@ class Store:
             rows = conn.execute(
                 "SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,)
             ).fetchall()
-            self._txn = conn
-            try:
+            with self._using(conn):
                 self._load_state((before, rows[0][1], rows[0][2]))
-            finally:
-                self._txn = None
         self.gen = before + 1  # the generation our commit will publish
         self.validated_at = time.monotonic()
+        if self.head_frozen and self.pinned is None:
+            # the view is a frozen layer (after switch): writing branches off it
+            with self._using(conn):
+                self._open_child(self.head, "")
+
+    @contextmanager
+    def _using(self, conn: psycopg.Connection) -> Iterator[None]:
+        """Route _q through ``conn`` (the locked transaction) for a moment."""
+        prev, self._txn = self._txn, conn
+        try:
+            yield
+        finally:
+            self._txn = prev
 
     def _commit_and_relock(self, durable: bool = False) -> None:
         conn = self._txn
@@ -933,6 +953,63 @@ class Store:
         self.stats["flushes"] += 1
         self.stats["round_trips"] += 1
         self._clear_dirty()
+
+    # ----------------------------------------------------------------- layers
+
+    def _open_child(self, parent: int, message: str) -> int:
+        """Create a writable child of ``parent`` and make it the head (inside the lock)."""
+        child = self._q(
+            """WITH n AS (
+                   INSERT INTO layers (tenant_id, layer_id, parent_id, message)
+                   VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, %(m)s) RETURNING layer_id)
+               UPDATE tenant_state SET head_layer = (SELECT layer_id FROM n) WHERE tenant_id = %(t)s
+               RETURNING head_layer""",
+            {"t": self.tid, "p": parent, "m": message},
+        )[0][0]
+        self._new_head(child, parent)
+        return child
+
+    def _new_head(self, child: int, parent: int) -> None:
+        """The head moved to a fresh child of itself: caches stay valid, rows at the old head become 'older'."""
+        assert parent == self.head
+        for d in self.dcache.values():
+            if d.at_head:
+                d.older, d.at_head = True, False
+        self.head = child
+        self.chain = self.chain | {child}
+        self.head_frozen = False
+
+    def checkpoint(self, message: str) -> int:
+        """Freeze the head (O(1): no data or metadata copied) and open a child. Returns the frozen layer."""
+        with self.lock:
+            self.commit()  # what is pending belongs to the layer being frozen
+            with self.writing():
+                self._mutated = True
+                frozen = self.head
+                self._q(
+                    "UPDATE layers SET frozen = true, message = %s"
+                    " WHERE tenant_id = %s AND layer_id = %s RETURNING layer_id",
+                    (message, self.tid, frozen),
+                )
+                self._open_child(frozen, "")
+            return frozen
+
+    def switch(self, layer_id: int) -> None:
+        """Make ``layer_id`` the view; writing to it later opens a child if it is frozen."""
+        with self.lock:
+            self.commit()
+            with self.writing():
+                rows = self._q("SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, layer_id))
+                if not rows:
+                    raise fs_error(errno.ENOENT, None, f"layer {layer_id} does not exist")
+                self._mutated = True
+                self._q(
+                    "UPDATE tenant_state SET head_layer = %s WHERE tenant_id = %s RETURNING head_layer",
+                    (layer_id, self.tid),
+                )
+                self._invalidate()
+                self.chain = frozenset()
+                self._load_state((self.gen, layer_id, self.block_size))
 
     # ------------------------------------------------------------- open files
 

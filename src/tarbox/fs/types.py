@@ -79,3 +79,32 @@ class Durability(Enum):
 
     ASYNC = "async"  # crash-consistent; the last moments may be lost if PostgreSQL crashes
     SYNC = "sync"  # every commit waits for the WAL flush
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """A point in a tenant's history. Frozen layers never change."""
+
+    id: int
+    parent_id: int | None
+    message: str
+    created_at: object  # datetime
+    frozen: bool
+    is_head: bool
+
+
+class ChangeKind(Enum):
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One path that differs between two layers (a rename is a delete plus an add)."""
+
+    path: str
+    kind: ChangeKind
+    type: FileType
+    size_before: int | None
+    size_after: int | None

@@ -1,0 +1,57 @@
+"""Differences between two views of a tenant (any two layers, not only parent and child)."""
+
+from __future__ import annotations
+
+from tarbox.fs import paths
+from tarbox.fs.store import ROOT_INO, Inode, Store
+from tarbox.fs.types import Change, ChangeKind, FileType
+
+
+def snapshot(store: Store) -> dict[str, Inode]:
+    """Every path of the view with the inode version it resolves to."""
+    out: dict[str, Inode] = {}
+    with store.lock:
+        store.refresh()
+        stack = [("/", ROOT_INO)]
+        while stack:
+            path, ino = stack.pop()
+            kids = store.listing(ino)
+            nodes = store.inodes(kids.values())
+            for name, child in kids.items():
+                node = nodes.get(child)
+                if node is None:
+                    continue
+                p = paths.join(path, name)
+                out[p] = node
+                if node.kind is FileType.DIRECTORY:
+                    stack.append((p, child))
+    return out
+
+
+def _same(a: Inode, b: Inode) -> bool:
+    """Every change writes a version in a newer layer, so equal (ino, version) means unchanged.
+
+    Directories change only through their entries, which are compared path by path.
+    """
+    if a.kind is not b.kind:
+        return False
+    if a.kind is FileType.DIRECTORY:
+        return a.mode == b.mode
+    return (a.ino, a.layer_id) == (b.ino, b.layer_id)
+
+
+def diff(before: Store, after: Store) -> list[Change]:
+    a, b = snapshot(before), snapshot(after)
+    changes = []
+    for path in sorted(a.keys() | b.keys()):
+        x, y = a.get(path), b.get(path)
+        if x is None:
+            changes.append(Change(path, ChangeKind.ADDED, y.kind, None, y.size))  # type: ignore[union-attr]
+        elif y is None:
+            changes.append(Change(path, ChangeKind.DELETED, x.kind, x.size, None))
+        elif x.kind is not y.kind:
+            changes.append(Change(path, ChangeKind.DELETED, x.kind, x.size, None))
+            changes.append(Change(path, ChangeKind.ADDED, y.kind, None, y.size))
+        elif not _same(x, y):
+            changes.append(Change(path, ChangeKind.MODIFIED, y.kind, x.size, y.size))
+    return changes

@@ -1,0 +1,146 @@
+"""Layers: O(1) checkpoints, copy-on-write, union view with whiteouts, switch,
+branching by writing to an old layer, pinned read-only views, diff."""
+
+from __future__ import annotations
+
+import errno
+
+import psycopg
+import pytest
+
+import tarbox
+from tarbox import ChangeKind
+
+
+def rows_in(db_url, tenant_id, table, layer):
+    with psycopg.connect(db_url, options="-c search_path=tarbox") as conn:
+        return conn.execute(
+            f"SELECT count(*) FROM {table} WHERE tenant_id = %s AND layer_id = %s", (tenant_id, layer)
+        ).fetchone()[0]
+
+
+def test_checkpoint_copies_nothing_and_writes_go_to_a_new_layer(tb, tenant, fs, db_url):
+    fs.mkdir("/w")
+    for i in range(20):
+        fs.write_file(f"/w/f{i}", b"v1-%d" % i)
+    base = fs.current_layer()
+    used = fs.usage()
+    cp = fs.checkpoint("first")
+    assert cp.id == base.id and cp.frozen and cp.message == "first"
+    head = fs.current_layer()
+    assert head.parent_id == cp.id and not head.frozen
+    for table in ("inodes", "dirents", "extents"):
+        assert rows_in(db_url, tenant.id, table, head.id) == 0  # nothing copied
+    assert fs.usage() == used  # no data copied
+    fs.write_file("/w/f3", b"v2")
+    assert fs.read_file("/w/f3") == b"v2"
+    assert rows_in(db_url, tenant.id, "inodes", head.id) >= 1
+    old = tb.filesystem(tenant, layer=cp.id)
+    assert old.read_file("/w/f3") == b"v1-3"  # frozen layer unchanged
+
+
+def test_union_view_whiteouts_and_renames(tb, tenant, fs, db_url):
+    fs.mkdir("/d")
+    fs.write_file("/d/keep", b"k")
+    fs.write_file("/d/gone", b"g")
+    fs.write_file("/d/moved", b"m")
+    cp = fs.checkpoint("before")
+    fs.remove("/d/gone")
+    fs.rename("/d/moved", "/moved-out")
+    fs.write_file("/d/new", b"n")
+    assert fs.listdir("/d") == ["keep", "new"]
+    assert fs.listdir("/") == ["d", "moved-out"]
+    with pytest.raises(FileNotFoundError):
+        fs.read_file("/d/gone")
+    with tarbox.connect(db_url) as other:  # the database, not only our cache, has the whiteouts
+        ofs = other.filesystem(tenant.id)
+        assert ofs.listdir("/d") == ["keep", "new"] and ofs.listdir("/") == ["d", "moved-out"]
+    # re-create a whited-out name
+    fs.write_file("/d/gone", b"again")
+    assert fs.read_file("/d/gone") == b"again"
+    old = tb.filesystem(tenant, layer=cp.id)
+    assert old.listdir("/d") == ["gone", "keep", "moved"]
+    assert old.read_file("/d/gone") == b"g"
+
+
+def test_switch_back_and_branch(tb, tenant, fs):
+    fs.write_file("/a", b"one")
+    cp1 = fs.checkpoint("one")
+    fs.write_file("/a", b"two")
+    fs.write_file("/b", b"only in two")
+    cp2 = fs.checkpoint("two")
+    fs.switch(cp1)
+    assert fs.read_file("/a") == b"one" and not fs.exists("/b")
+    fs.write_file("/c", b"branch")  # writing on a frozen layer branches off it
+    branch_head = fs.current_layer()
+    assert branch_head.parent_id == cp1.id and branch_head.id > cp2.id
+    assert sorted(fs.listdir("/")) == ["a", "c"]
+    fs.switch(cp2)
+    assert fs.read_file("/a") == b"two" and fs.exists("/b") and not fs.exists("/c")
+    ids = {layer.id for layer in fs.layers()}
+    assert {cp1.id, cp2.id, branch_head.id} <= ids  # nothing was deleted
+
+
+def test_copy_on_write_shares_unchanged_blocks(tb, tenant, fs):
+    import os
+
+    big = os.urandom(1 << 20)
+    fs.write_file("/big", big)
+    fs.checkpoint("c")
+    before = fs.usage().used_bytes
+    with fs.open("/big", "r+b") as f:
+        f.seek(500_000)
+        f.write(b"X")
+    assert fs.usage().used_bytes - before == 128 * 1024  # one new block; the old one stays for history
+    assert fs.read_file("/big")[500_000] == ord("X")
+
+
+def test_pinned_view_is_read_only(tb, tenant, fs):
+    fs.write_file("/a", b"1")
+    cp = fs.checkpoint("c")
+    pinned = tb.filesystem(tenant, layer=cp.id)
+    with pytest.raises(PermissionError) as info:
+        pinned.write_file("/a", b"2")
+    assert info.value.errno == errno.EROFS
+    fs.write_file("/a", b"3")  # writers continue on the head
+    assert pinned.read_file("/a") == b"1"
+
+
+def test_diff_between_any_layers(tb, tenant, fs):
+    fs.mkdir("/d")
+    fs.write_file("/d/same", b"s")
+    fs.write_file("/d/edit", b"e1")
+    fs.write_file("/d/del", b"x")
+    a = fs.checkpoint("a")
+    fs.write_file("/d/edit", b"e2-longer")
+    fs.remove("/d/del")
+    fs.write_file("/d/add", b"new")
+    fs.rename("/d/same", "/d/renamed")
+    b = fs.checkpoint("b")
+    changes = {(c.path, c.kind) for c in fs.diff(a, b)}
+    assert changes == {
+        ("/d/edit", ChangeKind.MODIFIED),
+        ("/d/del", ChangeKind.DELETED),
+        ("/d/add", ChangeKind.ADDED),
+        ("/d/same", ChangeKind.DELETED),
+        ("/d/renamed", ChangeKind.ADDED),
+    }
+    edit = next(c for c in fs.diff(a, b) if c.path == "/d/edit")
+    assert (edit.size_before, edit.size_after) == (2, 9)
+    assert fs.diff(b, b) == []
+    # across branches
+    fs.switch(a)
+    fs.write_file("/d/branch-only", b"b")
+    from_b = {(c.path, c.kind) for c in fs.diff(b)}
+    assert {("/d/branch-only", ChangeKind.ADDED), ("/d/add", ChangeKind.DELETED)} <= from_b
+
+
+def test_checkpoint_is_visible_to_other_processes(tb, tenant, fs, db_url):
+    fs.write_file("/x", b"1")
+    cp = fs.checkpoint("c")
+    with tarbox.connect(db_url) as other:
+        ofs = other.filesystem(tenant.id)
+        assert ofs.current_layer().parent_id == cp.id
+        ofs.write_file("/x", b"2")
+    assert fs.read_file("/x") == b"2"
+    assert tb.filesystem(tenant, layer=cp.id).read_file("/x") == b"1"
