@@ -144,3 +144,23 @@ def test_checkpoint_is_visible_to_other_processes(tb, tenant, fs, db_url):
         ofs.write_file("/x", b"2")
     assert fs.read_file("/x") == b"2"
     assert tb.filesystem(tenant, layer=cp.id).read_file("/x") == b"1"
+
+
+def test_versions_of_a_sibling_branch_never_leak(tb, tenant, fs, db_url):
+    fs.mkdir("/d")
+    fs.write_file("/d/f", b"base")
+    base = fs.checkpoint("base")
+    for i in range(6):  # branch 1 changes /d/f in six layers
+        fs.write_file("/d/f", b"branch1-%d" % i)
+        fs.checkpoint(f"b1-{i}")
+    fs.switch(base)
+    fs.write_file("/d/other", b"branch 2")  # branch 2: its head id is above all of branch 1
+    # the newest rows of /d/f below the head all belong to branch 1
+    assert fs.read_file("/d/f") == b"base"
+    assert fs.listdir("/d") == ["f", "other"]
+    with tarbox.connect(db_url) as other:  # cold caches resolve the same
+        assert other.filesystem(tenant.id).read_file("/d/f") == b"base"
+    fs.remove("/d/f")  # a whiteout in branch 2 must not touch branch 1
+    assert not fs.exists("/d/f")
+    last_b1 = next(layer for layer in fs.layers() if layer.message == "b1-5")
+    assert tb.filesystem(tenant, layer=last_b1.id).read_file("/d/f") == b"branch1-5"

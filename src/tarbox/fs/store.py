@@ -155,6 +155,7 @@ class Store:
         self.validated_at = 0.0
         self.head = 0
         self.chain: frozenset[int] = frozenset()
+        self.chain_ids: list[int] = []  # the chain, newest first (query parameter)
         self.block_size = DEFAULT_BLOCK_SIZE
         # clean caches
         self.dcache: dict[tuple[int, str], Dentry] = {}
@@ -196,12 +197,34 @@ class Store:
                 yield conn
 
     def _q(self, sql: str, params: tuple | dict = (), *, binary: bool = False) -> list[tuple]:
-        self.stats["round_trips"] += 1
-        try:
-            with self._conn() as conn:
-                return conn.execute(sql, params, binary=binary).fetchall()
-        except psycopg.OperationalError as exc:
-            raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+        """Run one statement. Outside a transaction a broken pooled connection
+        (e.g. after a server restart) is retried once on a fresh one; the pool
+        drops broken connections, so no liveness ping is paid per checkout."""
+        for attempt in (0, 1):
+            self.stats["round_trips"] += 1
+            try:
+                with self._conn() as conn:
+                    return conn.execute(sql, params, binary=binary).fetchall()
+            except psycopg.OperationalError as exc:
+                if attempt or self._txn is not None:
+                    raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+        raise AssertionError("unreachable")
+
+    def _newest(self, sql: str, params: tuple, want: int) -> list[tuple]:
+        """The newest ``want`` versions (first column: layer_id) among the head's ancestors.
+
+        Scans backwards from the head; in a linear history the first rows are
+        the answer, so the cost does not grow with the depth of history. Rows
+        of sibling branches are skipped; if they crowd the window, the query is
+        repeated with the chain as an explicit filter.
+        """
+        window = want + 2
+        rows = self._q(sql + " AND layer_id <= %s ORDER BY layer_id DESC LIMIT %s", (*params, self.head, window))
+        hits = [r for r in rows if r[0] in self.chain]
+        if len(hits) >= want or len(rows) < window:
+            return hits[:want]
+        rows = self._q(sql + " AND layer_id = ANY(%s) ORDER BY layer_id DESC LIMIT %s", (*params, self.chain_ids, want))
+        return rows
 
     # --------------------------------------------------------------- validation
 
@@ -229,6 +252,7 @@ class Store:
                 raise fs_error(errno.ENOENT, None, f"layer {head} does not exist")
             self.head = head
             self.chain = frozenset(r[0] for r in chain)
+            self.chain_ids = sorted(self.chain, reverse=True)
         self.head_frozen = bool(
             self._q("SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, self.head))[0][0]
         )
@@ -261,14 +285,6 @@ class Store:
 
     # ---------------------------------------------------------------- lookups
 
-    def _pick(self, rows: Iterable[tuple]) -> tuple | None:
-        """Newest row (first column: layer_id) among the head's ancestors."""
-        best = None
-        for r in rows:
-            if r[0] in self.chain and (best is None or r[0] > best[0]):
-                best = r
-        return best
-
     def dentry(self, parent: int, name: str) -> Dentry:
         d = self.dcache.get((parent, name))
         if d is not None:
@@ -276,15 +292,16 @@ class Store:
         if parent in self.children:
             # complete listing: listing() cached every name that has rows
             return Dentry(None, False, False)
-        rows = self._q(
-            "SELECT layer_id, ino FROM dirents WHERE tenant_id = %s AND parent_ino = %s AND name = %s"
-            " AND layer_id <= %s",
-            (self.tid, parent, name, self.head),
+        # newest two versions in the chain: a backward index scan that stops early,
+        # so the cost does not grow with the depth of history
+        rows = self._newest(
+            "SELECT layer_id, ino FROM dirents WHERE tenant_id = %s AND parent_ino = %s AND name = %s",
+            (self.tid, parent, name),
+            2,
         )
-        best = self._pick(rows)
-        at_head = any(r[0] == self.head for r in rows)
-        older = any(r[0] != self.head and r[0] in self.chain for r in rows)
-        d = Dentry(best[1] if best else None, at_head, older)
+        at_head = bool(rows) and rows[0][0] == self.head
+        older = any(r[0] != self.head for r in rows)
+        d = Dentry(rows[0][1] if rows else None, at_head, older)
         self.dcache[(parent, name)] = d
         return d
 
@@ -300,14 +317,15 @@ class Store:
         node = self.icache.get(ino)
         if node is not None:
             return node
-        rows = self._q(
+        rows = self._newest(
             "SELECT layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns, target, content_layer"
-            " FROM inodes WHERE tenant_id = %s AND ino = %s AND layer_id <= %s",
-            (self.tid, ino, self.head),
+            " FROM inodes WHERE tenant_id = %s AND ino = %s",
+            (self.tid, ino),
+            1,
         )
-        r = self._pick(rows)
-        if r is None:
+        if not rows:
             return None
+        r = rows[0]
         node = Inode(ino, FileType(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[0], r[9])
         self.icache[ino] = node
         return node
@@ -324,15 +342,13 @@ class Store:
                 missing.append(ino)
         if missing:
             rows = self._q(
-                "SELECT ino, layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns, target, content_layer"
-                " FROM inodes WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id <= %s",
-                (self.tid, missing, self.head),
+                "SELECT DISTINCT ON (ino) ino, layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns,"
+                " target, content_layer FROM inodes"
+                " WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id = ANY(%s) ORDER BY ino, layer_id DESC",
+                (self.tid, missing, self.chain_ids),
             )
-            best: dict[int, tuple] = {}
             for r in rows:
-                if r[1] in self.chain and (r[0] not in best or r[1] > best[r[0]][1]):
-                    best[r[0]] = r
-            for ino, r in best.items():
+                ino = r[0]
                 node = Inode(ino, FileType(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[1], r[10])
                 self.icache[ino] = node
                 out[ino] = node
@@ -342,21 +358,18 @@ class Store:
         kids = self.children.get(dir_ino)
         if kids is not None:
             return kids
+        # one row per name: its newest version in the chain, and how many versions it has there
         rows = self._q(
-            "SELECT layer_id, name, ino FROM dirents WHERE tenant_id = %s AND parent_ino = %s AND layer_id <= %s",
-            (self.tid, dir_ino, self.head),
+            "SELECT DISTINCT ON (name) name, layer_id, ino, count(*) OVER (PARTITION BY name) FROM dirents"
+            " WHERE tenant_id = %s AND parent_ino = %s AND layer_id = ANY(%s) ORDER BY name, layer_id DESC",
+            (self.tid, dir_ino, self.chain_ids),
         )
-        by_name: dict[str, list[tuple]] = {}
-        for r in rows:
-            by_name.setdefault(r[1], []).append(r)
         kids = {}
-        for name, versions in by_name.items():
-            best = self._pick(versions)
-            at_head = any(v[0] == self.head for v in versions)
-            older = any(v[0] != self.head and v[0] in self.chain for v in versions)
+        for name, layer, ino, versions in rows:
+            at_head = layer == self.head
+            older = versions > 1 or not at_head
             if (dir_ino, name) in self.d_dirents:
                 continue  # changed in this write-back window: dcache holds the truth
-            ino = best[2] if best else None
             self.dcache[(dir_ino, name)] = Dentry(ino, at_head, older)
             if ino is not None:
                 kids[name] = ino
@@ -977,6 +990,7 @@ class Store:
                 d.older, d.at_head = True, False
         self.head = child
         self.chain = self.chain | {child}
+        self.chain_ids = [child, *self.chain_ids]
         self.head_frozen = False
 
     def checkpoint(self, message: str) -> int:
