@@ -70,9 +70,20 @@ class Inode:
 
 @dataclass(slots=True)
 class Dentry:
+    """What the chain holds for one name. Stores layer ids, not 'is at the head'
+    flags, so moving the head to a new child invalidates nothing."""
+
     ino: int | None  # None: no such name
-    at_head: bool  # a row for this name exists in the head layer
-    older: bool  # a row exists in an ancestor of the head
+    top: int | None  # layer of the newest row for this name in the chain (None: no row)
+    below: bool  # another row exists in the chain below ``top``
+
+    def at(self, head: int) -> bool:
+        """A row for this name exists in layer ``head``."""
+        return self.top == head
+
+    def under(self, head: int) -> bool:
+        """A row for this name exists in an ancestor of ``head``."""
+        return self.top is not None and (self.top != head or self.below)
 
 
 @dataclass(slots=True)
@@ -291,7 +302,7 @@ class Store:
             return d
         if parent in self.children:
             # complete listing: listing() cached every name that has rows
-            return Dentry(None, False, False)
+            return Dentry(None, None, False)
         # newest two versions in the chain: a backward index scan that stops early,
         # so the cost does not grow with the depth of history
         rows = self._newest(
@@ -299,9 +310,7 @@ class Store:
             (self.tid, parent, name),
             2,
         )
-        at_head = bool(rows) and rows[0][0] == self.head
-        older = any(r[0] != self.head for r in rows)
-        d = Dentry(rows[0][1] if rows else None, at_head, older)
+        d = Dentry(rows[0][1], rows[0][0], len(rows) > 1) if rows else Dentry(None, None, False)
         self.dcache[(parent, name)] = d
         return d
 
@@ -366,11 +375,9 @@ class Store:
         )
         kids = {}
         for name, layer, ino, versions in rows:
-            at_head = layer == self.head
-            older = versions > 1 or not at_head
             if (dir_ino, name) in self.d_dirents:
                 continue  # changed in this write-back window: dcache holds the truth
-            self.dcache[(dir_ino, name)] = Dentry(ino, at_head, older)
+            self.dcache[(dir_ino, name)] = Dentry(ino, layer, versions > 1)
             if ino is not None:
                 kids[name] = ino
         for p, name in self.d_dirents:
@@ -668,19 +675,17 @@ class Store:
         self._mutated = True
         self.pcache.clear()
         d = self.dentry(parent, name)
-        if ino is None:
-            if d.older:
-                self.d_dirents[(parent, name)] = None  # whiteout hides the older version
-                at_head = True
-            elif d.at_head:
-                self.d_dirents[(parent, name)] = _DELETE
-                at_head = False
-            else:
-                at_head = False
+        head = self.head
+        older = d.under(head)
+        if ino is None and not older:
+            if d.at(head):
+                self.d_dirents[(parent, name)] = _DELETE  # nothing below: remove the row itself
+            new = Dentry(None, None, False)
         else:
+            # a new version at the head, or a whiteout hiding the older version
             self.d_dirents[(parent, name)] = ino
-            at_head = True
-        self.dcache[(parent, name)] = Dentry(ino, at_head, d.older)
+            new = Dentry(ino, head, older)
+        self.dcache[(parent, name)] = new
         kids = self.children.get(parent)
         if kids is not None:
             if ino is None:
@@ -983,11 +988,8 @@ class Store:
         return child
 
     def _new_head(self, child: int, parent: int) -> None:
-        """The head moved to a fresh child of itself: caches stay valid, rows at the old head become 'older'."""
+        """The head moved to a fresh empty child: every cache entry stays valid as it is (O(1))."""
         assert parent == self.head
-        for d in self.dcache.values():
-            if d.at_head:
-                d.older, d.at_head = True, False
         self.head = child
         self.chain = self.chain | {child}
         self.chain_ids = [child, *self.chain_ids]
