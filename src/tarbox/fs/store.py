@@ -288,11 +288,14 @@ class Store:
     def _invalidate(self) -> None:
         """Drop clean cache entries; entries with pending writes stay (last writer wins)."""
         keep = set(self.d_inodes) | set(self.wbuf) | set(self.d_ext)
-        self.dcache.clear()
-        self.children.clear()
-        self.pcache.clear()
-        self.icache = {k: v for k, v in self.icache.items() if k in keep}
-        self.xcache = {k: v for k, v in self.xcache.items() if k in keep}
+        self.dcache = {}
+        self.children = {}
+        self.pcache = {}
+        if keep:
+            self.icache = {k: v for k, v in self.icache.items() if k in keep}
+            self.xcache = {k: v for k, v in self.xcache.items() if k in keep}
+        else:
+            self.icache, self.xcache = {}, {}
 
     # ---------------------------------------------------------------- lookups
 
