@@ -98,3 +98,18 @@ def test_checkpoint_log_switch_diff(run):
     p = run(*t, "switch", "999999999", ok=False)
     assert p.returncode == 1 and b"does not exist" in p.stderr
     run("tenant", "delete", "--yes", name)
+
+
+def test_branch_commands(run):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    t = ["--tenant", name]
+    run(*t, "write", "/a", "one")
+    run(*t, "branch", "feature")
+    run(*t, "switch", "feature")
+    run(*t, "write", "/a", "two")
+    branches = {b["name"]: b for b in json.loads(run("--json", *t, "branch").stdout)}
+    assert set(branches) == {"main", "feature"} and branches["feature"]["current"]
+    run(*t, "switch", "main")
+    assert run(*t, "cat", "/a").stdout == b"one"
+    run("tenant", "delete", "--yes", name)

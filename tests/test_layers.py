@@ -164,3 +164,66 @@ def test_versions_of_a_sibling_branch_never_leak(tb, tenant, fs, db_url):
     assert not fs.exists("/d/f")
     last_b1 = next(layer for layer in fs.layers() if layer.message == "b1-5")
     assert tb.filesystem(tenant, layer=last_b1.id).read_file("/d/f") == b"branch1-5"
+
+
+def test_named_branches_have_their_own_heads(tb, tenant, fs, db_url):
+    fs.write_file("/a", b"main-1")
+    assert fs.current_branch() == "main"
+    exp = fs.branch("experiment")  # checkpoints main, does not switch
+    assert fs.current_branch() == "main" and set(fs.branches()) == {"main", "experiment"}
+    fs.write_file("/a", b"main-2")
+    fs.switch("experiment")
+    assert fs.current_branch() == "experiment" and fs.current_layer().id == exp.id
+    assert fs.read_file("/a") == b"main-1"
+    fs.write_file("/b", b"only on experiment")
+    cp = fs.checkpoint("exp work")
+    assert fs.branches()["experiment"] == fs.current_layer().id and fs.current_layer().parent_id == cp.id
+    fs.switch("main")
+    assert fs.read_file("/a") == b"main-2" and not fs.exists("/b")
+    fs.switch("experiment")
+    assert fs.read_file("/b") == b"only on experiment"
+    # detached: viewing a layer by id leaves every branch where it was
+    heads = fs.branches()
+    fs.switch(cp)
+    fs.write_file("/c", b"detached")
+    assert fs.current_branch() is None and fs.branches() == heads
+    with pytest.raises(FileExistsError):
+        fs.branch("experiment")
+    with pytest.raises(tarbox.InvalidNameError):
+        fs.branch("Bad Name")
+    with pytest.raises(FileNotFoundError):
+        fs.switch("no-such-branch")
+
+
+def test_concurrent_checkpoints_never_fork_a_branch(tb, tenant, db_url):
+    import threading
+
+    errors = []
+
+    def worker(k):
+        try:
+            with tarbox.connect(db_url) as own:
+                fs = own.filesystem(tenant.id)
+                for i in range(15):
+                    fs.write_file(f"/w{k}-{i}", b"x")
+                    fs.checkpoint(f"{k}-{i}")
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    fs = tb.filesystem(tenant)
+    layers = fs.layers()
+    assert len(fs.listdir("/")) == 45  # no write lost
+    # one line of history: every layer but the base has exactly one child, and main is its tip
+    children: dict[int, int] = {}
+    for layer in layers:
+        if layer.parent_id is not None:
+            children[layer.parent_id] = children.get(layer.parent_id, 0) + 1
+    assert all(n == 1 for n in children.values())
+    assert fs.branches()["main"] == layers[-1].id == fs.current_layer().id
+    assert sum(1 for layer in layers if not layer.frozen) == 1

@@ -18,7 +18,7 @@ from tarbox.fs.types import FileType
 from tarbox.storage import Database
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_TENANT_TABLES = ("extents", "blocks", "dirents", "inodes", "layers", "tenant_state", "tenants")
+_TENANT_TABLES = ("extents", "blocks", "dirents", "inodes", "branches", "layers", "tenant_state", "tenants")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,15 @@ def validate_tenant_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidNameError(
             f"invalid tenant name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_branch_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid branch name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
             "starting with a letter or digit"
         )
     return name
@@ -74,10 +83,12 @@ class Tarbox:
                 (tid, layer),
             )
             conn.execute(
-                """INSERT INTO tenant_state (tenant_id, block_size, quota_bytes, quota_inodes, used_inodes, head_layer)
-                   VALUES (%s, %s, %s, %s, 1, %s)""",
+                """INSERT INTO tenant_state
+                       (tenant_id, block_size, quota_bytes, quota_inodes, used_inodes, head_layer, branch)
+                   VALUES (%s, %s, %s, %s, 1, %s, 'main')""",
                 (tid, block_size, quota_bytes, quota_inodes, layer),
             )
+            conn.execute("INSERT INTO branches (tenant_id, name, head_layer) VALUES (%s, 'main', %s)", (tid, layer))
             conn.execute(
                 """INSERT INTO inodes (tenant_id, ino, layer_id, kind, mode, nlink, size,
                                        atime_ns, mtime_ns, ctime_ns, target, content_layer)

@@ -439,10 +439,35 @@ def log(ctx: typer.Context) -> None:
 
 
 @app.command()
-def switch(ctx: typer.Context, layer: int) -> None:
-    """View a layer; writing after switching to a checkpoint branches off it."""
-    _ctx(ctx).fs().switch(layer)
-    out.print(f"now at layer {layer}")
+def switch(ctx: typer.Context, target: str) -> None:
+    """View a layer (by id; writing there branches off it) or follow a branch (by name)."""
+    _ctx(ctx).fs().switch(int(target) if target.isdigit() else target)
+    out.print(f"now at {'layer ' if target.isdigit() else 'branch '}{target}", highlight=False)
+
+
+@app.command()
+def branch(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="New branch; omit to list branches.")] = None,
+    from_layer: Annotated[int | None, typer.Option("--from", help="Checkpoint to branch from.")] = None,
+) -> None:
+    """Create a named branch (default: from a checkpoint of the current view), or list them."""
+    c = _ctx(ctx)
+    fs = c.fs()
+    if name is None:
+        current = fs.current_branch()
+        data = [{"name": n, "head": h, "current": n == current} for n, h in fs.branches().items()]
+        if c.as_json:
+            _emit(data)
+        else:
+            for b in data:
+                out.print(f"{'*' if b['current'] else ' '} {b['name']} (layer {b['head']})", highlight=False)
+        return
+    head = fs.branch(name, from_layer)
+    if c.as_json:
+        _emit(_layer_dict(head))
+    else:
+        out.print(f"created branch {name} at layer {head.id} (parent {head.parent_id})", highlight=False)
 
 
 @app.command()

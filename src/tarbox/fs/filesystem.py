@@ -587,10 +587,33 @@ class Filesystem:
         frozen = self._st.checkpoint(message)
         return next(layer for layer in self.layers() if layer.id == frozen)
 
-    def switch(self, layer: Layer | int) -> None:
-        """View ``layer``; the next write after switching to a frozen layer branches off it."""
+    def switch(self, target: Layer | int | str) -> None:
+        """View a layer (the next write after switching to a frozen one branches
+        off it), or follow a named branch."""
         self._writable(None)
-        self._st.switch(layer.id if isinstance(layer, Layer) else int(layer))
+        if isinstance(target, Layer):
+            target = target.id
+        self._st.switch(target if isinstance(target, str) else int(target))
+
+    def branch(self, name: str, from_layer: Layer | int | None = None) -> Layer:
+        """Create a named branch with its own head on top of ``from_layer`` (a
+        checkpoint; default: checkpoint the current view first). Does not switch."""
+        from tarbox.client import validate_branch_name
+
+        self._writable(None)
+        validate_branch_name(name)
+        src = from_layer.id if isinstance(from_layer, Layer) else from_layer
+        head = self._st.branch(name, src)
+        return next(layer for layer in self.layers() if layer.id == head)
+
+    def branches(self) -> dict[str, int]:
+        """Branch name -> its head layer id."""
+        rows = self._st._q("SELECT name, head_layer FROM branches WHERE tenant_id = %s ORDER BY name", (self._st.tid,))
+        return dict(rows)
+
+    def current_branch(self) -> str | None:
+        """The branch the view follows, or None when viewing a layer by id."""
+        return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]
 
     def diff(self, a: Layer | int, b: Layer | int | None = None) -> list[Change]:
         """Paths added, modified or deleted from layer ``a`` to layer ``b`` (default: the current view)."""

@@ -982,7 +982,10 @@ class Store:
         child = self._q(
             """WITH n AS (
                    INSERT INTO layers (tenant_id, layer_id, parent_id, message)
-                   VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, %(m)s) RETURNING layer_id)
+                   VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, %(m)s) RETURNING layer_id),
+               b AS (
+                   UPDATE branches SET head_layer = (SELECT layer_id FROM n)
+                   WHERE tenant_id = %(t)s AND name = (SELECT branch FROM tenant_state WHERE tenant_id = %(t)s))
                UPDATE tenant_state SET head_layer = (SELECT layer_id FROM n) WHERE tenant_id = %(t)s
                RETURNING head_layer""",
             {"t": self.tid, "p": parent, "m": message},
@@ -1013,22 +1016,60 @@ class Store:
                 self._open_child(frozen, "")
             return frozen
 
-    def switch(self, layer_id: int) -> None:
-        """Make ``layer_id`` the view; writing to it later opens a child if it is frozen."""
+    def switch(self, target: int | str) -> None:
+        """View a layer (by id: detached; writing to a frozen one opens a child)
+        or follow a branch (by name: its head, which moves with its checkpoints)."""
         with self.lock:
             self.commit()
             with self.writing():
-                rows = self._q("SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, layer_id))
-                if not rows:
-                    raise fs_error(errno.ENOENT, None, f"layer {layer_id} does not exist")
+                if isinstance(target, str):
+                    rows = self._q(
+                        "SELECT head_layer FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, target)
+                    )
+                    if not rows:
+                        raise fs_error(errno.ENOENT, None, f"branch {target!r} does not exist")
+                    layer_id, branch = rows[0][0], target
+                else:
+                    rows = self._q(
+                        "SELECT layer_id FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, target)
+                    )
+                    if not rows:
+                        raise fs_error(errno.ENOENT, None, f"layer {target} does not exist")
+                    layer_id, branch = target, None
                 self._mutated = True
                 self._q(
-                    "UPDATE tenant_state SET head_layer = %s WHERE tenant_id = %s RETURNING head_layer",
-                    (layer_id, self.tid),
+                    "UPDATE tenant_state SET head_layer = %s, branch = %s WHERE tenant_id = %s RETURNING head_layer",
+                    (layer_id, branch, self.tid),
                 )
                 self._invalidate()
                 self.chain = frozenset()
                 self._load_state((self.gen, layer_id, self.block_size))
+
+    def branch(self, name: str, from_layer: int | None) -> int:
+        """Create branch ``name`` with a new head layer on top of ``from_layer``
+        (default: a checkpoint of the current view). Returns its head layer."""
+        with self.lock:
+            if from_layer is None:
+                from_layer = self.checkpoint(f"branch {name}")
+            with self.writing():
+                rows = self._q(
+                    "SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, from_layer)
+                )
+                if not rows:
+                    raise fs_error(errno.ENOENT, None, f"layer {from_layer} does not exist")
+                if not rows[0][0]:
+                    raise fs_error(errno.EINVAL, None, f"layer {from_layer} is open; branch from a checkpoint")
+                if self._q("SELECT 1 FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, name)):
+                    raise fs_error(errno.EEXIST, None, f"branch {name!r} already exists")
+                self._mutated = True
+                return self._q(
+                    """WITH n AS (
+                           INSERT INTO layers (tenant_id, layer_id, parent_id, message)
+                           VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, '') RETURNING layer_id)
+                       INSERT INTO branches (tenant_id, name, head_layer)
+                       SELECT %(t)s, %(n)s, layer_id FROM n RETURNING head_layer""",
+                    {"t": self.tid, "p": from_layer, "n": name},
+                )[0][0]
 
     # ------------------------------------------------------------- open files
 

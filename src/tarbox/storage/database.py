@@ -73,11 +73,6 @@ class Database:
         conn.execute(f"SET ROLE {_migrate.APP_ROLE}")
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET enable_seqscan = off")
-        # Every query is a fixed statement driven by keys: plan it once per
-        # connection. Custom plans re-planned each call, and the planning of
-        # layer-chain arrays grew with the depth of history.
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn.prepare_threshold = 0
 
     @contextmanager
     def admin(self) -> Iterator[psycopg.Connection]:
