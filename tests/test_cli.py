@@ -112,4 +112,11 @@ def test_branch_commands(run):
     assert set(branches) == {"main", "feature"} and branches["feature"]["current"]
     run(*t, "switch", "main")
     assert run(*t, "cat", "/a").stdout == b"one"
+    feature_head = branches["feature"]["head"]
+    p = run(*t, "layer", "drop", str(feature_head), ok=False)
+    assert p.returncode == 1 and b"branch feature" in p.stderr
+    run(*t, "branch", "--delete", "feature")
+    dropped = json.loads(run("--json", *t, "layer", "drop", str(feature_head)).stdout)
+    assert dropped["dropped"] == [feature_head] and dropped["freed_bytes"] >= 3
+    assert set(json.loads(run("--json", *t, "branch").stdout)[0]) >= {"name"}
     run("tenant", "delete", "--yes", name)

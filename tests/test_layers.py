@@ -227,3 +227,53 @@ def test_concurrent_checkpoints_never_fork_a_branch(tb, tenant, db_url):
     assert all(n == 1 for n in children.values())
     assert fs.branches()["main"] == layers[-1].id == fs.current_layer().id
     assert sum(1 for layer in layers if not layer.frozen) == 1
+
+
+def test_drop_history_frees_only_unreachable_blocks(tb, tenant, fs, db_url):
+    import os
+
+    MiB = 1 << 20
+    base_data = os.urandom(MiB)
+    shared = os.urandom(MiB)
+    fs.write_file("/base", base_data)
+    cp1 = fs.checkpoint("cp1")
+    exp = fs.branch("exp", cp1)
+    fs.switch("exp")
+    fs.write_file("/z", os.urandom(MiB))  # only in exp: freed by the drop
+    fs.write_file("/shared-in-exp", shared)  # same content also on main: kept
+    with fs.open("/base", "r+b") as f:  # copy-on-write: one new block in exp
+        f.write(b"!")
+    fs.checkpoint("exp1")
+    fs.switch("main")
+    fs.write_file("/shared", shared)
+    before = fs.usage()
+
+    with pytest.raises(OSError) as info:
+        fs.drop_layer(exp)
+    assert info.value.errno == errno.ENOTEMPTY  # exp has a child (its open head)
+    with pytest.raises(OSError) as info:
+        fs.drop_layer(exp, descendants=True)
+    assert info.value.errno == errno.EBUSY and "exp" in str(info.value)  # branch head inside
+    with pytest.raises(OSError) as info:
+        fs.drop_layer(fs.layers()[0], descendants=True)
+    assert info.value.errno == errno.EBUSY  # base layer
+    with pytest.raises(OSError):
+        fs.drop_layer(fs.current_layer())  # the current view
+
+    fs.delete_branch("exp")
+    dropped = fs.drop_layer(exp, descendants=True)
+    assert exp.id in dropped and len(dropped) == 2
+    after = fs.usage()
+    assert before.used_bytes - after.used_bytes == MiB + 128 * 1024  # /z and the rewritten block
+    assert fs.read_file("/base") == base_data and fs.read_file("/shared") == shared
+    assert tb.filesystem(tenant, layer=cp1.id).read_file("/base") == base_data
+    assert exp.id not in {layer.id for layer in fs.layers()}
+    assert fs.gc() == (0, 0)  # the drop already released everything unreachable
+    with psycopg.connect(db_url, options="-c search_path=tarbox") as conn:
+        for table in ("inodes", "dirents", "extents", "layers"):
+            n = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE tenant_id = %s AND layer_id = ANY(%s)", (tenant.id, dropped)
+            ).fetchone()[0]
+            assert n == 0, table
+        rows = conn.execute("SELECT count(*) FROM inodes WHERE tenant_id = %s", (tenant.id,)).fetchone()[0]
+    assert fs.usage().used_inodes == rows  # the counter matches what is stored

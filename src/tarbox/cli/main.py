@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 tenant_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and delete tenants.")
 db_app = typer.Typer(no_args_is_help=True, help="The database: status of the embedded server, stop it.")
+layer_app = typer.Typer(no_args_is_help=True, help="Manage layers (history).")
+app.add_typer(layer_app, name="layer")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
 
@@ -450,10 +452,17 @@ def branch(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="New branch; omit to list branches.")] = None,
     from_layer: Annotated[int | None, typer.Option("--from", help="Checkpoint to branch from.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete the branch pointer NAME.")] = False,
 ) -> None:
-    """Create a named branch (default: from a checkpoint of the current view), or list them."""
+    """Create a named branch (default: from a checkpoint of the current view), delete one, or list them."""
     c = _ctx(ctx)
     fs = c.fs()
+    if delete:
+        if name is None:
+            raise typer.BadParameter("--delete needs a branch NAME")
+        fs.delete_branch(name)
+        out.print(f"deleted branch {name} (its layers stay until `tarbox layer drop`)", highlight=False)
+        return
     if name is None:
         current = fs.current_branch()
         data = [{"name": n, "head": h, "current": n == current} for n, h in fs.branches().items()]
@@ -492,6 +501,24 @@ def diff(ctx: typer.Context, a: int, b: Annotated[int | None, typer.Argument()] 
     sign = {"added": "[green]+[/]", "deleted": "[red]-[/]", "modified": "[yellow]~[/]"}
     for ch in changes:
         out.print(f"{sign[ch.kind.value]} {ch.path}", highlight=False)
+
+
+@layer_app.command("drop")
+def layer_drop(
+    ctx: typer.Context,
+    layer: int,
+    descendants: Annotated[bool, typer.Option("--descendants", "-r", help="Also drop every layer below.")] = False,
+) -> None:
+    """Delete history: a layer (and its descendants); frees blocks nothing else uses."""
+    c = _ctx(ctx)
+    fs = c.fs()
+    before = fs.usage().used_bytes
+    dropped = fs.drop_layer(layer, descendants=descendants)
+    freed = before - fs.usage().used_bytes
+    if c.as_json:
+        _emit({"dropped": dropped, "freed_bytes": freed})
+    else:
+        out.print(f"dropped layers {', '.join(map(str, dropped))}; freed {freed} bytes", highlight=False)
 
 
 # ------------------------------------------------------------------------ db

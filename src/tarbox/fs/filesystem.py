@@ -611,6 +611,21 @@ class Filesystem:
         rows = self._st._q("SELECT name, head_layer FROM branches WHERE tenant_id = %s ORDER BY name", (self._st.tid,))
         return dict(rows)
 
+    def delete_branch(self, name: str) -> None:
+        """Remove a branch pointer; its layers stay until dropped."""
+        self._writable(None)
+        self._st.delete_branch(name)
+
+    def drop_layer(self, layer: Layer | int, *, descendants: bool = False) -> list[int]:
+        """Delete history: a layer (with ``descendants``, its whole subtree).
+
+        Blocks that no surviving version references are freed in the same
+        transaction; blocks shared with other layers or files stay. Refused for
+        the base layer, the current view, and branch heads. Returns dropped ids.
+        """
+        self._writable(None)
+        return self._st.drop_layers(layer.id if isinstance(layer, Layer) else int(layer), descendants)
+
     def current_branch(self) -> str | None:
         """The branch the view follows, or None when viewing a layer by id."""
         return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]

@@ -1071,6 +1071,75 @@ class Store:
                     {"t": self.tid, "p": from_layer, "n": name},
                 )[0][0]
 
+    def drop_layers(self, layer_id: int, descendants: bool) -> list[int]:
+        """Delete a layer (and with ``descendants`` its whole subtree) and release
+        the blocks no surviving version references. Returns the dropped ids."""
+        with self.lock:
+            self.commit()
+            with self.writing():
+                t = self.tid
+                rows = self._q(
+                    """WITH RECURSIVE sub(layer_id) AS (
+                           SELECT layer_id FROM layers WHERE tenant_id = %(t)s AND layer_id = %(l)s
+                           UNION ALL
+                           SELECT l.layer_id FROM layers l JOIN sub
+                             ON l.tenant_id = %(t)s AND l.parent_id = sub.layer_id)
+                       SELECT sub.layer_id, l.parent_id FROM sub JOIN layers l
+                         ON l.tenant_id = %(t)s AND l.layer_id = sub.layer_id""",
+                    {"t": t, "l": layer_id},
+                )
+                if not rows:
+                    raise fs_error(errno.ENOENT, None, f"layer {layer_id} does not exist")
+                sub = [r[0] for r in rows]
+                if any(r[0] == layer_id and r[1] is None for r in rows):
+                    raise fs_error(errno.EBUSY, None, "the base layer cannot be dropped")
+                if len(sub) > 1 and not descendants:
+                    raise fs_error(errno.ENOTEMPTY, None, f"layer {layer_id} has children (drop with descendants)")
+                if self.head in sub:
+                    raise fs_error(errno.EBUSY, None, f"layer {self.head} is the current view; switch away first")
+                held = self._q(
+                    "SELECT name FROM branches WHERE tenant_id = %s AND head_layer = ANY(%s) ORDER BY name", (t, sub)
+                )
+                if held:
+                    names = ", ".join(r[0] for r in held)
+                    raise fs_error(errno.EBUSY, None, f"branch {names} has its head there; delete the branch first")
+                self._mutated = True
+                released = self._q(
+                    """WITH d AS (DELETE FROM extents WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING hash)
+                       SELECT DISTINCT hash FROM d""",
+                    (t, sub),
+                    binary=True,
+                )
+                inodes = self._q(
+                    """WITH d AS (DELETE FROM inodes WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING 1)
+                       SELECT count(*) FROM d""",
+                    (t, sub),
+                )[0][0]
+                self._q(
+                    """WITH d AS (DELETE FROM dirents WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING 1)
+                       SELECT count(*) FROM d""",
+                    (t, sub),
+                )
+                self._q(
+                    """WITH d AS (DELETE FROM layers WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING 1)
+                       SELECT count(*) FROM d""",
+                    (t, sub),
+                )
+                self._q(
+                    "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], %s)",
+                    ([], [], [bytes(r[0]) for r in released], -inodes),
+                )
+                return sub
+
+    def delete_branch(self, name: str) -> None:
+        """Remove a branch pointer (its layers stay until dropped)."""
+        with self.lock, self.writing():
+            if name == self._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self.tid,))[0][0]:
+                raise fs_error(errno.EBUSY, None, f"branch {name!r} is the current branch; switch away first")
+            self._mutated = True
+            if not self._q("DELETE FROM branches WHERE tenant_id = %s AND name = %s RETURNING name", (self.tid, name)):
+                raise fs_error(errno.ENOENT, None, f"branch {name!r} does not exist")
+
     # ------------------------------------------------------------- open files
 
     def opened(self, ino: int) -> None:
