@@ -158,7 +158,12 @@ class Tarbox:
             return store
 
     def filesystem(
-        self, tenant: Tenant | str | uuid.UUID, *, read_only: bool = False, layer: int | None = None
+        self,
+        tenant: Tenant | str | uuid.UUID,
+        *,
+        read_only: bool = False,
+        layer: int | None = None,
+        hide_control: bool = False,
     ) -> Filesystem:
         """The filesystem of a tenant (given as Tenant, name or UUID).
 
@@ -168,7 +173,11 @@ class Tarbox:
         store = self._store(t.id) if layer is None else self._pinned(t.id, layer)
         store.refresh()
         return Filesystem(
-            store, read_only=read_only, tenant_name=t.name, view_factory=lambda lid: self._pinned(t.id, lid)
+            store,
+            read_only=read_only,
+            tenant_name=t.name,
+            view_factory=lambda lid: self._pinned(t.id, lid),
+            hide_control=hide_control,
         )
 
     def _pinned(self, tenant_id: uuid.UUID, layer: int) -> Store:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tarbox.errors import fs_error
-from tarbox.fs import paths
+from tarbox.fs import control, paths
 from tarbox.fs.file import TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
 from tarbox.fs.types import Change, DirEntry, FileType, Layer, Stat, Usage
@@ -32,6 +32,26 @@ class _Res:
     ancestors: tuple[int, ...]  # directories from the root down to ``parent``
 
 
+def _check_reserved(parent: int, name: str, path: str) -> None:
+    """``/.tarbox`` is the control directory's name: no real entry may take it."""
+    if parent == ROOT_INO and name == control.NAME:
+        raise fs_error(errno.EPERM, path, "the name /.tarbox is reserved")
+
+
+class _ControlWriter(io.BytesIO):
+    """Buffers a write to a control file and performs it at close."""
+
+    def __init__(self, fs: Filesystem, path: str) -> None:
+        super().__init__()
+        self._fs, self._path = fs, path
+
+    def close(self) -> None:
+        if not self.closed:
+            data = self.getvalue()
+            super().close()
+            control.write(self._fs, self._path, data)
+
+
 class Filesystem:
     """One tenant's files. Obtain it with ``Tarbox.filesystem(tenant)``."""
 
@@ -42,10 +62,12 @@ class Filesystem:
         read_only: bool = False,
         tenant_name: str | None = None,
         view_factory=None,
+        hide_control: bool = False,
     ) -> None:
         self._st = store
         self.read_only = read_only or store.pinned is not None
         self.tenant_name = tenant_name
+        self.hide_control = hide_control  # /.tarbox does not exist for this view
         self._view = view_factory  # layer id -> Store pinned at that layer (for diff)
 
     # ------------------------------------------------------------ resolution
@@ -118,6 +140,20 @@ class Filesystem:
         if self.read_only:
             raise fs_error(errno.EROFS, None if path is None else os.fspath(path), "read-only filesystem view")
 
+    def _ctl(self, path: str | os.PathLike | None) -> str | None:
+        """The /.tarbox path ``path`` names, if any (ENOENT when this view hides it)."""
+        if path is None:
+            return None
+        p = control.control_path(os.fspath(path)) if isinstance(os.fspath(path), str) else None
+        if p is not None and self.hide_control:
+            raise fs_error(errno.ENOENT, os.fspath(path))
+        return p
+
+    def _no_ctl(self, *pths: str | os.PathLike) -> None:
+        for p in pths:
+            if self._ctl(p) is not None:
+                control.refuse(os.fspath(p))
+
     def _touch_dir(self, ino: int, nlink_delta: int = 0) -> None:
         node = self._st.inode(ino)
         if node is None:
@@ -135,6 +171,9 @@ class Filesystem:
     # ------------------------------------------------------------------ reads
 
     def stat(self, path: str | os.PathLike, *, follow_symlinks: bool = True) -> Stat:
+        ctl = self._ctl(path)
+        if ctl is not None:
+            return control.stat(self, ctl)
         st = self._st
         with st.lock:
             st.refresh(force=False)
@@ -181,12 +220,18 @@ class Filesystem:
 
     def listdir(self, path: str | os.PathLike = "/") -> list[str]:
         """Names in a directory, sorted (an open of the directory: revalidates)."""
+        ctl = self._ctl(path)
+        if ctl is not None:
+            return control.listdir(ctl)
         with self._st.lock:
             self._st.refresh()
             return sorted(self._st.listing(self._dir(path).ino))
 
     def scandir(self, path: str | os.PathLike = "/") -> list[DirEntry]:
         """Entries with their types, sorted by name, fetched in one query."""
+        ctl = self._ctl(path)
+        if ctl is not None:
+            return [DirEntry(n, 0, control.stat(self, paths.join(ctl, n)).type) for n in control.listdir(ctl)]
         with self._st.lock:
             self._st.refresh()
             kids = self._st.listing(self._dir(path).ino)
@@ -204,6 +249,9 @@ class Filesystem:
             yield from self.walk(paths.join(top, d))
 
     def read_file(self, path: str | os.PathLike) -> bytes:
+        ctl = self._ctl(path)
+        if ctl is not None:
+            return control.read(self, ctl)
         with self._st.lock:
             self._st.refresh()
             node = self._existing(path).node
@@ -237,6 +285,7 @@ class Filesystem:
         st = self._st
         assert res.parent is not None and res.name is not None
         paths.check_name(res.name, path)
+        _check_reserved(res.parent, res.name, path)
         node = st.create_inode(kind, mode, target=target, nlink=2 if kind is FileType.DIRECTORY else 1)
         st.set_dentry(res.parent, res.name, node.ino)
         self._touch_dir(res.parent, 1 if kind is FileType.DIRECTORY else 0)
@@ -259,6 +308,7 @@ class Filesystem:
             if not exist_ok and not sp.parts:
                 raise fs_error(errno.EEXIST, text)
             return
+        self._no_ctl(text)
         with self._op(text):
             res = self._resolve(text, follow=False)
             if res.node is not None or res.name is None:
@@ -295,6 +345,11 @@ class Filesystem:
     def write_file(self, path: str | os.PathLike, data: bytes | bytearray | memoryview, mode: int = 0o644) -> int:
         """Create or replace a file's content. Visible to other processes on return."""
         text = os.fspath(path)
+        ctl = self._ctl(text)
+        if ctl is not None:
+            self._writable(text)
+            control.write(self, ctl, bytes(data))
+            return len(data)
         with self._op(text) as st:
             node = self._open_node(text, create=True, trunc=True, mode=mode)
             st.write(node, 0, data)
@@ -307,6 +362,8 @@ class Filesystem:
 
     def append_file(self, path: str | os.PathLike, data: bytes | bytearray | memoryview) -> int:
         text = os.fspath(path)
+        if self._ctl(text) is not None:
+            return self.write_file(text, data)
         with self._op(text) as st:
             node = self._open_node(text, create=True)
             st.write(node, node.size, data)
@@ -327,6 +384,12 @@ class Filesystem:
         text = os.fspath(path)
         if m.writable:
             self._writable(text)
+        ctl = self._ctl(text)
+        if ctl is not None:
+            raw: io.RawIOBase = (
+                _ControlWriter(self, ctl) if m.writable else io.BytesIO(control.read(self, ctl))  # type: ignore[assignment]
+            )
+            return raw if m.binary else io.TextIOWrapper(raw, encoding=encoding or "utf-8")
         st = self._st
         with st.lock:
             if m.create or m.trunc:
@@ -348,6 +411,7 @@ class Filesystem:
 
     def truncate(self, path: str | os.PathLike, size: int) -> None:
         text = os.fspath(path)
+        self._no_ctl(text)
         if size < 0:
             raise fs_error(errno.EINVAL, text, "negative size")
         with self._op(text) as st:
@@ -371,6 +435,7 @@ class Filesystem:
     def remove(self, path: str | os.PathLike) -> None:
         """Unlink a file or symlink (EISDIR for a directory, as on Linux)."""
         text = os.fspath(path)
+        self._no_ctl(text)
         with self._op(text):
             res = self._existing(text, follow=False)
             node = res.node
@@ -384,6 +449,7 @@ class Filesystem:
 
     def rmdir(self, path: str | os.PathLike) -> None:
         text = os.fspath(path)
+        self._no_ctl(text)
         with self._op(text) as st:
             res = self._existing(text, follow=False)
             node = res.node
@@ -417,6 +483,7 @@ class Filesystem:
     def rename(self, src: str | os.PathLike, dst: str | os.PathLike) -> None:
         """POSIX rename: atomically replaces ``dst`` (a file, or an empty directory)."""
         s, d = os.fspath(src), os.fspath(dst)
+        self._no_ctl(s, d)
         with self._op(s) as st:
             # As Linux: walk both parents first, then look at the final names.
             rs = self._resolve(s, follow=False)
@@ -432,6 +499,7 @@ class Filesystem:
             if node.kind is not FileType.DIRECTORY and (s.endswith("/") or d.endswith("/")):
                 raise fs_error(errno.ENOTDIR, s)
             paths.check_name(rd.name, d)
+            _check_reserved(rd.parent, rd.name, d)
             is_dir = node.kind is FileType.DIRECTORY
             old = rd.node
             # Linux checks the ancestry traps before anything else (do_renameat2).
@@ -476,6 +544,7 @@ class Filesystem:
             raise fs_error(errno.EINVAL, text, "symlink target contains NUL")
         if paths.encoded_len(target, text) > paths.PATH_MAX:
             raise fs_error(errno.ENAMETOOLONG, text)
+        self._no_ctl(text)
         with self._op(text):
             res = self._resolve(text, follow=False)
             if res.node is not None or res.name is None:
@@ -487,6 +556,7 @@ class Filesystem:
     def link(self, src: str | os.PathLike, dst: str | os.PathLike) -> None:
         """Hard link: ``dst`` becomes another name of the inode ``src`` names."""
         s, d = os.fspath(src), os.fspath(dst)
+        self._no_ctl(s, d)
         with self._op(d) as st:
             node = self._existing(s, follow=False).node
             assert node is not None
@@ -498,6 +568,7 @@ class Filesystem:
             if d.endswith("/"):
                 raise fs_error(errno.ENOENT, d)
             paths.check_name(rd.name, d)
+            _check_reserved(rd.parent, rd.name, d)  # type: ignore[arg-type]
             st.set_dentry(rd.parent, rd.name, node.ino)  # type: ignore[arg-type]
             node.nlink += 1
             node.ctime_ns = _now()
@@ -506,6 +577,7 @@ class Filesystem:
 
     def chmod(self, path: str | os.PathLike, mode: int, *, follow_symlinks: bool = True) -> None:
         text = os.fspath(path)
+        self._no_ctl(text)
         with self._op(text) as st:
             node = self._existing(text, follow=follow_symlinks).node
             assert node is not None
@@ -522,6 +594,7 @@ class Filesystem:
     ) -> None:
         """Set (atime_ns, mtime_ns); ``None`` sets both to now. ctime becomes now."""
         text = os.fspath(path)
+        self._no_ctl(text)
         with self._op(text) as st:
             node = self._existing(text, follow=follow_symlinks).node
             assert node is not None
