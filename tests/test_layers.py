@@ -277,3 +277,57 @@ def test_drop_history_frees_only_unreachable_blocks(tb, tenant, fs, db_url):
             assert n == 0, table
         rows = conn.execute("SELECT count(*) FROM inodes WHERE tenant_id = %s", (tenant.id,)).fetchone()[0]
     assert fs.usage().used_inodes == rows  # the counter matches what is stored
+
+
+def test_patch_matches_gnu_diff(tb, tenant, fs, tmp_path):
+    import subprocess
+
+    old = "".join(f"line {i}\n" for i in range(40))
+    new = old.replace("line 3\n", "line three\n").replace("line 30\n", "") + "tail without newline"
+    fs.write_text("/t.txt", old)
+    fs.write_file("/bin", b"\x00\x01")
+    a = fs.checkpoint("a")
+    fs.write_text("/t.txt", new)
+    fs.write_file("/bin", b"\x00\x02")
+    (tmp_path / "old").write_text(old)
+    (tmp_path / "new").write_text(new)
+    gnu = subprocess.run(["diff", "-u", tmp_path / "old", tmp_path / "new"], capture_output=True, text=True).stdout
+    changes = {c.path: c for c in fs.diff(a, patch=True)}
+    ours = changes["/t.txt"].patch
+    assert ours.splitlines()[:2] == ["--- a/t.txt", "+++ b/t.txt"]
+    assert ours.splitlines()[2:] == gnu.splitlines()[2:]  # same hunks as GNU diff
+    assert changes["/bin"].patch is None  # binary: listed, no patch
+
+
+def test_checkpoints_during_another_process_writes_are_all_or_none(tb, tenant, db_url):
+    import subprocess
+    import sys
+    import textwrap
+
+    fs = tb.filesystem(tenant)
+    fs.mkdir("/w")
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import tarbox
+                fs = tarbox.connect({db_url!r}).filesystem({str(tenant.id)!r})
+                for i in range(60):
+                    # each file is written whole: 300 KiB of one repeated byte (3 blocks)
+                    fs.write_file(f"/w/f{{i % 5}}", bytes([i % 251]) * 300_000)
+                """
+            ),
+        ]
+    )
+    checkpoints = []
+    while writer.poll() is None:
+        checkpoints.append(fs.checkpoint("during"))
+    assert writer.wait() == 0
+    assert len(checkpoints) >= 2
+    for cp in checkpoints:
+        view = tb.filesystem(tenant, layer=cp.id)
+        for name in view.listdir("/w"):
+            data = view.read_file(f"/w/{name}")
+            assert len(data) == 300_000 and data == data[:1] * 300_000, (cp.id, name)

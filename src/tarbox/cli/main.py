@@ -480,10 +480,19 @@ def branch(
 
 
 @app.command()
-def diff(ctx: typer.Context, a: int, b: Annotated[int | None, typer.Argument()] = None) -> None:
+def diff(
+    ctx: typer.Context,
+    a: int,
+    b: Annotated[int | None, typer.Argument()] = None,
+    patch: Annotated[bool, typer.Option("--patch", "-p", help="Unified diff of text files.")] = False,
+) -> None:
     """What changed from layer A to layer B (default: the current view)."""
     c = _ctx(ctx)
-    changes = c.fs().diff(a, b)
+    changes = c.fs().diff(a, b, patch=patch)
+    if patch and not c.as_json:
+        for ch in changes:
+            sys.stdout.write(ch.patch if ch.patch else f"Binary or large file {ch.path} {ch.kind.value}\n")
+        return
     if c.as_json:
         _emit(
             [

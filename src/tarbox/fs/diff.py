@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import replace
+
 from tarbox.fs import paths
 from tarbox.fs.store import ROOT_INO, Inode, Store
 from tarbox.fs.types import Change, ChangeKind, FileType
@@ -40,7 +43,44 @@ def _same(a: Inode, b: Inode) -> bool:
     return (a.ino, a.layer_id) == (b.ino, b.layer_id)
 
 
-def diff(before: Store, after: Store) -> list[Change]:
+PATCH_MAX_BYTES = 1 << 20  # larger files are listed without a patch
+
+
+def _text(store: Store, node: Inode | None) -> list[str] | None:
+    """The lines of a file version, or None if it is not (small) UTF-8 text."""
+    if node is None:
+        return []
+    if node.kind is not FileType.FILE or node.size > PATCH_MAX_BYTES:
+        return None
+    with store.lock:
+        data = store.read(node, 0, node.size)
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return None
+
+
+def _patch(before: Store, after: Store, path: str, x: Inode | None, y: Inode | None) -> str | None:
+    old, new = _text(before, x), _text(after, y)
+    if old is None or new is None:
+        return None
+    lines = difflib.unified_diff(
+        old, new, "/dev/null" if x is None else "a" + path, "/dev/null" if y is None else "b" + path
+    )
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def diff(before: Store, after: Store, *, patch: bool = False) -> list[Change]:
+    changes = _diff(before, after)
+    if not patch:
+        return changes
+    a, b = snapshot(before), snapshot(after)
+    return [replace(c, patch=_patch(before, after, c.path, a.get(c.path), b.get(c.path))) for c in changes]
+
+
+def _diff(before: Store, after: Store) -> list[Change]:
     a, b = snapshot(before), snapshot(after)
     changes = []
     for path in sorted(a.keys() | b.keys()):

@@ -703,8 +703,9 @@ class Filesystem:
         """The branch the view follows, or None when viewing a layer by id."""
         return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]
 
-    def diff(self, a: Layer | int, b: Layer | int | None = None) -> list[Change]:
-        """Paths added, modified or deleted from layer ``a`` to layer ``b`` (default: the current view)."""
+    def diff(self, a: Layer | int, b: Layer | int | None = None, *, patch: bool = False) -> list[Change]:
+        """Paths added, modified or deleted from layer ``a`` to layer ``b`` (default: the
+        current view); with ``patch``, each text file's change carries a unified diff."""
         from tarbox.fs.diff import diff as _diff
 
         if self._view is None:
@@ -713,4 +714,4 @@ class Filesystem:
         sb = self._st if b is None else self._view(b.id if isinstance(b, Layer) else int(b))
         if b is None:
             self._st.commit()
-        return _diff(sa, sb)
+        return _diff(sa, sb, patch=patch)

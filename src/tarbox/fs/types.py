@@ -108,3 +108,4 @@ class Change:
     type: FileType
     size_before: int | None
     size_after: int | None
+    patch: str | None = None  # unified diff, for text files when asked
