@@ -120,3 +120,9 @@ def test_branch_commands(run):
     assert dropped["dropped"] == [feature_head] and dropped["freed_bytes"] >= 3
     assert set(json.loads(run("--json", *t, "branch").stdout)[0]) >= {"name"}
     run("tenant", "delete", "--yes", name)
+
+
+def test_demo_of_the_quick_start_runs(run):
+    out = run("demo").stdout.decode()
+    assert "rolled back to layer" in out and "lib has 500 files again" in out
+    assert "sees its own empty root: []" in out

@@ -38,6 +38,16 @@ def run_demo(tb: Tarbox, out: Console) -> None:
         out.print(f"renamed a 500-file directory in O(1); main.py -> {fs.readlink('/workspace/main.py')}")
         out.print(f"/workspace: {fs.listdir('/workspace')}")
         out.print(f"main.py reads {fs.read_file('/workspace/main.py')[:9]!r}")
+        t = time.perf_counter()
+        cp = fs.checkpoint("before the risky step")
+        out.print(f"checkpoint layer {cp.id} in {(time.perf_counter() - t) * 1000:.1f} ms (nothing copied)")
+        fs.remove_tree("/workspace/lib")
+        fs.write_file("/workspace/main.py.bak", b"oops")
+        changes = fs.diff(cp)
+        first = changes[0]
+        out.print(f"the agent deleted and wrote things: {len(changes)} changes, e.g. {first.kind.value} {first.path}")
+        fs.switch(cp)
+        out.print(f"rolled back to layer {cp.id}: lib has {len(fs.listdir('/workspace/lib'))} files again")
         ofs = tb.filesystem(other)
         out.print(f"tenant [cyan]{other.name}[/] sees its own empty root: {ofs.listdir('/')}")
     finally:
