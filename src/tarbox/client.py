@@ -28,22 +28,21 @@ class Tenant:
     created_at: datetime
 
 
-def validate_tenant_name(name: str) -> str:
+def _validate_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidNameError(
-            f"invalid tenant name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
+            f"invalid {kind} name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
             "starting with a letter or digit"
         )
     return name
+
+
+def validate_tenant_name(name: str) -> str:
+    return _validate_name("tenant", name)
 
 
 def validate_branch_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidNameError(
-            f"invalid branch name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    return _validate_name("branch", name)
 
 
 class Tarbox:

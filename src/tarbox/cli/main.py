@@ -396,17 +396,6 @@ def gc(ctx: typer.Context) -> None:
 # -------------------------------------------------------------------- layers
 
 
-def _layer_dict(layer: tarbox.Layer) -> dict:
-    return {
-        "id": layer.id,
-        "parent": layer.parent_id,
-        "message": layer.message,
-        "created_at": layer.created_at.isoformat(),
-        "frozen": layer.frozen,
-        "head": layer.is_head,
-    }
-
-
 @app.command()
 def checkpoint(
     ctx: typer.Context, message: Annotated[str, typer.Option("--message", "-m", help="What this state is.")] = ""
@@ -415,7 +404,7 @@ def checkpoint(
     c = _ctx(ctx)
     layer = c.fs().checkpoint(message)
     if c.as_json:
-        _emit(_layer_dict(layer))
+        _emit(layer.to_dict())
     else:
         out.print(f"checkpoint [bold]{layer.id}[/] {message}", highlight=False)
 
@@ -426,7 +415,7 @@ def log(ctx: typer.Context) -> None:
     c = _ctx(ctx)
     layers = list(reversed(c.fs().layers()))
     if c.as_json:
-        _emit([_layer_dict(layer) for layer in layers])
+        _emit([layer.to_dict() for layer in layers])
         return
     table = Table("layer", "parent", "created", "message", box=None)
     for layer in layers:
@@ -474,7 +463,7 @@ def branch(
         return
     head = fs.branch(name, from_layer)
     if c.as_json:
-        _emit(_layer_dict(head))
+        _emit(head.to_dict())
     else:
         out.print(f"created branch {name} at layer {head.id} (parent {head.parent_id})", highlight=False)
 

@@ -44,27 +44,16 @@ def control_path(path: str) -> str | None:
     return norm if norm == ROOT or norm.startswith(ROOT + "/") else None
 
 
-def _layer_json(layer) -> dict:
-    return {
-        "id": layer.id,
-        "parent": layer.parent_id,
-        "message": layer.message,
-        "created_at": layer.created_at.isoformat(),
-        "frozen": layer.frozen,
-        "head": layer.is_head,
-    }
-
-
 def read(fs: Filesystem, path: str) -> bytes:
     if path in _DIRS:
         raise fs_error(errno.EISDIR, path)
     if path in _WRITABLE:
         return b""
     if path == ROOT + "/layers/current":
-        data = _layer_json(fs.current_layer())
+        data = fs.current_layer().to_dict()
         data["branch"] = fs.current_branch()
     elif path == ROOT + "/layers/list":
-        data = [_layer_json(layer) for layer in fs.layers()]
+        data = [layer.to_dict() for layer in fs.layers()]
     elif path == ROOT + "/stats/usage":
         u = fs.usage()
         data = {

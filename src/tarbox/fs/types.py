@@ -92,6 +92,17 @@ class Layer:
     frozen: bool
     is_head: bool
 
+    def to_dict(self) -> dict:
+        """JSON-ready form, shared by the CLI and /.tarbox/layers."""
+        return {
+            "id": self.id,
+            "parent": self.parent_id,
+            "message": self.message,
+            "created_at": self.created_at.isoformat(),  # type: ignore[attr-defined]
+            "frozen": self.frozen,
+            "head": self.is_head,
+        }
+
 
 class ChangeKind(Enum):
     ADDED = "added"
