@@ -239,13 +239,26 @@ class Store:
 
     # --------------------------------------------------------------- validation
 
+    _STATE_SQL = (
+        "SELECT s.gen, s.head_layer, s.block_size, l.frozen FROM tenant_state s"
+        " JOIN layers l ON l.tenant_id = s.tenant_id AND l.layer_id = s.head_layer WHERE s.tenant_id = %s"
+    )
+
+    def _state(self, conn: psycopg.Connection | None = None) -> tuple:
+        """(gen, head layer, block size, head frozen) in one round trip."""
+        if conn is None:
+            rows = self._q(self._STATE_SQL, (self.tid,))
+        else:
+            rows = conn.execute(self._STATE_SQL, (self.tid,)).fetchall()
+        if not rows:
+            raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+        return rows[0]
+
     def _load_state(self, row: tuple | None = None) -> None:
+        """Adopt a state row from ``_state()``; reload the chain if the head moved."""
         if row is None:
-            rows = self._q("SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,))
-            if not rows:
-                raise TenantNotFoundError(f"tenant {self.tid} does not exist")
-            row = rows[0]
-        gen, head, bs = row
+            row = self._state()
+        gen, head, bs, frozen = row
         self.block_size = bs
         if self.pinned is not None:
             head = self.pinned
@@ -264,9 +277,8 @@ class Store:
             self.head = head
             self.chain = frozenset(r[0] for r in chain)
             self.chain_ids = sorted(self.chain, reverse=True)
-        self.head_frozen = bool(
-            self._q("SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, self.head))[0][0]
-        )
+        # a pinned view never writes; treat its layer as frozen
+        self.head_frozen = True if self.pinned is not None else bool(frozen)
         self.gen = gen
 
     def refresh(self, force: bool = True) -> None:
@@ -277,12 +289,10 @@ class Store:
             now = time.monotonic()
             if not force and self.gen is not None and now - self.validated_at < self.attr_timeout:
                 return
-            rows = self._q("SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,))
-            if not rows:
-                raise TenantNotFoundError(f"tenant {self.tid} does not exist")
-            if rows[0][0] != self.gen:
+            row = self._state()
+            if row[0] != self.gen:
                 self._invalidate()
-                self._load_state(rows[0])
+                self._load_state(row)
             self.validated_at = now
 
     def _invalidate(self) -> None:
@@ -562,11 +572,9 @@ class Store:
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
         if before != self.gen:
             self._invalidate()
-            rows = conn.execute(
-                "SELECT gen, head_layer, block_size FROM tenant_state WHERE tenant_id = %s", (self.tid,)
-            ).fetchall()
+            row = self._state(conn)
             with self._using(conn):
-                self._load_state((before, rows[0][1], rows[0][2]))
+                self._load_state((before, *row[1:]))
         self.gen = before + 1  # the generation our commit will publish
         self.validated_at = time.monotonic()
         if self.head_frozen and self.pinned is None:
@@ -1024,18 +1032,22 @@ class Store:
             with self.writing():
                 if isinstance(target, str):
                     rows = self._q(
-                        "SELECT head_layer FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, target)
+                        "SELECT b.head_layer, l.frozen FROM branches b JOIN layers l"
+                        " ON l.tenant_id = b.tenant_id AND l.layer_id = b.head_layer"
+                        " WHERE b.tenant_id = %s AND b.name = %s",
+                        (self.tid, target),
                     )
                     if not rows:
                         raise fs_error(errno.ENOENT, None, f"branch {target!r} does not exist")
-                    layer_id, branch = rows[0][0], target
+                    branch = target
                 else:
                     rows = self._q(
-                        "SELECT layer_id FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, target)
+                        "SELECT layer_id, frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, target)
                     )
                     if not rows:
                         raise fs_error(errno.ENOENT, None, f"layer {target} does not exist")
-                    layer_id, branch = target, None
+                    branch = None
+                layer_id, frozen = rows[0]
                 self._mutated = True
                 self._q(
                     "UPDATE tenant_state SET head_layer = %s, branch = %s WHERE tenant_id = %s RETURNING head_layer",
@@ -1043,7 +1055,7 @@ class Store:
                 )
                 self._invalidate()
                 self.chain = frozenset()
-                self._load_state((self.gen, layer_id, self.block_size))
+                self._load_state((self.gen, layer_id, self.block_size, frozen))
 
     def branch(self, name: str, from_layer: int | None) -> int:
         """Create branch ``name`` with a new head layer on top of ``from_layer``
