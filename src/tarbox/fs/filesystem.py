@@ -144,7 +144,7 @@ class Filesystem:
         """The /.tarbox path ``path`` names, if any (ENOENT when this view hides it)."""
         if path is None:
             return None
-        p = control.control_path(os.fspath(path)) if isinstance(os.fspath(path), str) else None
+        p = control.control_path(os.fspath(path))  # None for bytes paths and non-control paths
         if p is not None and self.hide_control:
             raise fs_error(errno.ENOENT, os.fspath(path))
         return p
