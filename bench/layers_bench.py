@@ -88,6 +88,9 @@ def main() -> None:
     table = Table(title="checkpoint (median of 9) of a tree of N files vs copying it on local disk (seconds)")
     for col in ("files", "Tarbox checkpoint", "cp -a", "tar -cf", "cp -a / checkpoint", "switch 100 back"):
         table.add_column(col, justify="right")
+    counts = Table(title="layer counts (from the layer's rows) vs a path diff of the same two layers (seconds)")
+    for col in ("files", "changed in layer", "counts", "diff walk", "diff / counts"):
+        counts.add_column(col, justify="right")
     for n in sizes:
         t = tb.create_tenant(f"lb-{uuid.uuid4().hex[:8]}")
         fs = tb.filesystem(t)
@@ -96,6 +99,19 @@ def main() -> None:
         build(fs, root, n)
         # median of 9: one sample on this VM ranged 1.4-10 ms for the same work
         cp = statistics.median(timed(lambda fs=fs: fs.checkpoint("bench")) for _ in range(9))
+        # counts of a layer that changed 1% of the files, cold (not yet stored), vs diffing it
+        base = fs.current_layer().parent_id
+        with fs.batch():
+            for i in range(0, n, 100):
+                fs.write_file(f"/d{i // 100:04d}/f{i % 100:03d}", b"changed")
+        changed = fs.checkpoint("1% changed")
+        with tarbox.connect(tb.db.url) as other:
+            ofs = other.filesystem(t.id)
+            c_time = timed(lambda ofs=ofs, changed=changed: ofs.layer_counts(changed))
+        with tarbox.connect(tb.db.url) as other:
+            ofs = other.filesystem(t.id)
+            d_time = timed(lambda ofs=ofs, changed=changed, base=base: ofs.diff(base, changed))
+        counts.add_row(str(n), str(n // 100), f"{c_time:.4f}", f"{d_time:.3f}", f"{d_time / c_time:.0f}x")
         copy_dir = root + ".copy"
         cpa = run_timed(["cp", "-a", root, copy_dir])
         tar = run_timed(["tar", "-cf", root + ".tar", "-C", root, "."])
@@ -117,6 +133,7 @@ def main() -> None:
         os.unlink(root + ".tar")
         tb.delete_tenant(t)
     console.print(table)
+    console.print(counts)
 
     # resolution cost vs history depth
     t = tb.create_tenant(f"lb-{uuid.uuid4().hex[:8]}")

@@ -91,6 +91,9 @@ def test_checkpoint_log_switch_diff(run):
     run(*t, "write", "/b", "new")
     log = json.loads(run("--json", *t, "log").stdout)
     assert log[0]["head"] and log[0]["parent"] == cp["id"] and log[1]["id"] == cp["id"]
+    assert log[0]["counts"] == {"added": 1, "modified": 1, "deleted": 0, "bytes": 6}
+    assert log[1]["counts"] == {"added": 1, "modified": 0, "deleted": 0, "bytes": 3}
+    assert b"first" in run(*t, "log").stdout
     changes = json.loads(run("--json", *t, "diff", str(cp["id"])).stdout)
     assert {(c["path"], c["kind"]) for c in changes} == {("/a", "modified"), ("/b", "added")}
     run(*t, "switch", str(cp["id"]))

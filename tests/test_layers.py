@@ -331,3 +331,83 @@ def test_checkpoints_during_another_process_writes_are_all_or_none(tb, tenant, d
         for name in view.listdir("/w"):
             data = view.read_file(f"/w/{name}")
             assert len(data) == 300_000 and data == data[:1] * 300_000, (cp.id, name)
+
+
+def test_drop_and_gc_while_another_process_writes_the_same_blocks(tb, tenant, db_url):
+    """Dropping history releases blocks that a writer in another process is
+    re-referencing at the same moment (same content, deduplicated): the tenant
+    lock orders them, so no surviving extent ever points at a missing block."""
+    import subprocess
+    import sys
+    import textwrap
+
+    blobs = [bytes([k]) * 200_000 for k in range(4)]  # one full block and one partial each
+    fs = tb.filesystem(tenant)
+    names = []
+    for r in range(6):
+        name = f"exp{r}"
+        fs.branch(name)
+        fs.switch(name)
+        for k, blob in enumerate(blobs):
+            fs.write_file(f"/b{k}", blob)
+        fs.checkpoint(name)
+        fs.switch("main")
+        names.append(name)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import tarbox
+                fs = tarbox.connect({db_url!r}).filesystem({str(tenant.id)!r})
+                blobs = [bytes([k]) * 200_000 for k in range(4)]
+                i = 0
+                while not fs.exists("/stop"):  # runs until every drop is done
+                    k = i % 4
+                    fs.write_file(f"/m{{k}}", blobs[k])
+                    if i % 3 == 0:
+                        fs.remove(f"/m{{k}}")
+                    if i == 10:
+                        print("ready", flush=True)
+                    i += 1
+                print(i, flush=True)
+                for k in range(4):
+                    fs.write_file(f"/m{{k}}", blobs[k])
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline() == "ready\n"
+    dropped = 0
+    for name in names:
+        fs.delete_branch(name)
+        layer = next(layer for layer in fs.layers() if layer.message == name)
+        dropped += len(fs.drop_layer(layer, descendants=True))
+        fs.gc()
+    fs.write_file("/stop", b"")
+    assert writer.wait() == 0
+    print("writer iterations:", writer.stdout.read())
+    assert dropped >= 12  # each branch: its checkpoint and its open head
+    fresh = tarbox.connect(db_url)
+    try:
+        view = fresh.filesystem(tenant.id)
+        for k, blob in enumerate(blobs):
+            assert view.read_file(f"/m{k}") == blob
+    finally:
+        fresh.close()
+    with psycopg.connect(db_url, options="-c search_path=tarbox") as conn:
+        t = tenant.id
+        missing = conn.execute(
+            "SELECT count(*) FROM extents e WHERE e.tenant_id = %s AND NOT EXISTS"
+            " (SELECT 1 FROM blocks b WHERE b.tenant_id = e.tenant_id AND b.hash = e.hash)",
+            (t,),
+        ).fetchone()[0]
+        stored = conn.execute("SELECT coalesce(sum(len), 0) FROM blocks WHERE tenant_id = %s", (t,)).fetchone()[0]
+        inodes = conn.execute("SELECT count(*) FROM inodes WHERE tenant_id = %s", (t,)).fetchone()[0]
+    assert missing == 0
+    usage = fs.usage()
+    assert usage.used_bytes == stored and usage.used_inodes == inodes
+    assert fs.gc() == (0, 0)

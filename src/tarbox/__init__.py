@@ -11,7 +11,7 @@ from tarbox.errors import (
     TenantExistsError,
     TenantNotFoundError,
 )
-from tarbox.fs import Change, ChangeKind, DirEntry, Filesystem, FileType, Layer, Stat, Usage
+from tarbox.fs import Change, ChangeKind, DirEntry, Filesystem, FileType, Layer, LayerCounts, Stat, Usage
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "Change",
     "ChangeKind",
     "Layer",
+    "LayerCounts",
     "DatabaseError",
     "DirEntry",
     "FileType",

@@ -413,17 +413,23 @@ def checkpoint(
 def log(ctx: typer.Context) -> None:
     """The layer history, newest first."""
     c = _ctx(ctx)
-    layers = list(reversed(c.fs().layers()))
+    layers = list(reversed(c.fs().layers(counts=True)))
     if c.as_json:
         _emit([layer.to_dict() for layer in layers])
         return
-    table = Table("layer", "parent", "created", "message", box=None)
+    table = Table("layer", "parent", "created", "+", "~", "-", "bytes", "message", box=None)
     for layer in layers:
         mark = " (head)" if layer.is_head else "" if layer.frozen else " (open)"
+        n = layer.counts
+        assert n is not None
         table.add_row(
             f"{layer.id}{mark}",
             str(layer.parent_id or "-"),
             layer.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(n.added),
+            str(n.modified),
+            str(n.deleted),
+            str(n.bytes),
             layer.message,
         )
     out.print(table)

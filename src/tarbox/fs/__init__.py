@@ -2,6 +2,17 @@
 
 from tarbox.fs.file import TarboxFile
 from tarbox.fs.filesystem import Filesystem
-from tarbox.fs.types import Change, ChangeKind, DirEntry, FileType, Layer, Stat, Usage
+from tarbox.fs.types import Change, ChangeKind, DirEntry, FileType, Layer, LayerCounts, Stat, Usage
 
-__all__ = ["Change", "ChangeKind", "Layer", "DirEntry", "FileType", "Filesystem", "Stat", "TarboxFile", "Usage"]
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "DirEntry",
+    "FileType",
+    "Filesystem",
+    "Layer",
+    "LayerCounts",
+    "Stat",
+    "TarboxFile",
+    "Usage",
+]

@@ -50,7 +50,8 @@ def read(fs: Filesystem, path: str) -> bytes:
     if path in _WRITABLE:
         return b""
     if path == ROOT + "/layers/current":
-        data = fs.current_layer().to_dict()
+        layer = fs.current_layer()
+        data = {**layer.to_dict(), "counts": fs.layer_counts(layer).to_dict()}
         data["branch"] = fs.current_branch()
     elif path == ROOT + "/layers/list":
         data = [layer.to_dict() for layer in fs.layers()]

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tarbox.errors import fs_error
-from tarbox.fs import control, paths
+from tarbox.fs import control, layercounts, paths
 from tarbox.fs.file import TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
-from tarbox.fs.types import Change, DirEntry, FileType, Layer, Stat, Usage
+from tarbox.fs.types import Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage
 
 SYMLOOP_MAX = 40
 
@@ -629,17 +629,56 @@ class Filesystem:
 
     def _layer_rows(self) -> list[tuple]:
         return self._st._q(
-            "SELECT layer_id, parent_id, message, created_at, frozen FROM layers WHERE tenant_id = %s"
+            "SELECT layer_id, parent_id, message, created_at, frozen, counts FROM layers WHERE tenant_id = %s"
             " ORDER BY layer_id",
             (self._st.tid,),
         )
 
-    def layers(self) -> list[Layer]:
-        """Every layer of the tenant (the tree, by parent pointers), oldest first."""
+    def layers(self, *, counts: bool = False) -> list[Layer]:
+        """Every layer of the tenant (the tree, by parent pointers), oldest first.
+        With ``counts``, each carries what it changed (computed once per frozen layer)."""
         with self._st.lock:
             self._st.refresh()
             head = self._st.head
-            return [Layer(r[0], r[1], r[2], r[3], r[4], r[0] == head) for r in self._layer_rows()]
+            rows = self._layer_rows()
+            got = self._counts(rows) if counts else {}
+            return [Layer(r[0], r[1], r[2], r[3], r[4], r[0] == head, got.get(r[0])) for r in rows]
+
+    def layer_counts(self, layer: Layer | int | None = None) -> LayerCounts:
+        """What ``layer`` (default: the current one) changed relative to its parent."""
+        lid = self.current_layer().id if layer is None else layer.id if isinstance(layer, Layer) else int(layer)
+        with self._st.lock:
+            self._st.refresh()
+            rows = self._layer_rows()
+            if not any(r[0] == lid for r in rows):
+                raise fs_error(errno.ENOENT, None, f"layer {lid} does not exist")
+            return self._counts(rows, only=lid)[lid]
+
+    def _counts(self, rows: list[tuple], only: int | None = None) -> dict[int, LayerCounts]:
+        """Stored counts of frozen layers; the others computed from their rows (and stored once frozen)."""
+        st = self._st
+        parent = {r[0]: r[1] for r in rows}
+        out: dict[int, LayerCounts] = {}
+        for lid, _, _, _, frozen, stored in rows:
+            if only is not None and lid != only:
+                continue
+            if stored is not None:
+                out[lid] = LayerCounts(*stored)
+                continue
+            if not frozen:
+                st.commit()  # pending writes belong to the open layer
+            below, p = [], parent[lid]
+            while p is not None:
+                below.append(p)
+                p = parent.get(p)
+            c = layercounts.compute(st._q, st.tid, lid, below)
+            if frozen:
+                st._q(
+                    "UPDATE layers SET counts = %s WHERE tenant_id = %s AND layer_id = %s AND frozen RETURNING 1",
+                    ([c.added, c.modified, c.deleted, c.bytes], st.tid, lid),
+                )
+            out[lid] = c
+        return out
 
     def current_layer(self) -> Layer:
         """The layer this view reads (and, unless pinned, writes to)."""

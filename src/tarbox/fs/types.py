@@ -82,6 +82,22 @@ class Durability(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class LayerCounts:
+    """What one layer changed relative to its parent, counted per directory entry
+    (see docs/design.md): a renamed directory is one deleted and one added entry,
+    not every path below it, so this can differ from ``diff`` for directory moves
+    and hard links. ``bytes`` is the total size of the files the layer added or modified."""
+
+    added: int
+    modified: int
+    deleted: int
+    bytes: int
+
+    def to_dict(self) -> dict:
+        return {"added": self.added, "modified": self.modified, "deleted": self.deleted, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True)
 class Layer:
     """A point in a tenant's history. Frozen layers never change."""
 
@@ -91,10 +107,11 @@ class Layer:
     created_at: object  # datetime
     frozen: bool
     is_head: bool
+    counts: LayerCounts | None = None  # filled when asked for (``layers(counts=True)``)
 
     def to_dict(self) -> dict:
         """JSON-ready form, shared by the CLI and /.tarbox/layers."""
-        return {
+        d = {
             "id": self.id,
             "parent": self.parent_id,
             "message": self.message,
@@ -102,6 +119,9 @@ class Layer:
             "frozen": self.frozen,
             "head": self.is_head,
         }
+        if self.counts is not None:
+            d["counts"] = self.counts.to_dict()
+        return d
 
 
 class ChangeKind(Enum):
