@@ -206,3 +206,16 @@ def test_remove_tree_and_walk(fs):
     fs.remove_tree("/r")
     assert fs.listdir("/") == []
     assert fs.usage().used_inodes == 1  # only the root is left
+
+
+def test_a_refused_operation_keeps_other_files_buffered_writes(fs):
+    """Found by the WASI differential test: mkdir on an existing name used to roll
+    back the transaction and drop what an open file had buffered."""
+    f = fs.open("/a", "wb")
+    f.write(b"buffered")
+    with pytest.raises(FileExistsError):
+        fs.mkdir("/a")
+    with pytest.raises(FileNotFoundError):
+        fs.remove("/missing")
+    f.close()  # used to raise EIO "buffered writes were lost"
+    assert fs.read_file("/a") == b"buffered"

@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import io
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 from tarbox.errors import fs_error
 from tarbox.fs.store import Inode, Store
+from tarbox.fs.types import Stat
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,30 @@ class TarboxFile(io.RawIOBase):
             self._st.touch(node)
         self._dirty = True
         return size
+
+    def stat(self) -> Stat:
+        """``os.fstat``: the file's current metadata, even after a rename or unlink."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        with self._st.lock:
+            return self._node().to_stat()
+
+    def utime(self, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """``os.utime`` on the open file; ``None`` keeps that time. ctime becomes now."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        with self._st.lock, self._st.writing():
+            node = self._node()
+            if atime_ns is not None:
+                node.atime_ns = atime_ns
+            if mtime_ns is not None:
+                node.mtime_ns = mtime_ns
+            node.ctime_ns = time.time_ns()
+            self._st.touch(node)
+
+    def set_append(self, append: bool) -> None:
+        """Switch O_APPEND on or off (``fcntl(F_SETFL)``)."""
+        self._m = replace(self._m, append=append)
 
     def flush(self) -> None:
         """Data is already in the shared write-back buffer; commit happens at close/fsync."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from tarbox.errors import fs_error
 from tarbox.fs import control, layercounts, paths
-from tarbox.fs.file import TarboxFile, parse_mode
+from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
 from tarbox.fs.types import Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage
 
@@ -408,6 +408,35 @@ class Filesystem:
         else:
             buf = io.BufferedReader(raw)
         return io.TextIOWrapper(buf, encoding=encoding or "utf-8", errors=errors, newline=newline)
+
+    def open_file(
+        self,
+        path: str,
+        *,
+        read: bool = True,
+        write: bool = False,
+        create: bool = False,
+        exclusive: bool = False,
+        truncate: bool = False,
+        append: bool = False,
+        revalidate: bool = True,
+    ) -> TarboxFile:
+        """``open(2)`` with explicit flags, for hosts that speak in flags (the WASI host).
+        ``revalidate=False`` when the caller already revalidated under the store lock."""
+        if write or create or truncate:
+            self._writable(path)
+        self._no_ctl(path)
+        m = OpenMode(read, write, append, create, exclusive, truncate, True)
+        st = self._st
+        with st.lock:
+            if create or truncate:
+                with st.writing():
+                    node = self._open_node(path, create=create, excl=exclusive, trunc=truncate)
+            else:
+                if revalidate:
+                    st.refresh()
+                node = self._open_node(path, create=False)
+            return TarboxFile(st, node.ino, path, m)
 
     def truncate(self, path: str | os.PathLike, size: int) -> None:
         text = os.fspath(path)

@@ -498,11 +498,19 @@ class Store:
                 return
             self._begin()
             try:
-                yield
-                self._flush(self._txn)
-            except BaseException:
-                self._abort()
-                raise
+                try:
+                    yield
+                except BaseException:
+                    if self._mutated:
+                        self._abort()
+                    else:  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
+                        _rollback(self._txn)
+                    raise
+                try:
+                    self._flush(self._txn)
+                except BaseException:
+                    self._abort()
+                    raise
             finally:
                 self._end()
 

@@ -1,0 +1,388 @@
+"""Descriptor core in the shape of WASI Preview 2 (wasi:filesystem), over ``tarbox.fs``.
+
+The Preview 1 ABI (``preview1.py``) is a thin layer over this; so would be a
+Preview 2 binding. Every path a guest names is resolved here, beneath the
+descriptor's preopen, component by component in the tenant's namespace:
+absolute paths, ``..`` above the preopen and symlinks whose target leaves it
+fail with :class:`NotCapable`; nothing is delegated to a host directory.
+
+Resolution and the operation happen under the tenant store's lock (and, for
+mutations, inside its write transaction), so another run in this process cannot
+swap a directory for a symlink in between.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tarbox.errors import fs_error
+from tarbox.fs import Filesystem, FileType, Stat, TarboxFile, paths
+from tarbox.wasi.types import (
+    DescriptorFlags,
+    DescriptorStat,
+    DescriptorType,
+    DirectoryEntry,
+    ErrorCode,
+    OpenFlags,
+    PathFlags,
+)
+
+SYMLOOP_MAX = 40
+
+_TYPES = {
+    FileType.FILE: DescriptorType.REGULAR_FILE,
+    FileType.DIRECTORY: DescriptorType.DIRECTORY,
+    FileType.SYMLINK: DescriptorType.SYMBOLIC_LINK,
+}
+
+
+class NotCapable(PermissionError):
+    """The path leaves the sandbox (absolute, ``..`` above the preopen, or a symlink out)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EPERM, "path escapes the sandbox", path)
+
+
+_ERRNO_CODES = {
+    errno.EACCES: ErrorCode.ACCESS,
+    errno.EBADF: ErrorCode.BAD_DESCRIPTOR,
+    errno.EBUSY: ErrorCode.BUSY,
+    errno.EEXIST: ErrorCode.EXIST,
+    errno.EFBIG: ErrorCode.FILE_TOO_LARGE,
+    errno.EILSEQ: ErrorCode.ILLEGAL_BYTE_SEQUENCE,
+    errno.ENOSPC: ErrorCode.INSUFFICIENT_SPACE,
+    errno.EINVAL: ErrorCode.INVALID,
+    errno.EIO: ErrorCode.IO,
+    errno.EISDIR: ErrorCode.IS_DIRECTORY,
+    errno.ELOOP: ErrorCode.LOOP,
+    errno.ENAMETOOLONG: ErrorCode.NAME_TOO_LONG,
+    errno.ENOENT: ErrorCode.NO_ENTRY,
+    errno.ENOTDIR: ErrorCode.NOT_DIRECTORY,
+    errno.ENOTEMPTY: ErrorCode.NOT_EMPTY,
+    errno.EPERM: ErrorCode.NOT_PERMITTED,
+    errno.EROFS: ErrorCode.READ_ONLY,
+    errno.EXDEV: ErrorCode.CROSS_DEVICE,
+    errno.EOPNOTSUPP: ErrorCode.UNSUPPORTED,
+    errno.EDQUOT: ErrorCode.QUOTA,
+}
+
+
+def error_code(exc: OSError) -> ErrorCode:
+    """The Preview 2 error-code of a core failure."""
+    if isinstance(exc, NotCapable):
+        return ErrorCode.NOT_CAPABLE
+    return _ERRNO_CODES.get(exc.errno or 0, ErrorCode.IO)
+
+
+def _descriptor_stat(s: Stat) -> DescriptorStat:
+    return DescriptorStat(_TYPES[s.type], s.ino, s.nlink, s.size, s.atime_ns, s.mtime_ns, s.ctime_ns)
+
+
+class Descriptor:
+    """An open file or directory of the sandbox. Directories carry the physical
+    Tarbox path they were opened at and the depth of their preopen (the floor)."""
+
+    __slots__ = ("fs", "path", "parts", "floor", "type", "flags", "file", "read_only")
+
+    def __init__(
+        self,
+        fs: Filesystem,
+        path: str,
+        floor: int,
+        type: DescriptorType,
+        flags: DescriptorFlags,
+        file: TarboxFile | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.fs = fs
+        self.path = path
+        self.parts = [p for p in path.split("/") if p]
+        self.floor = floor
+        self.type = type
+        self.flags = flags
+        self.file = file
+        self.read_only = read_only
+
+    @classmethod
+    def preopen(cls, fs: Filesystem, path: str, *, read_only: bool = False) -> Descriptor:
+        """The directory a guest is given. It must exist in the tenant's filesystem."""
+        if not fs.is_dir(path):
+            raise fs_error(errno.ENOTDIR if fs.exists(path) else errno.ENOENT, path, "preopen is not a directory")
+        depth = len([p for p in path.split("/") if p])
+        flags = DescriptorFlags.READ | (DescriptorFlags(0) if read_only else DescriptorFlags.MUTATE_DIRECTORY)
+        return cls(
+            fs,
+            "/" + "/".join(p for p in path.split("/") if p),
+            depth,
+            DescriptorType.DIRECTORY,
+            flags,
+            read_only=read_only,
+        )
+
+    # ------------------------------------------------------------ resolution
+
+    def _dir(self) -> None:
+        if self.type is not DescriptorType.DIRECTORY:
+            raise fs_error(errno.ENOTDIR, self.path)
+
+    def resolve(self, rel: str, follow: bool) -> str:
+        """The physical Tarbox path ``rel`` names beneath this directory (caller holds the store lock).
+
+        Intermediate symlinks are always followed, the last one only with ``follow``;
+        the result has no symlink before its last component.
+        """
+        self._dir()
+        sp = paths.split(rel)
+        if sp.absolute:
+            raise NotCapable(rel)
+        fs = self.fs
+        names = list(self.parts)
+        pending = deque(sp.parts)
+        follow_last = follow or sp.trailing_slash
+        links = 0
+        while pending:
+            comp = pending.popleft()
+            last = not pending
+            if comp == ".":
+                continue
+            if comp == "..":
+                if len(names) <= self.floor:
+                    raise NotCapable(rel)
+                names.pop()
+                continue
+            here = "/" + "/".join([*names, comp])
+            try:
+                s = fs.lstat(here)
+            except FileNotFoundError:
+                if last:
+                    names.append(comp)
+                    break
+                raise fs_error(errno.ENOENT, rel) from None
+            if s.type is FileType.SYMLINK and (not last or follow_last):
+                links += 1
+                if links > SYMLOOP_MAX:
+                    raise fs_error(errno.ELOOP, rel)
+                target = fs.readlink(here)
+                if not target:
+                    raise fs_error(errno.ENOENT, rel)
+                tsp = paths.split(target)
+                if tsp.absolute:
+                    raise NotCapable(rel)
+                pending.extendleft(reversed(tsp.parts))
+                if tsp.trailing_slash and last:
+                    follow_last = True
+                continue
+            if not last and s.type is not FileType.DIRECTORY:
+                raise fs_error(errno.ENOTDIR, rel)
+            names.append(comp)
+        out = "/" + "/".join(names)
+        return out + "/" if sp.trailing_slash and out != "/" else out
+
+    @contextmanager
+    def _mutating(self) -> Iterator[None]:
+        """Resolve and mutate inside one write transaction of the tenant."""
+        if self.read_only:
+            raise fs_error(errno.EROFS, self.path, "read-only preopen")
+        st = self.fs._st
+        with st.lock, st.writing():
+            yield
+
+    @contextmanager
+    def _reading(self, revalidate: bool = False) -> Iterator[None]:
+        st = self.fs._st
+        with st.lock:
+            if revalidate:
+                st.refresh()
+            yield
+
+    # --------------------------------------------------------- descriptor ops
+
+    def get_type(self) -> DescriptorType:
+        return self.type
+
+    def get_flags(self) -> DescriptorFlags:
+        return self.flags
+
+    def stat(self) -> DescriptorStat:
+        if self.file is not None:
+            return _descriptor_stat(self.file.stat())
+        return _descriptor_stat(self.fs.stat(self.path))
+
+    def read(self, length: int, offset: int) -> bytes:
+        f = self._file(DescriptorFlags.READ)
+        with self.fs._st.lock:
+            f.seek(offset)
+            return f.read(length)
+
+    def readinto(self, buf: memoryview, offset: int) -> int:
+        f = self._file(DescriptorFlags.READ)
+        with self.fs._st.lock:
+            f.seek(offset)
+            return f.readinto(buf)
+
+    def write(self, data, offset: int) -> int:
+        """Write at ``offset`` (or at the end, for an append descriptor). Returns bytes written."""
+        f = self._file(DescriptorFlags.WRITE)
+        with self.fs._st.lock:
+            f.seek(offset)
+            return f.write(data)
+
+    def end(self) -> int:
+        """Where an append lands: the current size."""
+        return self._file(None).stat().size
+
+    def position_after_write(self) -> int:
+        return self._file(None).tell()
+
+    def set_append(self, append: bool) -> None:
+        self._file(None).set_append(append)
+
+    def set_size(self, size: int) -> None:
+        f = self._file(DescriptorFlags.WRITE)
+        with self.fs._st.lock:
+            pos = f.tell()
+            f.truncate(size)
+            f.seek(pos)
+
+    def set_times(self, atime_ns: int | None, mtime_ns: int | None) -> None:
+        if self.file is not None:
+            self.file.utime(atime_ns, mtime_ns)
+            return
+        self._set_times_path(self.path, atime_ns, mtime_ns)
+
+    def sync(self) -> None:
+        if self.file is not None:
+            self.file.fsync()
+        else:
+            self.fs.sync()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def _file(self, need: DescriptorFlags | None) -> TarboxFile:
+        if self.file is None:
+            raise fs_error(errno.EISDIR, self.path)
+        if need is not None and not self.flags & need:
+            raise fs_error(errno.EBADF, self.path, "descriptor not open for that")
+        return self.file
+
+    # -------------------------------------------------------------- path ops
+
+    def open_at(self, path_flags: PathFlags, rel: str, open_flags: OpenFlags, flags: DescriptorFlags) -> Descriptor:
+        follow = bool(path_flags & PathFlags.SYMLINK_FOLLOW)
+        create = bool(open_flags & OpenFlags.CREATE)
+        excl = bool(open_flags & OpenFlags.EXCLUSIVE)
+        trunc = bool(open_flags & OpenFlags.TRUNCATE)
+        want_dir = bool(open_flags & OpenFlags.DIRECTORY)
+        write = bool(flags & DescriptorFlags.WRITE)
+        if self.read_only and (create or trunc or write or flags & DescriptorFlags.MUTATE_DIRECTORY):
+            raise fs_error(errno.EROFS, rel, "read-only preopen")
+        fs = self.fs
+        st = fs._st
+        with st.lock:
+            st.refresh()
+            path = self.resolve(rel, follow and not (create and excl))
+            try:
+                s: Stat | None = fs.lstat(path)
+            except FileNotFoundError:
+                s = None
+            if s is not None:
+                if create and excl:
+                    raise fs_error(errno.EEXIST, rel)
+                if s.type is FileType.SYMLINK:
+                    raise fs_error(errno.ELOOP, rel)  # O_NOFOLLOW on a symlink
+                if s.type is FileType.DIRECTORY:
+                    if write or trunc:
+                        raise fs_error(errno.EISDIR, rel)
+                    return Descriptor(
+                        fs,
+                        path.rstrip("/") or "/",
+                        self.floor,
+                        DescriptorType.DIRECTORY,
+                        flags & ~DescriptorFlags.WRITE,
+                        read_only=self.read_only,
+                    )
+                if want_dir or path.endswith("/"):
+                    raise fs_error(errno.ENOTDIR, rel)
+            elif not create:
+                raise fs_error(errno.ENOENT, rel)
+            elif want_dir or path.endswith("/"):
+                raise fs_error(errno.EISDIR if path.endswith("/") else errno.EINVAL, rel)
+            f = fs.open_file(
+                path,
+                read=bool(flags & DescriptorFlags.READ),
+                write=write,
+                create=create,
+                exclusive=excl,
+                truncate=trunc and write,
+                revalidate=False,
+            )
+        return Descriptor(fs, path, self.floor, DescriptorType.REGULAR_FILE, flags, f, read_only=self.read_only)
+
+    def stat_at(self, path_flags: PathFlags, rel: str) -> DescriptorStat:
+        with self._reading():
+            path = self.resolve(rel, bool(path_flags & PathFlags.SYMLINK_FOLLOW))
+            return _descriptor_stat(self.fs.lstat(path))
+
+    def read_directory(self) -> list[DirectoryEntry]:
+        self._dir()
+        with self._reading():
+            return [DirectoryEntry(_TYPES[e.type], e.name, e.ino) for e in self.fs.scandir(self.path)]
+
+    def create_directory_at(self, rel: str) -> None:
+        with self._mutating():
+            self.fs.mkdir(self.resolve(rel, False))
+
+    def remove_directory_at(self, rel: str) -> None:
+        with self._mutating():
+            self.fs.rmdir(self.resolve(rel, False))
+
+    def unlink_file_at(self, rel: str) -> None:
+        with self._mutating():
+            path = self.resolve(rel, False)
+            if path.endswith("/"):
+                s = self.fs.lstat(path.rstrip("/"))
+                raise fs_error(errno.EISDIR if s.type is FileType.DIRECTORY else errno.ENOTDIR, rel)
+            self.fs.remove(path)
+
+    def rename_at(self, old: str, new_dir: Descriptor, new: str) -> None:
+        with self._mutating():
+            new_dir._dir()
+            if new_dir.read_only:
+                raise fs_error(errno.EROFS, new, "read-only preopen")
+            self.fs.rename(self.resolve(old, False), new_dir.resolve(new, False))
+
+    def symlink_at(self, target: str, rel: str) -> None:
+        with self._mutating():
+            tsp = paths.split(target)
+            if tsp.absolute:
+                raise NotCapable(target)
+            self.fs.symlink(target, self.resolve(rel, False))
+
+    def readlink_at(self, rel: str) -> str:
+        with self._reading():
+            return self.fs.readlink(self.resolve(rel, False))
+
+    def link_at(self, old_flags: PathFlags, old: str, new_dir: Descriptor, new: str) -> None:
+        with self._mutating():
+            new_dir._dir()
+            src = self.resolve(old, bool(old_flags & PathFlags.SYMLINK_FOLLOW))
+            self.fs.link(src, new_dir.resolve(new, False))
+
+    def set_times_at(self, path_flags: PathFlags, rel: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        with self._mutating():
+            path = self.resolve(rel, bool(path_flags & PathFlags.SYMLINK_FOLLOW))
+            self._set_times_path(path, atime_ns, mtime_ns)
+
+    def _set_times_path(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        if self.read_only:
+            raise fs_error(errno.EROFS, path, "read-only preopen")
+        if atime_ns is None or mtime_ns is None:
+            s = self.fs.lstat(path)
+            atime_ns = s.atime_ns if atime_ns is None else atime_ns
+            mtime_ns = s.mtime_ns if mtime_ns is None else mtime_ns
+        self.fs.utime(path, (atime_ns, mtime_ns), follow_symlinks=False)

@@ -1,0 +1,198 @@
+"""``WasiHost``: run a wasm32-wasip1 module on a tenant's Tarbox filesystem, sandboxed and limited."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import wasmtime
+
+from tarbox.client import Tarbox, Tenant
+from tarbox.fs import Filesystem
+from tarbox.wasi import engine as engines
+from tarbox.wasi.core import Descriptor
+from tarbox.wasi.preview1 import GuestExit, LimitExceeded, Output, Preview1
+from tarbox.wasi.types import RunResult, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A preopened directory: ``guest`` is the name the module sees, ``path`` the tenant's directory."""
+
+    guest: str
+    path: str
+    read_only: bool = False
+
+
+class WasiHost:
+    """Runs modules against one tenant. Safe to share between concurrent ``run_wasm`` calls.
+
+    ``guest_dir`` is preopened as the same path of the tenant's filesystem
+    (created if missing), unless ``mounts`` lists the preopens explicitly.
+    """
+
+    def __init__(
+        self,
+        tb: Tarbox,
+        tenant: Tenant | str | uuid.UUID,
+        guest_dir: str = "/workspace",
+        *,
+        mounts: list[Mount] | None = None,
+        read_only: bool = False,
+        timeout: float | None = 30.0,
+        memory_limit: int | None = 256 << 20,
+        fuel: int | None = None,
+        max_fds: int = 1024,
+        output_limit: int = 16 << 20,
+        allow_clocks: bool = True,
+        allow_random: bool = True,
+        checkpoint_before: bool = False,
+        module_cache: engines.ModuleCache | None = None,
+    ) -> None:
+        self.tb = tb
+        self.tenant = tenant
+        self.mounts = mounts if mounts is not None else [Mount(guest_dir, guest_dir, read_only)]
+        self.read_only = read_only
+        self.timeout = timeout
+        self.memory_limit = memory_limit
+        self.fuel = fuel
+        self.max_fds = max_fds
+        self.output_limit = output_limit
+        self.allow_clocks = allow_clocks
+        self.allow_random = allow_random
+        self.checkpoint_before = checkpoint_before
+        self.cache = module_cache if module_cache is not None else engines.default_cache
+
+    def filesystem(self) -> Filesystem:
+        """The guest's view: /.tarbox hidden, read-only when the host is."""
+        return self.tb.filesystem(self.tenant, read_only=self.read_only, hide_control=True)
+
+    async def run_wasm(
+        self,
+        wasm: bytes,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes = b"",
+        *,
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
+    ) -> RunResult:
+        """Run ``wasm`` to completion in a worker thread (wasm runs without the GIL)."""
+        return await asyncio.to_thread(self.run, wasm, args, env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)
+
+    def run(
+        self,
+        wasm: bytes,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes = b"",
+        *,
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
+    ) -> RunResult:
+        """The blocking form of :meth:`run_wasm`."""
+        t0 = time.monotonic()
+        out = Output(self.output_limit, on_stdout, on_stderr)
+
+        def result(status: RunStatus, code: int, trap: str | None = None, p1: Preview1 | None = None) -> RunResult:
+            r = RunResult(status, code, bytes(out.stdout), bytes(out.stderr), time.monotonic() - t0, trap)
+            if p1 is not None:
+                r.stats = p1.stats
+            return r
+
+        try:
+            module = self.cache.load(wasm, fuel=self.fuel is not None)
+        except wasmtime.WasmtimeError as exc:
+            return result(RunStatus.INVALID_MODULE, -1, f"invalid module: {exc}")
+        fs = self.filesystem()
+        checkpoint = None
+        if self.checkpoint_before:
+            checkpoint = fs.checkpoint(f"before run at {time.strftime('%Y-%m-%d %H:%M:%S')}").id
+        preopens = []
+        for m in self.mounts:
+            if not self.read_only and not m.read_only:
+                fs.mkdir(m.path, parents=True, exist_ok=True)
+            preopens.append((m.guest, Descriptor.preopen(fs, m.path, read_only=self.read_only or m.read_only)))
+        deadline = None if self.timeout is None else t0 + self.timeout
+        p1 = Preview1(
+            args=list(args) if args is not None else ["main.wasm"],
+            env=dict(env or {}),
+            stdin=stdin,
+            output=out,
+            preopens=preopens,
+            allow_clocks=self.allow_clocks,
+            allow_random=self.allow_random,
+            max_fds=self.max_fds,
+            deadline=deadline,
+        )
+        eng = engines.engine(self.fuel is not None)
+        store = wasmtime.Store(eng)
+        if self.memory_limit is not None:
+            store.set_limits(memory_size=self.memory_limit)
+        if self.fuel is not None:
+            store.set_fuel(self.fuel)
+        store.set_epoch_deadline((1 << 62) if self.timeout is None else max(1, math.ceil(self.timeout / engines.TICK)))
+        linker = wasmtime.Linker(eng)
+        p1.define(linker)
+        status, code, trap = RunStatus.EXITED, 0, None
+        try:
+            try:
+                instance = linker.instantiate(store, module)
+            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+                msg = str(exc)
+                if "memory" in msg and "limit" in msg:
+                    return result(RunStatus.MEMORY_LIMIT, -1, msg, p1)
+                return result(RunStatus.INVALID_MODULE, -1, msg, p1)
+            exports = instance.exports(store)
+            memory = exports.get("memory")
+            p1.attach(store, memory if isinstance(memory, wasmtime.Memory) else None)
+            start = exports.get("_start")
+            if not isinstance(start, wasmtime.Func):
+                return result(RunStatus.INVALID_MODULE, -1, "module has no _start function (not a WASI command)", p1)
+            try:
+                start(store)
+            except BaseException as exc:  # noqa: BLE001 - classified from the run's own state below
+                status, code, trap = self._classify(exc, p1, store, memory)
+        finally:
+            try:
+                p1.close_all()
+            except OSError as exc:  # a buffered write failed at the final close (e.g. quota)
+                if status is RunStatus.EXITED and code == 0:
+                    status, code, trap = RunStatus.EXITED, 1, f"closing files failed: {exc}"
+        r = result(status, code, trap, p1)
+        r.checkpoint = checkpoint
+        return r
+
+    def _classify(self, exc: BaseException, p1: Preview1, store, memory) -> tuple[RunStatus, int, str | None]:
+        """How the run ended. The run's own state decides, not the exception object:
+        wasmtime-py hands host exceptions back through one process-wide slot."""
+        if p1.limit is not None:
+            return p1.limit.status, -1, str(p1.limit)
+        if p1.exit_code is not None:  # the guest handled whatever happened and chose its exit code
+            return RunStatus.EXITED, p1.exit_code, None
+        if isinstance(exc, (GuestExit, LimitExceeded)):
+            return RunStatus.TRAPPED, -1, "trap (details lost to a concurrent run)"
+        if isinstance(exc, wasmtime.Trap):
+            tc = exc.trap_code
+            if tc is wasmtime.TrapCode.INTERRUPT:
+                return RunStatus.TIMEOUT, -1, f"wall-clock timeout after {self.timeout} s"
+            if tc is wasmtime.TrapCode.OUT_OF_FUEL:
+                return RunStatus.OUT_OF_FUEL, -1, f"out of fuel ({self.fuel})"
+            if self._at_memory_limit(store, memory):
+                return RunStatus.MEMORY_LIMIT, -1, f"memory limit {self.memory_limit} bytes: {exc.message}"
+            return RunStatus.TRAPPED, -1, exc.message
+        if isinstance(exc, wasmtime.WasmtimeError):
+            return RunStatus.TRAPPED, -1, str(exc)
+        raise exc
+
+    def _at_memory_limit(self, store, memory) -> bool:
+        """A trap with memory past half the limit is taken as the limit's doing: allocators
+        grow geometrically, so their last refused request is about the size of the heap.
+        (wasmtime-py offers no callback on a refused ``memory.grow``.)"""
+        if self.memory_limit is None or not isinstance(memory, wasmtime.Memory):
+            return False
+        return memory.data_len(store) * 2 > self.memory_limit

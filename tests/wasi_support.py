@@ -1,0 +1,106 @@
+"""Shared by the WASI tests: build guests from source, run them on wasmtime's own
+WASI over a real directory (the oracle) and on Tarbox, and compare trees."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime
+
+from tarbox.wasi import WasiHost
+from tarbox.wasi.toolchain import build_c
+
+GUESTS = Path(__file__).parent / "guests"
+
+
+def guest(name: str) -> bytes:
+    """A test guest: ``NAME.c`` compiled with zig, or ``NAME.wat`` assembled."""
+    c = GUESTS / f"{name}.c"
+    if c.exists():
+        return build_c(c)
+    return bytes(wasmtime.wat2wasm((GUESTS / f"{name}.wat").read_text()))
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    tree: dict
+
+
+_native_engine = wasmtime.Engine()
+_native_modules: dict[int, wasmtime.Module] = {}
+
+
+def run_native(wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", setup=None) -> Outcome:
+    """The oracle: wasmtime's built-in WASI with ``root`` preopened as /workspace."""
+    if setup is not None:
+        setup(root)
+    mod = _native_modules.get(hash(wasm))
+    if mod is None:
+        mod = _native_modules[hash(wasm)] = wasmtime.Module(_native_engine, wasm)
+    with tempfile.TemporaryDirectory() as io_dir:
+        cfg = wasmtime.WasiConfig()
+        cfg.argv = ["guest", *args]
+        cfg.env = list((env or {}).items())
+        cfg.preopen_dir(str(root), "/workspace")
+        Path(io_dir, "in").write_bytes(stdin)
+        cfg.stdin_file = os.path.join(io_dir, "in")
+        cfg.stdout_file = os.path.join(io_dir, "out")
+        cfg.stderr_file = os.path.join(io_dir, "err")
+        store = wasmtime.Store(_native_engine)
+        store.set_wasi(cfg)
+        linker = wasmtime.Linker(_native_engine)
+        linker.define_wasi()
+        inst = linker.instantiate(store, mod)
+        try:
+            inst.exports(store)["_start"](store)
+            code = 0
+        except wasmtime.ExitTrap as e:
+            code = e.code
+        out, err = Path(io_dir, "out").read_bytes(), Path(io_dir, "err").read_bytes()
+    return Outcome(code, out, err, local_tree(root))
+
+
+def run_tarbox(host: WasiHost, wasm: bytes, args=(), env=None, stdin: bytes = b"", setup=None) -> Outcome:
+    fs = host.filesystem()
+    if setup is not None:
+        setup(fs)
+    r = host.run(wasm, ["guest", *args], env, stdin)
+    assert r.trap is None, r.trap
+    return Outcome(r.exit_code, r.stdout, r.stderr, tarbox_tree(host.tb.filesystem(host.tenant), "/workspace"))
+
+
+def local_tree(root: Path) -> dict:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", Path(p).read_bytes())
+    return out
+
+
+def tarbox_tree(fs, root: str) -> dict:
+    out = {}
+    for dirpath, dirs, files in fs.walk(root):
+        for name in dirs + files:
+            p = dirpath.rstrip("/") + "/" + name
+            rel = os.path.relpath(p, root)
+            st = fs.lstat(p)
+            if st.is_symlink:
+                out[rel] = ("link", fs.readlink(p))
+            elif st.is_dir:
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", fs.read_file(p))
+    return out
