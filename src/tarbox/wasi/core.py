@@ -175,7 +175,7 @@ class Descriptor:
                 if tsp.trailing_slash and last:
                     follow_last = True
                 continue
-            if not last and s.type is not FileType.DIRECTORY:
+            if (not last or sp.trailing_slash) and s.type is not FileType.DIRECTORY:
                 raise fs_error(errno.ENOTDIR, rel)
             names.append(comp)
         out = "/" + "/".join(names)
@@ -286,6 +286,8 @@ class Descriptor:
         with st.lock:
             st.refresh()
             path = self.resolve(rel, follow and not (create and excl))
+            if create and path.endswith("/"):
+                raise fs_error(errno.EISDIR, rel)  # Linux: O_CREAT with a trailing slash
             try:
                 s: Stat | None = fs.lstat(path)
             except FileNotFoundError:
@@ -339,7 +341,10 @@ class Descriptor:
 
     def remove_directory_at(self, rel: str) -> None:
         with self._mutating():
-            self.fs.rmdir(self.resolve(rel, False))
+            path = self.resolve(rel, False)  # escapes first (EPERM), as wasmtime
+            if rel.rstrip("/").rsplit("/", 1)[-1] in (".", ".."):
+                raise fs_error(errno.EINVAL, rel)  # as wasmtime (cap-std): rmdir of "." or ".."
+            self.fs.rmdir(path)
 
     def unlink_file_at(self, rel: str) -> None:
         with self._mutating():
@@ -371,7 +376,16 @@ class Descriptor:
         with self._mutating():
             new_dir._dir()
             src = self.resolve(old, bool(old_flags & PathFlags.SYMLINK_FOLLOW))
-            self.fs.link(src, new_dir.resolve(new, False))
+            # wasmtime's order (differential test): symlink loops in the target's directory,
+            # then a missing source, then the target's other lookup errors
+            try:
+                dst, late = new_dir.resolve(new, False), None
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                dst, late = "", exc
+            self.fs.lstat(src)
+            if late is not None:
+                raise late
+            self.fs.link(src, dst)
 
     def set_times_at(self, path_flags: PathFlags, rel: str, atime_ns: int | None, mtime_ns: int | None) -> None:
         with self._mutating():

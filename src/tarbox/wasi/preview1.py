@@ -315,7 +315,7 @@ class Preview1:
     def _filefd(self, fd: int) -> Fd:
         f = self._fd(fd)
         if f.kind == "dir":
-            raise OSError(E.EISDIR, "is a directory")
+            raise OSError(E.EBADF, "a directory descriptor")  # wasmtime: EBADF, not EISDIR
         return f
 
     def _new_fd(self, f: Fd) -> int:
