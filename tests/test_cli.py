@@ -129,3 +129,27 @@ def test_demo_of_the_quick_start_runs(run):
     out = run("demo").stdout.decode()
     assert "rolled back to layer" in out and "lib has 500 files again" in out
     assert "sees its own empty root: []" in out
+
+
+def test_run_a_wasm_agent(run, tmp_path):
+    from pathlib import Path
+
+    from tarbox.wasi.toolchain import build_c
+
+    wasm = tmp_path / "agent.wasm"
+    wasm.write_bytes(build_c(Path(__file__).parents[1] / "examples" / "agent.c"))
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    t = ["--tenant", name]
+    run(*t, "mkdir", "/workspace")
+    run(*t, "write", "/workspace/input.txt", "one two\nthree\n")
+    p = run(*t, "run", str(wasm), "-v", "--checkpoint", "--", "mytask")
+    assert p.stdout == b"agent: mytask -> 2 lines, 3 words; 1 file(s) in out/\n"
+    assert b"exited exit=0" in p.stderr and b"checkpoint=" in p.stderr
+    assert b"words: 3" in run(*t, "cat", "/workspace/out/report.md").stdout
+    run(*t, "rm", "/workspace/input.txt")
+    p = run(*t, "run", str(wasm), ok=False)  # the guest's own exit code comes back
+    assert p.returncode == 1 and b"no /workspace/input.txt" in p.stderr
+    p = run(*t, "run", str(wasm), "--read-only", "--dir", "/nothing-here", ok=False)
+    assert p.returncode == 1 and b"preopen" in p.stderr
+    run("tenant", "delete", "--yes", name)

@@ -48,9 +48,33 @@ def run_demo(tb: Tarbox, out: Console) -> None:
         out.print(f"the agent deleted and wrote things: {len(changes)} changes, e.g. {first.kind.value} {first.path}")
         fs.switch(cp)
         out.print(f"rolled back to layer {cp.id}: lib has {len(fs.listdir('/workspace/lib'))} files again")
+        _run_agent(tb, tenant, fs, out)
         ofs = tb.filesystem(other)
         out.print(f"tenant [cyan]{other.name}[/] sees its own empty root: {ofs.listdir('/')}")
     finally:
         tb.delete_tenant(tenant)
         tb.delete_tenant(other)
     out.print("[green]done[/]: tenants removed. Try `tarbox tenant create me` then `tarbox -t me ls /`.")
+
+
+def _run_agent(tb: Tarbox, tenant, fs, out: Console) -> None:
+    """The WASI part: examples/agent.c, built to wasm32-wasip1, runs on the tenant's files."""
+    from pathlib import Path
+
+    from tarbox.wasi import WasiHost
+    from tarbox.wasi.toolchain import build_c
+
+    src = Path(__file__).resolve().parents[2] / "examples" / "agent.c"
+    if not src.exists():
+        out.print("(examples/agent.c not found: run the demo from a source checkout to see the WASI agent)")
+        return
+    t = time.perf_counter()
+    wasm = build_c(src)
+    out.print(f"built examples/agent.c to wasm32-wasip1 ({len(wasm)} bytes) in {time.perf_counter() - t:.1f} s")
+    fs.write_file("/workspace/input.txt", b"".join(b"the quick brown fox %d jumps\n" % i for i in range(10_000)))
+    host = WasiHost(tb, tenant, "/workspace", timeout=30, memory_limit=256 << 20, checkpoint_before=True)
+    r = host.run(wasm, ["agent", "count-words"])
+    out.print(f"wasm agent: exit {r.exit_code} in {r.duration * 1000:.0f} ms, said: {r.stdout.decode().strip()}")
+    out.print(f"its report: {fs.read_text('/workspace/out/report.md').splitlines()[2:4]}")
+    changes = ", ".join(f"{c.kind.value} {c.path}" for c in fs.diff(r.checkpoint))
+    out.print(f"the run as one undoable unit (checkpoint {r.checkpoint}): {changes}")

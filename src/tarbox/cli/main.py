@@ -561,6 +561,76 @@ def db_stop(ctx: typer.Context) -> None:
 # ---------------------------------------------------------------------- demo
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    module: Annotated[Path, typer.Argument(help="A wasm32-wasip1 command module (.wasm), or a .c file to build.")],
+    dir: Annotated[
+        str, typer.Option("--dir", help="Tenant directory preopened at the same guest path.")
+    ] = "/workspace",
+    maps: Annotated[list[str] | None, typer.Option("--map", help="GUEST=TARBOXPATH, repeatable.")] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Every mutation fails with EROFS.")] = False,
+    timeout: Annotated[float, typer.Option(help="Wall-clock limit in seconds.")] = 30.0,
+    memory: Annotated[int, typer.Option(help="Linear memory limit in bytes.")] = 256 << 20,
+    fuel: Annotated[int | None, typer.Option(help="Instruction fuel (off by default).")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="K=V, repeatable.")] = None,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint", help="Checkpoint before the run.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="One-line summary on stderr.")] = False,
+) -> None:
+    """Run a WebAssembly agent on the tenant's files: tarbox -t T run agent.wasm -- ARGS."""
+    from tarbox.wasi import Mount, WasiHost
+    from tarbox.wasi.toolchain import build_c
+
+    c = _ctx(ctx)
+    if not c.tenant:
+        raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
+    tenant = c.tb().get_tenant(c.tenant)
+    wasm = build_c(module) if module.suffix == ".c" else module.read_bytes()
+    mounts = [Mount(dir, dir, read_only)]
+    for m in maps or []:
+        guest, _, path = m.partition("=")
+        if not guest or not path:
+            raise typer.BadParameter(f"--map wants GUEST=TARBOXPATH, got {m!r}")
+        mounts.append(Mount(guest, path, read_only))
+    envs = dict(e.partition("=")[::2] for e in env or [])
+    host = WasiHost(
+        c.tb(),
+        tenant,
+        dir,
+        mounts=mounts,
+        read_only=read_only,
+        timeout=timeout,
+        memory_limit=memory,
+        fuel=fuel,
+        checkpoint_before=checkpoint,
+    )
+
+    def to(stream):
+        def write(data: bytes) -> None:
+            stream.write(data)
+            stream.flush()
+
+        return write
+
+    r = host.run(
+        wasm,
+        [module.name, *ctx.args],
+        envs,
+        sys.stdin.buffer.read() if not sys.stdin.isatty() else b"",
+        on_stdout=to(sys.stdout.buffer),
+        on_stderr=to(sys.stderr.buffer),
+    )
+    if verbose or r.status.value != "exited":
+        s = r.stats
+        err.print(
+            f"[dim]{r.status.value} exit={r.exit_code} {r.duration:.3f}s files={s.files_opened} "
+            f"read={s.bytes_read}B written={s.bytes_written}B host-calls={s.host_calls}"
+            f"{' checkpoint=' + str(r.checkpoint) if r.checkpoint else ''}{' trap=' + r.trap if r.trap else ''}[/]",
+            highlight=False,
+        )
+    raise typer.Exit(r.exit_code if r.status.value == "exited" else 125)
+
+
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Show Tarbox's main job on the embedded database: an agent workspace in PostgreSQL."""
