@@ -62,6 +62,14 @@ class PermissionFsError(FilesystemError, PermissionError):
     pass
 
 
+class SandboxEscapeError(PermissionFsError):
+    """A path would leave the directory it must stay beneath (absolute, ``..`` above it,
+    or a symlink out). EPERM, as wasmtime's WASI reports it; WASI Preview 2 calls it not-capable."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(_errno.EPERM, "path escapes the sandbox", path)
+
+
 class QuotaExceededError(FilesystemError):
     """The tenant's byte or inode quota would be exceeded (EDQUOT)."""
 

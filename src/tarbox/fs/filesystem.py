@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tarbox.errors import fs_error
+from tarbox.errors import SandboxEscapeError, fs_error
 from tarbox.fs import control, layercounts, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
@@ -73,10 +73,24 @@ class Filesystem:
     # ------------------------------------------------------------ resolution
 
     def _resolve(self, path: str | os.PathLike, *, follow: bool = True) -> _Res:
-        sp = paths.split(path)
-        text = os.fspath(path)
+        return self._walk(paths.split(path), os.fspath(path), follow, [ROOT_INO], [], None)
+
+    def _walk(
+        self,
+        sp: paths.SplitPath,
+        text: str,
+        follow: bool,
+        stack: list[int],
+        names: list[str],
+        floor: int | None,
+    ) -> _Res:
+        """Walk ``sp`` from the directory ``stack`` (inodes from the root; ``names`` their
+        entry names), following symlinks. With ``floor``, the walk stays beneath the
+        first ``floor`` entries of ``stack``: absolute paths and targets, and ``..``
+        above them, raise SandboxEscapeError. ``names`` ends as the physical path."""
         st = self._st
-        stack = [ROOT_INO]
+        if floor is not None and sp.absolute:
+            raise SandboxEscapeError(text)
         pending = deque(sp.parts)
         follow_last = follow or sp.trailing_slash
         links = 0
@@ -86,8 +100,11 @@ class Filesystem:
             if comp == ".":
                 continue
             if comp == "..":
+                if floor is not None and len(stack) <= floor:
+                    raise SandboxEscapeError(text)
                 if len(stack) > 1:
                     stack.pop()
+                    names.pop()
                 continue
             cur = stack[-1]
             cnode = st.inode(cur)
@@ -99,6 +116,7 @@ class Filesystem:
             node = st.inode(child) if child is not None else None
             if node is None:
                 if last:
+                    names.append(comp)
                     return self._final(_Res(cur, comp, None, tuple(stack)), sp, text)
                 raise fs_error(errno.ENOENT, text)
             if node.kind is FileType.SYMLINK and (not last or follow_last):
@@ -110,19 +128,45 @@ class Filesystem:
                     raise fs_error(errno.ENOENT, text)
                 tsp = paths.split(target)
                 if tsp.absolute:
-                    stack = [ROOT_INO]
+                    if floor is not None:
+                        raise SandboxEscapeError(text)
+                    del stack[1:]  # back to the root
+                    names.clear()
                 pending.extendleft(reversed(tsp.parts))
                 if tsp.trailing_slash and last:
                     follow_last = True
                 continue
             if last:
+                names.append(comp)
                 return self._final(_Res(cur, comp, node, tuple(stack)), sp, text)
             if node.kind is not FileType.DIRECTORY:
                 raise fs_error(errno.ENOTDIR, text)
             stack.append(node.ino)
+            names.append(comp)
         top = stack[-1]
         node = st.inode(top)
         return self._final(_Res(None, None, node, tuple(stack[:-1])), sp, text)
+
+    def resolve_beneath(self, base: str, floor: int, rel: str, *, follow: bool) -> tuple[str, Stat | None]:
+        """Resolve ``rel`` from the directory ``base`` (a physical path) for a sandbox
+        (the WASI host): it may not climb above the first ``floor`` components of
+        ``base``, nor use absolute paths or symlinks that leave (SandboxEscapeError).
+        Returns the physical path (no symlink before its last component; a trailing
+        slash kept) and the stat of what it names (None: it does not exist).
+        Hold the store lock for the answer to stay true while acting on it."""
+        st = self._st
+        with st.lock:
+            st.refresh(force=False)
+            names = [p for p in base.split("/") if p]
+            start = self._resolve(base)
+            assert start.node is not None
+            stack = [*start.ancestors, start.node.ino]
+            sp = paths.split(rel)
+            res = self._walk(sp, rel, follow, stack, names, floor + 1)
+            out = "/" + "/".join(names)
+            if sp.trailing_slash and out != "/":
+                out += "/"
+            return out, res.node.to_stat() if res.node is not None else None
 
     @staticmethod
     def _final(res: _Res, sp: paths.SplitPath, text: str) -> _Res:

@@ -4,7 +4,8 @@ The Preview 1 ABI (``preview1.py``) is a thin layer over this; so would be a
 Preview 2 binding. Every path a guest names is resolved here, beneath the
 descriptor's preopen, component by component in the tenant's namespace:
 absolute paths, ``..`` above the preopen and symlinks whose target leaves it
-fail with :class:`NotCapable`; nothing is delegated to a host directory.
+fail with ``SandboxEscapeError`` (EPERM); nothing is delegated to a host
+directory. The walk is the filesystem's own (``Filesystem.resolve_beneath``).
 
 Resolution and the operation happen under the tenant store's lock (and, for
 mutations, inside its write transaction), so another run in this process cannot
@@ -14,11 +15,10 @@ swap a directory for a symlink in between.
 from __future__ import annotations
 
 import errno
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tarbox.errors import fs_error
+from tarbox.errors import SandboxEscapeError, fs_error
 from tarbox.fs import Filesystem, FileType, Stat, TarboxFile, paths
 from tarbox.wasi.types import (
     DescriptorFlags,
@@ -30,20 +30,11 @@ from tarbox.wasi.types import (
     PathFlags,
 )
 
-SYMLOOP_MAX = 40
-
 _TYPES = {
     FileType.FILE: DescriptorType.REGULAR_FILE,
     FileType.DIRECTORY: DescriptorType.DIRECTORY,
     FileType.SYMLINK: DescriptorType.SYMBOLIC_LINK,
 }
-
-
-class NotCapable(PermissionError):
-    """The path leaves the sandbox (absolute, ``..`` above the preopen, or a symlink out)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(errno.EPERM, "path escapes the sandbox", path)
 
 
 _ERRNO_CODES = {
@@ -72,7 +63,7 @@ _ERRNO_CODES = {
 
 def error_code(exc: OSError) -> ErrorCode:
     """The Preview 2 error-code of a core failure."""
-    if isinstance(exc, NotCapable):
+    if isinstance(exc, SandboxEscapeError):
         return ErrorCode.NOT_CAPABLE
     return _ERRNO_CODES.get(exc.errno or 0, ErrorCode.IO)
 
@@ -85,7 +76,7 @@ class Descriptor:
     """An open file or directory of the sandbox. Directories carry the physical
     Tarbox path they were opened at and the depth of their preopen (the floor)."""
 
-    __slots__ = ("fs", "path", "parts", "floor", "type", "flags", "file", "read_only")
+    __slots__ = ("fs", "path", "floor", "type", "flags", "file", "read_only")
 
     def __init__(
         self,
@@ -99,7 +90,6 @@ class Descriptor:
     ) -> None:
         self.fs = fs
         self.path = path
-        self.parts = [p for p in path.split("/") if p]
         self.floor = floor
         self.type = type
         self.flags = flags
@@ -128,58 +118,15 @@ class Descriptor:
         if self.type is not DescriptorType.DIRECTORY:
             raise fs_error(errno.ENOTDIR, self.path)
 
-    def resolve(self, rel: str, follow: bool) -> str:
-        """The physical Tarbox path ``rel`` names beneath this directory (caller holds the store lock).
-
-        Intermediate symlinks are always followed, the last one only with ``follow``;
-        the result has no symlink before its last component.
-        """
+    def resolve(self, rel: str, follow: bool) -> tuple[str, Stat | None]:
+        """The physical Tarbox path ``rel`` names beneath this directory, and its stat
+        (None: it does not exist). Intermediate symlinks are always followed, the last
+        one only with ``follow``. Call with the store lock held."""
         self._dir()
-        sp = paths.split(rel)
-        if sp.absolute:
-            raise NotCapable(rel)
-        fs = self.fs
-        names = list(self.parts)
-        pending = deque(sp.parts)
-        follow_last = follow or sp.trailing_slash
-        links = 0
-        while pending:
-            comp = pending.popleft()
-            last = not pending
-            if comp == ".":
-                continue
-            if comp == "..":
-                if len(names) <= self.floor:
-                    raise NotCapable(rel)
-                names.pop()
-                continue
-            here = "/" + "/".join([*names, comp])
-            try:
-                s = fs.lstat(here)
-            except FileNotFoundError:
-                if last:
-                    names.append(comp)
-                    break
-                raise fs_error(errno.ENOENT, rel) from None
-            if s.type is FileType.SYMLINK and (not last or follow_last):
-                links += 1
-                if links > SYMLOOP_MAX:
-                    raise fs_error(errno.ELOOP, rel)
-                target = fs.readlink(here)
-                if not target:
-                    raise fs_error(errno.ENOENT, rel)
-                tsp = paths.split(target)
-                if tsp.absolute:
-                    raise NotCapable(rel)
-                pending.extendleft(reversed(tsp.parts))
-                if tsp.trailing_slash and last:
-                    follow_last = True
-                continue
-            if (not last or sp.trailing_slash) and s.type is not FileType.DIRECTORY:
-                raise fs_error(errno.ENOTDIR, rel)
-            names.append(comp)
-        out = "/" + "/".join(names)
-        return out + "/" if sp.trailing_slash and out != "/" else out
+        return self.fs.resolve_beneath(self.path, self.floor, rel, follow=follow)
+
+    def _path(self, rel: str, follow: bool = False) -> str:
+        return self.resolve(rel, follow)[0]
 
     @contextmanager
     def _mutating(self) -> Iterator[None]:
@@ -191,11 +138,8 @@ class Descriptor:
             yield
 
     @contextmanager
-    def _reading(self, revalidate: bool = False) -> Iterator[None]:
-        st = self.fs._st
-        with st.lock:
-            if revalidate:
-                st.refresh()
+    def _reading(self) -> Iterator[None]:
+        with self.fs._st.lock:
             yield
 
     # --------------------------------------------------------- descriptor ops
@@ -285,13 +229,9 @@ class Descriptor:
         st = fs._st
         with st.lock:
             st.refresh()
-            path = self.resolve(rel, follow and not (create and excl))
+            path, s = self.resolve(rel, follow and not (create and excl))
             if create and path.endswith("/"):
                 raise fs_error(errno.EISDIR, rel)  # Linux: O_CREAT with a trailing slash
-            try:
-                s: Stat | None = fs.lstat(path)
-            except FileNotFoundError:
-                s = None
             if s is not None:
                 if create and excl:
                     raise fs_error(errno.EEXIST, rel)
@@ -327,8 +267,10 @@ class Descriptor:
 
     def stat_at(self, path_flags: PathFlags, rel: str) -> DescriptorStat:
         with self._reading():
-            path = self.resolve(rel, bool(path_flags & PathFlags.SYMLINK_FOLLOW))
-            return _descriptor_stat(self.fs.lstat(path))
+            s = self.resolve(rel, bool(path_flags & PathFlags.SYMLINK_FOLLOW))[1]
+            if s is None:
+                raise fs_error(errno.ENOENT, rel)
+            return _descriptor_stat(s)
 
     def read_directory(self) -> list[DirectoryEntry]:
         self._dir()
@@ -337,60 +279,55 @@ class Descriptor:
 
     def create_directory_at(self, rel: str) -> None:
         with self._mutating():
-            self.fs.mkdir(self.resolve(rel, False))
+            self.fs.mkdir(self._path(rel))
 
     def remove_directory_at(self, rel: str) -> None:
         with self._mutating():
-            path = self.resolve(rel, False)  # escapes first (EPERM), as wasmtime
+            path = self._path(rel)  # escapes first (EPERM), as wasmtime
             if rel.rstrip("/").rsplit("/", 1)[-1] in (".", ".."):
                 raise fs_error(errno.EINVAL, rel)  # as wasmtime (cap-std): rmdir of "." or ".."
             self.fs.rmdir(path)
 
     def unlink_file_at(self, rel: str) -> None:
         with self._mutating():
-            path = self.resolve(rel, False)
-            if path.endswith("/"):
-                s = self.fs.lstat(path.rstrip("/"))
-                raise fs_error(errno.EISDIR if s.type is FileType.DIRECTORY else errno.ENOTDIR, rel)
-            self.fs.remove(path)
+            self.fs.remove(self._path(rel))
 
     def rename_at(self, old: str, new_dir: Descriptor, new: str) -> None:
         with self._mutating():
             new_dir._dir()
             if new_dir.read_only:
                 raise fs_error(errno.EROFS, new, "read-only preopen")
-            self.fs.rename(self.resolve(old, False), new_dir.resolve(new, False))
+            self.fs.rename(self._path(old), new_dir._path(new))
 
     def symlink_at(self, target: str, rel: str) -> None:
         with self._mutating():
-            tsp = paths.split(target)
-            if tsp.absolute:
-                raise NotCapable(target)
-            self.fs.symlink(target, self.resolve(rel, False))
+            if paths.split(target).absolute:
+                raise SandboxEscapeError(target)
+            self.fs.symlink(target, self._path(rel))
 
     def readlink_at(self, rel: str) -> str:
         with self._reading():
-            return self.fs.readlink(self.resolve(rel, False))
+            return self.fs.readlink(self._path(rel))
 
     def link_at(self, old_flags: PathFlags, old: str, new_dir: Descriptor, new: str) -> None:
         with self._mutating():
             new_dir._dir()
-            src = self.resolve(old, bool(old_flags & PathFlags.SYMLINK_FOLLOW))
+            src, src_stat = self.resolve(old, bool(old_flags & PathFlags.SYMLINK_FOLLOW))
             # wasmtime's order (differential test): symlink loops in the target's directory,
             # then a missing source, then the target's other lookup errors
             try:
-                dst, late = new_dir.resolve(new, False), None
+                dst, late = new_dir._path(new), None
             except (FileNotFoundError, NotADirectoryError) as exc:
                 dst, late = "", exc
-            self.fs.lstat(src)
+            if src_stat is None:
+                raise fs_error(errno.ENOENT, old)
             if late is not None:
                 raise late
             self.fs.link(src, dst)
 
     def set_times_at(self, path_flags: PathFlags, rel: str, atime_ns: int | None, mtime_ns: int | None) -> None:
         with self._mutating():
-            path = self.resolve(rel, bool(path_flags & PathFlags.SYMLINK_FOLLOW))
-            self._set_times_path(path, atime_ns, mtime_ns)
+            self._set_times_path(self._path(rel, bool(path_flags & PathFlags.SYMLINK_FOLLOW)), atime_ns, mtime_ns)
 
     def _set_times_path(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
         if self.read_only:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import wasmtime
 
-from tarbox.errors import DatabaseError, QuotaExceededError, TarboxError
+from tarbox.errors import DatabaseError, QuotaExceededError, SandboxEscapeError, TarboxError
 from tarbox.fs import FileType
-from tarbox.wasi.core import Descriptor, NotCapable
+from tarbox.wasi.core import Descriptor
 from tarbox.wasi.types import DescriptorFlags, DescriptorType, OpenFlags, PathFlags, RunStats, RunStatus
 
 MODULE = "wasi_snapshot_preview1"
@@ -362,7 +362,7 @@ class Preview1:
                 return impl(*args)
             except Fault:
                 return FAULT
-            except NotCapable:
+            except SandboxEscapeError:
                 return ESCAPE
             except QuotaExceededError:
                 return WASI_ERRNO["DQUOT"]
