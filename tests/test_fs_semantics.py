@@ -219,3 +219,44 @@ def test_a_refused_operation_keeps_other_files_buffered_writes(fs):
         fs.remove("/missing")
     f.close()  # used to raise EIO "buffered writes were lost"
     assert fs.read_file("/a") == b"buffered"
+
+
+def test_rename_and_mkdir_never_follow_a_final_symlink_even_before_a_slash(fs, tmp_path):
+    """Linux is the oracle: rename of a symlink (even a self-loop) with a trailing
+    slash on either side is ENOTDIR, not ELOOP. Found by the WASI fuzzer."""
+    import os
+
+    os.symlink("a", tmp_path / "a")
+    os.symlink("x", tmp_path / "l")
+    fs.symlink("a", "/a")
+    fs.symlink("x", "/l")
+    for src, dst in [("a", "a/"), ("a/", "b"), ("a", "b/"), ("l", "c/")]:
+        with pytest.raises(OSError) as local:
+            os.rename(f"{tmp_path}/{src}", f"{tmp_path}/{dst}")  # f-strings keep the slashes
+        with pytest.raises(OSError) as ours:
+            fs.rename("/" + src, "/" + dst)
+        assert ours.value.errno == local.value.errno, (src, dst)
+    os.symlink("missing", tmp_path / "d")  # mkdir does not follow a dangling final symlink either
+    fs.symlink("missing", "/d")
+    with pytest.raises(OSError) as local:
+        os.mkdir(f"{tmp_path}/d/")
+    with pytest.raises(OSError) as ours:
+        fs.mkdir("/d/")
+    assert ours.value.errno == local.value.errno and not fs.exists("/missing")
+
+
+def test_rename_of_dot_names_is_ebusy_like_linux(fs, tmp_path):
+    """Linux (do_renameat2) refuses a final '.' or '..' on either side with EBUSY,
+    before it looks the source up. Found by the WASI fuzzer."""
+    import os
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_bytes(b"")
+    fs.mkdir("/d")
+    fs.write_file("/f", b"")
+    for src, dst in [("a", "d/.."), ("d/.", "x"), ("d/..", "x"), ("f", "d/."), ("f", "."), (".", "x"), ("a", ".")]:
+        with pytest.raises(OSError) as local:
+            os.rename(f"{tmp_path}/{src}", f"{tmp_path}/{dst}")
+        with pytest.raises(OSError) as ours:
+            fs.rename("/" + src, "/" + dst)
+        assert ours.value.errno == local.value.errno, (src, dst)

@@ -124,6 +124,35 @@ rmdir d/e2
 utime d/g
 """
 
+TRAILING = """\
+mkdir a
+rmdir a/
+rmdir a//
+open f cw
+rmdir f/
+rmdir missing/
+symlink a l
+rmdir l/
+rmdir a
+unlink f/
+unlink missing/
+mkdir e
+unlink e/
+symlink nowhere dl
+mkdir dl/
+rename f f/
+rename e e/.
+rename f e/..
+symlink self self
+open self/ cw
+open f/ cw
+open missing/x/ cw
+link missing f/x
+link missing/ f/x
+link f/ nodir/x
+link missing self/x
+"""
+
 ESCAPES = """\
 open ../x r
 open ../../etc/passwd r
@@ -163,6 +192,10 @@ open loop1 rn
 
 def test_basic_operations_match_native_wasi(tb, tmp_path, ops_wasm):
     differential(tb, tmp_path, ops_wasm, BASIC)
+
+
+def test_trailing_slashes_and_dot_names_match_native_wasi(tb, tmp_path, ops_wasm):
+    differential(tb, tmp_path, ops_wasm, TRAILING)
 
 
 def test_sandbox_escapes_fail_like_native_wasi(tb, tmp_path, ops_wasm):

@@ -354,7 +354,7 @@ class Filesystem:
             return
         self._no_ctl(text)
         with self._op(text):
-            res = self._resolve(text, follow=False)
+            res = self._resolve(paths.without_trailing_slash(text)[0], follow=False)  # never follows the name
             if res.node is not None or res.name is None:
                 if exist_ok and self.is_dir(text):  # a directory, or a symlink to one
                     return
@@ -558,15 +558,14 @@ class Filesystem:
         s, d = os.fspath(src), os.fspath(dst)
         self._no_ctl(s, d)
         with self._op(s) as st:
-            # As Linux: walk both parents first, then look at the final names.
-            rs = self._resolve(s, follow=False)
-            rd = self._resolve(d, follow=False)
+            # As Linux: walk both parents first, then look at the final names,
+            # never following a final symlink, trailing slash or not.
+            rs = self._resolve(paths.without_trailing_slash(s)[0], follow=False)
+            rd = self._resolve(paths.without_trailing_slash(d)[0], follow=False)
+            if rs.name is None or rd.name is None:  # ends in '.' or '..' (or is '/'): Linux says EBUSY first
+                raise fs_error(errno.EBUSY, s if rs.name is None else d)
             if rs.node is None:
                 raise fs_error(errno.ENOENT, s)
-            if rs.name is None:
-                raise fs_error(errno.EBUSY if rs.node.ino == ROOT_INO else errno.EINVAL, s)
-            if rd.name is None:
-                raise fs_error(errno.EBUSY if rd.node and rd.node.ino == ROOT_INO else errno.EINVAL, d)
             node = rs.node
             assert node is not None and rs.parent is not None and rd.parent is not None
             if node.kind is not FileType.DIRECTORY and (s.endswith("/") or d.endswith("/")):

@@ -67,5 +67,12 @@ def check_name(name: str, path: str) -> None:
         raise fs_error(errno.ENAMETOOLONG, path, "name longer than 255 bytes")
 
 
+def without_trailing_slash(path: str) -> tuple[str, bool]:
+    """``path`` without its trailing slashes, and whether it had any. rename(2) looks
+    its final names up without following symlinks even when a slash follows them."""
+    bare = path.rstrip("/")
+    return (bare, len(bare) != len(path)) if bare else (path, False)
+
+
 def join(parent: str, name: str) -> str:
     return (parent.rstrip("/") + "/" + name) if parent != "/" else "/" + name

@@ -128,6 +128,15 @@ class Descriptor:
     def _path(self, rel: str, follow: bool = False) -> str:
         return self.resolve(rel, follow)[0]
 
+    def _final_path(self, rel: str) -> str:
+        """The lookup of rename(2) and mkdir(2): the final name is not followed even
+        before a slash (the slash is kept for the fs operation's own checks)."""
+        bare, slash = paths.without_trailing_slash(rel)
+        path = self._path(bare)
+        if bare.rsplit("/", 1)[-1] in (".", ".."):
+            return path.rstrip("/") + "/."  # the physical path lost the dot name the fs op must see
+        return path + "/" if slash and path != "/" else path
+
     @contextmanager
     def _mutating(self) -> Iterator[None]:
         """Resolve and mutate inside one write transaction of the tenant."""
@@ -229,9 +238,10 @@ class Descriptor:
         st = fs._st
         with st.lock:
             st.refresh()
+            if create and paths.without_trailing_slash(rel)[1]:
+                self._final_path(rel)  # lookup errors and escapes of the directories first
+                raise fs_error(errno.EISDIR, rel)  # Linux: O_CREAT with a trailing slash, final name unfollowed
             path, s = self.resolve(rel, follow and not (create and excl))
-            if create and path.endswith("/"):
-                raise fs_error(errno.EISDIR, rel)  # Linux: O_CREAT with a trailing slash
             if s is not None:
                 if create and excl:
                     raise fs_error(errno.EEXIST, rel)
@@ -279,13 +289,14 @@ class Descriptor:
 
     def create_directory_at(self, rel: str) -> None:
         with self._mutating():
-            self.fs.mkdir(self._path(rel))
+            self.fs.mkdir(self._final_path(rel))
 
     def remove_directory_at(self, rel: str) -> None:
         with self._mutating():
-            path = self._path(rel)  # escapes first (EPERM), as wasmtime
-            if rel.rstrip("/").rsplit("/", 1)[-1] in (".", ".."):
-                raise fs_error(errno.EINVAL, rel)  # as wasmtime (cap-std): rmdir of "." or ".."
+            path, s = self.resolve(rel, False)  # escapes and lookup errors first, as wasmtime
+            bare, slash = paths.without_trailing_slash(rel)
+            if bare.rsplit("/", 1)[-1] in (".", "..") or (slash and s is not None):
+                raise fs_error(errno.EINVAL, rel)  # wasmtime (cap-std): rmdir of ".", ".." or "dir/"
             self.fs.rmdir(path)
 
     def unlink_file_at(self, rel: str) -> None:
@@ -297,7 +308,7 @@ class Descriptor:
             new_dir._dir()
             if new_dir.read_only:
                 raise fs_error(errno.EROFS, new, "read-only preopen")
-            self.fs.rename(self._path(old), new_dir._path(new))
+            self.fs.rename(self._final_path(old), new_dir._final_path(new))
 
     def symlink_at(self, target: str, rel: str) -> None:
         with self._mutating():
@@ -313,16 +324,13 @@ class Descriptor:
         with self._mutating():
             new_dir._dir()
             src, src_stat = self.resolve(old, bool(old_flags & PathFlags.SYMLINK_FOLLOW))
-            # wasmtime's order (differential test): symlink loops in the target's directory,
-            # then a missing source, then the target's other lookup errors
-            try:
-                dst, late = new_dir._path(new), None
-            except (FileNotFoundError, NotADirectoryError) as exc:
-                dst, late = "", exc
+            # wasmtime's order (differential test): a source written with a trailing slash is
+            # looked up whole first; then the target's directories; then a missing source
+            if src_stat is None and paths.without_trailing_slash(old)[1]:
+                raise fs_error(errno.ENOENT, old)
+            dst = new_dir._path(new)
             if src_stat is None:
                 raise fs_error(errno.ENOENT, old)
-            if late is not None:
-                raise late
             self.fs.link(src, dst)
 
     def set_times_at(self, path_flags: PathFlags, rel: str, atime_ns: int | None, mtime_ns: int | None) -> None:
