@@ -434,15 +434,7 @@ class Filesystem:
                 _ControlWriter(self, ctl) if m.writable else io.BytesIO(control.read(self, ctl))  # type: ignore[assignment]
             )
             return raw if m.binary else io.TextIOWrapper(raw, encoding=encoding or "utf-8")
-        st = self._st
-        with st.lock:
-            if m.create or m.trunc:
-                with st.writing():
-                    node = self._open_node(text, create=m.create, excl=m.excl, trunc=m.trunc)
-            else:
-                st.refresh()
-                node = self._open_node(text, create=False)
-            raw = TarboxFile(st, node.ino, text, m)
+        raw = self._open_raw(text, m, revalidate=True)
         if m.binary:
             return raw
         if m.readable and m.writable:
@@ -470,12 +462,15 @@ class Filesystem:
         if write or create or truncate:
             self._writable(path)
         self._no_ctl(path)
-        m = OpenMode(read, write, append, create, exclusive, truncate, True)
+        return self._open_raw(path, OpenMode(read, write, append, create, exclusive, truncate, True), revalidate)
+
+    def _open_raw(self, path: str, m: OpenMode, revalidate: bool) -> TarboxFile:
+        """Open (creating or truncating inside a write transaction) and wrap a regular file."""
         st = self._st
         with st.lock:
-            if create or truncate:
+            if m.create or m.trunc:
                 with st.writing():
-                    node = self._open_node(path, create=create, excl=exclusive, trunc=truncate)
+                    node = self._open_node(path, create=m.create, excl=m.excl, trunc=m.trunc)
             else:
                 if revalidate:
                     st.refresh()
