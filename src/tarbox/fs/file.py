@@ -10,11 +10,10 @@ from __future__ import annotations
 import errno
 import io
 import os
-import time
 from dataclasses import dataclass, replace
 
 from tarbox.errors import fs_error
-from tarbox.fs.store import Inode, Store
+from tarbox.fs.store import Inode, Store, _now
 from tarbox.fs.types import Stat
 
 
@@ -167,7 +166,7 @@ class TarboxFile(io.RawIOBase):
                 node.atime_ns = atime_ns
             if mtime_ns is not None:
                 node.mtime_ns = mtime_ns
-            node.ctime_ns = time.time_ns()
+            node.ctime_ns = _now()
             self._st.touch(node)
 
     def set_append(self, append: bool) -> None:

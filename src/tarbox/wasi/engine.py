@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from importlib.metadata import version
 from pathlib import Path
@@ -30,8 +31,6 @@ _ticker: threading.Thread | None = None
 
 
 def _tick_forever() -> None:
-    import time
-
     while True:
         time.sleep(TICK)
         for engine in list(_engines.values()):
@@ -98,13 +97,13 @@ class ModuleCache:
                 self._mem.popitem(last=False)
         return mod
 
-    def _path(self, key: tuple[str, str]) -> Path | None:
+    def _path(self, key: tuple[str, str]) -> Path:
         d = self.directory if self.directory is not None else cache_dir()
         return d / key[0] / f"{key[1]}.cwasm"
 
     def _from_disk(self, eng: wasmtime.Engine, key: tuple[str, str]) -> wasmtime.Module | None:
         path = self._path(key)
-        if path is None or not path.exists():
+        if not path.exists():
             return None
         try:
             return wasmtime.Module.deserialize_file(eng, str(path))
@@ -114,8 +113,6 @@ class ModuleCache:
 
     def _to_disk(self, mod: wasmtime.Module, key: tuple[str, str]) -> None:
         path = self._path(key)
-        if path is None:
-            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")

@@ -240,7 +240,6 @@ class Preview1:
         self.store: wasmtime.Store | None = None
         self.memory: wasmtime.Memory | None = None
         self._len = 0
-        self._base = 0
         self._mv = memoryview(b"")
 
     # ------------------------------------------------------------------ memory
@@ -260,7 +259,7 @@ class Preview1:
         if n != self._len:
             base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
             self._mv = memoryview((ctypes.c_ubyte * n).from_address(base)).cast("B")
-            self._len, self._base = n, base
+            self._len = n
         if end > n:
             raise Fault(f"guest range ends at {end}, memory is {n} bytes")
         return self._mv
