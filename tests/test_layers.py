@@ -4,6 +4,9 @@ branching by writing to an old layer, pinned read-only views, diff."""
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
+import textwrap
 
 import psycopg
 import pytest
@@ -280,8 +283,6 @@ def test_drop_history_frees_only_unreachable_blocks(tb, tenant, fs, db_url):
 
 
 def test_patch_matches_gnu_diff(tb, tenant, fs, tmp_path):
-    import subprocess
-
     old = "".join(f"line {i}\n" for i in range(40))
     new = old.replace("line 3\n", "line three\n").replace("line 30\n", "") + "tail without newline"
     fs.write_text("/t.txt", old)
@@ -299,27 +300,23 @@ def test_patch_matches_gnu_diff(tb, tenant, fs, tmp_path):
     assert changes["/bin"].patch is None  # binary: listed, no patch
 
 
-def test_checkpoints_during_another_process_writes_are_all_or_none(tb, tenant, db_url):
-    import subprocess
-    import sys
-    import textwrap
+def spawn_writer(db_url: str, tenant, body: str, **popen) -> subprocess.Popen:
+    """Run ``body`` in another Python process with ``fs`` open on ``tenant``."""
+    head = f"import tarbox\nfs = tarbox.connect({db_url!r}).filesystem({str(tenant.id)!r})\n"
+    return subprocess.Popen([sys.executable, "-c", head + textwrap.dedent(body)], **popen)
 
+
+def test_checkpoints_during_another_process_writes_are_all_or_none(tb, tenant, db_url):
     fs = tb.filesystem(tenant)
     fs.mkdir("/w")
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import tarbox
-                fs = tarbox.connect({db_url!r}).filesystem({str(tenant.id)!r})
-                for i in range(60):
-                    # each file is written whole: 300 KiB of one repeated byte (3 blocks)
-                    fs.write_file(f"/w/f{{i % 5}}", bytes([i % 251]) * 300_000)
-                """
-            ),
-        ]
+    writer = spawn_writer(
+        db_url,
+        tenant,
+        """
+        for i in range(60):
+            # each file is written whole: 300 KiB of one repeated byte (3 blocks)
+            fs.write_file(f"/w/f{i % 5}", bytes([i % 251]) * 300_000)
+        """,
     )
     checkpoints = []
     while writer.poll() is None:
@@ -337,10 +334,6 @@ def test_drop_and_gc_while_another_process_writes_the_same_blocks(tb, tenant, db
     """Dropping history releases blocks that a writer in another process is
     re-referencing at the same moment (same content, deduplicated): the tenant
     lock orders them, so no surviving extent ever points at a missing block."""
-    import subprocess
-    import sys
-    import textwrap
-
     blobs = [bytes([k]) * 200_000 for k in range(4)]  # one full block and one partial each
     fs = tb.filesystem(tenant)
     names = []
@@ -353,30 +346,24 @@ def test_drop_and_gc_while_another_process_writes_the_same_blocks(tb, tenant, db
         fs.checkpoint(name)
         fs.switch("main")
         names.append(name)
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import tarbox
-                fs = tarbox.connect({db_url!r}).filesystem({str(tenant.id)!r})
-                blobs = [bytes([k]) * 200_000 for k in range(4)]
-                i = 0
-                while not fs.exists("/stop"):  # runs until every drop is done
-                    k = i % 4
-                    fs.write_file(f"/m{{k}}", blobs[k])
-                    if i % 3 == 0:
-                        fs.remove(f"/m{{k}}")
-                    if i == 10:
-                        print("ready", flush=True)
-                    i += 1
-                print(i, flush=True)
-                for k in range(4):
-                    fs.write_file(f"/m{{k}}", blobs[k])
-                """
-            ),
-        ],
+    writer = spawn_writer(
+        db_url,
+        tenant,
+        """
+        blobs = [bytes([k]) * 200_000 for k in range(4)]
+        i = 0
+        while not fs.exists("/stop"):  # runs until every drop is done
+            k = i % 4
+            fs.write_file(f"/m{k}", blobs[k])
+            if i % 3 == 0:
+                fs.remove(f"/m{k}")
+            if i == 10:
+                print("ready", flush=True)
+            i += 1
+        print(i, flush=True)
+        for k in range(4):
+            fs.write_file(f"/m{k}", blobs[k])
+        """,
         stdout=subprocess.PIPE,
         text=True,
     )

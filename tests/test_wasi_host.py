@@ -122,8 +122,6 @@ def test_mounts_map_guest_names_to_tenant_directories(tb, tenant):
     fs = tb.filesystem(tenant)
     fs.mkdir("/data/in", parents=True)
     fs.write_file("/data/in/x.txt", b"input")
-    import wasmtime  # noqa: F401
-
     wasm = guest("ops")
     host = WasiHost(tb, tenant, mounts=[Mount("/workspace", "/agent/ws"), Mount("/input", "/data/in", read_only=True)])
     r = host.run(wasm, stdin=b"cat ../input/x.txt\nopen out cw\nwrite 0 done\nclose 0\n")
