@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import errno
 import subprocess
-import sys
-import textwrap
 
 import psycopg
 import pytest
 
 import tarbox
+from other_process import spawn_writer
 from tarbox import ChangeKind
 
 
@@ -298,12 +297,6 @@ def test_patch_matches_gnu_diff(tb, tenant, fs, tmp_path):
     assert ours.splitlines()[:2] == ["--- a/t.txt", "+++ b/t.txt"]
     assert ours.splitlines()[2:] == gnu.splitlines()[2:]  # same hunks as GNU diff
     assert changes["/bin"].patch is None  # binary: listed, no patch
-
-
-def spawn_writer(db_url: str, tenant, body: str, **popen) -> subprocess.Popen:
-    """Run ``body`` in another Python process with ``fs`` open on ``tenant``."""
-    head = f"import tarbox\nfs = tarbox.connect({db_url!r}).filesystem({str(tenant.id)!r})\n"
-    return subprocess.Popen([sys.executable, "-c", head + textwrap.dedent(body)], **popen)
 
 
 def test_checkpoints_during_another_process_writes_are_all_or_none(tb, tenant, db_url):

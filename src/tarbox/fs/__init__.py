@@ -2,7 +2,7 @@
 
 from tarbox.fs.file import TarboxFile
 from tarbox.fs.filesystem import Filesystem
-from tarbox.fs.types import Change, ChangeKind, DirEntry, FileType, Layer, LayerCounts, Stat, Usage
+from tarbox.fs.types import Change, ChangeKind, DirEntry, FileType, Layer, LayerCounts, Stat, Usage, WriteBack
 
 __all__ = [
     "Change",
@@ -15,4 +15,5 @@ __all__ = [
     "Stat",
     "TarboxFile",
     "Usage",
+    "WriteBack",
 ]

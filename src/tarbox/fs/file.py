@@ -194,7 +194,7 @@ class TarboxFile(io.RawIOBase):
             return
         try:
             if self._dirty:
-                self._st.commit()
+                self._st.publish_close()
                 self._raise_pending()
         finally:
             super().close()

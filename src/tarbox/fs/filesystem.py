@@ -19,7 +19,7 @@ from tarbox.errors import SandboxEscapeError, fs_error
 from tarbox.fs import control, layercounts, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
-from tarbox.fs.types import Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage
+from tarbox.fs.types import Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage, WriteBack
 
 SYMLOOP_MAX = 40
 
@@ -681,6 +681,27 @@ class Filesystem:
         if self.read_only:
             raise fs_error(errno.EROFS, None, "read-only filesystem view")
         return self._st.batch()
+
+    @contextmanager
+    def write_back(self, seconds: float = 0.05) -> Iterator[WriteBack]:
+        """Inside, changes collect in write-back windows committed at most ``seconds``
+        after they began, at fsync, and on the way out (the WASI host's mode).
+
+        Other processes still see a file once it is closed: they wait for the
+        window to commit when they revalidate. A window whose commit fails loses
+        its changes; ``WriteBack.lost`` counts such windows.
+        """
+        if self.read_only:
+            raise fs_error(errno.EROFS, None, "read-only filesystem view")
+        st = self._st
+        wb = WriteBack()
+        lost, windows = st.lost_windows, st.stats["windows"]
+        try:
+            with st.write_back(seconds):
+                yield wb
+        finally:
+            wb.windows = st.stats["windows"] - windows
+            wb.lost = st.lost_windows - lost
 
     def sync(self) -> None:
         """Commit everything pending and wait until it is durable (fsync)."""

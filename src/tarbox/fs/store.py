@@ -14,6 +14,14 @@ Consistency across processes (close-to-open, like NFS):
   on exact state.
 * Readers revalidate (one small query) on every open, and for stat-like calls
   at most once per ``attr_timeout`` seconds (NFS's attribute cache).
+* Write-back windows (``write_back``, used by WASI runs): the first change
+  takes the lock and keeps the transaction open; later changes, closes
+  included, join it, and it commits when it is ``write_back`` seconds old (a
+  flusher thread sees to that), at fsync, at the run's end, or past the flush
+  thresholds. Writers also hold an advisory lock on the tenant, on which a
+  revalidating reader waits in shared mode, so a reader in another process
+  still sees every file closed before it opened (close-to-open) -- it waits at
+  most one window for it, like the recall of an NFSv4 write delegation.
 * Blocks are immutable and content-addressed, so the block cache never needs
   invalidation.
 
@@ -25,9 +33,12 @@ per row, not per round trip.
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -48,6 +59,11 @@ _INO_RANGE = 1024
 _PIPELINE_MAX_BYTES = 64 << 10
 _PIPELINE_MAX_ROWS = 2_000
 _SLICE_BYTES = 4 << 20  # block data per statement in large flushes
+# A window runs ahead of the quota check only with this much room left (its
+# dirty bytes stay below about twice FLUSH_BYTES plus one write); closer to the
+# quota every operation commits on its own, so EDQUOT comes where it did.
+_WINDOW_ROOM_BYTES = 4 * FLUSH_BYTES
+_WINDOW_ROOM_INODES = 2 * FLUSH_ROWS
 
 
 @dataclass(slots=True)
@@ -146,6 +162,39 @@ def _rollback(conn: psycopg.Connection) -> None:
         pass
 
 
+class _Flusher:
+    """Commits write-back windows that reached their age: one daemon thread per process."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._due: list[tuple[float, int, weakref.ref, int]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, store: Store, when: float, window: int) -> None:
+        with self._cv:
+            heapq.heappush(self._due, (when, next(self._seq), weakref.ref(store), window))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tarbox-flusher", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cv.wait(None if not self._due else self._due[0][0] - time.monotonic())
+                _, _, ref, window = heapq.heappop(self._due)
+            store = ref()
+            if store is not None:
+                retry = store._expire(window)
+                if retry is not None:
+                    self.schedule(store, time.monotonic() + retry, window)
+
+
+_flusher = _Flusher()
+
+
 class Store:
     def __init__(
         self,
@@ -195,7 +244,16 @@ class Store:
         self._mutated = False
         self._ino_next = 0
         self._ino_end = 0
-        self.stats = {"flushes": 0, "round_trips": 0}
+        # write-back windows: the delays asked for by the runs in progress
+        self._wb: list[float] = []
+        self._window = False  # the open transaction is a window (not a batch, not one operation)
+        self._window_id = 0
+        self._room = (None, None)  # (bytes, inodes) left under the quotas when the lock was taken
+        self._rd: tuple[psycopg.Connection, object] | None = None  # a read delegation (see refresh)
+        self._rd_id = 0
+        self.lost_windows = 0  # windows whose commit failed: their writes are gone
+        self.last_loss: str | None = None
+        self.stats = {"flushes": 0, "round_trips": 0, "windows": 0}
 
     # ------------------------------------------------------------------ DB access
 
@@ -203,6 +261,8 @@ class Store:
     def _conn(self) -> Iterator[psycopg.Connection]:
         if self._txn is not None:
             yield self._txn
+        elif self._rd is not None:
+            yield self._rd[0]
         else:
             with self.db.tenant(self.tid) as conn:
                 yield conn
@@ -219,6 +279,9 @@ class Store:
             except psycopg.OperationalError as exc:
                 if attempt or self._txn is not None:
                     raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+                self._release_delegation()  # its connection broke; go on without it
+            except psycopg.Error as exc:
+                raise translate_db_error(exc) from exc
         raise AssertionError("unreachable")
 
     def _newest(self, sql: str, params: tuple, want: int) -> list[tuple]:
@@ -244,9 +307,12 @@ class Store:
         " JOIN layers l ON l.tenant_id = s.tenant_id AND l.layer_id = s.head_layer WHERE s.tenant_id = %s"
     )
 
-    def _state(self, conn: psycopg.Connection | None = None) -> tuple:
-        """(gen, head layer, block size, head frozen) in one round trip."""
-        if conn is None:
+    def _state(self, conn: psycopg.Connection | None = None, *, settle: bool = False) -> tuple:
+        """(gen, head layer, block size, head frozen) in one round trip; with ``settle``,
+        once no other process has a write-back window open on the tenant."""
+        if settle:
+            rows = self._q("SELECT gen, head_layer, block_size, frozen FROM tarbox_share_state()")
+        elif conn is None:
             rows = self._q(self._STATE_SQL, (self.tid,))
         else:
             rows = conn.execute(self._STATE_SQL, (self.tid,)).fetchall()
@@ -284,16 +350,61 @@ class Store:
     def refresh(self, force: bool = True) -> None:
         """Revalidate caches against the database (close-to-open check)."""
         with self.lock:
-            if self._txn is not None:
-                return  # we hold the tenant write lock: nobody else can commit
+            if self._txn is not None or self._rd is not None:
+                return  # we hold the tenant's lock (exclusive or shared): nobody else can commit
             now = time.monotonic()
             if not force and self.gen is not None and now - self.validated_at < self.attr_timeout:
                 return
-            row = self._state()
+            if self._wb and self.pinned is None:
+                row = self._delegate()
+            else:
+                row = self._state(settle=self.pinned is None)  # a pinned layer never changes
             if row[0] != self.gen:
                 self._invalidate()
                 self._load_state(row)
             self.validated_at = now
+
+    def _delegate(self) -> tuple:
+        """Revalidate and keep the tenant's advisory lock shared for up to one write-back
+        delay (a read delegation): until then no one else commits, so opens need not ask."""
+        for attempt in (0, 1):
+            cm = self.db.tenant(self.tid)
+            conn = cm.__enter__()
+            try:
+                self.stats["round_trips"] += 1
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    cur = conn.execute("SELECT * FROM tarbox_share_state()")
+                row = cur.fetchone()
+            except psycopg.OperationalError as exc:
+                _rollback(conn)
+                cm.__exit__(None, None, None)  # the pool discards a broken connection
+                if attempt:
+                    raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+                continue
+            except BaseException as exc:
+                _rollback(conn)
+                cm.__exit__(type(exc), exc, exc.__traceback__)
+                if isinstance(exc, psycopg.Error):
+                    raise translate_db_error(exc) from exc
+                raise
+            break
+        if row is None or not row[4]:
+            _rollback(conn)
+            cm.__exit__(None, None, None)
+            if row is None:
+                raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+            return row[:4]
+        self._rd = (conn, cm)
+        self._rd_id += 1
+        _flusher.schedule(self, time.monotonic() + min(self._wb), -self._rd_id)
+        return row[:4]
+
+    def _release_delegation(self) -> None:
+        rd, self._rd = self._rd, None
+        if rd is not None:
+            _rollback(rd[0])
+            rd[1].__exit__(None, None, None)
 
     def _invalidate(self) -> None:
         """Drop clean cache entries; entries with pending writes stay (last writer wins)."""
@@ -479,47 +590,68 @@ class Store:
     # --------------------------------------------------------------- mutation
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, *, publish: bool = False) -> Iterator[None]:
         """Scope of one mutating operation: holds the tenant write lock, then flushes.
 
-        Inside a batch the lock is already held and the flush is deferred.
+        Inside a batch the lock is already held and the flush is deferred; with
+        write-back on, the operation opens (or joins) a window instead.
+        ``publish`` commits at the end whatever the mode (layer operations).
         """
         with self.lock:
-            if self._txn is not None:
-                self._mutated = False
-                try:
-                    yield
-                except BaseException:
-                    if self._mutated:
-                        self._abort()
-                    raise
-                if self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self._dirty_rows() > FLUSH_ROWS:
-                    self._commit_and_relock()
-                return
-            self._begin()
+            if self._txn is None:
+                self._begin()
+                if publish or not self._wb or not self._roomy():
+                    yield from self._one_operation()
+                    return
+                self._start_window()
+            self._mutated = False
             try:
-                try:
-                    yield
-                except BaseException:
-                    if self._mutated:
-                        self._abort()
-                    else:  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
-                        _rollback(self._txn)
-                    raise
-                try:
-                    self._flush(self._txn)
-                except BaseException:
+                yield
+            except BaseException:
+                if self._mutated or self._txn_failed():
                     self._abort()
-                    raise
-            finally:
-                self._end()
+                raise
+            if self._batch_depth:
+                if self._over_thresholds():
+                    self._commit_and_relock()
+            elif publish or self._over_thresholds():
+                self._close_window()
+
+    def _one_operation(self) -> Iterator[None]:
+        """The body of ``writing`` for an operation committed on its own."""
+        try:
+            try:
+                yield
+            except BaseException:
+                if self._mutated:
+                    self._abort()
+                else:  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
+                    _rollback(self._txn)
+                raise
+            try:
+                self._flush(self._txn)
+            except BaseException:
+                self._abort()
+                raise
+        finally:
+            self._end()
+
+    def _over_thresholds(self) -> bool:
+        return self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self._dirty_rows() > FLUSH_ROWS
+
+    def _txn_failed(self) -> bool:
+        """Is the open transaction unusable (a statement failed, or the connection broke)?"""
+        return self._txn is not None and self._txn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS
 
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Defer commits: every operation inside shares one write-back window."""
         with self.lock:
-            if self._batch_depth == 0 and self._txn is None:
-                self._begin()
+            if self._batch_depth == 0:
+                if self._window:
+                    self._close_window()
+                if self._txn is None:
+                    self._begin()
             self._batch_depth += 1
         try:
             yield
@@ -527,57 +659,149 @@ class Store:
             with self.lock:
                 self._batch_depth -= 1
                 if self._batch_depth == 0 and self._txn is not None:
-                    try:
-                        self._flush(self._txn)
-                    except BaseException:
-                        self._abort()
-                        raise
-                    finally:
-                        self._end()
+                    self._flush_and_end()
+
+    @contextmanager
+    def write_back(self, seconds: float) -> Iterator[None]:
+        """While inside, changes collect in windows of up to ``seconds`` (see the module
+        docstring); everything pending is committed on the way out."""
+        with self.lock:
+            self._wb.append(seconds)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._wb.remove(seconds)
+                try:
+                    self.commit()
+                finally:
+                    if not self._wb:
+                        self._release_delegation()
 
     def commit(self, durable: bool = False) -> None:
         """Flush pending writes now (close/fsync). ``durable`` waits for the WAL flush."""
         with self.lock:
             if self._txn is not None:
-                self._commit_and_relock(durable)
+                if self._batch_depth:
+                    self._commit_and_relock(durable)
+                else:
+                    self._close_window(durable)
             elif self._has_dirty() or durable:
                 self._begin()
+                self._flush_and_end(durable)
+
+    def publish_close(self) -> None:
+        """A file written to was closed. Without write-back that commits now; with it the
+        open window (or a new one) carries the file, unless it is time to commit."""
+        with self.lock:
+            if not self._wb or self._batch_depth:
+                self.commit()
+                return
+            if self._txn is None:
+                if not self._has_dirty():
+                    return
+                self._begin()
+                if not self._roomy():
+                    self._flush_and_end()
+                    return
+                self._start_window()
+            if self._over_thresholds():
+                self._close_window()
+
+    def _flush_and_end(self, durable: bool = False) -> None:
+        try:
+            self._flush(self._txn, durable)
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._end()
+
+    def _roomy(self) -> bool:
+        """Is the tenant far enough from its quotas for a window to run ahead of the check?"""
+        room_bytes, room_inodes = self._room
+        return (room_bytes is None or room_bytes > _WINDOW_ROOM_BYTES) and (
+            room_inodes is None or room_inodes > _WINDOW_ROOM_INODES
+        )
+
+    def _start_window(self) -> None:
+        self._window = True
+        self._window_id += 1
+        self.stats["windows"] += 1
+        _flusher.schedule(self, time.monotonic() + min(self._wb), self._window_id)
+
+    def _close_window(self, durable: bool = False) -> None:
+        """Commit the open window and give the lock back."""
+        if self._txn is not None:
+            self._flush_and_end(durable)
+
+    def _expire(self, ident: int) -> float | None:
+        """Called by the flusher when window ``ident`` (or read delegation ``-ident``) is due.
+        Returns a delay to try again after."""
+        if not self.lock.acquire(timeout=0.005):
+            return 0.002  # an operation is in progress; the window commits right after it
+        try:
+            if ident < 0:
+                if self._rd is not None and self._rd_id == -ident:
+                    self._release_delegation()
+            elif self._window and self._window_id == ident:
                 try:
-                    self._flush(self._txn, durable)
-                except BaseException:
-                    self._abort()
-                    raise
-                finally:
-                    self._end()
+                    self._close_window()
+                except Exception:  # noqa: BLE001 - recorded by _abort (lost_windows, write_errors)
+                    pass
+        finally:
+            self.lock.release()
+        return None
 
     def _begin(self) -> None:
-        cm = self.db.tenant(self.tid)
-        conn = cm.__enter__()
-        try:
-            self._acquire(conn)
-        except BaseException as exc:
-            _rollback(conn)
-            cm.__exit__(type(exc), exc, exc.__traceback__)
-            if isinstance(exc, psycopg.Error):
-                raise translate_db_error(exc) from exc
-            raise
-        self._txn, self._txn_cm = conn, cm
-        self._mutated = False
+        """Take the tenant's write lock in a new transaction. A connection found broken
+        (a server restart, a terminated backend) is replaced once."""
+        for attempt in (0, 1):
+            if self._rd is not None:
+                # upgrade: end the shared transaction and take the write lock in the same round trip
+                (conn, cm), self._rd, upgrade = self._rd, None, True
+            else:
+                cm = self.db.tenant(self.tid)
+                conn, upgrade = cm.__enter__(), False
+            try:
+                self._acquire(conn, upgrade=upgrade)
+            except psycopg.OperationalError as exc:
+                _rollback(conn)
+                cm.__exit__(None, None, None)  # the pool discards a broken connection
+                if attempt:
+                    raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+                continue
+            except BaseException as exc:
+                _rollback(conn)
+                cm.__exit__(type(exc), exc, exc.__traceback__)
+                if isinstance(exc, psycopg.Error):
+                    raise translate_db_error(exc) from exc
+                raise
+            self._txn, self._txn_cm = conn, cm
+            self._mutated = False
+            return
 
     def _end(self) -> None:
         cm, self._txn, self._txn_cm = self._txn_cm, None, None
+        self._window = False
         if cm is not None:
             cm.__exit__(None, None, None)
 
-    def _acquire(self, conn: psycopg.Connection) -> None:
+    def _acquire(self, conn: psycopg.Connection, *, upgrade: bool = False) -> None:
         self.stats["round_trips"] += 1
         with conn.pipeline():
+            if upgrade:
+                conn.execute("COMMIT")
             conn.execute("BEGIN")
-            cur = conn.execute("SELECT tarbox_lock()")
+            cur = conn.execute("SELECT * FROM tarbox_lock_usage()")
         row = cur.fetchone()
-        before = row[0] if row else None
-        if before is None:
+        if row is None:
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+        before, used_bytes, quota_bytes, used_inodes, quota_inodes = row
+        self._room = (
+            None if quota_bytes is None else quota_bytes - used_bytes,
+            None if quota_inodes is None else quota_inodes - used_inodes,
+        )
         if before != self.gen:
             self._invalidate()
             row = self._state(conn)
@@ -614,6 +838,10 @@ class Store:
         """A write failed: roll back and forget everything not committed."""
         if self._txn is not None:
             _rollback(self._txn)
+        if self._window:
+            # closes already reported success for what the window held
+            self.lost_windows += 1
+            self.last_loss = "a write-back window failed to commit; its changes were lost"
         for ino in set(self.wbuf) | set(self.d_ext):
             self.write_errors.setdefault(ino, fs_error(errno.EIO, None, "buffered writes were lost"))
         self._clear_dirty()
@@ -623,7 +851,9 @@ class Store:
         self.icache.clear()
         self.xcache.clear()
         self.gen = None
-        if self._txn is not None and self._batch_depth > 0:
+        if self._window:
+            self._end()
+        elif self._txn is not None and self._batch_depth > 0:
             # the batch keeps its connection: take the lock afresh
             try:
                 self._acquire(self._txn)
@@ -1021,7 +1251,7 @@ class Store:
         """Freeze the head (O(1): no data or metadata copied) and open a child. Returns the frozen layer."""
         with self.lock:
             self.commit()  # what is pending belongs to the layer being frozen
-            with self.writing():
+            with self.writing(publish=True):
                 self._mutated = True
                 frozen = self.head
                 self._q(
@@ -1037,7 +1267,7 @@ class Store:
         or follow a branch (by name: its head, which moves with its checkpoints)."""
         with self.lock:
             self.commit()
-            with self.writing():
+            with self.writing(publish=True):
                 if isinstance(target, str):
                     rows = self._q(
                         "SELECT b.head_layer, l.frozen FROM branches b JOIN layers l"
@@ -1071,7 +1301,7 @@ class Store:
         with self.lock:
             if from_layer is None:
                 from_layer = self.checkpoint(f"branch {name}")
-            with self.writing():
+            with self.writing(publish=True):
                 rows = self._q(
                     "SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, from_layer)
                 )
@@ -1096,7 +1326,7 @@ class Store:
         the blocks no surviving version references. Returns the dropped ids."""
         with self.lock:
             self.commit()
-            with self.writing():
+            with self.writing(publish=True):
                 t = self.tid
                 rows = self._q(
                     """WITH RECURSIVE sub(layer_id) AS (
@@ -1153,7 +1383,7 @@ class Store:
 
     def delete_branch(self, name: str) -> None:
         """Remove a branch pointer (its layers stay until dropped)."""
-        with self.lock, self.writing():
+        with self.lock, self.writing(publish=True):
             if name == self._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self.tid,))[0][0]:
                 raise fs_error(errno.EBUSY, None, f"branch {name!r} is the current branch; switch away first")
             self._mutated = True

@@ -140,3 +140,12 @@ class Change:
     size_before: int | None
     size_after: int | None
     patch: str | None = None  # unified diff, for text files when asked
+
+
+@dataclass(slots=True)
+class WriteBack:
+    """What a ``Filesystem.write_back`` scope did: windows committed, and windows lost
+    (their commit failed after the operations had reported success)."""
+
+    windows: int = 0
+    lost: int = 0

@@ -50,6 +50,9 @@ class Database:
             min_size=0,
             max_size=4,
             kwargs={"autocommit": True, "options": _OPTIONS},
+            # administration is rare: a liveness check per checkout is cheap insurance
+            # against a connection the server dropped (restart, terminated backend)
+            check=ConnectionPool.check_connection,
             name="tarbox-admin",
             timeout=30,
             open=True,

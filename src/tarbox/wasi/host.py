@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import wasmtime
 
 from tarbox.client import Tarbox, Tenant
+from tarbox.errors import TarboxError
 from tarbox.fs import Filesystem
 from tarbox.wasi import engine as engines
 from tarbox.wasi.core import Descriptor
@@ -33,6 +35,9 @@ class WasiHost:
 
     ``guest_dir`` is preopened as the same path of the tenant's filesystem
     (created if missing), unless ``mounts`` lists the preopens explicitly.
+    ``write_back`` is the longest a run's changes wait before they are committed
+    together (0: every close commits on its own); others see a closed file at
+    once either way (see docs/wasi.md, "Write-back").
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class WasiHost:
         allow_clocks: bool = True,
         allow_random: bool = True,
         checkpoint_before: bool = False,
+        write_back: float = 0.05,
         module_cache: engines.ModuleCache | None = None,
     ) -> None:
         self.tb = tb
@@ -65,6 +71,7 @@ class WasiHost:
         self.allow_clocks = allow_clocks
         self.allow_random = allow_random
         self.checkpoint_before = checkpoint_before
+        self.write_back = write_back
         self.cache = module_cache if module_cache is not None else engines.default_cache
 
     def filesystem(self) -> Filesystem:
@@ -112,9 +119,28 @@ class WasiHost:
         checkpoint = None
         if self.checkpoint_before:
             checkpoint = fs.checkpoint(f"before run at {time.strftime('%Y-%m-%d %H:%M:%S')}").id
+        with contextlib.ExitStack() as stack:
+            wb = None
+            if self.write_back > 0 and not self.read_only:
+                wb = stack.enter_context(fs.write_back(self.write_back))
+            status, code, trap, p1 = self._execute(fs, module, args, env, stdin, out, t0)
+            try:
+                stack.close()  # commits what the run left pending
+            except (OSError, TarboxError) as exc:  # e.g. the database went away
+                if status is RunStatus.EXITED and code == 0:
+                    status, code, trap = RunStatus.EXITED, 1, f"committing the run's writes failed: {exc}"
+        if wb is not None and wb.lost and status is RunStatus.EXITED and code == 0:
+            status, code, trap = RunStatus.EXITED, 1, "writes lost: a write-back window failed to commit"
+        r = result(status, code, trap, p1)
+        r.checkpoint = checkpoint
+        return r
+
+    def _execute(self, fs: Filesystem, module, args, env, stdin: bytes, out: Output, t0: float):
+        """Instantiate and run; returns (status, exit code, trap message, preview1 state)."""
         preopens = []
         for m in self.mounts:
-            if not self.read_only and not m.read_only:
+            if not self.read_only and not m.read_only and not fs.is_dir(m.path):
+                # (checked first: a locked mkdir costs a round trip even when the directory exists)
                 fs.mkdir(m.path, parents=True, exist_ok=True)
             preopens.append((m.guest, Descriptor.preopen(fs, m.path, read_only=self.read_only or m.read_only)))
         deadline = None if self.timeout is None else t0 + self.timeout
@@ -145,14 +171,14 @@ class WasiHost:
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 msg = str(exc)
                 if "memory" in msg and "limit" in msg:
-                    return result(RunStatus.MEMORY_LIMIT, -1, msg, p1)
-                return result(RunStatus.INVALID_MODULE, -1, msg, p1)
+                    return RunStatus.MEMORY_LIMIT, -1, msg, p1
+                return RunStatus.INVALID_MODULE, -1, msg, p1
             exports = instance.exports(store)
             memory = exports.get("memory")
             p1.attach(store, memory if isinstance(memory, wasmtime.Memory) else None)
             start = exports.get("_start")
             if not isinstance(start, wasmtime.Func):
-                return result(RunStatus.INVALID_MODULE, -1, "module has no _start function (not a WASI command)", p1)
+                return RunStatus.INVALID_MODULE, -1, "module has no _start function (not a WASI command)", p1
             try:
                 start(store)
             except BaseException as exc:  # noqa: BLE001 - classified from the run's own state below
@@ -160,12 +186,10 @@ class WasiHost:
         finally:
             try:
                 p1.close_all()
-            except OSError as exc:  # a buffered write failed at the final close (e.g. quota)
+            except (OSError, TarboxError) as exc:  # a buffered write failed at the final close (e.g. quota)
                 if status is RunStatus.EXITED and code == 0:
                     status, code, trap = RunStatus.EXITED, 1, f"closing files failed: {exc}"
-        r = result(status, code, trap, p1)
-        r.checkpoint = checkpoint
-        return r
+        return status, code, trap, p1
 
     def _classify(self, exc: BaseException, p1: Preview1, store, memory) -> tuple[RunStatus, int, str | None]:
         """How the run ended. The run's own state decides, not the exception object:

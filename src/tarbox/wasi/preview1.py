@@ -335,7 +335,7 @@ class Preview1:
             if f.desc is not None:
                 try:
                     f.desc.close()
-                except OSError as exc:
+                except (OSError, TarboxError) as exc:
                     errors.append(exc)
         self.fds.clear()
         if errors:
