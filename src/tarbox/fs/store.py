@@ -40,7 +40,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -59,6 +59,8 @@ _INO_RANGE = 1024
 _PIPELINE_MAX_BYTES = 64 << 10
 _PIPELINE_MAX_ROWS = 2_000
 _SLICE_BYTES = 4 << 20  # block data per statement in large flushes
+_READ_AHEAD = 8  # blocks fetched past a sequential read's last one (1 MiB at the default size)
+_STREAM_CACHE_BYTES = 8 << 20
 # A window runs ahead of the quota check only with this much room left (its
 # dirty bytes stay below about twice FLUSH_BYTES plus one write); closer to the
 # quota every operation commits on its own, so EDQUOT comes where it did.
@@ -225,6 +227,9 @@ class Store:
         self.icache: dict[int, Inode] = {}
         self.xcache: dict[int, dict[int, bytes]] = {}
         self.bcache = BlockCache(block_cache_bytes)
+        # full blocks of files being streamed, and those read ahead of the reader:
+        # kept apart so a long stream cannot push small files out of bcache
+        self.scache = BlockCache(_STREAM_CACHE_BYTES)
         # dirty (write-back) state
         self.d_inodes: dict[int, Inode | None] = {}
         self.d_dirents: dict[tuple[int, str], object] = {}
@@ -232,6 +237,7 @@ class Store:
         self.d_blocks: dict[bytes, bytes] = {}
         self.d_release: set[bytes] = set()
         self.d_inode_count = 0
+        self.d_ext_rows = 0  # extent rows set since the last flush (an upper bound)
         self.wbuf: dict[int, dict[int, bytearray | bytes]] = {}
         self.wbuf_bytes = 0
         self.d_block_bytes = 0
@@ -532,16 +538,20 @@ class Store:
 
     # ------------------------------------------------------------------ blocks
 
-    def blocks(self, hashes: list[bytes]) -> dict[bytes, bytes]:
+    def blocks(self, hashes: list[bytes], ahead: Callable[[], list[bytes]] | None = None) -> dict[bytes, bytes]:
+        """The data of ``hashes``; if some must come from the database, the hashes
+        ``ahead()`` names come along in the same query (read-ahead)."""
         out: dict[bytes, bytes] = {}
         missing = []
         for h in hashes:
-            data = self.d_blocks.get(h) or self.bcache.get(h)
+            data = self.d_blocks.get(h) or self.bcache.get(h) or self.scache.get(h)
             if data is None:
                 missing.append(h)
             else:
                 out[h] = data
         if missing:
+            if ahead is not None:
+                missing += ahead()
             rows = self._q(
                 "SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%b)",
                 (self.tid, missing),
@@ -551,10 +561,24 @@ class Store:
                 h, data = bytes(h), bytes(data)
                 if len(data) < self.block_size:
                     self.bcache.put(h, data)  # see _seal: full blocks stream, small ones are re-read
+                else:
+                    self.scache.put(h, data)
                 out[h] = data
-            lost = [h for h in missing if h not in out]
+            lost = [h for h in hashes if h not in out]
             if lost:
                 raise fs_error(errno.EIO, None, f"block {lost[0].hex()[:16]} is missing (file changed or corrupt)")
+        return out
+
+    def _ahead(self, xm: dict[int, bytes], wb: dict, last: int) -> list[bytes]:
+        """Blocks after ``last`` worth fetching in the same query: a read that had to go
+        to the database is usually one of a sequence."""
+        out = []
+        for i in range(last + 1, last + 1 + _READ_AHEAD):
+            h = xm.get(i)
+            if h is None or i in wb:
+                break
+            if self.scache.get(h) is None and self.bcache.get(h) is None:
+                out.append(h)
         return out
 
     def _block_data(self, node: Inode, idx: int, xm: dict[int, bytes]) -> bytes | bytearray:
@@ -575,7 +599,7 @@ class Store:
         xm = self.xmap(node)
         wb = self.wbuf.get(node.ino, {})
         need = [xm[i] for i in range(first, last + 1) if i not in wb and i in xm]
-        data = self.blocks(need) if need else {}
+        data = self.blocks(need, ahead=lambda: self._ahead(xm, wb, last)) if need else {}
         pieces = []
         for i in range(first, last + 1):
             lo = offset - i * bs if i == first else 0
@@ -864,7 +888,8 @@ class Store:
         return bool(self.d_inodes or self.d_dirents or self.d_ext or self.wbuf or self.d_blocks)
 
     def _dirty_rows(self) -> int:
-        return len(self.d_inodes) + len(self.d_dirents) + sum(len(e.sets) for e in self.d_ext.values())
+        """Rows the next flush writes, at most (asked after every operation: kept O(1))."""
+        return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows
 
     def _clear_dirty(self) -> None:
         self.d_inodes.clear()
@@ -873,6 +898,7 @@ class Store:
         self.d_blocks.clear()
         self.d_release.clear()
         self.d_inode_count = 0
+        self.d_ext_rows = 0
         self.wbuf.clear()
         self.wbuf_bytes = 0
         self.d_block_bytes = 0
@@ -1072,6 +1098,7 @@ class Store:
                     self.d_release.add(old)
                 xm[i] = h
                 ext.sets[i] = h
+                self.d_ext_rows += 1
                 if h not in self.d_blocks:
                     self.d_blocks[h] = data
                     self.d_block_bytes += len(data)
