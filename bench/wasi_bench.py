@@ -1,15 +1,17 @@
 """WASI host benchmark: the same guest on wasmtime's built-in WASI over a local
 temp dir (the baseline) and on Tarbox, side by side in one run. Prints a table.
 
-    python bench/wasi_bench.py [--files 1000] [--big-mib 64] [--rounds 3]
+    python bench/wasi_bench.py [--files 1000] [--big-mib 64] [--rounds 3] [--big-module-mib 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,12 +45,68 @@ def parse(out: bytes) -> dict[str, float]:
     return {"small": float(parts[1]), "small_total": float(parts[3]), "big": float(parts[5])}
 
 
+def big_module(mib: int) -> bytes:
+    """A valid module of about ``mib`` MiB of code: functions of 10,000 additions each,
+    so the compiler has real work (a stand-in for a large toolchain's output)."""
+
+    def leb(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out.append(b | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    body = b"\x00" + b"\x41\x01" + b"\x41\x03\x6a" * 10_000 + b"\x1a\x0b"  # no locals; 1 (+3)*n; drop; end
+    entry = leb(len(body)) + body
+    n = max(1, (mib << 20) // len(entry))
+
+    def section(sid: int, payload: bytes) -> bytes:
+        return bytes([sid]) + leb(len(payload)) + payload
+
+    types = section(1, b"\x01\x60\x00\x00")  # one type: [] -> []
+    funcs = section(3, leb(n) + b"\x00" * n)
+    exports = section(7, b"\x01\x06_start\x00\x00")
+    code = section(10, leb(n) + entry * n)
+    return b"\x00asm\x01\x00\x00\x00" + types + funcs + exports + code
+
+
+def probe(argv: list[str]) -> None:
+    """Measurements that need a fresh process (peak RSS; a cold module cache)."""
+    from tarbox.wasi.engine import ModuleCache
+
+    tb = tarbox.connect()
+    tenant = tb.create_tenant(f"wb-{uuid.uuid4().hex[:8]}")
+    try:
+        if argv[0] == "stream":
+            wasm = build_c(HERE / "guests" / "workload.c")
+            r = WasiHost(tb, tenant, timeout=600).run(wasm, ["workload", "10", str(int(argv[1]) << 20)])
+            assert r.ok, (r.status, r.trap)
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        else:
+            wasm = big_module(int(argv[1]))
+            host = WasiHost(tb, tenant, timeout=600, module_cache=ModuleCache(Path(argv[2])))
+            t = time.perf_counter()
+            assert host.run(wasm).ok
+            first = time.perf_counter() - t
+            t = time.perf_counter()
+            assert host.run(wasm).ok
+            print(first, time.perf_counter() - t)
+    finally:
+        tb.delete_tenant(tenant)
+        tb.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--big-mib", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--big-module-mib", type=int, default=0, help="also time a module this big (0: skip)")
+    ap.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        return probe(args.probe)
     console = Console(width=140)
     wasm = build_c(HERE / "guests" / "workload.c")
     argv = [str(args.files), str(args.big_mib << 20)]
@@ -111,9 +169,29 @@ def main() -> None:
         "hello-world start, module cached (median of 30)",
         f"{a * 1e3:.2f} ms",
         f"{b * 1e3:.2f} ms",
-        f"+{(b - a) * 1e3:.2f} ms",
+        f"{(b - a) * 1e3:+.2f} ms",
     )
     console.print(table)
+    probe_cmd = [sys.executable, __file__, "--probe"]
+    streams = Table(title="Memory while streaming one file through a run (fresh process each)")
+    for col in ("file size", "peak RSS of the process"):
+        streams.add_column(col, justify="right")
+    for mib in (64, 512):
+        out = subprocess.run([*probe_cmd, "stream", str(mib)], capture_output=True, text=True, check=True).stdout
+        streams.add_row(f"{mib} MiB", f"{int(out) / 2**10:.0f} MiB")
+    console.print(streams)
+    if args.big_module_mib:
+        big = Table(title=f"A {args.big_module_mib} MiB module: first and second start (seconds)")
+        for col in ("start", "seconds"):
+            big.add_column(col, justify="right")
+        with tempfile.TemporaryDirectory() as cache:
+            for label in ("first (compiles, fills the disk cache)", "second, new process (disk cache)"):
+                out = subprocess.run(
+                    [*probe_cmd, "module", str(args.big_module_mib), cache], capture_output=True, text=True, check=True
+                ).stdout.split()
+                big.add_row(label, f"{float(out[0]):.3f}")
+            big.add_row("third, same process (memory cache)", f"{float(out[1]):.4f}")
+        console.print(big)
     console.print(
         f"RSS growth of this process over all runs: {rss / 2**20:.0f} MiB "
         f"(the {args.big_mib} MiB file streams through the store)"
