@@ -5,12 +5,14 @@ must be equal. Scripts drive tests/guests/ops.c, a C program over wasi-libc."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tarbox.wasi import WasiHost
+from tarbox.wasi.toolchain import build_c
 from wasi_support import guest, run_native, run_tarbox
 
 
@@ -254,3 +256,21 @@ cmd = st.one_of(
 @example(script="mkdir d\nopen d/a cw\nwrite 0 xyz\nclose 0\nsymlink ../a d/l\ncat d/l\nrename d/a a\ncat d/l\n")
 def test_random_scripts_match_native_wasi(tb, tmp_path, ops_wasm, script):
     differential(tb, tmp_path, ops_wasm, script)
+
+
+def test_example_agent_matches_native_wasi(tb, new_tenant, tmp_path):
+    """The agent of the original design (examples/agent.c: read the input, create a
+    directory, write, append to a log, stream a large input line by line), run
+    twice so the second run appends to the first one's log, on both hosts."""
+    wasm = build_c(Path(__file__).parents[1] / "examples" / "agent.c")
+    text = "".join(f"line {i} has some words in it\n" for i in range(20_000)).encode()  # ~600 KiB: streamed
+    (tmp_path / "input.txt").write_bytes(text)
+    host = WasiHost(tb, new_tenant())
+    host.filesystem().makedirs("/workspace")
+    host.filesystem().write_file("/workspace/input.txt", text)
+    for task in ("first", "second"):
+        native = run_native(wasm, tmp_path, [task])
+        ours = run_tarbox(host, wasm, [task])
+        assert (ours.exit_code, ours.stdout, ours.stderr) == (native.exit_code, native.stdout, native.stderr)
+        assert ours.tree == native.tree
+    assert native.exit_code == 0 and b"20000 lines" in native.stdout
