@@ -373,28 +373,15 @@ class Store:
     def _delegate(self) -> tuple:
         """Revalidate and keep the tenant's advisory lock shared for up to one write-back
         delay (a read delegation): until then no one else commits, so opens need not ask."""
-        for attempt in (0, 1):
-            cm = self.db.tenant(self.tid)
-            conn = cm.__enter__()
-            try:
-                self.stats["round_trips"] += 1
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    cur = conn.execute("SELECT * FROM tarbox_share_state()")
-                row = cur.fetchone()
-            except psycopg.OperationalError as exc:
-                _rollback(conn)
-                cm.__exit__(None, None, None)  # the pool discards a broken connection
-                if attempt:
-                    raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
-                continue
-            except BaseException as exc:
-                _rollback(conn)
-                cm.__exit__(type(exc), exc, exc.__traceback__)
-                if isinstance(exc, psycopg.Error):
-                    raise translate_db_error(exc) from exc
-                raise
-            break
+
+        def share(conn: psycopg.Connection, upgrade: bool) -> tuple | None:
+            self.stats["round_trips"] += 1
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                cur = conn.execute("SELECT * FROM tarbox_share_state()")
+            return cur.fetchone()
+
+        conn, cm, row = self._connect(share)
         if row is None or not row[4]:
             _rollback(conn)
             cm.__exit__(None, None, None)
@@ -778,32 +765,36 @@ class Store:
         return None
 
     def _begin(self) -> None:
-        """Take the tenant's write lock in a new transaction. A connection found broken
-        (a server restart, a terminated backend) is replaced once."""
+        """Take the tenant's write lock in a new transaction (on the read delegation's
+        connection if we hold one: the upgrade costs the same single round trip)."""
+        conn, cm, _ = self._connect(lambda conn, upgrade: self._acquire(conn, upgrade=upgrade))
+        self._txn, self._txn_cm = conn, cm
+        self._mutated = False
+
+    def _connect(self, start: Callable[[psycopg.Connection, bool], object]) -> tuple:
+        """A connection with ``start(conn, upgrade)`` run on it: the read delegation's
+        (``upgrade``) or a pooled one. One found broken (a server restart, a terminated
+        backend) is replaced once; on any failure the connection goes back to the pool."""
         for attempt in (0, 1):
             if self._rd is not None:
-                # upgrade: end the shared transaction and take the write lock in the same round trip
                 (conn, cm), self._rd, upgrade = self._rd, None, True
             else:
                 cm = self.db.tenant(self.tid)
                 conn, upgrade = cm.__enter__(), False
             try:
-                self._acquire(conn, upgrade=upgrade)
+                return conn, cm, start(conn, upgrade)
             except psycopg.OperationalError as exc:
                 _rollback(conn)
                 cm.__exit__(None, None, None)  # the pool discards a broken connection
                 if attempt:
                     raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
-                continue
             except BaseException as exc:
                 _rollback(conn)
                 cm.__exit__(type(exc), exc, exc.__traceback__)
                 if isinstance(exc, psycopg.Error):
                     raise translate_db_error(exc) from exc
                 raise
-            self._txn, self._txn_cm = conn, cm
-            self._mutated = False
-            return
+        raise AssertionError("unreachable")
 
     def _end(self) -> None:
         cm, self._txn, self._txn_cm = self._txn_cm, None, None
