@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 import tarbox
-from tarbox.wasi import WasiHost
+from tarbox.wasi import Mount, WasiHost
 from tarbox.wasi.toolchain import build_c
 
 HERE = Path(__file__).parent
@@ -95,6 +95,39 @@ def probe(argv: list[str]) -> None:
     finally:
         tb.delete_tenant(tenant)
         tb.close()
+
+
+def concurrency(tb, wasm: bytes, files: int = 300) -> Table:
+    """Throughput of N concurrent runs (asyncio.gather of run_wasm) relative to one run,
+    on N tenants and on one shared tenant (each run in its own directory)."""
+    import asyncio
+
+    table = Table(title=f"Concurrent runs of the small-file phase ({files} files each), 2 cores")
+    for col in ("runs at once", "tenants", "wall s", "files/s", "x one run"):
+        table.add_column(col, justify="right")
+    base = None
+    for n in (1, 2, 4):
+        for shared in (False, True) if n > 1 else (False,):
+            tenants = [tb.create_tenant(f"wc-{uuid.uuid4().hex[:8]}") for _ in range(1 if shared else n)]
+            hosts = [
+                WasiHost(tb, tenants[0 if shared else i], mounts=[Mount("/workspace", f"/r{i}")], timeout=600)
+                for i in range(n)
+            ]
+
+            async def go(hosts=hosts):
+                return await asyncio.gather(*(h.run_wasm(wasm, ["workload", str(files), "0"]) for h in hosts))
+
+            t = time.perf_counter()
+            results = asyncio.run(go())
+            wall = time.perf_counter() - t
+            assert all(r.ok for r in results), [(r.status, r.trap) for r in results]
+            rate = n * files / wall
+            base = base or rate
+            label = "1 shared" if shared else str(n)
+            table.add_row(str(n), label, f"{wall:.2f}", f"{rate:,.0f}", f"{rate / base:.2f}")
+            for t_ in tenants:
+                tb.delete_tenant(t_)
+    return table
 
 
 def main() -> None:
@@ -172,6 +205,7 @@ def main() -> None:
         f"{(b - a) * 1e3:+.2f} ms",
     )
     console.print(table)
+    console.print(concurrency(tb, wasm))
     probe_cmd = [sys.executable, __file__, "--probe"]
     streams = Table(title="Memory while streaming one file through a run (fresh process each)")
     for col in ("file size", "peak RSS of the process"):
