@@ -86,6 +86,7 @@ def test_windows_and_another_process_writing_lose_nothing(tb, tenant, db_url, wb
     assert sorted(names) == sorted([f"f{i}" for i in range(150)] + [f"g{i}" for i in range(150)])
     for name in names:
         assert other_view.read_file(f"/workspace/{name}") == name.encode()
+    assert tb.fsck(tenant)[0].ok
 
 
 def test_database_connections_killed_mid_run_end_it_with_a_clear_error(tb, tenant, server_url, db_url, wb_guest):
@@ -115,3 +116,5 @@ def test_database_connections_killed_mid_run_end_it_with_a_clear_error(tb, tenan
     for name in fs.listdir("/workspace"):
         if name.startswith("f"):
             assert fs.read_file(f"/workspace/{name}") == name.encode()
+    (report,) = tb.fsck(tenant)
+    assert report.ok, report.problems

@@ -12,7 +12,9 @@ from datetime import datetime
 import psycopg
 
 from tarbox.errors import InvalidNameError, TenantExistsError, TenantNotFoundError
+from tarbox.fs import fsck
 from tarbox.fs.filesystem import Filesystem
+from tarbox.fs.fsck import FsckReport
 from tarbox.fs.store import DEFAULT_BLOCK_SIZE, ROOT_INO, Store
 from tarbox.fs.types import FileType
 from tarbox.storage import Database
@@ -145,6 +147,11 @@ class Tarbox:
                 "UPDATE tenant_state SET quota_bytes = %s, quota_inodes = %s WHERE tenant_id = %s",
                 (quota_bytes, quota_inodes, t.id),
             )
+
+    def fsck(self, tenant: Tenant | str | uuid.UUID | None = None, *, data: bool = True) -> list[FsckReport]:
+        """Check the stored invariants of one tenant (default: every tenant). See ``tarbox.fs.fsck``."""
+        tenants = [self.get_tenant(tenant)] if tenant is not None else self.list_tenants()
+        return [fsck.check(self.db, t.id, t.name, data=data) for t in tenants]
 
     # ------------------------------------------------------------- filesystems
 

@@ -393,6 +393,26 @@ def gc(ctx: typer.Context) -> None:
         out.print(f"freed {blocks} blocks, {nbytes} bytes")
 
 
+@app.command()
+def fsck(
+    ctx: typer.Context,
+    data: Annotated[bool, typer.Option("--data/--no-data", help="Re-hash every block (the slow part).")] = True,
+) -> None:
+    """Check every stored invariant of the tenant (-t) or of all tenants; exit 1 on any problem."""
+    c = _ctx(ctx)
+    reports = c.tb().fsck(c.tenant, data=data)
+    if c.as_json:
+        _emit([r.to_dict() for r in reports])
+    else:
+        for r in reports:
+            looked = ", ".join(f"{k} {v}" for k, v in r.checked.items())
+            out.print(f"{r.tenant}: {'clean' if r.ok else f'{len(r.problems)} problem(s)'} ({looked})")
+            for p in r.problems:
+                out.print(f"  {p.check}: {p.detail}", markup=False)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
 # -------------------------------------------------------------------- layers
 
 

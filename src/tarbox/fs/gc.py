@@ -12,7 +12,7 @@ from tarbox.fs.store import Store
 
 def collect(store: Store) -> tuple[int, int]:
     """Delete unreferenced blocks of the tenant; returns (blocks, bytes) freed."""
-    with store.writing():
+    with store.writing(publish=True):
         store._mutated = True
         rows = store._q(
             """WITH del AS (
