@@ -631,21 +631,17 @@ class Store:
     def _one_operation(self) -> Iterator[None]:
         """The body of ``writing`` for an operation committed on its own."""
         try:
+            yield
+        except BaseException:
             try:
-                yield
-            except BaseException:
                 if self._mutated:
                     self._abort()
                 else:  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
                     _rollback(self._txn)
-                raise
-            try:
-                self._flush(self._txn)
-            except BaseException:
-                self._abort()
-                raise
-        finally:
-            self._end()
+            finally:
+                self._end()
+            raise
+        self._flush_and_end()
 
     def _over_thresholds(self) -> bool:
         return self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self._dirty_rows() > FLUSH_ROWS
