@@ -258,7 +258,6 @@ class Store:
         self._rd: tuple[psycopg.Connection, object] | None = None  # a read delegation (see refresh)
         self._rd_id = 0
         self.lost_windows = 0  # windows whose commit failed: their writes are gone
-        self.last_loss: str | None = None
         self.stats = {"flushes": 0, "round_trips": 0, "windows": 0}
 
     # ------------------------------------------------------------------ DB access
@@ -852,7 +851,6 @@ class Store:
         if self._window:
             # closes already reported success for what the window held
             self.lost_windows += 1
-            self.last_loss = "a write-back window failed to commit; its changes were lost"
         for ino in set(self.wbuf) | set(self.d_ext):
             self.write_errors.setdefault(ino, fs_error(errno.EIO, None, "buffered writes were lost"))
         self._clear_dirty()
