@@ -260,3 +260,16 @@ def test_rename_of_dot_names_is_ebusy_like_linux(fs, tmp_path):
         with pytest.raises(OSError) as ours:
             fs.rename("/" + src, "/" + dst)
         assert ours.value.errno == local.value.errno, (src, dst)
+
+
+def test_mkdir_p_recreates_what_another_connection_removed(tb, tenant, db_url):
+    """mkdir -p of a directory that exists takes no write lock, but must still see
+    (close-to-open) that another connection removed it meanwhile."""
+    fs = tb.filesystem(tenant)
+    fs.mkdir("/a/b", parents=True)
+    assert fs.is_dir("/a/b")  # cached here
+    with tarbox.connect(db_url) as other:
+        other.filesystem(tenant).rmdir("/a/b")
+    fs.mkdir("/a/b", parents=True, exist_ok=True)
+    with tarbox.connect(db_url) as other:
+        assert other.filesystem(tenant).is_dir("/a/b")

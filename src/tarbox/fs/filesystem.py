@@ -341,6 +341,12 @@ class Filesystem:
         self, path: str | os.PathLike, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False
     ) -> None:
         text = os.fspath(path)
+        if exist_ok and not self.read_only and control.control_path(text) is None:
+            # the common mkdir -p of a directory that exists needs no write lock, only
+            # the close-to-open check that another process has not removed it
+            self._st.refresh()
+            if self.is_dir(text):
+                return
         if parents:
             sp = paths.split(text)
             prefix = ""

@@ -139,8 +139,7 @@ class WasiHost:
         """Instantiate and run; returns (status, exit code, trap message, preview1 state)."""
         preopens = []
         for m in self.mounts:
-            if not self.read_only and not m.read_only and not fs.is_dir(m.path):
-                # (checked first: a locked mkdir costs a round trip even when the directory exists)
+            if not self.read_only and not m.read_only:
                 fs.mkdir(m.path, parents=True, exist_ok=True)
             preopens.append((m.guest, Descriptor.preopen(fs, m.path, read_only=self.read_only or m.read_only)))
         deadline = None if self.timeout is None else t0 + self.timeout
