@@ -640,23 +640,22 @@ class Preview1:
         self.stats.bytes_read += total
         return total
 
-    def fd_read(self, fd: int, iovs: int, n: int, nread_ptr: int) -> int:
+    def _transfer(self, op, fd: int, iovs: int, n: int, offset: int | None, count_ptr: int) -> int:
+        """fd_read, fd_pread, fd_write, fd_pwrite: ``op`` over the iovecs, then the count."""
         f = self._filefd(fd)
-        got = self._read(f, self._iovs(iovs, n), None)
-        if got < 0:
-            return -got
-        self._put(_u32, nread_ptr, got)
+        if offset is not None and offset < 0:
+            return INVAL
+        done = op(f, self._iovs(iovs, n), offset)
+        if done < 0:
+            return -done
+        self._put(_u32, count_ptr, done)
         return SUCCESS
 
+    def fd_read(self, fd: int, iovs: int, n: int, nread_ptr: int) -> int:
+        return self._transfer(self._read, fd, iovs, n, None, nread_ptr)
+
     def fd_pread(self, fd: int, iovs: int, n: int, offset: int, nread_ptr: int) -> int:
-        f = self._filefd(fd)
-        if offset < 0:
-            return INVAL
-        got = self._read(f, self._iovs(iovs, n), offset)
-        if got < 0:
-            return -got
-        self._put(_u32, nread_ptr, got)
-        return SUCCESS
+        return self._transfer(self._read, fd, iovs, n, offset, nread_ptr)
 
     def _emit(self, which: str, data: bytes) -> None:
         out = self.out
@@ -690,22 +689,10 @@ class Preview1:
         return total
 
     def fd_write(self, fd: int, iovs: int, n: int, nwritten_ptr: int) -> int:
-        f = self._filefd(fd)
-        put = self._write(f, self._iovs(iovs, n), None)
-        if put < 0:
-            return -put
-        self._put(_u32, nwritten_ptr, put)
-        return SUCCESS
+        return self._transfer(self._write, fd, iovs, n, None, nwritten_ptr)
 
     def fd_pwrite(self, fd: int, iovs: int, n: int, offset: int, nwritten_ptr: int) -> int:
-        f = self._filefd(fd)
-        if offset < 0:
-            return INVAL
-        put = self._write(f, self._iovs(iovs, n), offset)
-        if put < 0:
-            return -put
-        self._put(_u32, nwritten_ptr, put)
-        return SUCCESS
+        return self._transfer(self._write, fd, iovs, n, offset, nwritten_ptr)
 
     def fd_readdir(self, fd: int, buf: int, buf_len: int, cookie: int, used_ptr: int) -> int:
         f = self._fd(fd)
