@@ -1,0 +1,62 @@
+;; iovec fuzzing guest. stdin: u32 nw, nw u32 lengths, u32 nr, nr u32 lengths,
+;; then the bytes to write. Writes them to /workspace/f with ONE fd_write over
+;; nw iovecs laid end to end (lengths as given, zero-length ones included),
+;; seeks to 0, reads back with ONE fd_read over nr iovecs, then prints to
+;; stdout: write errno, bytes written, read errno, bytes read, the bytes read.
+(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_seek" (func $seek (param i32 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 32) "f")
+  (func $out (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 48) (local.get $ptr))
+    (i32.store (i32.const 52) (local.get $len))
+    (drop (call $write (i32.const 1) (i32.const 48) (i32.const 1) (i32.const 56))))
+  (func $u32 (param $v i32)
+    (i32.store (i32.const 60) (local.get $v))
+    (call $out (i32.const 60) (i32.const 4)))
+  ;; iovecs at $at for $n lengths stored at $lens, buffers end to end from $buf
+  (func $iovs (param $at i32) (param $lens i32) (param $n i32) (param $buf i32)
+    (local $i i32) (local $len i32)
+    (block $b (loop $l
+      (br_if $b (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $len (i32.load (i32.add (local.get $lens) (i32.shl (local.get $i) (i32.const 2)))))
+      (i32.store (i32.add (local.get $at) (i32.shl (local.get $i) (i32.const 3))) (local.get $buf))
+      (i32.store (i32.add (local.get $at) (i32.add (i32.shl (local.get $i) (i32.const 3)) (i32.const 4)))
+        (local.get $len))
+      (local.set $buf (i32.add (local.get $buf) (local.get $len)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l))))
+  (func (export "_start")
+    (local $got i32) (local $nw i32) (local $nr i32) (local $rl i32) (local $data i32) (local $fd i32) (local $e i32)
+    (block $done (loop $more  ;; all of stdin to 4096
+      (i32.store (i32.const 64) (i32.add (i32.const 4096) (local.get $got)))
+      (i32.store (i32.const 68) (i32.sub (i32.const 32768) (local.get $got)))
+      (br_if $done (call $read (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 0)))
+      (br_if $done (i32.eqz (i32.load (i32.const 0))))
+      (local.set $got (i32.add (local.get $got) (i32.load (i32.const 0))))
+      (br $more)))
+    (local.set $nw (i32.load (i32.const 4096)))
+    (local.set $rl (i32.add (i32.const 4104) (i32.shl (local.get $nw) (i32.const 2))))
+    (local.set $nr (i32.load (i32.sub (local.get $rl) (i32.const 4))))
+    (local.set $data (i32.add (local.get $rl) (i32.shl (local.get $nr) (i32.const 2))))
+    (call $iovs (i32.const 128) (i32.const 4100) (local.get $nw) (local.get $data))
+    (call $iovs (i32.const 1024) (local.get $rl) (local.get $nr) (i32.const 40000))
+    ;; open f: CREAT|TRUNC, read+write rights
+    (local.set $e (call $open (i32.const 3) (i32.const 0) (i32.const 32) (i32.const 1) (i32.const 9)
+      (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 8)))
+    (if (local.get $e) (then (call $u32 (i32.const 1000)) (call $u32 (local.get $e)) (return)))
+    (local.set $fd (i32.load (i32.const 8)))
+    (i32.store (i32.const 0) (i32.const 0))
+    (call $u32 (call $write (local.get $fd) (i32.const 128) (local.get $nw) (i32.const 0)))
+    (call $u32 (i32.load (i32.const 0)))
+    (drop (call $seek (local.get $fd) (i64.const 0) (i32.const 0) (i32.const 16)))
+    (i32.store (i32.const 0) (i32.const 0))
+    (call $u32 (call $read (local.get $fd) (i32.const 1024) (local.get $nr) (i32.const 0)))
+    (call $u32 (i32.load (i32.const 0)))
+    (call $out (i32.const 40000) (i32.load (i32.const 0)))
+    (drop (call $close (local.get $fd)))))
