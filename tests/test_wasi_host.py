@@ -183,3 +183,36 @@ def test_a_deleted_tenant_is_a_clear_error(db_url, limits):
         tb2.delete_tenant(t)
         with pytest.raises(tarbox.TenantNotFoundError):
             host.run(limits, ["g", "exit", "0"])
+
+
+def test_descriptor_streams_follow_wasi_filesystem(tb, tenant):
+    """The Preview-2 stream methods of the descriptor core (used by Preview 1's
+    shape and, later, the component binding): positions are the stream's own,
+    append lands at the end even after another writer grew the file, and an input
+    stream reports closed at the end of the file."""
+    from tarbox.wasi.core import Descriptor, StreamClosed
+    from tarbox.wasi.types import DescriptorFlags, OpenFlags, PathFlags
+
+    fs = tb.filesystem(tenant)
+    fs.makedirs("/workspace")
+    root = Descriptor.preopen(fs, "/workspace", read_only=False)
+    rw = DescriptorFlags.READ | DescriptorFlags.WRITE
+    d = root.open_at(PathFlags(0), "s.txt", OpenFlags.CREATE, rw)
+    out = d.write_via_stream(0)
+    out.write(b"hello ")
+    out.blocking_write_and_flush(b"world")
+    fs.append_file("/workspace/s.txt", b"!")  # another writer grows the file
+    d.append_via_stream().write(b"?")
+    at3 = d.write_via_stream(3)
+    at3.write(b"LO")
+    d.close()
+    assert fs.read_file("/workspace/s.txt") == b"helLO world!?"
+    r = root.open_at(PathFlags(0), "s.txt", OpenFlags(0), DescriptorFlags.READ)
+    inp = r.read_via_stream(6)
+    assert inp.read(3) == b"wor" and inp.read(100) == b"ld!?"
+    with pytest.raises(StreamClosed):
+        inp.read(1)
+    assert r.read_via_stream(0).read(5) == b"helLO"  # each stream has its own position
+    with pytest.raises(OSError):
+        r.write_via_stream(0)  # opened for reading only: EBADF
+    r.close()

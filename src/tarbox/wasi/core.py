@@ -164,6 +164,21 @@ class Descriptor:
             return _descriptor_stat(self.file.stat())
         return _descriptor_stat(self.fs.stat(self.path))
 
+    def read_via_stream(self, offset: int) -> InputStream:
+        """wasi:filesystem ``read-via-stream``: bytes from ``offset`` on."""
+        self._file(DescriptorFlags.READ)
+        return InputStream(self, offset)
+
+    def write_via_stream(self, offset: int) -> OutputStream:
+        """wasi:filesystem ``write-via-stream``: writes from ``offset`` on."""
+        self._file(DescriptorFlags.WRITE)
+        return OutputStream(self, offset, append=False)
+
+    def append_via_stream(self) -> OutputStream:
+        """wasi:filesystem ``append-via-stream``: every write lands at the end of the file then."""
+        self._file(DescriptorFlags.WRITE)
+        return OutputStream(self, 0, append=True)
+
     def read(self, length: int, offset: int) -> bytes:
         f = self._file(DescriptorFlags.READ)
         with self.fs._st.lock:
@@ -345,3 +360,55 @@ class Descriptor:
             atime_ns = s.atime_ns if atime_ns is None else atime_ns
             mtime_ns = s.mtime_ns if mtime_ns is None else mtime_ns
         self.fs.utime(path, (atime_ns, mtime_ns), follow_symlinks=False)
+
+
+class StreamClosed(Exception):
+    """wasi:io/streams ``stream-error::closed``: an input stream reached the end of the file."""
+
+
+class InputStream:
+    """wasi:io/streams ``input-stream`` over a file descriptor: its own position,
+    advanced by each read (the descriptor's other users do not move it)."""
+
+    def __init__(self, desc: Descriptor, offset: int) -> None:
+        self.desc, self.offset = desc, offset
+
+    def read(self, length: int) -> bytes:
+        """Up to ``length`` bytes; ``StreamClosed`` at the end of the file (a file never blocks)."""
+        data = self.desc.read(length, self.offset)
+        if not data and length:
+            raise StreamClosed()
+        self.offset += len(data)
+        return data
+
+    blocking_read = read
+
+    def skip(self, length: int) -> int:
+        return len(self.read(length))
+
+
+class OutputStream:
+    """wasi:io/streams ``output-stream`` over a file descriptor. Writes go to the
+    store's write-back buffer, so ``check_write`` never makes the caller wait and
+    ``flush`` has nothing to do (data is committed at close/sync, as for Preview 1)."""
+
+    WRITE_BUDGET = 1 << 20  # what check_write offers per call
+
+    def __init__(self, desc: Descriptor, offset: int, *, append: bool) -> None:
+        self.desc, self.offset, self.append = desc, offset, append
+
+    def check_write(self) -> int:
+        return self.WRITE_BUDGET
+
+    def write(self, data: bytes | memoryview) -> None:
+        with self.desc.fs._st.lock:  # finding the end and writing there are one step
+            at = self.desc.end() if self.append else self.offset
+            self.offset = at + self.desc.write(data, at)
+
+    def flush(self) -> None:
+        """Nothing buffered here: the store holds the data."""
+
+    blocking_flush = flush
+
+    def blocking_write_and_flush(self, data: bytes | memoryview) -> None:
+        self.write(data)
