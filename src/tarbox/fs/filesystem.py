@@ -112,6 +112,7 @@ class Filesystem:
                 raise fs_error(errno.ENOENT, text)
             if cnode.kind is not FileType.DIRECTORY:
                 raise fs_error(errno.ENOTDIR, text)
+            paths.check_component(comp, text)
             child = st.lookup(cur, comp)
             node = st.inode(child) if child is not None else None
             if node is None:

@@ -1,7 +1,8 @@
 """Path validation and splitting, shared by the Python API, the CLI and the WASI host.
 
-Paths are text (UTF-8 when encoded); a component may not be empty, contain
-NUL or '/', or exceed 255 bytes; a whole path may not exceed 4096 bytes.
+Paths are text (UTF-8 when encoded); a whole path may not exceed 4096 bytes
+or contain NUL (checked first); a component may not exceed 255 bytes (checked
+when the walk reaches it).
 """
 
 from __future__ import annotations
@@ -51,10 +52,14 @@ def split(path: str | bytes | os.PathLike) -> SplitPath:
     if encoded_len(text, text) > PATH_MAX:
         raise fs_error(errno.ENAMETOOLONG, text[:64] + "...", "path longer than 4096 bytes")
     parts = tuple(p for p in text.split("/") if p)
-    for p in parts:
-        if len(p) > NAME_MAX // 4 and encoded_len(p, text) > NAME_MAX:
-            raise fs_error(errno.ENAMETOOLONG, text[:64] + "...", "name longer than 255 bytes")
     return SplitPath(text.startswith("/"), parts, text.endswith("/") and len(text) > 1)
+
+
+def check_component(name: str, path: str) -> None:
+    """A name is checked against NAME_MAX when the walk reaches it, as Linux and
+    wasmtime do: a missing directory earlier in the path is ENOENT first."""
+    if len(name) > NAME_MAX // 4 and encoded_len(name, path) > NAME_MAX:
+        raise fs_error(errno.ENAMETOOLONG, path[:64] + "...", "name longer than 255 bytes")
 
 
 def check_name(name: str, path: str) -> None:

@@ -1,0 +1,21 @@
+"""The reliability suites (tests/suites) at CI size; bench/reliability.py runs them
+full size. Each suite reports its cases and failures; a failure is a defect."""
+
+from __future__ import annotations
+
+from suites import confinement, isolation
+
+
+def test_confinement_fuzzing_finds_no_escape(tb):
+    r = confinement.run(tb, examples=6, cases_per_example=150)
+    assert r.ok, "\n".join(r.failures)
+    assert r.cases >= 6 * 75
+    hist = r.figures["errno histogram"]
+    assert hist.get(0, 0) > 0 and hist.get(63, 0) > 0, hist  # some cases succeed, some are refused as escapes
+    assert r.figures["cases compared with wasmtime"] > 0
+
+
+def test_tenant_isolation_holds_on_every_interface(tb, db_url):
+    r = isolation.run(tb, db_url, pairs=1, cli=True)
+    assert r.ok, "\n".join(r.failures)
+    assert set(r.figures["attempts by interface"]) == {"python", "/.tarbox", "sql", "wasi", "cli"}
