@@ -109,3 +109,15 @@ def test_cli_fsck_exit_codes(tb, tenant, db_url):
         conn.execute("UPDATE tenant_state SET used_inodes = used_inodes + 5 WHERE tenant_id = %s", (tenant.id,))
     p = subprocess.run(["tarbox", "-t", tenant.name, "fsck"], env=env, capture_output=True, text=True)
     assert p.returncode == 1 and "usage: used_inodes is" in p.stdout
+
+
+def test_row_security_switched_off_is_found(tb, tenant):
+    _history(tb, tenant)
+    try:
+        with tb.db.admin() as conn:
+            conn.execute("ALTER TABLE blocks DISABLE ROW LEVEL SECURITY")
+        assert _checks(tb, tenant) == {"row-security"}
+    finally:
+        with tb.db.admin() as conn:
+            conn.execute("ALTER TABLE blocks ENABLE ROW LEVEL SECURITY")
+    assert tb.fsck(tenant)[0].ok

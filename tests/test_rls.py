@@ -22,7 +22,12 @@ def two(tb, new_tenant):
 def app_conn(db_url, tenant_id):
     conn = psycopg.connect(db_url, options="-c search_path=tarbox")
     conn.execute("SET ROLE tarbox_app")
-    conn.execute("SELECT set_config('tarbox.tenant_id', %s, false)", (str(tenant_id),))
+    with psycopg.connect(db_url, options="-c search_path=tarbox") as owner:
+        token = owner.execute("SELECT tarbox_tenant_token(%s)", (tenant_id,)).fetchone()[0]
+    conn.execute(
+        "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",
+        (str(tenant_id), token),
+    )
     return conn
 
 
@@ -70,3 +75,20 @@ def test_no_tenant_set_sees_nothing(db_url, two):
         conn.execute("SET ROLE tarbox_app")
         for table in TABLES:
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_binding_needs_the_tenants_token(db_url, two):
+    """Raw SQL bound to A cannot rebind itself to B: the token is signed with a key
+    the application role cannot read, and A's token does not fit B."""
+    a, b = two
+    with app_conn(db_url, a.id) as conn:
+        conn.execute("SELECT set_config('tarbox.tenant_id', %s, false)", (str(b.id),))  # keep A's token
+        for table in TABLES:
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+        conn.execute("SELECT set_config('tarbox.tenant_token', repeat('0', 64), false)")
+        assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0
+        for sql in ("SELECT * FROM tarbox_binding_key", "SELECT tarbox_tenant_token(%s)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql, (b.id,) if "%s" in sql else ())
+            conn.rollback()
+            conn.execute("SET ROLE tarbox_app")

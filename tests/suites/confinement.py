@@ -58,7 +58,7 @@ _COMMON = [
     b"chain0", b"chain20", b"chain39",
 ]  # fmt: skip
 _HOSTILE = [
-    b"", b"...", b"data", b"workspace", b".tarbox", b"layers", b"SECRET-dir", b"n" * 255, b"n" * 256,
+    b"", b"...", b"data", b"workspace", b".tarbox", b"layers", b"outside", b"n" * 255, b"n" * 256,
     b"x" * 4096, b"a\0b", b"\0", b"\xff\xfe", b"\xc3\x28", b"a\\b",
 ]  # fmt: skip
 _common = st.sampled_from(_COMMON)
@@ -85,7 +85,11 @@ path = st.one_of(
     _joined,
     _joined,
     _joined,
-    st.builds(lambda n, tail: b"../" * n + tail, st.integers(1, 300), st.sampled_from([b"", b"a", b"SECRET-dir"])),
+    st.builds(
+        lambda n, tail: b"../" * n + tail,
+        st.integers(1, 300),
+        st.sampled_from([b"", b"a", b"outside", b"outside/secret"]),
+    ),
     st.builds(lambda n: b"a/" * n + b"f", st.integers(1, 600)),  # deep nesting, past PATH_MAX
 )
 case = st.tuples(st.integers(0, len(OPS) - 1), st.booleans(), path, path)
@@ -100,9 +104,12 @@ def encode(cases: list[tuple[int, bool, bytes, bytes]]) -> bytes:
 
 
 # The tenant's tree (the oracle gets the same one on disk): preopens /workspace and /data.
-DIRS = ["/SECRET-dir", "/data", "/workspace/a/b"]
+# Symlink targets name "outside"; only what lies there (bytes, names) says SECRET.
+DIRS = ["/outside", "/data", "/workspace/a/b"]
 FILES = {
-    "/SECRET-dir/secret": b"SECRET outside the preopen",
+    "/outside/secret": b"SECRET outside the preopen",
+    "/outside/SECRET-name": b"",
+    "/SECRET-at-the-root": b"",
     "/data/secret": b"SECRET in the other preopen",
     "/workspace/a/f": b"plain file a/f",
     "/workspace/c": b"plain file c",
@@ -113,15 +120,15 @@ LINKS = {
     "l_ctl_list": "/.tarbox/layers/list",
     "l_up": "..",
     "l_up2": "a/../..",
-    "l_out": "../SECRET-dir",
-    "l_abs_out": "/SECRET-dir/secret",
+    "l_out": "../outside",
+    "l_abs_out": "/outside/secret",
     "l_data": "/data",
     "l_data2": "../data/secret",
     "l_ws": "/workspace",
     "loop1": "loop2",
     "loop2": "loop1",
     "self": "self",
-    "a/b/l_upup": "../../../SECRET-dir/secret",
+    "a/b/l_upup": "../../../outside/secret",
     **{f"chain{i}": f"chain{i + 1}" for i in range(40)},
     "chain40": "a",
 }

@@ -60,12 +60,16 @@ def _leaks(value: object) -> bool:
     return SECRET in text or HIDDEN.encode() in text
 
 
-def _app_conn(db_url: str, role: str, tenant_id) -> psycopg.Connection:
+def _app_conn(db_url: str, role: str, tenant_id, token: str) -> psycopg.Connection:
     """Logged in as ``role``, a member of the application role and nothing else, so
-    there is no owner role to go back to (RESET ROLE stays unprivileged)."""
+    there is no owner role to go back to (RESET ROLE stays unprivileged), and bound
+    to ``tenant_id`` with its token, as Tarbox binds its own connections."""
     conn = psycopg.connect(db_url, user=role, options="-c search_path=tarbox", autocommit=True)
     conn.execute("SET ROLE tarbox_app")
-    conn.execute("SELECT set_config('tarbox.tenant_id', %s, false)", (str(tenant_id),))
+    conn.execute(
+        "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",
+        (str(tenant_id), token),
+    )
     return conn
 
 
@@ -188,7 +192,9 @@ def _sql_attempts(db_url, a, b, attempt) -> None:
 
 
 def _sql_as(db_url, role, a, b, inos, hashes, layers, attempt) -> None:
-    with _app_conn(db_url, role, a.id) as conn:
+    with psycopg.connect(db_url, options="-c search_path=tarbox") as owner:
+        token = owner.execute("SELECT tarbox_tenant_token(%s)", (a.id,)).fetchone()[0]
+    with _app_conn(db_url, role, a.id, token) as conn:
 
         def q(sql: str, args=()):
             cur = conn.execute(sql, args)
@@ -243,6 +249,25 @@ def _sql_as(db_url, role, a, b, inos, hashes, layers, attempt) -> None:
             "become the owner",
             lambda: q("SET ROLE NONE; SET SESSION AUTHORIZATION DEFAULT") or q("SELECT data FROM blocks"),
         )
+    for what, sql, args in (
+        ("rebind to B with A's token", "SELECT set_config('tarbox.tenant_id', %s, false)", (str(b.id),)),
+        (
+            "forge B's token",
+            "SELECT set_config('tarbox.tenant_token', encode(sha256(%s::text::bytea), 'hex'), false)",
+            (str(b.id),),
+        ),
+        ("read the signing key", "SELECT * FROM tarbox_binding_key", ()),
+        ("mint B's token", "SELECT tarbox_tenant_token(%s)", (b.id,)),
+    ):
+        with _app_conn(db_url, role, a.id, token) as conn:
+            attempt(
+                "sql",
+                what,
+                lambda c=conn, s=sql, x=args: [
+                    c.execute(s, x).fetchall(),
+                    *[c.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES],
+                ],
+            )
     with psycopg.connect(db_url, user=role, options="-c search_path=tarbox", autocommit=True) as unbound:
         for table in TABLES:
             attempt(

@@ -637,10 +637,10 @@ class Filesystem:
             rd = self._resolve(d, follow=False)
             if rd.node is not None or rd.name is None:
                 raise fs_error(errno.EEXIST, d)
+            if d.endswith("/"):  # Linux: creating "name/" that is not a directory, before EPERM
+                raise fs_error(errno.ENOENT, d)
             if node.kind is FileType.DIRECTORY:
                 raise fs_error(errno.EPERM, s, "hard links to directories are not allowed")
-            if d.endswith("/"):
-                raise fs_error(errno.ENOENT, d)
             paths.check_name(rd.name, d)
             _check_reserved(rd.parent, rd.name, d)  # type: ignore[arg-type]
             st.set_dentry(rd.parent, rd.name, node.ino)  # type: ignore[arg-type]

@@ -17,6 +17,9 @@ Checks (each a ``Problem.check`` name):
 * ``extent-size``: no extent lies past the end of the file version using it.
 * ``usage``: the tenant's byte and inode counters equal what is stored.
 * ``orphan``: an inode version no directory entry of any layer names.
+* ``row-security``: every table with a ``tenant_id`` has row-level security
+  enabled and a policy, and the application role is no superuser, cannot
+  bypass row security and owns none of them (isolation rests on these).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 import blake3
 
 from tarbox.storage import Database
+from tarbox.storage.migrate import APP_ROLE
 
 _EXAMPLES = 5  # offending rows quoted per check
 
@@ -129,6 +133,7 @@ def check(db: Database, tenant_id, tenant_name: str | None = None, *, data: bool
             if len(rows) > examples:
                 report.problems.append(Problem(name, f"... and {len(rows) - examples} more"))
 
+        _check_security(conn, report)
         _check_layers(conn, t, report)
         for name, count_sql, sql in _ROW_CHECKS:
             report.checked[name] = conn.execute(count_sql, t).fetchone()[0]
@@ -152,6 +157,26 @@ def check(db: Database, tenant_id, tenant_name: str | None = None, *, data: bool
         if data:
             _check_blocks(conn, t, block_size, report)
     return report
+
+
+def _check_security(conn, report: FsckReport) -> None:
+    tables = conn.execute(
+        """SELECT c.relname, c.relrowsecurity, pg_get_userbyid(c.relowner),
+                  EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
+           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+           WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"""
+    ).fetchall()
+    report.checked["row-security"] = len(tables)
+    for name, enabled, owner, has_policy in tables:
+        if not enabled:
+            report.problems.append(Problem("row-security", f"table {name}: row-level security is disabled"))
+        if not has_policy:
+            report.problems.append(Problem("row-security", f"table {name}: no policy"))
+        if owner == APP_ROLE:
+            report.problems.append(Problem("row-security", f"table {name} is owned by {APP_ROLE}"))
+    role = conn.execute("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+    if role is None or role[0] or role[1]:
+        report.problems.append(Problem("row-security", f"role {APP_ROLE} is missing, a superuser or bypasses RLS"))
 
 
 def _check_layers(conn, t: dict, report: FsckReport) -> None:

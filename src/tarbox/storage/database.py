@@ -57,6 +57,7 @@ class Database:
             timeout=30,
             open=True,
         )
+        self._tokens: dict[uuid.UUID, str] = {}
         self._app = ConnectionPool(
             self.url,
             min_size=1,
@@ -88,9 +89,22 @@ class Database:
         """An autocommit ``tarbox_app`` connection bound to one tenant."""
         with self._translate(), self._app.connection() as conn:
             if getattr(conn, "_tarbox_tenant", None) != tenant_id:
-                conn.execute("SELECT set_config('tarbox.tenant_id', %s, false)", (str(tenant_id),))
+                conn.execute(
+                    "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",
+                    (str(tenant_id), self.tenant_token(tenant_id)),
+                )
                 conn._tarbox_tenant = tenant_id  # type: ignore[attr-defined]
             yield conn
+
+    def tenant_token(self, tenant_id: uuid.UUID) -> str:
+        """The signature that binds a connection to ``tenant_id`` (minted by the owner role;
+        row-level security shows nothing to a binding without it)."""
+        token = self._tokens.get(tenant_id)
+        if token is None:
+            with self.admin() as conn:
+                token = conn.execute("SELECT tarbox_tenant_token(%s)", (tenant_id,)).fetchone()[0]
+            self._tokens[tenant_id] = token
+        return token
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
