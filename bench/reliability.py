@@ -1,7 +1,7 @@
 """Reliability suites at full size (issue 6): prints cases tried and failures per
 suite. The test suite runs the same code small (tests/test_reliability.py).
 
-    python bench/reliability.py [--confinement-cases 10000] [--isolation-pairs 25]
+    python bench/reliability.py [--confinement-cases 10000] [--isolation-pairs 25] [--malformed 200]
 """
 
 from __future__ import annotations
@@ -17,24 +17,27 @@ from rich.table import Table
 import tarbox
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from suites import confinement, isolation  # noqa: E402
+from suites import confinement, hostile, isolation  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--confinement-cases", type=int, default=10_000)
-    ap.add_argument("--per-run", type=int, default=300, help="confinement cases per guest run (at most)")
+    ap.add_argument("--per-run", type=int, default=300, help="confinement cases per guest run")
     ap.add_argument("--isolation-pairs", type=int, default=25, help="tenant pairs (2 tenants each)")
+    ap.add_argument("--malformed", type=int, default=200, help="truncated and random modules, each")
     args = ap.parse_args()
     tb = tarbox.connect()
     results = []
     t0 = time.monotonic()
-    # lists are drawn between per_run/2 and per_run long: 0.75 * per_run on average
-    runs = max(1, round(args.confinement_cases / (0.75 * args.per_run)))
+    runs = -(-args.confinement_cases // args.per_run)
     r = confinement.run(tb, examples=runs, cases_per_example=args.per_run)
     results.append((r, time.monotonic() - t0))
     t0 = time.monotonic()
     r = isolation.run(tb, tb.db.url, pairs=args.isolation_pairs, cli=True)
+    results.append((r, time.monotonic() - t0))
+    t0 = time.monotonic()
+    r = hostile.run(tb, truncations=args.malformed, random_modules=args.malformed)
     results.append((r, time.monotonic() - t0))
 
     table = Table(title="Reliability suites")

@@ -3,13 +3,13 @@ full size. Each suite reports its cases and failures; a failure is a defect."""
 
 from __future__ import annotations
 
-from suites import confinement, isolation
+from suites import confinement, hostile, isolation
 
 
 def test_confinement_fuzzing_finds_no_escape(tb):
     r = confinement.run(tb, examples=6, cases_per_example=150)
     assert r.ok, "\n".join(r.failures)
-    assert r.cases >= 6 * 75
+    assert r.cases >= 6 * 150
     hist = r.figures["errno histogram"]
     assert hist.get(0, 0) > 0 and hist.get(63, 0) > 0, hist  # some cases succeed, some are refused as escapes
     assert r.figures["cases compared with wasmtime"] > 0
@@ -19,3 +19,9 @@ def test_tenant_isolation_holds_on_every_interface(tb, db_url):
     r = isolation.run(tb, db_url, pairs=1, cli=True)
     assert r.ok, "\n".join(r.failures)
     assert set(r.figures["attempts by interface"]) == {"python", "/.tarbox", "sql", "wasi", "cli"}
+
+
+def test_hostile_guests_end_cleanly_while_the_host_serves_others(tb):
+    r = hostile.run(tb, truncations=8, random_modules=8)
+    assert r.ok, "\n".join(r.failures)
+    assert r.cases > 4 * 40 and r.figures["canary runs"] > 0

@@ -548,6 +548,8 @@ class Preview1:
 
     def fd_fdstat_set_flags(self, fd: int, flags: int) -> int:
         f = self._fd(fd)
+        if flags & ~0x1F:  # bits fdflags does not define (wasmtime traps on them)
+            return INVAL
         if f.kind != "file" or f.desc is None:
             return BADF if f.kind != "dir" else SUCCESS
         if flags & ~(FDF_APPEND | FDF_NONBLOCK):
