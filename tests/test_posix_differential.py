@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 import tarbox
 
 NAMES = ["a", "b", "c"]
+LONG = "n" * 256  # over NAME_MAX: where in a walk it is refused decides the errno
 
-name = st.sampled_from(NAMES)
+name = st.sampled_from([*NAMES, *NAMES, LONG])
 plain_path = st.lists(name, min_size=1, max_size=3).map("/".join)
 dotted_path = st.tuples(name, name, name).map(lambda t: f"{t[0]}/{t[1]}/../{t[2]}")
 path = st.one_of(plain_path, plain_path, plain_path, dotted_path, plain_path.map(lambda p: p + "/."))

@@ -5,7 +5,7 @@
 //
 // Input, repeated: u8 op, u8 flags, u16 len_a, u16 len_b (little endian), a, b.
 // Output, one line per case: "<index> <errno> <detail>", then "done <count>".
-// Read data and names are printed with non-printable bytes as \xNN.
+// Read data and names are printed with space and non-printable bytes as \xNN.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +35,7 @@ enum { OPEN_READ, STAT, CREATE_WRITE, MKDIR, RENAME, SYMLINK, UNLINK, RMDIR, REA
 
 static void put(const unsigned char *p, int n) {
     for (int i = 0; i < n; i++) {
-        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\') putchar(p[i]);
+        if (p[i] > 0x20 && p[i] < 0x7f && p[i] != '\\') putchar(p[i]);  // space escaped: names are space-separated
         else printf("\\x%02x", p[i]);
     }
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import posixpath
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,10 @@ class _Res:
     name: str | None
     node: Inode | None  # None: the final name does not exist
     ancestors: tuple[int, ...]  # directories from the root down to ``parent``
+
+
+def _overlong_final(path: str) -> bool:
+    return paths.overlong(path.rsplit("/", 1)[-1])
 
 
 def _check_reserved(parent: int, name: str, path: str) -> None:
@@ -173,6 +178,15 @@ class Filesystem:
     def _final(res: _Res, sp: paths.SplitPath, text: str) -> _Res:
         if sp.trailing_slash and res.node is not None and res.node.kind is not FileType.DIRECTORY:
             raise fs_error(errno.ENOTDIR, text)
+        return res
+
+    def _walk_dir(self, path: str, whole: str) -> _Res:
+        """The directory ``path`` (the parent part of ``whole``), with the errors a walk of ``whole`` gives."""
+        res = self._resolve(path)
+        if res.node is None:
+            raise fs_error(errno.ENOENT, whole)
+        if res.node.kind is not FileType.DIRECTORY:
+            raise fs_error(errno.ENOTDIR, whole)
         return res
 
     def _existing(self, path: str | os.PathLike, *, follow: bool = True) -> _Res:
@@ -562,12 +576,21 @@ class Filesystem:
         with self._op(s) as st:
             # As Linux: walk both parents first, then look at the final names,
             # never following a final symlink, trailing slash or not.
-            rs = self._resolve(paths.without_trailing_slash(s)[0], follow=False)
-            rd = self._resolve(paths.without_trailing_slash(d)[0], follow=False)
-            if rs.name is None or rd.name is None:  # ends in '.' or '..' (or is '/'): Linux says EBUSY first
+            # A final name over NAME_MAX cannot exist: it is refused only once the
+            # other path's directories were walked (and, for the target, after the
+            # source was found), as Linux's lookup order has it.
+            s_bare, d_bare = paths.without_trailing_slash(s)[0], paths.without_trailing_slash(d)[0]
+            s_long, d_long = _overlong_final(s_bare), _overlong_final(d_bare)
+            rs = self._walk_dir(posixpath.dirname(s_bare) or "/", s) if s_long else self._resolve(s_bare, follow=False)
+            rd = self._walk_dir(posixpath.dirname(d_bare) or "/", d) if d_long else self._resolve(d_bare, follow=False)
+            if s_long:
+                raise fs_error(errno.ENAMETOOLONG, s, "name longer than 255 bytes")
+            if rs.name is None or (rd.name is None and not d_long):  # ends in '.' or '..' (or is '/'): EBUSY
                 raise fs_error(errno.EBUSY, s if rs.name is None else d)
             if rs.node is None:
                 raise fs_error(errno.ENOENT, s)
+            if d_long:
+                raise fs_error(errno.ENAMETOOLONG, d, "name longer than 255 bytes")
             node = rs.node
             assert node is not None and rs.parent is not None and rd.parent is not None
             if node.kind is not FileType.DIRECTORY and (s.endswith("/") or d.endswith("/")):

@@ -58,8 +58,13 @@ def split(path: str | bytes | os.PathLike) -> SplitPath:
 def check_component(name: str, path: str) -> None:
     """A name is checked against NAME_MAX when the walk reaches it, as Linux and
     wasmtime do: a missing directory earlier in the path is ENOENT first."""
-    if len(name) > NAME_MAX // 4 and encoded_len(name, path) > NAME_MAX:
+    if overlong(name):
         raise fs_error(errno.ENAMETOOLONG, path[:64] + "...", "name longer than 255 bytes")
+
+
+def overlong(name: str) -> bool:
+    """Over NAME_MAX bytes (such a name cannot exist, so where it is refused is a matter of order)."""
+    return len(name) > NAME_MAX // 4 and encoded_len(name, name) > NAME_MAX
 
 
 def check_name(name: str, path: str) -> None:

@@ -132,6 +132,14 @@ class Descriptor:
         """The lookup of rename(2) and mkdir(2): the final name is not followed even
         before a slash (the slash is kept for the fs operation's own checks)."""
         bare, slash = paths.without_trailing_slash(rel)
+        head, _, final = bare.rpartition("/")
+        if paths.overlong(final) and not bare.startswith("/"):
+            # resolve only the directories: the fs operation refuses the name in Linux's
+            # order (rename: after walking the other path's directories too)
+            parent, s = self.resolve(head or ".", True)
+            if s is None or s.type is not FileType.DIRECTORY:
+                raise fs_error(errno.ENOENT if s is None else errno.ENOTDIR, rel)
+            return parent.rstrip("/") + "/" + final + ("/" if slash else "")
         path = self._path(bare)
         if bare.rsplit("/", 1)[-1] in (".", ".."):
             return path.rstrip("/") + "/."  # the physical path lost the dot name the fs op must see
@@ -255,6 +263,7 @@ class Descriptor:
             st.refresh()
             if create and paths.without_trailing_slash(rel)[1]:
                 self._final_path(rel)  # lookup errors and escapes of the directories first
+                paths.check_component(paths.without_trailing_slash(rel)[0].rpartition("/")[2], rel)
                 raise fs_error(errno.EISDIR, rel)  # Linux: O_CREAT with a trailing slash, final name unfollowed
             path, s = self.resolve(rel, follow and not (create and excl))
             if s is not None:
@@ -345,12 +354,17 @@ class Descriptor:
             raise fs_error(errno.EINVAL, old, "link_at does not follow symlinks")
         with self._mutating():
             new_dir._dir()
-            src, src_stat = self.resolve(old, False)
-            # wasmtime's order (differential test): a source written with a trailing slash is
-            # looked up whole first; then the target's directories; then a missing source
-            if src_stat is None and paths.without_trailing_slash(old)[1]:
+            # wasmtime's order (differential tests): a source written with a trailing slash is
+            # looked up whole first; then the target's directories; then a missing source or
+            # one whose name is over NAME_MAX (only its directories are walked before)
+            bare, slash = paths.without_trailing_slash(old)
+            long_src = not slash and not bare.startswith("/") and paths.overlong(bare.rpartition("/")[2])
+            src, src_stat = (self._final_path(old), None) if long_src else self.resolve(old, False)
+            if src_stat is None and slash:
                 raise fs_error(errno.ENOENT, old)
             dst = new_dir._path(new)
+            if long_src:
+                raise fs_error(errno.ENAMETOOLONG, old, "name longer than 255 bytes")
             if src_stat is None:
                 raise fs_error(errno.ENOENT, old)
             self.fs.link(src, dst)
