@@ -23,7 +23,7 @@ from suites import confinement, hostile, isolation  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--confinement-cases", type=int, default=10_000)
-    ap.add_argument("--per-run", type=int, default=300, help="confinement cases per guest run")
+    ap.add_argument("--per-run", type=int, default=150, help="confinement cases per guest run")
     ap.add_argument("--isolation-pairs", type=int, default=25, help="tenant pairs (2 tenants each)")
     ap.add_argument("--malformed", type=int, default=200, help="truncated and random modules, each")
     args = ap.parse_args()

@@ -19,6 +19,22 @@ class DatabaseError(TarboxError):
     """The database could not be reached or answered with an unexpected error."""
 
 
+class ReadOnlyDatabaseError(DatabaseError, OSError):
+    """The database refuses writes (a read-only replica, or default_transaction_read_only).
+    Also an ``OSError`` with errno EROFS, which is what a filesystem caller (and a guest) sees."""
+
+    def __init__(self, message: str) -> None:
+        OSError.__init__(self, _errno.EROFS, message)
+
+
+class DatabaseFullError(DatabaseError, OSError):
+    """The database server ran out of disk space; what was committed before is intact.
+    Also an ``OSError`` with errno ENOSPC."""
+
+    def __init__(self, message: str) -> None:
+        OSError.__init__(self, _errno.ENOSPC, message)
+
+
 class SchemaVersionError(DatabaseError):
     """The database schema is newer than this version of Tarbox understands."""
 

@@ -229,7 +229,7 @@ def _racer(tb, tenant, stop: threading.Event) -> None:
 
 
 def run(
-    tb, *, examples: int = 20, cases_per_example: int = 200, seed: int | None = None, shrink: bool = True
+    tb, *, examples: int = 20, cases_per_example: int = 150, seed: int | None = None, shrink: bool = True
 ) -> SuiteResult:
     """``examples`` guest runs of ``cases_per_example`` cases each; ``shrink=False``
     reports a failing batch as found (shrinking a long batch can take minutes)."""

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from tarbox.errors import DatabaseError
+from tarbox.errors import DatabaseError, DatabaseFullError, ReadOnlyDatabaseError
 from tarbox.storage import migrate as _migrate
 from tarbox.storage.server import embedded_url
 
@@ -31,6 +31,10 @@ def _describe(url: str) -> str:
     return " ".join(f"{k}={v}" for k, v in info.items())
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 class Database:
     """Owns the pools of one PostgreSQL database holding Tarbox's schema."""
 
@@ -39,10 +43,20 @@ class Database:
         self.embedded = url is None
         self.url = url if url is not None else embedded_url()
         try:
+            psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as exc:
+            raise DatabaseError(f"invalid database URL (TARBOX_DATABASE_URL or --url): {exc}") from None
+        try:
             with psycopg.connect(self.url, autocommit=True, options=_OPTIONS, connect_timeout=10) as conn:
                 self.schema_version = _migrate.migrate(conn)
         except psycopg.OperationalError as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL ({_describe(self.url)}): {exc}".strip()) from exc
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise ReadOnlyDatabaseError(
+                f"the database is read-only and Tarbox's schema must be created or upgraded first: {exc}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"preparing the database failed ({_describe(self.url)}): {exc}".strip()) from exc
         self._closed = False
         self._lock = threading.Lock()
         self._admin = ConnectionPool(
@@ -114,6 +128,10 @@ class Database:
             raise DatabaseError(f"no database connection available ({_describe(self.url)}): {exc}") from exc
         except psycopg.OperationalError as exc:
             raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise ReadOnlyDatabaseError(f"the database is read-only: {_first_line(exc)}") from exc
+        except psycopg.errors.DiskFull as exc:
+            raise DatabaseFullError(f"the database server is out of disk space: {_first_line(exc)}") from exc
 
     def close(self) -> None:
         with self._lock:
