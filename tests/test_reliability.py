@@ -3,7 +3,7 @@ full size. Each suite reports its cases and failures; a failure is a defect."""
 
 from __future__ import annotations
 
-from suites import confinement, hostile, isolation
+from suites import confinement, hostile, isolation, quota
 
 
 def test_confinement_fuzzing_finds_no_escape(tb):
@@ -25,3 +25,9 @@ def test_hostile_guests_end_cleanly_while_the_host_serves_others(tb):
     r = hostile.run(tb, truncations=8, random_modules=8)
     assert r.ok, "\n".join(r.failures)
     assert r.cases > 4 * 40 and r.figures["canary runs"] > 0
+
+
+def test_concurrent_writers_at_the_quota_edge(tb, db_url):
+    r = quota.run(tb, db_url, rounds=2)
+    assert r.ok, "\n".join(r.failures)
+    assert 0.9 < r.figures["max sampled usage / quota"] <= 1.0  # it really went to the edge

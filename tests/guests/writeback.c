@@ -4,7 +4,12 @@
 //   poll FILE SECONDS              say "waiting", then try to open FILE every
 //                                  10 ms; print its content when it opens
 //   churn N MS                     create f0..fN-1 (closing each), MS apart
+//   fill DIR SIZE                  create DIR/f0, f1, ... of SIZE bytes ("DIR:i;"
+//                                  repeated) until one fails: "ok i" per closed
+//                                  file, then "err ERRNO MESSAGE"
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +70,26 @@ int main(int argc, char **argv) {
             sleep_ms(atol(argv[3]));
         }
         return 0;
+    }
+    if (!strcmp(argv[1], "fill") && argc == 4) {
+        const char *dir = argv[2];
+        long size = atol(argv[3]);
+        char *buf = malloc(size + 64), path[256], unit[128];
+        if (!buf || (mkdir(dir, 0755) < 0 && errno != EEXIST)) {
+            printf("err %d %s\n", errno, strerror(errno));
+            return 0;
+        }
+        for (int i = 0;; i++) {
+            int len = snprintf(unit, sizeof unit, "%s:%d;", dir, i);
+            for (long k = 0; k < size; k += len) memcpy(buf + k, unit, len);
+            snprintf(path, sizeof path, "%s/f%d", dir, i);
+            int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd < 0 || write(fd, buf, size) != size || close(fd) < 0) {
+                printf("err %d %s\n", errno, strerror(errno));
+                return 0;
+            }
+            printf("ok %d\n", i);
+        }
     }
     return 2;
 }

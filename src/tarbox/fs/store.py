@@ -35,6 +35,7 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -50,6 +51,17 @@ import psycopg
 from tarbox.errors import DatabaseError, FilesystemError, TenantNotFoundError, fs_error
 from tarbox.fs.types import FileType, Stat
 from tarbox.storage import Database
+
+
+class _QuietPipelineAbort(logging.Filter):
+    """psycopg warns when a pipeline whose block raised fails to end; the block's own
+    error (a quota refusal, say) is what we report, so the echo is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("error ignored terminating <psycopg.Pipeline")
+
+
+logging.getLogger("psycopg").addFilter(_QuietPipelineAbort())
 
 ROOT_INO = 1
 DEFAULT_BLOCK_SIZE = 128 * 1024
@@ -617,9 +629,9 @@ class Store:
             self._mutated = False
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 if self._mutated or self._txn_failed():
-                    self._abort()
+                    self._abort(exc)
                 raise
             if self._batch_depth:
                 if self._over_thresholds():
@@ -631,10 +643,10 @@ class Store:
         """The body of ``writing`` for an operation committed on its own."""
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
             try:
                 if self._mutated:
-                    self._abort()
+                    self._abort(exc)
                 else:  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
                     _rollback(self._txn)
             finally:
@@ -717,8 +729,8 @@ class Store:
     def _flush_and_end(self, durable: bool = False) -> None:
         try:
             self._flush(self._txn, durable)
-        except BaseException:
-            self._abort()
+        except BaseException as exc:
+            self._abort(exc)
             raise
         finally:
             self._end()
@@ -839,20 +851,25 @@ class Store:
         try:
             self._flush(conn, durable)
             self._acquire(conn)
-        except BaseException:
-            self._abort()
+        except BaseException as exc:
+            self._abort(exc)
             self._end()
             raise
 
-    def _abort(self) -> None:
-        """A write failed: roll back and forget everything not committed."""
+    def _abort(self, cause: BaseException | None = None) -> None:
+        """A write failed: roll back and forget everything not committed. Files whose
+        buffered writes go with it fail at close with the cause's errno when it is the
+        quota or a full disk (their data was refused too), else EIO."""
         if self._txn is not None:
             _rollback(self._txn)
         if self._window:
             # closes already reported success for what the window held
             self.lost_windows += 1
+        code = getattr(cause, "errno", None)
+        if code not in (errno.EDQUOT, errno.ENOSPC):
+            code = errno.EIO
         for ino in set(self.wbuf) | set(self.d_ext):
-            self.write_errors.setdefault(ino, fs_error(errno.EIO, None, "buffered writes were lost"))
+            self.write_errors.setdefault(ino, fs_error(code, None, "buffered writes were lost"))
         self._clear_dirty()
         self.dcache.clear()
         self.children.clear()
