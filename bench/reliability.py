@@ -1,7 +1,8 @@
 """Reliability suites at full size (issue 6): prints cases tried and failures per
 suite. The test suite runs the same code small (tests/test_reliability.py).
 
-    python bench/reliability.py [--confinement-cases 10000] [--isolation-pairs 25] [--malformed 200] [--quota-rounds 20]
+    python bench/reliability.py [--confinement-cases 10000] [--isolation-pairs 25]
+        [--malformed 200] [--quota-rounds 20] [--load-seconds 60]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.table import Table
 import tarbox
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from suites import confinement, hostile, isolation, quota  # noqa: E402
+from suites import confinement, hostile, isolation, load, quota  # noqa: E402
 
 
 def main() -> int:
@@ -26,6 +27,7 @@ def main() -> int:
     ap.add_argument("--per-run", type=int, default=150, help="confinement cases per guest run")
     ap.add_argument("--isolation-pairs", type=int, default=25, help="tenant pairs (2 tenants each)")
     ap.add_argument("--malformed", type=int, default=200, help="truncated and random modules, each")
+    ap.add_argument("--load-seconds", type=float, default=60.0, help="8 writers on 1 + 50 tenants")
     ap.add_argument("--quota-rounds", type=int, default=20, help="rounds of 6 writers filling a 4 MiB quota")
     args = ap.parse_args()
     tb = tarbox.connect()
@@ -42,6 +44,9 @@ def main() -> int:
     results.append((r, time.monotonic() - t0))
     t0 = time.monotonic()
     r = quota.run(tb, tb.db.url, rounds=args.quota_rounds)
+    results.append((r, time.monotonic() - t0))
+    t0 = time.monotonic()
+    r = load.run(tb, tb.db.url, seconds=args.load_seconds)
     results.append((r, time.monotonic() - t0))
 
     table = Table(title="Reliability suites")

@@ -3,7 +3,7 @@ full size. Each suite reports its cases and failures; a failure is a defect."""
 
 from __future__ import annotations
 
-from suites import confinement, hostile, isolation, quota
+from suites import confinement, hostile, isolation, load, quota
 
 
 def test_confinement_fuzzing_finds_no_escape(tb):
@@ -31,3 +31,9 @@ def test_concurrent_writers_at_the_quota_edge(tb, db_url):
     r = quota.run(tb, db_url, rounds=2)
     assert r.ok, "\n".join(r.failures)
     assert 0.9 < r.figures["max sampled usage / quota"] <= 1.0  # it really went to the edge
+
+
+def test_eight_writers_lose_nothing(tb, db_url):
+    r = load.run(tb, db_url, seconds=3.0, writers=8, tenants=50)
+    assert r.ok, "\n".join(r.failures)
+    assert r.cases > 100

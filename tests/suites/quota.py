@@ -86,6 +86,9 @@ def _round(tb, db_url, tenant, wasm, quota, size, result) -> None:
             except OSError as exc:
                 refused[tag] = exc.errno
                 return
+            except Exception as exc:  # noqa: BLE001 - any other error is a defect to report
+                result.fail(f"writer {tag}: {type(exc).__name__}: {exc}")
+                return
             done[tag].append(i)
 
     def guest_writer(tag: str) -> None:

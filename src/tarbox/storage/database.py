@@ -76,8 +76,12 @@ class Database:
             self.url,
             min_size=1,
             max_size=pool_size,
-            # autocommit: a read is one round trip; writers send BEGIN/COMMIT themselves
-            kwargs={"autocommit": True, "options": _OPTIONS},
+            # autocommit: a read is one round trip; writers send BEGIN/COMMIT themselves.
+            # No server-side prepared statements: a statement that fails inside a
+            # pipeline (a quota refusal) skips the Parse of those after it, and psycopg
+            # 3.3 can then believe one prepared that the server never saw ("prepared
+            # statement _pg3_N does not exist", found by the quota suite).
+            kwargs={"autocommit": True, "options": _OPTIONS, "prepare_threshold": None},
             configure=self._configure_app,
             name="tarbox-app",
             timeout=30,

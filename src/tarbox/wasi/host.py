@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import math
 import time
 import uuid
@@ -127,7 +128,12 @@ class WasiHost:
             try:
                 stack.close()  # commits what the run left pending
             except (OSError, TarboxError) as exc:  # e.g. the database went away
-                if status is RunStatus.EXITED and code == 0:
+                # The run's files are closed by now, so a quota or full disk refusing this
+                # last commit refused only writes not yet acknowledged (other runs' on the
+                # shared store, failed at their own closes); acknowledged ones lost show
+                # as a lost window below.
+                refused = getattr(exc, "errno", None) in (errno.EDQUOT, errno.ENOSPC)
+                if status is RunStatus.EXITED and code == 0 and not refused:
                     status, code, trap = RunStatus.EXITED, 1, f"committing the run's writes failed: {exc}"
         if wb is not None and wb.lost and status is RunStatus.EXITED and code == 0:
             status, code, trap = RunStatus.EXITED, 1, "writes lost: a write-back window failed to commit"
