@@ -22,6 +22,13 @@ class SuiteResult:
         else:
             self.figures["failures not listed"] = int(self.figures.get("failures not listed", 0)) + 1
 
+    def fsck(self, tb, *tenants) -> None:
+        """Every problem ``tarbox fsck`` finds in ``tenants`` is a failure."""
+        for tenant in tenants:
+            for report in tb.fsck(tenant):
+                for p in report.problems:
+                    self.fail(f"fsck {report.tenant}: {p.check}: {p.detail}")
+
     @property
     def ok(self) -> bool:
         return not self.failures

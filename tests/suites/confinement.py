@@ -28,7 +28,7 @@ import hypothesis
 import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisDeprecationWarning
+from hypothesis.errors import HypothesisWarning
 
 from suites import SuiteResult
 from tarbox.wasi import Mount, WasiHost
@@ -315,8 +315,9 @@ def run(
         example = hypothesis.seed(seed)(example)
     try:
         with warnings.catch_warnings():
-            # psycopg_pool's workers use `random` while hypothesis draws; harmless here
-            warnings.simplefilter("ignore", HypothesisDeprecationWarning)
+            # psycopg_pool's workers use `random` while hypothesis draws, and the 4 KiB
+            # names make a long strategy repr: both harmless here
+            warnings.simplefilter("ignore", HypothesisWarning)
             example()
     except AssertionError as exc:
         result.fail(str(exc))

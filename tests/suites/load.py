@@ -164,7 +164,4 @@ def _check(tb, shared, reports: list[dict], result: SuiteResult) -> None:
             log_lines = ofs.read_file("/own.log").decode().splitlines() if k else []
             if files != list(range(k)) or log_lines != [str(i) for i in range(k)]:
                 result.fail(f"tenant {t}: {len(files)} files and {len(log_lines)} log lines, {k} acknowledged")
-    for t in [shared.name, *[t for r in reports for t in r["own"]]]:
-        for report in tb.fsck(t):
-            for p in report.problems:
-                result.fail(f"fsck {t}: {p.check}: {p.detail}")
+    result.fsck(tb, shared.name, *[t for r in reports for t in r["own"]])

@@ -26,17 +26,11 @@ $$;
 
 -- (SELECT ...) makes the check an init plan: computed once per statement, not per row.
 ALTER POLICY tenant_isolation ON tenants USING (tenant_id = (SELECT tarbox_tenant()));
-ALTER POLICY tenant_isolation ON tenant_state
-    USING (tenant_id = (SELECT tarbox_tenant())) WITH CHECK (tenant_id = (SELECT tarbox_tenant()));
-ALTER POLICY tenant_isolation ON layers
-    USING (tenant_id = (SELECT tarbox_tenant())) WITH CHECK (tenant_id = (SELECT tarbox_tenant()));
-ALTER POLICY tenant_isolation ON inodes
-    USING (tenant_id = (SELECT tarbox_tenant())) WITH CHECK (tenant_id = (SELECT tarbox_tenant()));
-ALTER POLICY tenant_isolation ON dirents
-    USING (tenant_id = (SELECT tarbox_tenant())) WITH CHECK (tenant_id = (SELECT tarbox_tenant()));
-ALTER POLICY tenant_isolation ON extents
-    USING (tenant_id = (SELECT tarbox_tenant())) WITH CHECK (tenant_id = (SELECT tarbox_tenant()));
-ALTER POLICY tenant_isolation ON blocks
-    USING (tenant_id = (SELECT tarbox_tenant())) WITH CHECK (tenant_id = (SELECT tarbox_tenant()));
-ALTER POLICY tenant_isolation ON branches
-    USING (tenant_id = (SELECT tarbox_tenant())) WITH CHECK (tenant_id = (SELECT tarbox_tenant()));
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['tenant_state', 'layers', 'inodes', 'dirents', 'extents', 'blocks', 'branches'] LOOP
+        EXECUTE format('ALTER POLICY tenant_isolation ON %I USING (tenant_id = (SELECT tarbox_tenant()))'
+                       ' WITH CHECK (tenant_id = (SELECT tarbox_tenant()))', t);
+    END LOOP;
+END $$;
