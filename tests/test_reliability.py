@@ -3,7 +3,9 @@ full size. Each suite reports its cases and failures; a failure is a defect."""
 
 from __future__ import annotations
 
-from suites import confinement, hostile, isolation, load, quota
+import pytest
+
+from suites import confinement, crash, hostile, isolation, load, quota
 
 
 def test_confinement_fuzzing_finds_no_escape(tb):
@@ -37,3 +39,16 @@ def test_eight_writers_lose_nothing(tb, db_url):
     r = load.run(tb, db_url, seconds=3.0, writers=8, tenants=50)
     assert r.ok, "\n".join(r.failures)
     assert r.cases > 100
+
+
+def test_kill_9_of_a_writer_loses_nothing_acknowledged(tb, db_url):
+    r = crash.kill_trials(tb, db_url, trials=3)
+    assert r.ok, "\n".join(r.failures)
+    assert r.figures["files acknowledged before the kills"] > 0
+
+
+def test_postgresql_restarted_under_a_run(tb):
+    r = crash.restart_trial(tb)
+    if "skipped" in r.figures:
+        pytest.skip(f"cannot restart this server: {r.figures['skipped']}")
+    assert r.ok, "\n".join(r.failures)

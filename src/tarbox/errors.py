@@ -19,6 +19,10 @@ class DatabaseError(TarboxError):
     """The database could not be reached or answered with an unexpected error."""
 
 
+class ConnectionLostError(DatabaseError):
+    """A connection to PostgreSQL broke (the server restarted, the backend was terminated)."""
+
+
 class ReadOnlyDatabaseError(DatabaseError, OSError):
     """The database refuses writes (a read-only replica, or default_transaction_read_only).
     Also an ``OSError`` with errno EROFS, which is what a filesystem caller (and a guest) sees."""

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import blake3
 import psycopg
 
-from tarbox.errors import DatabaseError, FilesystemError, TenantNotFoundError, fs_error
+from tarbox.errors import ConnectionLostError, DatabaseError, FilesystemError, TenantNotFoundError, fs_error
 from tarbox.fs.types import FileType, Stat
 from tarbox.storage import Database
 
@@ -293,10 +293,11 @@ class Store:
             try:
                 with self._conn() as conn:
                     return conn.execute(sql, params, binary=binary).fetchall()
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, ConnectionLostError) as exc:
                 if attempt or self._txn is not None:
                     raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
                 self._release_delegation()  # its connection broke; go on without it
+                self.db.discard_broken()
             except psycopg.Error as exc:
                 raise translate_db_error(exc) from exc
         raise AssertionError("unreachable")
@@ -787,7 +788,13 @@ class Store:
                 (conn, cm), self._rd, upgrade = self._rd, None, True
             else:
                 cm = self.db.tenant(self.tid)
-                conn, upgrade = cm.__enter__(), False
+                try:
+                    conn, upgrade = cm.__enter__(), False
+                except ConnectionLostError:  # binding the connection found it broken
+                    if attempt:
+                        raise
+                    self.db.discard_broken()
+                    continue
             try:
                 return conn, cm, start(conn, upgrade)
             except psycopg.OperationalError as exc:
@@ -795,6 +802,7 @@ class Store:
                 cm.__exit__(None, None, None)  # the pool discards a broken connection
                 if attempt:
                     raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+                self.db.discard_broken()
             except BaseException as exc:
                 _rollback(conn)
                 cm.__exit__(type(exc), exc, exc.__traceback__)

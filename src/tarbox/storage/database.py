@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from tarbox.errors import DatabaseError, DatabaseFullError, ReadOnlyDatabaseError
+from tarbox.errors import ConnectionLostError, DatabaseError, DatabaseFullError, ReadOnlyDatabaseError
 from tarbox.storage import migrate as _migrate
 from tarbox.storage.server import embedded_url
 
@@ -124,6 +124,11 @@ class Database:
             self._tokens[tenant_id] = token
         return token
 
+    def discard_broken(self) -> None:
+        """Test the idle pooled connections and replace the broken ones: after a server
+        restart every one of them is dead, and retrying on the next would fail again."""
+        self._app.check()
+
     @contextmanager
     def _translate(self) -> Iterator[None]:
         try:
@@ -131,7 +136,7 @@ class Database:
         except PoolTimeout as exc:
             raise DatabaseError(f"no database connection available ({_describe(self.url)}): {exc}") from exc
         except psycopg.OperationalError as exc:
-            raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+            raise ConnectionLostError(f"database connection failed: {exc}".strip()) from exc
         except psycopg.errors.ReadOnlySqlTransaction as exc:
             raise ReadOnlyDatabaseError(f"the database is read-only: {_first_line(exc)}") from exc
         except psycopg.errors.DiskFull as exc:
