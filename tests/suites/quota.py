@@ -123,6 +123,7 @@ def _round(tb, db_url, tenant, wasm, quota, size, result) -> None:
     refused["/proc"] = int(lines[-1].split()[1]) if lines and lines[-1].startswith("err") else None
 
     usage = tb.filesystem(tenant).usage()
+    peak[0] = max(peak[0], usage.used_bytes)  # the end state is a sample too
     result.cases += sum(len(v) + 1 for v in done.values())
     result.figures["max sampled usage / quota"] = max(result.figures["max sampled usage / quota"], peak[0] / quota)
     result.figures["files written before the quota"] = result.figures.get("files written before the quota", 0) + sum(
