@@ -6,6 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from suites.isolation import app_conn
+
 TABLES = ("tenants", "tenant_state", "layers", "inodes", "dirents", "extents", "blocks")
 
 
@@ -17,18 +19,6 @@ def two(tb, new_tenant):
         fs.mkdir("/w")
         fs.write_file("/w/f", content)
     return a, b
-
-
-def app_conn(db_url, tenant_id):
-    conn = psycopg.connect(db_url, options="-c search_path=tarbox")
-    conn.execute("SET ROLE tarbox_app")
-    with psycopg.connect(db_url, options="-c search_path=tarbox") as owner:
-        token = owner.execute("SELECT tarbox_tenant_token(%s)", (tenant_id,)).fetchone()[0]
-    conn.execute(
-        "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",
-        (str(tenant_id), token),
-    )
-    return conn
 
 
 def test_raw_sql_sees_only_own_tenant(db_url, two):

@@ -60,11 +60,13 @@ def _leaks(value: object) -> bool:
     return SECRET in text or HIDDEN.encode() in text
 
 
-def _app_conn(db_url: str, role: str, tenant_id, token: str) -> psycopg.Connection:
-    """Logged in as ``role``, a member of the application role and nothing else, so
-    there is no owner role to go back to (RESET ROLE stays unprivileged), and bound
-    to ``tenant_id`` with its token, as Tarbox binds its own connections."""
-    conn = psycopg.connect(db_url, user=role, options="-c search_path=tarbox", autocommit=True)
+def app_conn(db_url: str, tenant_id, *, user: str | None = None, autocommit: bool = False) -> psycopg.Connection:
+    """A connection as the application role, bound to ``tenant_id`` with its token
+    (minted by the owner), as Tarbox binds its own. With ``user``, logged in as that
+    role (a member of the application role only, so RESET ROLE stays unprivileged)."""
+    with psycopg.connect(db_url, options="-c search_path=tarbox") as owner:
+        token = owner.execute("SELECT tarbox_tenant_token(%s)", (tenant_id,)).fetchone()[0]
+    conn = psycopg.connect(db_url, user=user, options="-c search_path=tarbox", autocommit=autocommit)
     conn.execute("SET ROLE tarbox_app")
     conn.execute(
         "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",
@@ -188,9 +190,7 @@ def _sql_attempts(db_url, a, b, attempt) -> None:
 
 
 def _sql_as(db_url, role, a, b, inos, hashes, layers, attempt) -> None:
-    with psycopg.connect(db_url, options="-c search_path=tarbox") as owner:
-        token = owner.execute("SELECT tarbox_tenant_token(%s)", (a.id,)).fetchone()[0]
-    with _app_conn(db_url, role, a.id, token) as conn:
+    with app_conn(db_url, a.id, user=role, autocommit=True) as conn:
 
         def q(sql: str, args=()):
             cur = conn.execute(sql, args)
@@ -255,7 +255,7 @@ def _sql_as(db_url, role, a, b, inos, hashes, layers, attempt) -> None:
         ("read the signing key", "SELECT * FROM tarbox_binding_key", ()),
         ("mint B's token", "SELECT tarbox_tenant_token(%s)", (b.id,)),
     ):
-        with _app_conn(db_url, role, a.id, token) as conn:
+        with app_conn(db_url, a.id, user=role, autocommit=True) as conn:
             attempt(
                 "sql",
                 what,
