@@ -33,10 +33,6 @@ class _Res:
     ancestors: tuple[int, ...]  # directories from the root down to ``parent``
 
 
-def _overlong_final(path: str) -> bool:
-    return paths.overlong(path.rsplit("/", 1)[-1])
-
-
 def _check_reserved(parent: int, name: str, path: str) -> None:
     """``/.tarbox`` is the control directory's name: no real entry may take it."""
     if parent == ROOT_INO and name == control.NAME:
@@ -580,7 +576,7 @@ class Filesystem:
             # other path's directories were walked (and, for the target, after the
             # source was found), as Linux's lookup order has it.
             s_bare, d_bare = paths.without_trailing_slash(s)[0], paths.without_trailing_slash(d)[0]
-            s_long, d_long = _overlong_final(s_bare), _overlong_final(d_bare)
+            s_long, d_long = paths.overlong(paths.final_name(s_bare)), paths.overlong(paths.final_name(d_bare))
             rs = self._walk_dir(posixpath.dirname(s_bare) or "/", s) if s_long else self._resolve(s_bare, follow=False)
             rd = self._walk_dir(posixpath.dirname(d_bare) or "/", d) if d_long else self._resolve(d_bare, follow=False)
             if s_long:

@@ -67,6 +67,11 @@ def overlong(name: str) -> bool:
     return len(name) > NAME_MAX // 4 and encoded_len(name, name) > NAME_MAX
 
 
+def final_name(path: str) -> str:
+    """The last component of ``path`` (trailing slashes removed first)."""
+    return without_trailing_slash(path)[0].rpartition("/")[2]
+
+
 def check_name(name: str, path: str) -> None:
     """Validate a single new directory-entry name."""
     if name in ("", ".", ".."):

@@ -263,7 +263,7 @@ class Descriptor:
             st.refresh()
             if create and paths.without_trailing_slash(rel)[1]:
                 self._final_path(rel)  # lookup errors and escapes of the directories first
-                paths.check_component(paths.without_trailing_slash(rel)[0].rpartition("/")[2], rel)
+                paths.check_component(paths.final_name(rel), rel)
                 raise fs_error(errno.EISDIR, rel)  # Linux: O_CREAT with a trailing slash, final name unfollowed
             path, s = self.resolve(rel, follow and not (create and excl))
             if s is not None:
@@ -358,7 +358,7 @@ class Descriptor:
             # looked up whole first; then the target's directories; then a missing source or
             # one whose name is over NAME_MAX (only its directories are walked before)
             bare, slash = paths.without_trailing_slash(old)
-            long_src = not slash and not bare.startswith("/") and paths.overlong(bare.rpartition("/")[2])
+            long_src = not slash and not bare.startswith("/") and paths.overlong(paths.final_name(bare))
             src, src_stat = (self._final_path(old), None) if long_src else self.resolve(old, False)
             if src_stat is None and slash:
                 raise fs_error(errno.ENOENT, old)
