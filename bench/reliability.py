@@ -3,7 +3,8 @@ suite. The test suite runs the same code small (tests/test_reliability.py).
 
     python bench/reliability.py [--confinement-cases 10000] [--isolation-pairs 25]
         [--malformed 200] [--quota-rounds 20] [--load-seconds 60] [--kill-trials 100]
-        [--restarts 5] [--only confinement,isolation,hostile,quota,load,kill,restart]
+        [--guest-kill-trials 100] [--restarts 5]
+        [--only confinement,isolation,hostile,quota,load,kill,guestkill,restart]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ SUITES = {
     "quota": lambda tb, a: [quota.run(tb, tb.db.url, rounds=a.quota_rounds)],
     "load": lambda tb, a: [load.run(tb, tb.db.url, seconds=a.load_seconds)],
     "kill": lambda tb, a: [crash.kill_trials(tb, tb.db.url, trials=a.kill_trials)],
+    "guestkill": lambda tb, a: [crash.guest_kill_trials(tb, tb.db.url, trials=a.guest_kill_trials)],
     "restart": _restarts,
 }
 
@@ -55,6 +57,7 @@ def main() -> int:
     ap.add_argument("--quota-rounds", type=int, default=20, help="rounds of 6 writers filling a 4 MiB quota")
     ap.add_argument("--load-seconds", type=float, default=60.0, help="8 writers on 1 + 50 tenants")
     ap.add_argument("--kill-trials", type=int, default=100, help="kill -9 of an API writer")
+    ap.add_argument("--guest-kill-trials", type=int, default=100, help="kill -9 of a process running a guest")
     ap.add_argument("--restarts", type=int, default=5, help="PostgreSQL restarts under a run")
     ap.add_argument("--only", default="", help="comma-separated suites: " + ",".join(SUITES))
     args = ap.parse_args()

@@ -47,6 +47,13 @@ def test_kill_9_of_a_writer_loses_nothing_acknowledged(tb, db_url):
     assert r.figures["files acknowledged before the kills"] > 0
 
 
+def test_kill_9_of_a_process_running_a_guest_shows_no_partial_file(tb, db_url):
+    r = crash.guest_kill_trials(tb, db_url, trials=2)
+    assert r.ok, "\n".join(r.failures)
+    assert r.figures["closed files that had to survive"] > 0
+    assert r.figures["visible files checked"] > 0
+
+
 def test_postgresql_restarted_under_a_run(tb):
     r = crash.restart_trial(tb)
     if "skipped" in r.figures:

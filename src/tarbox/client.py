@@ -20,7 +20,7 @@ from tarbox.fs.types import FileType
 from tarbox.storage import Database
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_TENANT_TABLES = ("extents", "blocks", "dirents", "inodes", "branches", "layers", "tenant_state", "tenants")
+_TENANT_TABLES = ("stages", "extents", "blocks", "dirents", "inodes", "branches", "layers", "tenant_state", "tenants")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,13 @@
 """Crash safety: kill -9 a writer at a random moment; restart PostgreSQL under runs.
 
+``guest_kill_trials``: a process running a WASI guest (tests/guests/crashwriter.c)
+that writes files of 1 KiB to 20 MiB, 64 KiB per write, is killed with SIGKILL
+at a random moment. With ``write_back=0`` every close commits, so every file the
+guest reported closed must be intact; with write-back windows, the files it
+fsync'ed must be. In both, no file may be visible partially written: each one
+is absent, empty (created, its content not published) or complete. fsck is
+clean before and after ``gc`` ends the dead writer's stages.
+
 ``kill_trials``: a Python API writer in another process writes files of random
 sizes (1 KiB to 3 MiB, several blocks) with ``write_file`` and says ``ok i``
 after each returned; it is killed with SIGKILL at a random moment. Then:
@@ -79,6 +87,142 @@ def kill_trials(tb, db_url: str, *, trials: int = 3, seed: int = 1) -> SuiteResu
     result.figures["committed but not yet acknowledged"] = torn
     result.figures["data lost"] = len([f for f in result.failures if "acknowledged" in f])
     return result
+
+
+_MASK = (1 << 64) - 1
+_SIZES = [1 << 10] * 5 + [100 << 10] * 4 + [1 << 20] * 4 + [3 << 20] * 2 + [20 << 20]
+
+
+def _fmix(x: int) -> int:
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & _MASK
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & _MASK
+    return x ^ (x >> 33)
+
+
+def guest_content(i: int, seed: int) -> bytes:
+    """What crashwriter.c writes to file ``i`` (same size rule, same 32-byte lines)."""
+    r = _fmix((seed * 1000003 + i) & _MASK)
+    size = _SIZES[r & 15] + (r >> 8) % 4096
+    return b"".join(b"%07d %05d %017d\n" % (i, seed, p) for p in range(0, size, 32))[:size]
+
+
+_HOST = """
+import sys
+import tarbox
+from tarbox.wasi import WasiHost
+
+def relay(chunk):
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+tb = tarbox.connect(URL)
+wasm = open(WASM, "rb").read()
+r = WasiHost(tb, TENANT, write_back=WB).run(wasm, ["crashwriter", SEED, EVERY], on_stdout=relay)
+print("run ended", r.status, r.exit_code, r.trap, flush=True)
+"""
+
+
+def guest_kill_trials(tb, db_url: str, *, trials: int = 2, seed: int = 1, wasm_dir: str | None = None) -> SuiteResult:
+    """Half the trials without write-back (every close commits), half with windows of
+    50 ms and every 4th file fsync'ed; see the module docstring for the checks."""
+    import sys
+    import tempfile
+
+    result = SuiteResult("crash: kill -9 of the process running a guest")
+    rng = random.Random(seed)
+    figures = {"closed files that had to survive": 0, "intact": 0, "empty (not published)": 0, "partial": 0}
+    figures.update({"visible files checked": 0, "lost (closed, not yet committed)": 0, "stages gc ended": 0})
+    with tempfile.TemporaryDirectory(dir=wasm_dir) as tmp:
+        wasm_path = os.path.join(tmp, "crashwriter.wasm")
+        Path(wasm_path).write_bytes(guest("crashwriter"))
+        for trial in range(trials):
+            windows = trial % 2 == 1
+            tenant = tb.create_tenant(f"gcrash-{uuid.uuid4().hex[:10]}")
+            try:
+                tseed = seed * 1000 + trial
+                script = (
+                    _HOST.replace("URL", repr(db_url))
+                    .replace("WASM", repr(wasm_path))
+                    .replace("TENANT", repr(str(tenant.id)))
+                    .replace("WB", "0.05" if windows else "0")
+                    .replace("SEED", repr(str(tseed)))
+                    .replace("EVERY", repr("4" if windows else "0"))
+                )
+                proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+                lines: list[bytes] = []
+                first = threading.Event()
+
+                def read(p=proc, out=lines, ev=first) -> None:
+                    for line in p.stdout:
+                        out.append(line)
+                        ev.set()
+
+                reader = threading.Thread(target=read, daemon=True)
+                reader.start()
+                if not first.wait(60):
+                    result.fail(f"trial {trial}: the guest wrote nothing within 60 s")
+                time.sleep(rng.uniform(0.0, 1.5))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                reader.join(10)
+                said = [x.decode(errors="replace").split() for x in lines]
+                if any(w and w[0] in ("err", "run") for w in said):
+                    result.fail(f"trial {trial}: the run failed before the kill: {said[-1]}")
+                must = {int(w[1]) for w in said if len(w) == 2 and (w[0] == "synced" or (w[0] == "ok" and not windows))}
+                closed = {int(w[1]) for w in said if len(w) == 2 and w[0] in ("ok", "synced")}
+                result.cases += 1
+                _check_guest_files(tb, tenant, tseed, trial, must, closed, result, figures)
+                result.fsck(tb, tenant)
+                fs = tb.filesystem(tenant)
+                with tb.db.admin() as conn:
+                    figures["stages gc ended"] += conn.execute(
+                        "SELECT count(*) FROM stages WHERE tenant_id = %s", (tenant.id,)
+                    ).fetchone()[0]
+                fs.gc(stale_after=0)  # the writer is dead: its stages can go
+                _check_guest_files(tb, tenant, tseed, trial, must, closed, result, None)
+                result.fsck(tb, tenant)
+            finally:
+                tb.delete_tenant(tenant)
+    result.figures.update(figures)
+    return result
+
+
+def _check_guest_files(tb, tenant, tseed, trial, must, closed, result, figures) -> None:
+    fs = tb.filesystem(tenant)
+    names = set(fs.listdir("/workspace")) if fs.exists("/workspace") else set()
+    top = max(closed, default=-1) + 1  # the file being written when the guest was killed
+    expected = {f"f{i}" for i in range(top + 1)}
+    if names - expected:
+        result.fail(f"trial {trial}: unexpected files {sorted(names - expected)[:5]}")
+    for i in range(top + 1):
+        name = f"f{i}"
+        data = fs.read_file(f"/workspace/{name}") if name in names else None
+        full = guest_content(i, tseed)
+        if i in must:
+            if figures is not None:
+                figures["closed files that had to survive"] += 1
+            if data != full:
+                state = "missing" if data is None else f"{len(data)} of {len(full)} bytes"
+                result.fail(f"trial {trial}: /workspace/{name} was closed before the kill but is {state}")
+                continue
+        if data is None:
+            if figures is not None and i in closed:
+                figures["lost (closed, not yet committed)"] += 1
+            continue
+        if figures is not None:
+            figures["visible files checked"] += 1
+        if data == full:
+            if figures is not None:
+                figures["intact"] += 1
+        elif data == b"":
+            if figures is not None:
+                figures["empty (not published)"] += 1
+        else:
+            if figures is not None:
+                figures["partial"] += 1
+            result.fail(f"trial {trial}: /workspace/{name} is partially written ({len(data)} of {len(full)} bytes)")
 
 
 def restart_server(tb) -> str | None:

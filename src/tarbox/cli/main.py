@@ -383,10 +383,15 @@ def get(ctx: typer.Context, remote: str, local: Path) -> None:
 
 
 @app.command()
-def gc(ctx: typer.Context) -> None:
-    """Reclaim blocks that no file version references."""
+def gc(
+    ctx: typer.Context,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="End stages of writers silent this many seconds (died).")
+    ] = 3600.0,
+) -> None:
+    """Reclaim blocks that no file version references (and those of writers that died)."""
     c = _ctx(ctx)
-    blocks, nbytes = c.fs().gc()
+    blocks, nbytes = c.fs().gc(stale_after)
     if c.as_json:
         _emit({"blocks": blocks, "bytes": nbytes})
     else:

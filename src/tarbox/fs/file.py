@@ -1,8 +1,9 @@
 """Binary file objects over the store: read, write, seek, truncate, streaming in blocks.
 
 Writes land in the store's write-back buffer (visible at once inside the
-process) and are committed at ``close()`` or ``fsync()``; memory stays bounded
-because the store flushes when its buffers pass a threshold.
+process) and are published whole at ``close()`` (of the last descriptor that
+wrote) or ``fsync()``; memory stays bounded because the store stores blocks
+early when its buffers pass a threshold, staged out of sight until then.
 """
 
 from __future__ import annotations
@@ -110,12 +111,18 @@ class TarboxFile(io.RawIOBase):
         n = len(memoryview(b).cast("B")) if not isinstance(b, (bytes, bytearray)) else len(b)
         with self._st.lock:
             node = self._node()
+            self._writing()
             if self._m.append:
                 self._pos = node.size
             self._st.write(node, self._pos, b)
         self._pos += n
-        self._dirty = True
         return n
+
+    def _writing(self) -> None:
+        """This descriptor changes the file: until it closes, commits show the old version."""
+        if not self._dirty:
+            self._st.begin_write(self._ino)
+            self._dirty = True
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if self.closed:
@@ -144,9 +151,9 @@ class TarboxFile(io.RawIOBase):
             raise fs_error(errno.EINVAL, self.name, "negative size")
         with self._st.lock:
             node = self._node()
+            self._writing()
             self._st.truncate(node, size)
             self._st.touch(node)
-        self._dirty = True
         return size
 
     def stat(self) -> Stat:
@@ -174,15 +181,18 @@ class TarboxFile(io.RawIOBase):
         self._m = replace(self._m, append=append)
 
     def flush(self) -> None:
-        """Data is already in the shared write-back buffer; commit happens at close/fsync."""
+        """Data is already in the shared write-back buffer; it is published at close/fsync."""
         if self.closed:
             return
 
     def fsync(self) -> None:
-        """Commit this process's pending writes and wait until they are durable."""
-        self._st.commit(durable=True)
+        """Publish the file as it is now (other descriptors' writes to it included),
+        commit this process's pending writes and wait until they are durable."""
+        if self._dirty:
+            self._dirty = False
+            self._st.end_write(self._ino)
+        self._st.commit(durable=True, publish=self._ino)
         self._raise_pending()
-        self._dirty = False
 
     def _raise_pending(self) -> None:
         err = self._st.pending_error(self._ino)
@@ -194,6 +204,7 @@ class TarboxFile(io.RawIOBase):
             return
         try:
             if self._dirty:
+                self._st.end_write(self._ino)
                 self._st.publish_close()
                 self._raise_pending()
         finally:

@@ -733,11 +733,13 @@ class Filesystem:
         """Commit everything pending and wait until it is durable (fsync)."""
         self._st.commit(durable=True)
 
-    def gc(self) -> tuple[int, int]:
-        """Reclaim blocks no extent references. Returns (blocks, bytes) freed."""
-        from tarbox.fs.gc import collect
+    def gc(self, stale_after: float | None = None) -> tuple[int, int]:
+        """Reclaim blocks no extent references, after ending stages (blocks of files being
+        written) not renewed for ``stale_after`` seconds (default: an hour; their writer
+        died). Returns (blocks, bytes) freed."""
+        from tarbox.fs.gc import STAGE_LEASE, collect
 
-        return collect(self._st)
+        return collect(self._st, STAGE_LEASE if stale_after is None else stale_after)
 
     # ---------------------------------------------------------------- layers
 

@@ -17,6 +17,9 @@ Checks (each a ``Problem.check`` name):
 * ``extent-size``: no extent lies past the end of the file version using it.
 * ``usage``: the tenant's byte and inode counters equal what is stored.
 * ``orphan``: an inode version no directory entry of any layer names.
+* ``stage``: staging rows (extents at a negative layer, pinning the blocks of
+  a file being written) belong to a stage that exists. Stages of a writer that
+  died are not a problem: their blocks are stored and counted; gc ends them.
 * ``row-security``: every table with a ``tenant_id`` has row-level security
   enabled and a policy, and the application role is no superuser, cannot
   bypass row security and owns none of them (isolation rests on these).
@@ -108,6 +111,13 @@ _ROW_CHECKS: list[tuple[str, str, str]] = [
            FROM inodes i JOIN tenant_state s ON s.tenant_id = i.tenant_id
            JOIN extents e ON e.tenant_id = i.tenant_id AND e.ino = i.ino AND e.layer_id = i.content_layer
            WHERE i.tenant_id = %(t)s AND i.kind = 1 AND e.idx * s.block_size >= i.size""",
+    ),
+    (
+        "stage",
+        "SELECT count(*) FROM extents WHERE tenant_id = %(t)s AND layer_id < 0",
+        """SELECT format('inode %%s block %%s: its stage %%s does not exist', e.ino, e.idx, -e.layer_id)
+           FROM extents e WHERE e.tenant_id = %(t)s AND e.layer_id < 0 AND NOT EXISTS (
+               SELECT 1 FROM stages s WHERE s.tenant_id = %(t)s AND s.stage_id = -e.layer_id AND s.ino = e.ino)""",
     ),
     (
         "orphan",

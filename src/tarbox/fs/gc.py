@@ -2,18 +2,33 @@
 
 Flushes release the blocks they stop using at once; ``collect`` is the sweep
 for whatever that missed (history dropped, crashed writers). It runs under the
-tenant write lock, so no writer can be between storing a block and referencing it.
+tenant write lock, so no writer can be between storing a block and referencing
+it. Blocks of files still being written are pinned by their stage's rows; a
+stage not renewed for ``stale_after`` seconds (its writer died: every commit of
+a live writer renews its stages) is ended first, which frees its blocks.
 """
 
 from __future__ import annotations
 
 from tarbox.fs.store import Store
 
+STAGE_LEASE = 3600.0  # seconds without renewal after which a stage counts as abandoned
 
-def collect(store: Store) -> tuple[int, int]:
-    """Delete unreferenced blocks of the tenant; returns (blocks, bytes) freed."""
+
+def collect(store: Store, stale_after: float = STAGE_LEASE) -> tuple[int, int]:
+    """Delete abandoned stages and unreferenced blocks of the tenant; returns (blocks, bytes) freed."""
     with store.writing(publish=True):
         store._mutated = True
+        store._q(
+            """WITH s AS (
+                   DELETE FROM stages WHERE tenant_id = %(t)s AND renewed_at <= now() - make_interval(secs => %(a)s)
+                   RETURNING stage_id, ino),
+               d AS (
+                   DELETE FROM extents e USING s
+                   WHERE e.tenant_id = %(t)s AND e.ino = s.ino AND e.layer_id = -s.stage_id RETURNING 1)
+               SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM d)""",
+            {"t": store.tid, "a": stale_after},
+        )
         rows = store._q(
             """WITH del AS (
                    DELETE FROM blocks b WHERE b.tenant_id = %(t)s AND NOT EXISTS (

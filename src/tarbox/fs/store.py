@@ -118,10 +118,26 @@ class Dentry:
 
 @dataclass(slots=True)
 class ExtDirty:
-    copy_from: int | None = None  # first copy the extents of this layer (copy-on-write)
-    trunc_from: int | None = None  # then delete head rows with idx >= this
-    sets: dict[int, bytes] = field(default_factory=dict)  # then upsert these
+    """A file's content changes since its last commit. Applied at the head as: copy
+    ``base``'s rows if ``base`` is not the head (copy-on-write), delete rows with
+    idx >= ``trunc_from``, upsert ``sets``; then release ``release``."""
+
+    base: int | None  # layer whose committed extents rows the changes apply to
+    base_size: int  # the committed size: what others see until the changes are published
+    trunc_from: int | None = None
+    sets: dict[int, bytes] = field(default_factory=dict)
+    release: set[bytes] = field(default_factory=set)  # blocks the published change stops using
     drop: bool = False  # delete every head row (the inode is gone)
+
+
+@dataclass(slots=True)
+class Stage:
+    """Blocks of a file being written that a commit already stored: extents rows at
+    layer ``-sid`` (and a ``stages`` row) keep release and gc off them until the
+    file is published (see "Staged publication" in docs/design.md)."""
+
+    sid: int
+    rows: dict[int, bytes] = field(default_factory=dict)  # what the staging rows hold
 
 
 _DELETE = object()  # dirent marker: delete the head row physically
@@ -160,6 +176,8 @@ def translate_db_error(exc: psycopg.Error, path: str | None = None) -> Exception
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if code in ("TBQ01", "TBQ02"):
         return fs_error(errno.EDQUOT, path, msg)
+    if code == "TBS01":
+        return fs_error(errno.EIO, path, msg)
     if code == "53100":
         return fs_error(errno.ENOSPC, path, msg)
     if code == "25006":
@@ -247,14 +265,18 @@ class Store:
         self.d_dirents: dict[tuple[int, str], object] = {}
         self.d_ext: dict[int, ExtDirty] = {}
         self.d_blocks: dict[bytes, bytes] = {}
-        self.d_release: set[bytes] = set()
-        self.d_inode_count = 0
         self.d_ext_rows = 0  # extent rows set since the last flush (an upper bound)
         self.wbuf: dict[int, dict[int, bytearray | bytes]] = {}
         self.wbuf_bytes = 0
         self.d_block_bytes = 0
         self.write_errors: dict[int, Exception] = {}
         self.open_counts: dict[int, int] = {}
+        # staged publication: files with descriptors that wrote since the file was published
+        self.writers: dict[int, int] = {}  # ino -> such descriptors
+        self.stages: dict[int, Stage] = {}  # ino -> blocks already stored for it
+        self.d_unstage: dict[int, int] = {}  # stage id -> ino: staging rows to delete (lost stages)
+        self._quiet: set[int] = set()  # held inos whose changes are all staged already
+        self._publish_now: set[int] = set()  # inos fsync publishes although still being written
         # transaction state
         self._txn: psycopg.Connection | None = None
         self._txn_cm = None
@@ -697,17 +719,24 @@ class Store:
                     if not self._wb:
                         self._release_delegation()
 
-    def commit(self, durable: bool = False) -> None:
-        """Flush pending writes now (close/fsync). ``durable`` waits for the WAL flush."""
+    def commit(self, durable: bool = False, *, publish: int | None = None) -> None:
+        """Flush pending writes now (close/fsync). ``durable`` waits for the WAL flush;
+        ``publish`` is a file to publish although descriptors are still writing it (fsync)."""
         with self.lock:
-            if self._txn is not None:
-                if self._batch_depth:
-                    self._commit_and_relock(durable)
-                else:
-                    self._close_window(durable)
-            elif self._has_dirty() or durable:
-                self._begin()
-                self._flush_and_end(durable)
+            if publish is not None:
+                self._publish_now.add(publish)
+                self._unhold(publish)
+            try:
+                if self._txn is not None:
+                    if self._batch_depth:
+                        self._commit_and_relock(durable)
+                    else:
+                        self._close_window(durable)
+                elif self._has_dirty() or durable:
+                    self._begin()
+                    self._flush_and_end(durable)
+            finally:
+                self._publish_now.discard(publish)
 
     def publish_close(self) -> None:
         """A file written to was closed. Without write-back that commits now; with it the
@@ -837,6 +866,7 @@ class Store:
             row = self._state(conn)
             with self._using(conn):
                 self._load_state((before, *row[1:]))
+                self._recheck_pending()
         self.gen = before + 1  # the generation our commit will publish
         self.validated_at = time.monotonic()
         if self.head_frozen and self.pinned is None:
@@ -878,6 +908,9 @@ class Store:
             code = errno.EIO
         for ino in set(self.wbuf) | set(self.d_ext):
             self.write_errors.setdefault(ino, fs_error(code, None, "buffered writes were lost"))
+        for ino, st in self.stages.items():
+            self.d_unstage[st.sid] = ino  # its staging rows (if committed) go at the next flush
+        self.stages.clear()
         self._clear_dirty()
         self.dcache.clear()
         self.children.clear()
@@ -895,19 +928,26 @@ class Store:
                 self._end()
 
     def _has_dirty(self) -> bool:
-        return bool(self.d_inodes or self.d_dirents or self.d_ext or self.wbuf or self.d_blocks)
+        return bool(
+            self.d_inodes
+            or self.d_dirents
+            or self.wbuf
+            or self.d_blocks
+            or self.d_unstage
+            or len(self.d_ext) > len(self._quiet)
+        )
 
     def _dirty_rows(self) -> int:
         """Rows the next flush writes, at most (asked after every operation: kept O(1))."""
         return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows
 
-    def _clear_dirty(self) -> None:
+    def _clear_dirty(self, held: Iterable[int] = ()) -> None:
+        """Forget what was committed (or lost); ``held`` files keep their staged changes."""
         self.d_inodes.clear()
         self.d_dirents.clear()
-        self.d_ext.clear()
+        self.d_ext = {ino: self.d_ext[ino] for ino in held}
+        self._quiet = set(self.d_ext)
         self.d_blocks.clear()
-        self.d_release.clear()
-        self.d_inode_count = 0
         self.d_ext_rows = 0
         self.wbuf.clear()
         self.wbuf_bytes = 0
@@ -940,7 +980,6 @@ class Store:
         )
         self.icache[node.ino] = node
         self.d_inodes[node.ino] = node
-        self.d_inode_count += 1
         if kind is FileType.FILE:
             self.xcache[node.ino] = {}
         return node
@@ -948,9 +987,7 @@ class Store:
     def touch(self, node: Inode) -> Inode:
         """Make ``node`` the head version (copy-on-write of the inode row) and mark it dirty."""
         self._mutated = True
-        if node.layer_id != self.head:
-            node.layer_id = self.head
-            self.d_inode_count += 1
+        node.layer_id = self.head
         self.d_inodes[node.ino] = node
         self.icache[node.ino] = node
         return node
@@ -985,29 +1022,33 @@ class Store:
     def drop_inode(self, node: Inode) -> None:
         """The inode lost its last link: delete its head version and release its blocks."""
         self._mutated = True
-        if node.kind is FileType.FILE and node.content_layer == self.head:
+        if node.kind is FileType.FILE and (node.content_layer == self.head or node.ino in self.d_ext):
             xm = self.xmap(node)
-            self.d_release.update(xm.values())
-            ext = self.d_ext.setdefault(node.ino, ExtDirty())
+            ext = self._ext(node)
+            ext.release.update(xm.values())
             ext.drop = True
             ext.sets.clear()
         buf = self.wbuf.pop(node.ino, None)
         if buf:
             self.wbuf_bytes -= sum(len(b) for b in buf.values())
-        if node.layer_id == self.head:
-            self.d_inode_count -= 1
         self.d_inodes[node.ino] = None
         self.icache.pop(node.ino, None)
         self.xcache.pop(node.ino, None)
+
+    def _ext(self, node: Inode) -> ExtDirty:
+        """The node's pending content changes, begun at its committed state if there are none."""
+        ext = self.d_ext.get(node.ino)
+        if ext is None:
+            ext = self.d_ext[node.ino] = ExtDirty(node.content_layer, node.size)
+        self._quiet.discard(node.ino)
+        return ext
 
     def _content(self, node: Inode) -> tuple[dict[int, bytes], ExtDirty]:
         """Prepare ``node`` for a content change (copy-on-write of its extent map)."""
         xm = self.xmap(node)
         self.touch(node)
-        ext = self.d_ext.setdefault(node.ino, ExtDirty())
-        if node.content_layer != self.head:
-            ext.copy_from = node.content_layer
-            node.content_layer = self.head
+        ext = self._ext(node)
+        node.content_layer = self.head
         return xm, ext
 
     def write(self, node: Inode, offset: int, data: bytes | bytearray | memoryview) -> None:
@@ -1066,7 +1107,7 @@ class Store:
             for i in [i for i in wb if i >= keep]:
                 self.wbuf_bytes -= len(wb.pop(i))
             for i in [i for i in xm if i >= keep]:
-                self.d_release.add(xm.pop(i))
+                ext.release.add(xm.pop(i))
                 ext.sets.pop(i, None)
             for i in [i for i in ext.sets if i >= keep]:
                 del ext.sets[i]
@@ -1094,7 +1135,8 @@ class Store:
                 continue
             node = self.d_inodes.get(ino) or self.icache.get(ino)
             xm = self.xcache.setdefault(ino, {})
-            ext = self.d_ext.setdefault(ino, ExtDirty())
+            ext = self.d_ext[ino]  # every buffered block was written through _content
+            self._quiet.discard(ino)
             for i, buf in wb.items():
                 self.wbuf_bytes -= len(buf)
                 if node is not None and i * self.block_size >= node.size:
@@ -1105,7 +1147,7 @@ class Store:
                 if old == h:
                     continue
                 if old is not None:
-                    self.d_release.add(old)
+                    ext.release.add(old)
                 xm[i] = h
                 ext.sets[i] = h
                 self.d_ext_rows += 1
@@ -1121,20 +1163,47 @@ class Store:
 
     # ------------------------------------------------------------------ flush
 
+    def _held(self) -> set[int]:
+        """Files whose content changes stay out of this commit: a descriptor is still writing them."""
+        return {
+            ino
+            for ino, e in self.d_ext.items()
+            if self.writers.get(ino) and not e.drop and ino not in self._publish_now
+        }
+
     def _flush(self, conn: psycopg.Connection, durable: bool = False) -> None:
         self._seal()
         if not self._has_dirty() and not durable:
             conn.execute("COMMIT")
             return
         t, head = self.tid, self.head
+        held = self._held()
+        pub = {ino: e for ino, e in self.d_ext.items() if ino not in held}
+        for ino, e in pub.items():
+            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            if node is not None and not e.drop:
+                node.content_layer = head  # the published bytes live at the head from now on
         ins = [n for n in self.d_inodes.values() if n is not None]
+        # a held file's row keeps its committed size and content: others see the old version
+        shown = {ino: (self.d_ext[ino].base_size, self.d_ext[ino].base) for ino in held}
         dels = [ino for ino, n in self.d_inodes.items() if n is None]
         de_del = [k for k, v in self.d_dirents.items() if v is _DELETE]
         de_set = [(k, v) for k, v in self.d_dirents.items() if v is not _DELETE]
         referenced = set()
         for e in self.d_ext.values():
             referenced.update(e.sets.values())
-        release = [h for h in self.d_release if h not in referenced]
+        release = list({h for e in pub.values() for h in e.release if h not in referenced})
+        # blocks sealed and then overwritten, truncated or dropped before this commit are not stored at all
+        blocks = {h: data for h, data in self.d_blocks.items() if h in referenced}
+        staging: list[tuple[int, int, int, bytes]] = []  # (ino, stage id, idx, hash)
+        for ino in held:
+            st = self.stages.get(ino)
+            if st is None:
+                st = self.stages[ino] = Stage(self.alloc_ino())  # ids from the inode sequence: unique
+            staging += [(ino, st.sid, i, h) for i, h in self.d_ext[ino].sets.items() if st.rows.get(i) != h]
+        renew = [(st.sid, ino) for ino, st in self.stages.items() if ino in held]
+        unstage = [(st.sid, ino) for ino, st in self.stages.items() if ino not in held]
+        lost = list(self.d_unstage.items())
         # Pipelining saves round trips for small flushes; psycopg can stall when
         # a pipelined statement carries a large payload (psycopg issue #685),
         # so large flushes send their statements one at a time.
@@ -1143,36 +1212,43 @@ class Store:
             with conn.pipeline() if small else nullcontext():
                 if durable:
                     conn.execute("SET LOCAL synchronous_commit = on")
-                if dels:
+                if dels or ins:
+                    # inode rows are counted as they are really inserted and deleted
                     conn.execute(
-                        "DELETE FROM inodes WHERE tenant_id = %s AND layer_id = %s AND ino = ANY(%s)",
-                        (t, head, dels),
-                    )
-                if ins:
-                    conn.execute(
-                        """INSERT INTO inodes (tenant_id, ino, layer_id, kind, mode, nlink, size,
-                                               atime_ns, mtime_ns, ctime_ns, target, content_layer)
-                           SELECT %s, u.* FROM unnest(%s::int8[], %s::int8[], %s::int2[], %s::int4[], %s::int4[],
-                                %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::text[], %s::int8[]) AS u
-                           ON CONFLICT (tenant_id, ino, layer_id) DO UPDATE SET
-                               kind = EXCLUDED.kind, mode = EXCLUDED.mode, nlink = EXCLUDED.nlink,
-                               size = EXCLUDED.size, atime_ns = EXCLUDED.atime_ns, mtime_ns = EXCLUDED.mtime_ns,
-                               ctime_ns = EXCLUDED.ctime_ns, target = EXCLUDED.target,
-                               content_layer = EXCLUDED.content_layer""",
-                        (
-                            t,
-                            [n.ino for n in ins],
-                            [head] * len(ins),
-                            [int(n.kind) for n in ins],
-                            [n.mode for n in ins],
-                            [n.nlink for n in ins],
-                            [n.size for n in ins],
-                            [n.atime_ns for n in ins],
-                            [n.mtime_ns for n in ins],
-                            [n.ctime_ns for n in ins],
-                            [n.target for n in ins],
-                            [n.content_layer for n in ins],
-                        ),
+                        """WITH d AS (
+                               DELETE FROM inodes WHERE tenant_id = %(t)s AND layer_id = %(h)s AND ino = ANY(%(dels)s)
+                               RETURNING 1),
+                           i AS (
+                               INSERT INTO inodes (tenant_id, ino, layer_id, kind, mode, nlink, size,
+                                                   atime_ns, mtime_ns, ctime_ns, target, content_layer)
+                               SELECT %(t)s, u.i, %(h)s, u.k, u.m, u.n, u.s, u.a, u.mt, u.c, u.tg, u.cl
+                               FROM unnest(%(i)s::int8[], %(k)s::int2[], %(m)s::int4[], %(n)s::int4[], %(s)s::int8[],
+                                    %(a)s::int8[], %(mt)s::int8[], %(c)s::int8[], %(tg)s::text[], %(cl)s::int8[])
+                                    AS u(i, k, m, n, s, a, mt, c, tg, cl)
+                               ON CONFLICT (tenant_id, ino, layer_id) DO UPDATE SET
+                                   kind = EXCLUDED.kind, mode = EXCLUDED.mode, nlink = EXCLUDED.nlink,
+                                   size = EXCLUDED.size, atime_ns = EXCLUDED.atime_ns, mtime_ns = EXCLUDED.mtime_ns,
+                                   ctime_ns = EXCLUDED.ctime_ns, target = EXCLUDED.target,
+                                   content_layer = EXCLUDED.content_layer
+                               RETURNING xmax = 0 AS new)
+                           UPDATE tenant_state SET used_inodes = used_inodes
+                               + (SELECT count(*) FROM i WHERE new) - (SELECT count(*) FROM d)
+                           WHERE tenant_id = %(t)s""",
+                        {
+                            "t": t,
+                            "h": head,
+                            "dels": dels,
+                            "i": [n.ino for n in ins],
+                            "k": [int(n.kind) for n in ins],
+                            "m": [n.mode for n in ins],
+                            "n": [n.nlink for n in ins],
+                            "s": [shown[n.ino][0] if n.ino in shown else n.size for n in ins],
+                            "a": [n.atime_ns for n in ins],
+                            "mt": [n.mtime_ns for n in ins],
+                            "c": [n.ctime_ns for n in ins],
+                            "tg": [n.target for n in ins],
+                            "cl": [shown[n.ino][1] if n.ino in shown else n.content_layer for n in ins],
+                        },
                     )
                 if de_del:
                     conn.execute(
@@ -1197,13 +1273,13 @@ class Store:
                             [v for _, v in de_set],
                         ),
                     )
-                drops = [ino for ino, e in self.d_ext.items() if e.drop]
+                drops = [ino for ino, e in pub.items() if e.drop]
                 if drops:
                     conn.execute(
                         "DELETE FROM extents WHERE tenant_id = %s AND layer_id = %s AND ino = ANY(%s)",
                         (t, head, drops),
                     )
-                copies = [(ino, e.copy_from) for ino, e in self.d_ext.items() if e.copy_from is not None]
+                copies = [(ino, e.base) for ino, e in pub.items() if not e.drop and e.base not in (None, head)]
                 if copies:
                     conn.execute(
                         """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
@@ -1214,49 +1290,71 @@ class Store:
                            ON CONFLICT DO NOTHING""",
                         (head, [c[0] for c in copies], [c[1] for c in copies], t),
                     )
-                truncs = [(ino, e.trunc_from) for ino, e in self.d_ext.items() if e.trunc_from is not None]
+                truncs = [(ino, e.trunc_from) for ino, e in pub.items() if e.trunc_from is not None and not e.drop]
                 if truncs:
                     conn.execute(
                         """DELETE FROM extents e USING unnest(%s::int8[], %s::int8[]) AS u(i, f)
                            WHERE e.tenant_id = %s AND e.layer_id = %s AND e.ino = u.i AND e.idx >= u.f""",
                         ([c[0] for c in truncs], [c[1] for c in truncs], t, head),
                     )
-                sets = [(ino, i, h) for ino, e in self.d_ext.items() if not e.drop for i, h in e.sets.items()]
-                if sets:
-                    conn.execute(
-                        """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
-                           SELECT %s, u.i, %s, u.x, u.h FROM unnest(%s::int8[], %s::int8[], %b::bytea[]) AS u(i, x, h)
-                           ON CONFLICT (tenant_id, ino, layer_id, idx) DO UPDATE SET hash = EXCLUDED.hash""",
-                        (t, head, [s[0] for s in sets], [s[1] for s in sets], [s[2] for s in sets]),
-                    )
-                apply = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], %s)"
-                if small:
-                    if self.d_blocks or release or self.d_inode_count:
+                sets = [(ino, 0, i, h) for ino, e in pub.items() if not e.drop for i, h in e.sets.items()]
+                for rows, layer in ((sets, head), (staging, None)):
+                    if rows:  # staging rows sit at the negative layer -(stage id)
                         conn.execute(
-                            apply,
-                            (list(self.d_blocks), list(self.d_blocks.values()), release, self.d_inode_count),
+                            """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
+                               SELECT %s, u.i, coalesce(%s::int8, -u.s), u.x, u.h
+                               FROM unnest(%s::int8[], %s::int8[], %s::int8[], %b::bytea[]) AS u(i, s, x, h)
+                               ON CONFLICT (tenant_id, ino, layer_id, idx) DO UPDATE SET hash = EXCLUDED.hash""",
+                            (
+                                t,
+                                layer,
+                                [r[0] for r in rows],
+                                [r[1] for r in rows],
+                                [r[2] for r in rows],
+                                [r[3] for r in rows],
+                            ),
                         )
+                if renew:
+                    conn.execute(
+                        "SELECT tarbox_stage(%s::int8[], %s::int8[])", ([r[0] for r in renew], [r[1] for r in renew])
+                    )
+                for stages, strict in ((unstage, True), (lost, False)):
+                    if stages:  # strict: the staged blocks must still be there (gc may reclaim old stages)
+                        conn.execute(
+                            "SELECT tarbox_unstage(%s::int8[], %s::int8[], %s)",
+                            ([r[0] for r in stages], [r[1] for r in stages], strict),
+                        )
+                apply = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 0)"
+                if small:
+                    if blocks or release:
+                        conn.execute(apply, (list(blocks), list(blocks.values()), release))
                 else:
                     # releases first, so the quota check after each slice sees the net usage
-                    conn.execute(apply, ([], [], release, self.d_inode_count))
+                    if release:
+                        conn.execute(apply, ([], [], release))
                     hashes: list[bytes] = []
                     datas: list[bytes] = []
                     size = 0
-                    for h, data in self.d_blocks.items():
+                    for h, data in blocks.items():
                         hashes.append(h)
                         datas.append(data)
                         size += len(data)
                         if size >= _SLICE_BYTES:
-                            conn.execute(apply, (hashes, datas, [], 0))
+                            conn.execute(apply, (hashes, datas, []))
                             hashes, datas, size = [], [], 0
                     if hashes:
-                        conn.execute(apply, (hashes, datas, [], 0))
+                        conn.execute(apply, (hashes, datas, []))
                 conn.execute("COMMIT")
         except psycopg.Error as exc:
             raise translate_db_error(exc) from exc
         self.stats["flushes"] += 1
         self.stats["round_trips"] += 1
-        self._clear_dirty()
+        for ino, _, i, h in staging:
+            self.stages[ino].rows[i] = h
+        for _, ino in unstage:
+            del self.stages[ino]
+        self.d_unstage.clear()
+        self._clear_dirty(held)
 
     # ----------------------------------------------------------------- layers
 
@@ -1428,6 +1526,65 @@ class Store:
                 raise fs_error(errno.ENOENT, None, f"branch {name!r} does not exist")
 
     # ------------------------------------------------------------- open files
+
+    def begin_write(self, ino: int) -> None:
+        """A descriptor is about to write ``ino``: until it closes (or fsyncs), commits
+        keep the file's new content out and show its previous version (staged publication)."""
+        with self.lock:
+            self.writers[ino] = self.writers.get(ino, 0) + 1
+
+    def end_write(self, ino: int) -> None:
+        """A descriptor that wrote ``ino`` closed or fsync'ed: once no writer is left, the
+        next commit publishes the file whole."""
+        with self.lock:
+            n = self.writers.get(ino, 0) - 1
+            if n > 0:
+                self.writers[ino] = n
+                return
+            self.writers.pop(ino, None)
+            self._unhold(ino)
+
+    def _unhold(self, ino: int) -> None:
+        """Make the next commit write the file's real size with its content."""
+        if ino in self.d_ext:
+            self._quiet.discard(ino)
+            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            if node is not None and node.nlink > 0:
+                self.touch(node)
+
+    def _recheck_pending(self) -> None:
+        """Someone else committed while files here have unpublished content: take their
+        link counts, and their deletions, so publishing our bytes cannot bring back an
+        inode they removed (last writer wins on content, not on existence)."""
+        inos = [ino for ino in self.d_ext if not (ino in self.d_inodes and self.d_inodes[ino] is None)]
+        if not inos:
+            return
+        rows = self._q(
+            "SELECT DISTINCT ON (ino) ino, nlink FROM inodes"
+            " WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id = ANY(%s) ORDER BY ino, layer_id DESC",
+            (self.tid, inos, self.chain_ids),
+        )
+        nlink = dict(rows)
+        for ino in inos:
+            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            if ino in nlink:
+                if node is not None:
+                    node.nlink = nlink[ino]
+                continue
+            # removed elsewhere: our bytes go (the next commit releases them); our
+            # descriptors get ESTALE, like any descriptor of a file removed by another process
+            ext = self.d_ext[ino]
+            ext.release.update(ext.sets.values())
+            ext.sets.clear()
+            ext.trunc_from = None
+            ext.drop = True
+            self._quiet.discard(ino)
+            buf = self.wbuf.pop(ino, None)
+            if buf:
+                self.wbuf_bytes -= sum(len(b) for b in buf.values())
+            self.d_inodes.pop(ino, None)
+            self.icache.pop(ino, None)
+            self.xcache.pop(ino, None)
 
     def opened(self, ino: int) -> None:
         with self.lock:
