@@ -81,6 +81,9 @@ DAMAGE = {
     "orphan": "INSERT INTO inodes SELECT tenant_id, 999999999, layer_id, kind, mode, nlink, size, atime_ns,"
     " mtime_ns, ctime_ns, target, content_layer FROM inodes WHERE tenant_id = %(t)s AND ino = 1 LIMIT 1",
     "extent-size": "UPDATE inodes SET size = 1 WHERE tenant_id = %(t)s AND size = 300000",
+    # a staging row (negative layer) whose stage does not exist
+    "stage": "INSERT INTO extents SELECT tenant_id, ino, -424242, idx, hash FROM extents"
+    " WHERE tenant_id = %(t)s AND layer_id > 0 LIMIT 1",
 }
 
 

@@ -25,9 +25,13 @@ Consistency across processes (close-to-open, like NFS):
 * Blocks are immutable and content-addressed, so the block cache never needs
   invalidation.
 
-A flush turns all dirty state into at most nine array-valued statements sent in
-one pipelined round trip, whatever the number of files, so batched writes cost
-per row, not per round trip.
+A flush turns all dirty state into a dozen or so array-valued statements sent
+in one pipelined round trip, whatever the number of files, so batched writes
+cost per row, not per round trip.
+
+Staged publication: the content a descriptor writes stays out of every commit
+until the last descriptor writing the file closes or fsyncs it; commits in
+between store its blocks under a stage (docs/design.md).
 """
 
 from __future__ import annotations

@@ -42,3 +42,6 @@ BEGIN
     DELETE FROM extents e USING unnest(p_ino, p_stage) AS u(i, s)
     WHERE e.tenant_id = t AND e.ino = u.i AND e.layer_id = -u.s;
 END $$;
+
+-- Unused since 0006 (writers call tarbox_lock_usage()).
+DROP FUNCTION tarbox_lock();
