@@ -54,7 +54,7 @@ import psycopg
 
 from tarbox.errors import ConnectionLostError, DatabaseError, FilesystemError, TenantNotFoundError, fs_error
 from tarbox.fs.types import FileType, Stat
-from tarbox.storage import Database
+from tarbox.storage import Database, db_error
 
 
 class _QuietPipelineAbort(logging.Filter):
@@ -176,17 +176,15 @@ def _now() -> int:
 
 
 def translate_db_error(exc: psycopg.Error, path: str | None = None) -> Exception:
+    """Tarbox's own SQLSTATEs (quotas, reclaimed stages) as filesystem errors; the rest
+    as the database layer maps them (read-only, disk full, connection lost)."""
     code = getattr(exc, "sqlstate", None)
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if code in ("TBQ01", "TBQ02"):
         return fs_error(errno.EDQUOT, path, msg)
     if code == "TBS01":
         return fs_error(errno.EIO, path, msg)
-    if code == "53100":
-        return fs_error(errno.ENOSPC, path, msg)
-    if code == "25006":
-        return fs_error(errno.EROFS, path, "database is read-only")
-    return DatabaseError(msg)
+    return db_error(exc)
 
 
 def _rollback(conn: psycopg.Connection) -> None:

@@ -1,5 +1,5 @@
 """PostgreSQL storage: schema, migrations, pools, row-level security, embedded server."""
 
-from tarbox.storage.database import Database
+from tarbox.storage.database import Database, db_error
 
-__all__ = ["Database"]
+__all__ = ["Database", "db_error"]

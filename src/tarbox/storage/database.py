@@ -21,18 +21,25 @@ from tarbox.storage.server import embedded_url
 _OPTIONS = f"-c search_path={_migrate.SCHEMA}"
 
 
-def _describe(url: str) -> str:
-    """The URL without its password, for error messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<unparsable URL>"
-    info.pop("password", None)
-    return " ".join(f"{k}={v}" for k, v in info.items())
+def _describe(info: dict) -> str:
+    """Connection parameters without the password, for error messages."""
+    return " ".join(f"{k}={v}" for k, v in info.items() if k != "password")
 
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def db_error(exc: psycopg.Error) -> DatabaseError:
+    """The one mapping of PostgreSQL errors about the database as a whole to Tarbox's
+    (the filesystem adds its own SQLSTATEs, such as quota refusals, on top)."""
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return ReadOnlyDatabaseError(f"the database is read-only: {_first_line(exc)}")
+    if isinstance(exc, psycopg.errors.DiskFull):
+        return DatabaseFullError(f"the database server is out of disk space: {_first_line(exc)}")
+    if isinstance(exc, psycopg.OperationalError):
+        return ConnectionLostError(f"database connection failed: {exc}".strip())
+    return DatabaseError(_first_line(exc))
 
 
 class Database:
@@ -43,20 +50,20 @@ class Database:
         self.embedded = url is None
         self.url = url if url is not None else embedded_url()
         try:
-            psycopg.conninfo.conninfo_to_dict(self.url)
+            self._where = _describe(psycopg.conninfo.conninfo_to_dict(self.url))
         except psycopg.ProgrammingError as exc:
             raise DatabaseError(f"invalid database URL (TARBOX_DATABASE_URL or --url): {exc}") from None
         try:
             with psycopg.connect(self.url, autocommit=True, options=_OPTIONS, connect_timeout=10) as conn:
                 self.schema_version = _migrate.migrate(conn)
         except psycopg.OperationalError as exc:
-            raise DatabaseError(f"cannot connect to PostgreSQL ({_describe(self.url)}): {exc}".strip()) from exc
+            raise DatabaseError(f"cannot connect to PostgreSQL ({self._where}): {exc}".strip()) from exc
         except psycopg.errors.ReadOnlySqlTransaction as exc:
             raise ReadOnlyDatabaseError(
                 f"the database is read-only and Tarbox's schema must be created or upgraded first: {exc}"
             ) from exc
         except psycopg.Error as exc:
-            raise DatabaseError(f"preparing the database failed ({_describe(self.url)}): {exc}".strip()) from exc
+            raise DatabaseError(f"preparing the database failed ({self._where}): {exc}".strip()) from exc
         self._closed = False
         self._lock = threading.Lock()
         self._admin = ConnectionPool(
@@ -134,13 +141,9 @@ class Database:
         try:
             yield
         except PoolTimeout as exc:
-            raise DatabaseError(f"no database connection available ({_describe(self.url)}): {exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise ConnectionLostError(f"database connection failed: {exc}".strip()) from exc
-        except psycopg.errors.ReadOnlySqlTransaction as exc:
-            raise ReadOnlyDatabaseError(f"the database is read-only: {_first_line(exc)}") from exc
-        except psycopg.errors.DiskFull as exc:
-            raise DatabaseFullError(f"the database server is out of disk space: {_first_line(exc)}") from exc
+            raise DatabaseError(f"no database connection available ({self._where}): {exc}") from exc
+        except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.DiskFull) as exc:
+            raise db_error(exc) from exc
 
     def close(self) -> None:
         with self._lock:
