@@ -382,6 +382,96 @@ def get(ctx: typer.Context, remote: str, local: Path) -> None:
                     progress.advance(task, len(chunk))
 
 
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    args: Annotated[list[str], typer.Argument(help="[PATH] OUT: the tree to export (default /) and the archive.")],
+    layer: Annotated[int | None, typer.Option("--layer", "-l", help="Export this layer, not the head.")] = None,
+    compression: Annotated[
+        str | None, typer.Option("--compression", help="gz, zst or none (default: from OUT's name).")
+    ] = None,
+) -> None:
+    """Write a tenant's tree to a tar archive (.tar, .tar.gz, .tar.zst; OUT '-' is stdout)."""
+    from tarbox.integrations.tar import compression_for, export_tar
+
+    if len(args) not in (1, 2):
+        raise typer.BadParameter("give [PATH] OUT")
+    path, dest = (args[0], args[1]) if len(args) == 2 else ("/", args[0])
+    c = _ctx(ctx)
+    if not c.tenant:
+        raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
+    fs = c.tb().filesystem(c.tenant, layer=layer)
+    comp = compression if compression is not None else compression_for(dest)
+    comp = None if comp in (None, "none") else comp
+    total = _tree_bytes(fs, path)
+    with _progress() as progress:
+        task = progress.add_task("export", total=total)
+        if dest == "-":
+            stats = export_tar(
+                fs, sys.stdout.buffer, path, compression=comp, progress=lambda n: progress.advance(task, n)
+            )
+            sys.stdout.buffer.flush()
+        else:
+            with open(dest, "wb") as f:
+                stats = export_tar(fs, f, path, compression=comp, progress=lambda n: progress.advance(task, n))
+    _report_tar(c, "exported", stats, dest)
+
+
+@app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    archive: Annotated[str, typer.Argument(help="The tar archive (any compression; '-' is stdin).")],
+    path: Annotated[str, typer.Argument(help="Where to extract it.")] = "/",
+    checkpoint: Annotated[bool, typer.Option("--checkpoint", help="Checkpoint after importing.")] = False,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Checkpoint message.")] = None,
+) -> None:
+    """Extract a tar archive into a tenant (unsafe member names are refused)."""
+    from tarbox.integrations.tar import import_tar
+
+    c = _ctx(ctx)
+    fs = c.fs()
+    total = os.path.getsize(archive) if archive != "-" else None
+    with _progress() as progress:
+        task = progress.add_task("import", total=total)
+        if archive == "-":
+            stats = import_tar(fs, sys.stdin.buffer, path, progress=lambda n: progress.advance(task, n))
+        else:
+            with open(archive, "rb") as f:
+                stats = import_tar(fs, f, path, progress=lambda n: progress.advance(task, n))
+    layer = fs.checkpoint(message or f"import {os.path.basename(archive)}") if checkpoint or message else None
+    _report_tar(c, "imported", stats, archive, layer.id if layer else None)
+
+
+def _tree_bytes(fs: tarbox.Filesystem, path: str) -> int:
+    st = fs.lstat(path)
+    if not st.is_dir:
+        return st.size
+    return sum(fs.lstat(fspaths.join(root, n)).size for root, _d, names in fs.walk(path) for n in names)
+
+
+def _report_tar(c: Ctx, verb: str, stats, where: str, layer: int | None = None) -> None:
+    record = {
+        "files": stats.files,
+        "dirs": stats.dirs,
+        "symlinks": stats.symlinks,
+        "hardlinks": stats.hardlinks,
+        "skipped": stats.skipped,
+        "bytes": stats.bytes,
+    }
+    if layer is not None:
+        record["checkpoint"] = layer
+    if c.as_json:
+        _emit(record)
+        return
+    tail = f", checkpoint {layer}" if layer is not None else ""
+    skipped = f", {stats.skipped} skipped (devices/FIFOs)" if stats.skipped else ""
+    err.print(
+        f"{verb} {stats.files} files, {stats.dirs} directories, {stats.symlinks} symlinks, "
+        f"{stats.hardlinks} hard links ({stats.bytes:,} bytes){skipped}{tail}",
+        highlight=False,
+    )
+
+
 @app.command()
 def gc(
     ctx: typer.Context,
