@@ -13,11 +13,25 @@ from tarbox.errors import (
     TenantExistsError,
     TenantNotFoundError,
 )
-from tarbox.fs import Change, ChangeKind, DirEntry, Filesystem, FileType, Layer, LayerCounts, Stat, Usage
+from tarbox.fs import (
+    AuditOp,
+    AuditRecord,
+    Change,
+    ChangeKind,
+    DirEntry,
+    Filesystem,
+    FileType,
+    Layer,
+    LayerCounts,
+    Stat,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditOp",
+    "AuditRecord",
     "Change",
     "ChangeKind",
     "Layer",

@@ -20,7 +20,18 @@ from tarbox.fs.types import FileType
 from tarbox.storage import Database
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_TENANT_TABLES = ("stages", "extents", "blocks", "dirents", "inodes", "branches", "layers", "tenant_state", "tenants")
+_TENANT_TABLES = (
+    "audit",
+    "stages",
+    "extents",
+    "blocks",
+    "dirents",
+    "inodes",
+    "branches",
+    "layers",
+    "tenant_state",
+    "tenants",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,18 @@ class Tarbox:
             conn.execute(
                 "UPDATE tenant_state SET quota_bytes = %s, quota_inodes = %s WHERE tenant_id = %s",
                 (quota_bytes, quota_inodes, t.id),
+            )
+
+    def set_audit_retention(self, tenant: Tenant | str | uuid.UUID, days: float) -> None:
+        """Keep a tenant's audit records this many days (default 90); older ones are
+        deleted by the writers' commits, at most hourly per process."""
+        if days <= 0:
+            raise ValueError("audit retention must be positive")
+        t = self.get_tenant(tenant)
+        with self.db.admin() as conn:
+            conn.execute(
+                "UPDATE tenant_state SET audit_retention = make_interval(secs => %s) WHERE tenant_id = %s",
+                (days * 86400.0, t.id),
             )
 
     def fsck(self, tenant: Tenant | str | uuid.UUID | None = None, *, data: bool = True) -> list[FsckReport]:

@@ -30,7 +30,7 @@ from wasi_support import guest, tarbox_tree
 SECRET = b"B-SECRET"
 B_ONLY = "only-in-tenant-b"  # requests name it; a leak shows SECRET or HIDDEN, which they never do
 HIDDEN = "zz-hidden-name-of-b"
-TABLES = ("tenants", "tenant_state", "layers", "inodes", "dirents", "extents", "blocks", "branches", "stages")
+TABLES = ("tenants", "tenant_state", "layers", "inodes", "dirents", "extents", "blocks", "branches", "stages", "audit")
 _BLOCKED = (tarbox.TarboxError, OSError, ValueError, KeyError, psycopg.Error)
 
 

@@ -6,7 +6,8 @@ import json
 import os
 import stat as stat_mod
 import sys
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +45,7 @@ class Ctx:
     as_json: bool
     url: str | None
     _tb: tarbox.Tarbox | None = None
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)  # this command, in the audit log
 
     def tb(self) -> tarbox.Tarbox:
         if self._tb is None:
@@ -53,7 +55,9 @@ class Ctx:
     def fs(self) -> tarbox.Filesystem:
         if not self.tenant:
             raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
-        return self.tb().filesystem(self.tenant)
+        fs = self.tb().filesystem(self.tenant)
+        fs.run_id = self.run_id
+        return fs
 
 
 def _ctx(ctx: typer.Context) -> Ctx:
@@ -380,6 +384,55 @@ def get(ctx: typer.Context, remote: str, local: Path) -> None:
                 while chunk := fin.read(_CHUNK):
                     fout.write(chunk)
                     progress.advance(task, len(chunk))
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run (a run_wasm or a CLI command).")] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Only records at or after this time (ISO 8601, UTC if naive).")
+    ] = None,
+    path: Annotated[str | None, typer.Option("--path", help="Only paths matching this glob (* crosses /).")] = None,
+    op: Annotated[str | None, typer.Option("--op", help="Only this operation (write, rename, ...).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many records.")] = None,
+    retention_days: Annotated[
+        float | None, typer.Option("--set-retention-days", help="Keep the tenant's records this long instead.")
+    ] = None,
+) -> None:
+    """Show what was done in a tenant: every change, by which run, when."""
+    c = _ctx(ctx)
+    if retention_days is not None:
+        if not c.tenant:
+            raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
+        c.tb().set_audit_retention(c.tenant, retention_days)
+        if not c.as_json:
+            err.print(f"audit records of {c.tenant} are kept {retention_days:g} days")
+        return
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    if op is not None:
+        try:
+            op = str(tarbox.AuditOp(op))
+        except ValueError:
+            raise typer.BadParameter(f"unknown operation {op!r}: one of {', '.join(tarbox.AuditOp)}") from None
+    records = c.fs().audit(run_id=run, since=since, path=path, op=op, limit=limit)
+    if c.as_json:
+        _emit([r.to_dict() for r in records])
+        return
+    table = Table("seq", "time (UTC)", "run", "op", "path", "detail", "bytes", "layer")
+    for r in records:
+        table.add_row(
+            str(r.seq),
+            r.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            str(r.run_id)[:8] if r.run_id else "-",
+            str(r.op),
+            r.path or "",
+            r.path2 or "",
+            "" if r.bytes is None else f"{r.bytes:,}",
+            "" if r.layer_id is None else str(r.layer_id),
+        )
+    out.print(table)
 
 
 @app.command("export")

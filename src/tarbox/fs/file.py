@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from tarbox.errors import fs_error
 from tarbox.fs.store import Inode, Store, _now
-from tarbox.fs.types import Stat
+from tarbox.fs.types import AuditOp, Stat
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +50,11 @@ def parse_mode(mode: str) -> OpenMode:
 class TarboxFile(io.RawIOBase):
     """A file of a Tarbox filesystem. Not thread-safe on its own, like a Python file."""
 
-    def __init__(self, store: Store, ino: int, path: str, mode: OpenMode) -> None:
+    def __init__(self, store: Store, ino: int, path: str, mode: OpenMode, *, run_id=None, audited=True) -> None:
         super().__init__()
+        self._run = run_id  # for the audit record of what this descriptor wrote
+        self._audited = audited
+        self._written: int | None = None  # bytes written through it (None: it wrote nothing)
         self._st = store
         self._ino = ino
         self.name = path
@@ -116,6 +119,7 @@ class TarboxFile(io.RawIOBase):
                 self._pos = node.size
             self._st.write(node, self._pos, b)
         self._pos += n
+        self._written += n
         return n
 
     def _writing(self) -> None:
@@ -123,6 +127,8 @@ class TarboxFile(io.RawIOBase):
         if not self._dirty:
             self._st.begin_write(self._ino)
             self._dirty = True
+        if self._written is None:
+            self._written = 0
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if self.closed:
@@ -205,6 +211,9 @@ class TarboxFile(io.RawIOBase):
         try:
             if self._dirty:
                 self._st.end_write(self._ino)
+            if self._written is not None:
+                if self._audited:
+                    self._st.audit(self._run, AuditOp.WRITE, self.name, None, self._written)
                 self._st.publish_close()
                 self._raise_pending()
         finally:

@@ -11,16 +11,19 @@ import errno
 import io
 import os
 import posixpath
+import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from tarbox.errors import SandboxEscapeError, fs_error
 from tarbox.fs import control, layercounts, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
-from tarbox.fs.types import Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage, WriteBack
+from tarbox.fs.types import AuditOp, AuditRecord, Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage, WriteBack
 
 SYMLOOP_MAX = 40
 
@@ -70,6 +73,11 @@ class Filesystem:
         self.tenant_name = tenant_name
         self.hide_control = hide_control  # /.tarbox does not exist for this view
         self._view = view_factory  # layer id -> Store pinned at that layer (for diff)
+        # audit: the run (WASI run, CLI command) this view's operations belong to, and
+        # whether opens for reading are recorded too
+        self.run_id: uuid.UUID | None = None
+        self.audited = True  # False: this view's operations leave no records (benchmarks, tools)
+        self.audit_reads = False
 
     # ------------------------------------------------------------ resolution
 
@@ -218,10 +226,13 @@ class Filesystem:
         self._st.touch(node)
 
     @contextmanager
-    def _op(self, path: str | os.PathLike) -> Iterator[Store]:
+    def _op(self, path: str | os.PathLike, op: AuditOp, path2: str | None = None, nbytes=None) -> Iterator[Store]:
+        """One mutating operation: its changes and its audit record commit together."""
         self._writable(path)
         with self._st.writing():
             yield self._st
+            if self.audited:
+                self._st.audit(self.run_id, op, os.fspath(path), path2, nbytes)
 
     # ------------------------------------------------------------------ reads
 
@@ -370,7 +381,7 @@ class Filesystem:
                 raise fs_error(errno.EEXIST, text)
             return
         self._no_ctl(text)
-        with self._op(text):
+        with self._op(text, AuditOp.MKDIR):
             res = self._resolve(paths.without_trailing_slash(text)[0], follow=False)  # never follows the name
             if res.node is not None or res.name is None:
                 if exist_ok and self.is_dir(text):  # a directory, or a symlink to one
@@ -383,8 +394,9 @@ class Filesystem:
 
     def _open_node(
         self, path: str, *, create: bool, excl: bool = False, trunc: bool = False, mode: int = 0o644
-    ) -> Inode:
-        """Resolve (and maybe create or truncate) a regular file; call inside ``writing()``."""
+    ) -> tuple[Inode, AuditOp | None]:
+        """Resolve (and maybe create or truncate) a regular file; call inside ``writing()``.
+        Also says what it did: CREATE, TRUNCATE or nothing (None)."""
         res = self._resolve(path, follow=not excl)
         node = res.node
         if node is None:
@@ -392,7 +404,7 @@ class Filesystem:
                 raise fs_error(errno.ENOENT, path)
             if res.name is None or path.endswith("/"):
                 raise fs_error(errno.EISDIR, path)
-            return self._create(res, FileType.FILE, mode, path)
+            return self._create(res, FileType.FILE, mode, path), AuditOp.CREATE
         if excl:
             raise fs_error(errno.EEXIST, path)
         if node.kind is FileType.DIRECTORY:
@@ -401,7 +413,8 @@ class Filesystem:
             raise fs_error(errno.ELOOP, path)
         if trunc and node.size:
             self._st.truncate(node, 0)
-        return node
+            return node, AuditOp.TRUNCATE
+        return node, None
 
     def write_file(self, path: str | os.PathLike, data: bytes | bytearray | memoryview, mode: int = 0o644) -> int:
         """Create or replace a file's content. Visible to other processes on return."""
@@ -411,8 +424,8 @@ class Filesystem:
             self._writable(text)
             control.write(self, ctl, bytes(data))
             return len(data)
-        with self._op(text) as st:
-            node = self._open_node(text, create=True, trunc=True, mode=mode)
+        with self._op(text, AuditOp.WRITE, nbytes=len(data)) as st:
+            node, _ = self._open_node(text, create=True, trunc=True, mode=mode)
             st.write(node, 0, data)
             if not len(data):
                 st.touch(node)
@@ -425,8 +438,8 @@ class Filesystem:
         text = os.fspath(path)
         if self._ctl(text) is not None:
             return self.write_file(text, data)
-        with self._op(text) as st:
-            node = self._open_node(text, create=True)
+        with self._op(text, AuditOp.APPEND, nbytes=len(data)) as st:
+            node, _ = self._open_node(text, create=True)
             st.write(node, node.size, data)
             st.touch(node)
         return len(data)
@@ -487,19 +500,23 @@ class Filesystem:
         with st.lock:
             if m.create or m.trunc:
                 with st.writing():
-                    node = self._open_node(path, create=m.create, excl=m.excl, trunc=m.trunc)
+                    node, did = self._open_node(path, create=m.create, excl=m.excl, trunc=m.trunc)
+                    if did is not None and self.audited:
+                        st.audit(self.run_id, did, path, None, 0)
             else:
                 if revalidate:
                     st.refresh()
-                node = self._open_node(path, create=False)
-            return TarboxFile(st, node.ino, path, m)
+                node, _ = self._open_node(path, create=False)
+                if self.audit_reads and self.audited:
+                    st.audit(self.run_id, AuditOp.OPEN, path)
+            return TarboxFile(st, node.ino, path, m, run_id=self.run_id, audited=self.audited)
 
     def truncate(self, path: str | os.PathLike, size: int) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
         if size < 0:
             raise fs_error(errno.EINVAL, text, "negative size")
-        with self._op(text) as st:
+        with self._op(text, AuditOp.TRUNCATE, nbytes=size) as st:
             node = self._existing(text).node
             assert node is not None
             if node.kind is FileType.DIRECTORY:
@@ -521,7 +538,7 @@ class Filesystem:
         """Unlink a file or symlink (EISDIR for a directory, as on Linux)."""
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text):
+        with self._op(text, AuditOp.REMOVE):
             res = self._existing(text, follow=False)
             node = res.node
             assert node is not None
@@ -535,7 +552,7 @@ class Filesystem:
     def rmdir(self, path: str | os.PathLike) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text) as st:
+        with self._op(text, AuditOp.RMDIR) as st:
             res = self._existing(text, follow=False)
             node = res.node
             assert node is not None
@@ -569,7 +586,7 @@ class Filesystem:
         """POSIX rename: atomically replaces ``dst`` (a file, or an empty directory)."""
         s, d = os.fspath(src), os.fspath(dst)
         self._no_ctl(s, d)
-        with self._op(s) as st:
+        with self._op(s, AuditOp.RENAME, d) as st:
             # As Linux: walk both parents first, then look at the final names,
             # never following a final symlink, trailing slash or not.
             # A final name over NAME_MAX cannot exist: it is refused only once the
@@ -638,7 +655,7 @@ class Filesystem:
         if paths.encoded_len(target, text) > paths.PATH_MAX:
             raise fs_error(errno.ENAMETOOLONG, text)
         self._no_ctl(text)
-        with self._op(text):
+        with self._op(text, AuditOp.SYMLINK, target):
             res = self._resolve(text, follow=False)
             if res.node is not None or res.name is None:
                 raise fs_error(errno.EEXIST, text)
@@ -650,7 +667,7 @@ class Filesystem:
         """Hard link: ``dst`` becomes another name of the inode ``src`` names."""
         s, d = os.fspath(src), os.fspath(dst)
         self._no_ctl(s, d)
-        with self._op(d) as st:
+        with self._op(d, AuditOp.LINK, s) as st:
             node = self._existing(s, follow=False).node
             assert node is not None
             rd = self._resolve(d, follow=False)
@@ -671,7 +688,7 @@ class Filesystem:
     def chmod(self, path: str | os.PathLike, mode: int, *, follow_symlinks: bool = True) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text) as st:
+        with self._op(text, AuditOp.CHMOD) as st:
             node = self._existing(text, follow=follow_symlinks).node
             assert node is not None
             node.mode = mode & 0o7777
@@ -688,7 +705,7 @@ class Filesystem:
         """Set (atime_ns, mtime_ns); ``None`` sets both to now. ctime becomes now."""
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text) as st:
+        with self._op(text, AuditOp.UTIME) as st:
             node = self._existing(text, follow=follow_symlinks).node
             assert node is not None
             now = _now()
@@ -813,6 +830,7 @@ class Filesystem:
         """Freeze the current state in O(1) and continue in a new child layer. Returns the checkpoint."""
         self._writable(None)
         frozen = self._st.checkpoint(message)
+        self._audit_layer_op(AuditOp.CHECKPOINT, message, frozen)
         return next(layer for layer in self.layers() if layer.id == frozen)
 
     def switch(self, target: Layer | int | str) -> None:
@@ -822,6 +840,7 @@ class Filesystem:
         if isinstance(target, Layer):
             target = target.id
         self._st.switch(target if isinstance(target, str) else int(target))
+        self._audit_layer_op(AuditOp.SWITCH, str(target), self._st.head)
 
     def branch(self, name: str, from_layer: Layer | int | None = None) -> Layer:
         """Create a named branch with its own head on top of ``from_layer`` (a
@@ -832,6 +851,7 @@ class Filesystem:
         validate_branch_name(name)
         src = from_layer.id if isinstance(from_layer, Layer) else from_layer
         head = self._st.branch(name, src)
+        self._audit_layer_op(AuditOp.BRANCH, name, head)
         return next(layer for layer in self.layers() if layer.id == head)
 
     def branches(self) -> dict[str, int]:
@@ -843,6 +863,7 @@ class Filesystem:
         """Remove a branch pointer; its layers stay until dropped."""
         self._writable(None)
         self._st.delete_branch(name)
+        self._audit_layer_op(AuditOp.DELETE_BRANCH, name, None)
 
     def drop_layer(self, layer: Layer | int, *, descendants: bool = False) -> list[int]:
         """Delete history: a layer (with ``descendants``, its whole subtree).
@@ -852,7 +873,48 @@ class Filesystem:
         the base layer, the current view, and branch heads. Returns dropped ids.
         """
         self._writable(None)
-        return self._st.drop_layers(layer.id if isinstance(layer, Layer) else int(layer), descendants)
+        lid = layer.id if isinstance(layer, Layer) else int(layer)
+        dropped = self._st.drop_layers(lid, descendants)
+        self._audit_layer_op(AuditOp.DROP_LAYER, ",".join(map(str, dropped)), lid)
+        return dropped
+
+    def _audit_layer_op(self, op: AuditOp, what: str | None, layer: int | None) -> None:
+        """Layer operations commit on their own; their record follows in a small commit."""
+        if not self.audited:
+            return
+        with self._st.lock:
+            self._st.d_audit.append((time.time_ns(), self.run_id, op, None, what, None, layer))
+            self._st.commit()
+
+    def audit(
+        self,
+        *,
+        run_id: uuid.UUID | str | None = None,
+        since: datetime | None = None,
+        path: str | None = None,
+        op: AuditOp | str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """The tenant's audit log, oldest first: by run, since a time, for paths
+        matching a glob (``*`` and ``?``; ``*`` crosses ``/``), of one operation."""
+        where, params = ["tenant_id = %s"], [self._st.tid]
+        if run_id is not None:
+            where.append("run_id = %s")
+            params.append(uuid.UUID(str(run_id)))
+        if since is not None:
+            where.append("at >= %s")
+            params.append(since)
+        if path is not None:
+            where.append("(path LIKE %s OR path2 LIKE %s)")
+            like = _glob_to_like(path)
+            params += [like, like]
+        if op is not None:
+            where.append("op = %s")
+            params.append(str(AuditOp(op)))
+        sql = "SELECT seq, at, run_id, op, path, path2, bytes, layer_id FROM audit WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
+        self._st.commit()  # what this process did is part of the log
+        return [AuditRecord(r[0], r[1], r[2], AuditOp(r[3]), *r[4:]) for r in self._st._q(sql, tuple(params))]
 
     def current_branch(self) -> str | None:
         """The branch the view follows, or None when viewing a layer by id."""
@@ -870,3 +932,17 @@ class Filesystem:
         if b is None:
             self._st.commit()
         return _diff(sa, sb, patch=patch)
+
+
+def _glob_to_like(glob: str) -> str:
+    out = []
+    for ch in glob:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -82,6 +82,7 @@ _STREAM_CACHE_BYTES = 8 << 20
 # quota every operation commits on its own, so EDQUOT comes where it did.
 _WINDOW_ROOM_BYTES = 4 * FLUSH_BYTES
 _WINDOW_ROOM_INODES = 2 * FLUSH_ROWS
+_AUDIT_PRUNE_EVERY = 3600.0  # seconds between a store's deletions of audit records past retention
 
 
 @dataclass(slots=True)
@@ -279,6 +280,9 @@ class Store:
         self.d_unstage: dict[int, int] = {}  # stage id -> ino: staging rows to delete (lost stages)
         self._quiet: set[int] = set()  # held inos whose changes are all staged already
         self._publish_now: set[int] = set()  # inos fsync publishes although still being written
+        # audit records of operations not yet committed: (ns, run id, op, path, path2, bytes, layer)
+        self.d_audit: list[tuple] = []
+        self._audit_pruned = 0.0  # monotonic time of this store's last retention prune
         # transaction state
         self._txn: psycopg.Connection | None = None
         self._txn_cm = None
@@ -936,12 +940,13 @@ class Store:
             or self.wbuf
             or self.d_blocks
             or self.d_unstage
+            or self.d_audit
             or len(self.d_ext) > len(self._quiet)
         )
 
     def _dirty_rows(self) -> int:
         """Rows the next flush writes, at most (asked after every operation: kept O(1))."""
-        return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows
+        return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows + len(self.d_audit)
 
     def _clear_dirty(self, held: Iterable[int] = ()) -> None:
         """Forget what was committed (or lost); ``held`` files keep their staged changes."""
@@ -950,6 +955,7 @@ class Store:
         self.d_ext = {ino: self.d_ext[ino] for ino in held}
         self._quiet = set(self.d_ext)
         self.d_blocks.clear()
+        self.d_audit.clear()  # committed with the changes, or lost with them
         self.d_ext_rows = 0
         self.wbuf.clear()
         self.wbuf_bytes = 0
@@ -1165,6 +1171,37 @@ class Store:
 
     # ------------------------------------------------------------------ flush
 
+    def audit(self, run_id: uuid.UUID | None, op: str, path: str | None, path2=None, nbytes=None) -> None:
+        """Record an operation; it is written by the commit that carries its changes."""
+        with self.lock:
+            self.d_audit.append((time.time_ns(), run_id, op, path, path2, nbytes, self.head))
+
+    def _write_audit(self, conn: psycopg.Connection) -> None:
+        a = self.d_audit
+        conn.execute(
+            """INSERT INTO audit (tenant_id, at, run_id, op, path, path2, bytes, layer_id)
+               SELECT %s, to_timestamp(u.ns / 1e9), u.r, u.o, u.p, u.p2, u.b, u.l
+               FROM unnest(%s::int8[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[])
+                    AS u(ns, r, o, p, p2, b, l)""",
+            (
+                self.tid,
+                [r[0] for r in a],
+                [r[1] for r in a],
+                [r[2] for r in a],
+                [r[3] for r in a],
+                [r[4] for r in a],
+                [r[5] for r in a],
+                [r[6] for r in a],
+            ),
+        )
+        if time.monotonic() - self._audit_pruned > _AUDIT_PRUNE_EVERY:
+            self._audit_pruned = time.monotonic()
+            conn.execute(
+                """DELETE FROM audit WHERE tenant_id = %(t)s
+                     AND at < now() - (SELECT audit_retention FROM tenant_state WHERE tenant_id = %(t)s)""",
+                {"t": self.tid},
+            )
+
     def _held(self) -> set[int]:
         """Files whose content changes stay out of this commit: a descriptor is still writing them."""
         return {
@@ -1326,6 +1363,8 @@ class Store:
                             "SELECT tarbox_unstage(%s::int8[], %s::int8[], %s)",
                             ([r[0] for r in stages], [r[1] for r in stages], strict),
                         )
+                if self.d_audit:
+                    self._write_audit(conn)
                 apply = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 0)"
                 if small:
                     if blocks or release:

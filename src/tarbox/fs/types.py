@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import stat as _stat
+import uuid
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from datetime import datetime
+from enum import Enum, IntEnum, StrEnum
 
 
 class FileType(IntEnum):
@@ -149,3 +151,52 @@ class WriteBack:
 
     windows: int = 0
     lost: int = 0
+
+
+class AuditOp(StrEnum):
+    """What an audit record says happened (stored as this text)."""
+
+    CREATE = "create"  # a file created by open(O_CREAT)
+    WRITE = "write"  # a file's content replaced, or written through a descriptor (bytes: written)
+    APPEND = "append"
+    TRUNCATE = "truncate"  # bytes: the new size
+    MKDIR = "mkdir"
+    REMOVE = "remove"
+    RMDIR = "rmdir"
+    RENAME = "rename"  # path2: the new name
+    SYMLINK = "symlink"  # path2: the target
+    LINK = "link"  # path2: the existing name
+    CHMOD = "chmod"
+    UTIME = "utime"
+    OPEN = "open"  # an open for reading (only when reads are audited)
+    CHECKPOINT = "checkpoint"  # layer_id: the frozen layer
+    SWITCH = "switch"
+    BRANCH = "branch"
+    DELETE_BRANCH = "delete-branch"
+    DROP_LAYER = "drop-layer"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One committed operation of a tenant, in commit order (``seq``)."""
+
+    seq: int
+    at: datetime
+    run_id: uuid.UUID | None  # the WASI run or CLI command that did it (None: direct API use)
+    op: AuditOp
+    path: str | None
+    path2: str | None
+    bytes: int | None
+    layer_id: int | None
+
+    def to_dict(self) -> dict:
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "run_id": None if self.run_id is None else str(self.run_id),
+            "op": str(self.op),
+            "path": self.path,
+            "path2": self.path2,
+            "bytes": self.bytes,
+            "layer": self.layer_id,
+        }

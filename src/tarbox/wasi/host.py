@@ -59,6 +59,8 @@ class WasiHost:
         checkpoint_before: bool = False,
         write_back: float = 0.05,
         module_cache: engines.ModuleCache | None = None,
+        audit: bool = True,
+        audit_reads: bool = False,
     ) -> None:
         self.tb = tb
         self.tenant = tenant
@@ -74,6 +76,8 @@ class WasiHost:
         self.checkpoint_before = checkpoint_before
         self.write_back = write_back
         self.cache = module_cache if module_cache is not None else engines.default_cache
+        self.audit = audit  # record the run's changes in the tenant's audit log
+        self.audit_reads = audit_reads  # ... and its opens for reading
 
     def filesystem(self) -> Filesystem:
         """The guest's view: /.tarbox hidden, read-only when the host is."""
@@ -117,6 +121,7 @@ class WasiHost:
         except wasmtime.WasmtimeError as exc:
             return result(RunStatus.INVALID_MODULE, -1, f"invalid module: {exc}")
         fs = self.filesystem()
+        fs.run_id, fs.audited, fs.audit_reads = uuid.uuid4(), self.audit, self.audit_reads
         checkpoint = None
         if self.checkpoint_before:
             checkpoint = fs.checkpoint(f"before run at {time.strftime('%Y-%m-%d %H:%M:%S')}").id
@@ -139,6 +144,8 @@ class WasiHost:
             status, code, trap = RunStatus.EXITED, 1, "writes lost: a write-back window failed to commit"
         r = result(status, code, trap, p1)
         r.checkpoint = checkpoint
+        r.run_id = fs.run_id
+        r._audit_of = fs
         return r
 
     def _execute(self, fs: Filesystem, module, args, env, stdin: bytes, out: Output, t0: float):

@@ -4,6 +4,7 @@ so a Preview 2 binding can sit on the same core as the Preview 1 ABI."""
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, field
 
 
@@ -110,6 +111,15 @@ class RunResult:
     trap: str | None = None  # message of the trap or error that ended the run, if any
     checkpoint: int | None = None  # layer frozen before the run (checkpoint_before=True)
     stats: RunStats = field(default_factory=RunStats)
+    run_id: uuid.UUID | None = None  # names the run's records in the audit log
+    _audit_of: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def audit(self) -> list:
+        """What the run did, from the tenant's audit log (fetched when asked)."""
+        if self._audit_of is None or self.run_id is None:
+            return []
+        return self._audit_of.audit(run_id=self.run_id)  # type: ignore[attr-defined]
 
     @property
     def ok(self) -> bool:
