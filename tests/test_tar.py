@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -223,4 +222,9 @@ def test_import_streams_in_bounded_memory(tb, tenant, db_url):
     assert (big - small) * 1024 < 48 << 20, (small, big)
 
 
-assert resource  # used in the child's code above
+def test_a_file_that_is_not_an_archive_is_a_clear_error(tb, tenant, db_url, tmp_path):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(os.urandom(10_000))
+    p = cli(db_url, "-t", tenant.name, "import", str(junk), "/in", check=False)
+    assert p.returncode == 1 and b"not a valid tar archive" in p.stderr, p.stderr
+    assert not tb.filesystem(tenant).exists("/in")

@@ -19,8 +19,8 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -197,22 +197,28 @@ def _check_member(m: tarfile.TarInfo, earlier: set[str]) -> str:
     return rel
 
 
-def check_tar(src: BinaryIO) -> int:
-    """Read a whole archive's headers and refuse it if any member is unsafe; returns the member count."""
-    tar, zr = _open_stream(src)
-    earlier: set[str] = set()
-    n = 0
+@contextmanager
+def _reading(src: BinaryIO) -> Iterator[tarfile.TarFile]:
+    """The archive as a stream of members; a malformed one is UnsafeArchiveError."""
+    zr = None
     try:
-        for m in tar:
-            earlier.add(_check_member(m, earlier))
-            n += 1
+        tar, zr = _open_stream(src)
+        with tar:
+            yield tar
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"not a valid tar archive: {exc}") from exc
     finally:
-        tar.close()
         if zr is not None:
             zr.close()
-    return n
+
+
+def check_tar(src: BinaryIO) -> int:
+    """Read a whole archive's headers and refuse it if any member is unsafe; returns how many names it holds."""
+    earlier: set[str] = set()
+    with _reading(src) as tar:
+        for m in tar:
+            earlier.add(_check_member(m, earlier))
+    return len(earlier)
 
 
 def import_tar(
@@ -233,24 +239,16 @@ def import_tar(
     stats = TarStats()
     earlier: set[str] = set()
     dir_times: list[tuple[str, int, float]] = []
-    tar, zr = _open_stream(src)
-    try:
-        with fs.write_back(0.5):
-            for m in tar:
-                try:
-                    rel = _check_member(m, earlier)
-                except UnsafeArchiveError as exc:
-                    done = stats.files + stats.dirs + stats.symlinks + stats.hardlinks
-                    raise UnsafeArchiveError(f"{exc}; stopped after {done} members (they were imported)") from None
-                earlier.add(rel)
-                dst = root if not rel else posixpath.join(root, rel)
-                _extract(fs, tar, m, dst, root, stats, dir_times, progress)
-    except tarfile.TarError as exc:
-        raise UnsafeArchiveError(f"not a valid tar archive: {exc}") from exc
-    finally:
-        tar.close()
-        if zr is not None:
-            zr.close()
+    with _reading(src) as tar, fs.write_back(0.5):
+        for m in tar:
+            try:
+                rel = _check_member(m, earlier)
+            except UnsafeArchiveError as exc:
+                done = stats.files + stats.dirs + stats.symlinks + stats.hardlinks
+                raise UnsafeArchiveError(f"{exc}; stopped after {done} members (they were imported)") from None
+            earlier.add(rel)
+            dst = root if not rel else posixpath.join(root, rel)
+            _extract(fs, tar, m, dst, root, stats, dir_times, progress)
     for dst, mode, mtime in reversed(dir_times):  # children changed their directories' times
         fs.chmod(dst, mode)
         ns = int(mtime * 1e9)
