@@ -75,6 +75,31 @@ def test_errors_are_one_line_and_nonzero(run):
     run("tenant", "delete", "--yes", name)
 
 
+def test_errors_say_what_to_try_next(run):
+    p = run("--tenant", "no-such-tenant", "ls", "/", ok=False)
+    assert b"try: tarbox tenant list" in p.stderr
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    p = run("--tenant", name, "cat", "/nope/x", ok=False)
+    assert b"try: tarbox ls /nope" in p.stderr and p.stderr.decode().count("\n") == 1
+    run("tenant", "delete", "--yes", name)
+
+
+def test_doctor_checks_the_setup(run, tmp_path):
+    checks = json.loads(run("--json", "doctor").stdout)
+    by = {c["check"]: c for c in checks}
+    for name in ("python", "database", "schema", "row-level security", "wasmtime", "module cache"):
+        assert by[name]["ok"], by[name]
+    p = run("--url", f"host={tmp_path} dbname=nothing-here", "doctor", ok=False)
+    assert p.returncode == 1
+    assert b"FAIL database" in p.stdout and b"TARBOX_DATABASE_URL" in p.stdout, p.stdout
+
+
+def test_shell_completion_script(run):
+    script = run("--show-completion", "bash").stdout.decode()
+    assert "_tarbox_completion" in script and "complete" in script
+
+
 def test_version_and_db_status(run):
     assert run("--version").stdout.startswith(b"tarbox ")
     assert json.loads(run("--json", "db", "status").stdout)["schema_version"] >= 1

@@ -7,6 +7,7 @@ import os
 import stat as stat_mod
 import sys
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +113,24 @@ def init(ctx: typer.Context) -> None:
     else:
         where = "embedded PostgreSQL" if tb.db.embedded else "PostgreSQL"
         out.print(f"[green]ready[/]: {where} at {info['url']}, schema version {info['schema_version']}")
+
+
+@app.command()
+def doctor(ctx: typer.Context) -> None:
+    """Check the database, migrations, row-level security, wasmtime and the cache; exit 1 on a failure."""
+    from tarbox.cli.doctor import run_checks
+
+    c = _ctx(ctx)
+    checks = run_checks(c.url)
+    if c.as_json:
+        _emit([{"check": k.name, "ok": k.ok, "detail": k.detail, "hint": k.hint if not k.ok else ""} for k in checks])
+    else:
+        for k in checks:
+            mark = "[green]ok[/]  " if k.ok else "[red]FAIL[/]" if k.required else "[yellow]warn[/]"
+            hint = f"  [dim]-> {k.hint}[/]" if not k.ok and k.hint else ""
+            out.print(f"{mark} {k.name}: {k.detail}{hint}", highlight=False)
+    if any(not k.ok and k.required for k in checks):
+        raise typer.Exit(1)
 
 
 def _safe_url(url: str) -> str:
@@ -780,19 +799,22 @@ def run(
 
         return write
 
-    r = host.run(
-        wasm,
-        [module.name, *ctx.args],
-        envs,
-        sys.stdin.buffer.read() if not sys.stdin.isatty() else b"",
-        on_stdout=to(sys.stdout.buffer),
-        on_stderr=to(sys.stderr.buffer),
-    )
+    # -v on a terminal: a live line (spinner, elapsed time) while the agent runs
+    live = err.status(f"running {module.name} on {tenant.name}") if verbose and err.is_terminal else nullcontext()
+    with live:
+        r = host.run(
+            wasm,
+            [module.name, *ctx.args],
+            envs,
+            sys.stdin.buffer.read() if not sys.stdin.isatty() else b"",
+            on_stdout=to(sys.stdout.buffer),
+            on_stderr=to(sys.stderr.buffer),
+        )
     if verbose or r.status.value != "exited":
         s = r.stats
         err.print(
             f"[dim]{r.status.value} exit={r.exit_code} {r.duration:.3f}s files={s.files_opened} "
-            f"read={s.bytes_read}B written={s.bytes_written}B host-calls={s.host_calls}"
+            f"read={s.bytes_read}B written={s.bytes_written}B host-calls={s.host_calls} run={r.run_id}"
             f"{' checkpoint=' + str(r.checkpoint) if r.checkpoint else ''}{' trap=' + r.trap if r.trap else ''}[/]",
             highlight=False,
         )
@@ -810,15 +832,34 @@ def demo(ctx: typer.Context) -> None:
 def main() -> None:
     try:
         app()
-    except TarboxError as exc:
-        err.print(f"[red]tarbox: error:[/] {_one_line(exc)}", highlight=False)
-        sys.exit(1)
-    except OSError as exc:
-        err.print(f"[red]tarbox: error:[/] {_one_line(exc)}", highlight=False)
+    except (TarboxError, OSError) as exc:
+        hint = _hint(exc)
+        err.print(f"[red]tarbox: error:[/] {_one_line(exc)}{f' (try: {hint})' if hint else ''}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+def _hint(exc: BaseException) -> str:
+    """The next command to try, for the errors that have an obvious one."""
+    import errno as _errno
+
+    from tarbox.errors import DatabaseError, SchemaVersionError, TenantNotFoundError
+
+    if isinstance(exc, TenantNotFoundError):
+        return "tarbox tenant list; tarbox tenant create NAME"
+    if isinstance(exc, SchemaVersionError):
+        return "pip install --upgrade tarbox"
+    if isinstance(exc, DatabaseError) and not isinstance(exc, OSError):
+        return "tarbox doctor"
+    code = getattr(exc, "errno", None)
+    if code == _errno.ENOENT and getattr(exc, "filename", None):
+        parent = str(exc.filename).rstrip("/").rsplit("/", 1)[0] or "/"  # type: ignore[attr-defined]
+        return f"tarbox ls {parent}"
+    if code == _errno.EDQUOT:
+        return "tarbox tenant info NAME; tarbox gc; tarbox layer drop"
+    return ""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -169,6 +169,14 @@ def check(db: Database, tenant_id, tenant_name: str | None = None, *, data: bool
     return report
 
 
+def security_problems(db: Database) -> list[Problem]:
+    """Only the ``row-security`` check (``tarbox doctor`` runs it without a tenant)."""
+    report = FsckReport("")
+    with db.admin() as conn:
+        _check_security(conn, report)
+    return report.problems
+
+
 def _check_security(conn, report: FsckReport) -> None:
     tables = conn.execute(
         """SELECT c.relname, c.relrowsecurity, pg_get_userbyid(c.relowner),

@@ -1,0 +1,109 @@
+"""``tarbox doctor``: checks the pieces Tarbox needs, each with what to do if it fails."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import tarbox
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""  # the next thing to try when not ok
+    required: bool = True  # False: a missing optional piece is a warning, not a failure
+
+
+def run_checks(url: str | None) -> list[Check]:
+    out = [
+        Check(
+            "python",
+            sys.version_info >= (3, 11),
+            sys.version.split()[0],
+            "Tarbox needs Python 3.11 or newer",
+        )
+    ]
+    out += _database(url)
+    out += [_wasmtime(), _cache(), _toolchain()]
+    return out
+
+
+def _database(url: str | None) -> list[Check]:
+    from tarbox.fs.fsck import security_problems
+    from tarbox.storage.migrate import latest_version
+    from tarbox.storage.server import embedded_status
+
+    checks = []
+    if url is None and not os.environ.get("TARBOX_DATABASE_URL"):
+        s = embedded_status()
+        state = "running" if s.running else "initialized, stopped" if s.initialized else "not created yet"
+        checks.append(Check("embedded server", True, f"{state} ({s.pgdata})"))
+    try:
+        tb = tarbox.connect(url)
+    except Exception as exc:  # noqa: BLE001 - reported, that is the point
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = "check TARBOX_DATABASE_URL / --url and that the server runs" if url else "run `tarbox init`"
+        return [*checks, Check("database", False, first, hint)]
+    try:
+        where = "embedded PostgreSQL" if tb.db.embedded else "PostgreSQL"
+        with tb.db.admin() as conn:
+            server = conn.execute("SHOW server_version").fetchone()[0]
+        checks.append(Check("database", True, f"{where} {server}"))
+        have, want = tb.db.schema_version, latest_version()
+        checks.append(
+            Check("schema", have == want, f"version {have} (this Tarbox: {want})", "upgrade tarbox or the database")
+        )
+        problems = security_problems(tb.db)
+        checks.append(
+            Check(
+                "row-level security",
+                not problems,
+                "every tenant table protected" if not problems else problems[0].detail,
+                "re-run the migrations as the schema owner (`tarbox init`)",
+            )
+        )
+    finally:
+        tb.close()
+    return checks
+
+
+def _wasmtime() -> Check:
+    try:
+        import wasmtime
+
+        engine = wasmtime.Engine()
+        wasmtime.Module(engine, wasmtime.wat2wasm('(module (func (export "_start")))'))
+        return Check("wasmtime", True, f"wasmtime-py {version('wasmtime')}, compiles modules")
+    except Exception as exc:  # noqa: BLE001
+        return Check("wasmtime", False, str(exc).splitlines()[0], "pip install --upgrade wasmtime")
+
+
+def _cache() -> Check:
+    from tarbox.wasi.engine import cache_dir
+
+    d = cache_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d):
+            pass
+        return Check("module cache", True, f"{d} (writable)")
+    except OSError as exc:
+        return Check("module cache", False, f"{d}: {exc.strerror}", "set TARBOX_HOME to a writable directory")
+
+
+def _toolchain() -> Check:
+    found = importlib.util.find_spec("ziglang") is not None
+    return Check(
+        "C toolchain",
+        found,
+        f"ziglang {version('ziglang')} (builds .c agents)" if found else "ziglang is not installed",
+        "pip install ziglang (only needed to build C agents)",
+        required=False,
+    )
