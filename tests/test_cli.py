@@ -178,3 +178,25 @@ def test_run_a_wasm_agent(run, tmp_path):
     p = run(*t, "run", str(wasm), "--read-only", "--dir", "/nothing-here", ok=False)
     assert p.returncode == 1 and b"preopen" in p.stderr
     run("tenant", "delete", "--yes", name)
+
+
+def test_run_python_and_rust_agents_from_source(run):
+    from pathlib import Path
+
+    from tarbox.wasi.toolchain import rustc
+
+    examples = Path(__file__).parents[1] / "examples"
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    t = ["--tenant", name]
+    run(*t, "mkdir", "/workspace")
+    run(*t, "write", "/workspace/n.txt", "a b c")
+    p = run(*t, "run", str(examples / "agent.py"), "--", "py")
+    assert p.stdout == b"task py: 1 text files, 3 words\n"
+    assert json.loads(run(*t, "cat", "/workspace/out/report.json").stdout)["words"] == {"n.txt": 3}
+    assert b"agent.py" in run(*t, "ls", "/opt/agents").stdout  # the script is kept, read-only to runs
+    if rustc() is not None:
+        p = run(*t, "run", str(examples / "agent.rs"), "--", "rs")
+        assert p.stdout == b"task rs: 2 text files, 8 words\n"  # n.txt (3) and out/log.txt (5)
+    assert run(*t, "cat", "/workspace/out/log.txt").stdout.startswith(b"python agent ran task py\n")
+    run("tenant", "delete", "--yes", name)

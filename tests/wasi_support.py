@@ -36,8 +36,11 @@ _native_engine = wasmtime.Engine()
 _native_modules: dict[int, wasmtime.Module] = {}
 
 
-def run_native(wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", setup=None) -> Outcome:
-    """The oracle: wasmtime's built-in WASI with ``root`` preopened as /workspace."""
+def run_native(
+    wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", setup=None, preopens=None, argv0="guest"
+) -> Outcome:
+    """The oracle: wasmtime's built-in WASI with ``root`` preopened as /workspace
+    (and ``preopens``, guest path -> local directory, beside it)."""
     if setup is not None:
         setup(root)
     mod = _native_modules.get(hash(wasm))
@@ -45,9 +48,11 @@ def run_native(wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", s
         mod = _native_modules[hash(wasm)] = wasmtime.Module(_native_engine, wasm)
     with tempfile.TemporaryDirectory() as io_dir:
         cfg = wasmtime.WasiConfig()
-        cfg.argv = ["guest", *args]
+        cfg.argv = [argv0, *args]
         cfg.env = list((env or {}).items())
         cfg.preopen_dir(str(root), "/workspace")
+        for guest_path, local in (preopens or {}).items():
+            cfg.preopen_dir(str(local), guest_path)
         Path(io_dir, "in").write_bytes(stdin)
         cfg.stdin_file = os.path.join(io_dir, "in")
         cfg.stdout_file = os.path.join(io_dir, "out")

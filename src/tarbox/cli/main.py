@@ -751,7 +751,9 @@ def db_stop(ctx: typer.Context) -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    module: Annotated[Path, typer.Argument(help="A wasm32-wasip1 command module (.wasm), or a .c file to build.")],
+    module: Annotated[
+        Path, typer.Argument(help="A wasm32-wasip1 command module (.wasm), a .c or .rs file to build, or a .py script.")
+    ],
     dir: Annotated[
         str, typer.Option("--dir", help="Tenant directory preopened at the same guest path.")
     ] = "/workspace",
@@ -772,14 +774,32 @@ def run(
     if not c.tenant:
         raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
     tenant = c.tb().get_tenant(c.tenant)
-    wasm = build_c(module) if module.suffix == ".c" else module.read_bytes()
     mounts = [Mount(dir, dir, read_only)]
+    envs: dict[str, str] = {}
+    argv0 = [module.name]
+    if module.suffix == ".py":  # CPython for WASI runs the script, kept read-only in the tenant
+        from tarbox.wasi.python import GUEST_LIB, PREFIX, PythonRuntime
+
+        py = PythonRuntime()
+        fs = c.fs()
+        py.install(fs)
+        fs.makedirs("/opt/agents")
+        fs.write_file(f"/opt/agents/{module.name}", module.read_bytes())
+        mounts += [Mount(GUEST_LIB, f"{PREFIX}/lib", True), Mount("/agent", "/opt/agents", True)]
+        envs = {"PYTHONHOME": "/usr/local", "PYTHONDONTWRITEBYTECODE": "1"}
+        wasm, argv0 = py.wasm(), ["python", f"/agent/{module.name}"]
+    elif module.suffix == ".rs":
+        from tarbox.wasi.toolchain import build_rust
+
+        wasm = build_rust(module)
+    else:
+        wasm = build_c(module) if module.suffix == ".c" else module.read_bytes()
     for m in maps or []:
         guest, _, path = m.partition("=")
         if not guest or not path:
             raise typer.BadParameter(f"--map wants GUEST=TARBOXPATH, got {m!r}")
         mounts.append(Mount(guest, path, read_only))
-    envs = dict(e.partition("=")[::2] for e in env or [])
+    envs.update(dict(e.partition("=")[::2] for e in env or []))
     host = WasiHost(
         c.tb(),
         tenant,
@@ -804,7 +824,7 @@ def run(
     with live:
         r = host.run(
             wasm,
-            [module.name, *ctx.args],
+            [*argv0, *ctx.args],
             envs,
             sys.stdin.buffer.read() if not sys.stdin.isatty() else b"",
             on_stdout=to(sys.stdout.buffer),
