@@ -137,6 +137,8 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
         return self.fs.readlink(path)
 
     def statfs(self, path: str) -> dict[str, int]:
+        if not self.fs.read_only:
+            self.fs.sync()  # what the open window holds counts too (df is rare)
         u = self.fs.usage()
         total = u.quota_bytes if u.quota_bytes is not None else max(1 << 40, 2 * u.used_bytes)
         free = max(0, total - u.used_bytes)
