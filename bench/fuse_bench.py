@@ -1,5 +1,5 @@
-"""FUSE mount benchmark: the same commands through ``tarbox mount`` and on the local
-disk, in one run (seconds, and the ratio).
+"""FUSE mount benchmark: the same commands on the local disk and through
+``tarbox mount`` with each installed backend (mfusepy, pyfuse3), in one run.
 
     python bench/fuse_bench.py [--files 10000] [--dd-mib 1024]
 
@@ -48,7 +48,6 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(7)
     tb = tarbox.connect()
-    tenant = tb.create_tenant(f"fb-{uuid.uuid4().hex[:8]}")
     env = {**os.environ, "TARBOX_DATABASE_URL": tb.db.url}
     with tempfile.TemporaryDirectory() as work:
         w = Path(work)
@@ -64,35 +63,56 @@ def main() -> None:
         with open(blob, "wb") as f:
             for _ in range(args.dd_mib):
                 f.write(os.urandom(1 << 20))
-        local, mnt = w / "local", w / "mnt"
+        local = w / "local"
         local.mkdir()
-        mnt.mkdir()
-        subprocess.run([sys.executable, "-m", "tarbox", "-t", tenant.name, "mount", str(mnt)], check=True, env=env)
-        rows = []
-        try:
-            for label, make in [
-                (f"untar {args.files:,} files", lambda d: ["tar", "-xf", str(w / "src.tar"), "-C", str(d)]),
-                ("grep -r (count matches)", lambda d: ["grep", "-rc", "needle", str(d)]),
-                (f"dd write {args.dd_mib} MiB (bs=1M)", lambda d: ["dd", f"if={blob}", f"of={d}/big", "bs=1M"]),
-                (f"dd read {args.dd_mib} MiB (bs=1M)", lambda d: ["dd", f"if={d}/big", "of=/dev/null", "bs=1M"]),
-            ]:
-                drop_caches()
-                a = run(make(local))
-                if label.startswith("dd write"):
-                    subprocess.run(["sync"], check=True)
-                drop_caches()
-                b = run(make(mnt))
-                rows.append((label, a, b))
-        finally:
-            subprocess.run([sys.executable, "-m", "tarbox", "umount", str(mnt)], env=env, stdout=subprocess.DEVNULL)
-    tb.delete_tenant(tenant)
-    table = Table(title="through the mount vs local disk (seconds)")
-    for col in ("operation", "local disk", "tarbox mount", "mount / local", "mount MB/s"):
-        table.add_column(col, justify="right")
-    for label, a, b in rows:
-        rate = f"{args.dd_mib * 1.048576 / b:.0f}" if label.startswith("dd") else ""
-        table.add_row(label, f"{a:.2f}", f"{b:.2f}", f"{b / a:.1f}x", rate)
-    Console(width=120).print(table)
+        ops = [
+            (f"untar {args.files:,} files", lambda d: ["tar", "-xf", str(w / "src.tar"), "-C", str(d)]),
+            ("grep -r (count matches)", lambda d: ["grep", "-rc", "needle", str(d)]),
+            (f"dd write {args.dd_mib} MiB (bs=1M)", lambda d: ["dd", f"if={blob}", f"of={d}/big", "bs=1M"]),
+            (f"dd read {args.dd_mib} MiB (bs=1M)", lambda d: ["dd", f"if={d}/big", "of=/dev/null", "bs=1M"]),
+        ]
+        times: dict[str, list[float]] = {"local": []}
+        for _, make in ops:
+            drop_caches()
+            times["local"].append(run(make(local)))
+            subprocess.run(["sync"], check=True)
+        for backend in backends():
+            mnt = w / f"mnt-{backend}"
+            mnt.mkdir()
+            t = tb.create_tenant(f"fb-{uuid.uuid4().hex[:8]}")
+            mount = [sys.executable, "-m", "tarbox", "-t", t.name, "mount", str(mnt), "--backend", backend]
+            subprocess.run(mount, check=True, env=env, stdout=subprocess.DEVNULL)
+            times[backend] = []
+            try:
+                for _, make in ops:
+                    drop_caches()
+                    times[backend].append(run(make(mnt)))
+            finally:
+                subprocess.run([sys.executable, "-m", "tarbox", "umount", str(mnt)], env=env, stdout=subprocess.DEVNULL)
+                tb.delete_tenant(t)
+    table = Table(title="through the mount (each backend) vs local disk: seconds, ratio to local, MB/s")
+    table.add_column("operation")
+    for name in times:
+        table.add_column(name, justify="right")
+    for i, (label, _) in enumerate(ops):
+        row = [label]
+        for name, ts in times.items():
+            cell = f"{ts[i]:.2f}"
+            if name != "local":
+                cell += f" ({ts[i] / times['local'][i]:.1f}x)"
+            if label.startswith("dd"):
+                cell += f" {args.dd_mib * 1.048576 / ts[i]:.0f} MB/s"
+            row.append(cell)
+        table.add_row(*row)
+    Console(width=140).print(table)
+
+
+def backends() -> list[str]:
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError:
+        return ["mfusepy"]
+    return ["mfusepy", "pyfuse3"]
 
 
 if __name__ == "__main__":

@@ -33,11 +33,24 @@ def cli(db_url, *args, check=True) -> subprocess.CompletedProcess:
     return p
 
 
+def _backends() -> list[str]:
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError:
+        return ["mfusepy"]
+    return ["mfusepy", "pyfuse3"]
+
+
+@pytest.fixture(params=_backends())
+def backend(request) -> str:
+    return request.param
+
+
 class Mounted:
-    def __init__(self, db_url, tenant, path: Path, *extra: str) -> None:
+    def __init__(self, db_url, tenant, path: Path, *extra: str, backend: str = "mfusepy") -> None:
         self.db_url, self.tenant, self.path = db_url, tenant, path
         path.mkdir(parents=True, exist_ok=True)
-        cli(db_url, "-t", tenant.name, "mount", str(path), *extra)
+        cli(db_url, "-t", tenant.name, "mount", str(path), "--backend", backend, *extra)
         assert os.path.ismount(path)
 
     def pid(self) -> int:
@@ -58,8 +71,8 @@ def _stale(path: Path) -> bool:
 
 
 @pytest.fixture
-def mnt(db_url, tenant, tmp_path):
-    m = Mounted(db_url, tenant, tmp_path / "mnt")
+def mnt(db_url, tenant, tmp_path, backend):
+    m = Mounted(db_url, tenant, tmp_path / "mnt", backend=backend)
     yield m
     m.umount()
 
@@ -137,9 +150,9 @@ def test_posix_operations_match_a_local_directory(mnt, tmp_path, tb, tenant):
     assert tb.fsck(tenant)[0].ok
 
 
-def test_statfs_follows_the_quota(db_url, new_tenant, tmp_path):
+def test_statfs_follows_the_quota(db_url, new_tenant, tmp_path, backend):
     t = new_tenant(quota_bytes=64 << 20)
-    m = Mounted(db_url, t, tmp_path / "q")
+    m = Mounted(db_url, t, tmp_path / "q", backend=backend)
     try:
         st = os.statvfs(m.path)
         assert st.f_blocks * st.f_frsize == 64 << 20
@@ -184,10 +197,10 @@ def test_real_tools_work_in_the_mount(mnt, tmp_path, tb, tenant):
     assert tb.fsck(tenant)[0].ok
 
 
-def test_layers_through_the_mount(db_url, tb, tenant, tmp_path):
+def test_layers_through_the_mount(db_url, tb, tenant, tmp_path, backend):
     fs = tb.filesystem(tenant)
     fs.write_file("/a.txt", b"v1")
-    m = Mounted(db_url, tenant, tmp_path / "head")
+    m = Mounted(db_url, tenant, tmp_path / "head", backend=backend)
     try:
         (m.path / ".tarbox" / "layers" / "new").write_text("from the mount")
         (m.path / "a.txt").write_bytes(b"v2")
@@ -195,7 +208,7 @@ def test_layers_through_the_mount(db_url, tb, tenant, tmp_path):
         m.umount()
     frozen = [layer for layer in fs.layers() if layer.message == "from the mount"]
     assert len(frozen) == 1 and fs.read_file("/a.txt") == b"v2"
-    old = Mounted(db_url, tenant, tmp_path / "old", "--layer", str(frozen[0].id))
+    old = Mounted(db_url, tenant, tmp_path / "old", "--layer", str(frozen[0].id), backend=backend)
     try:
         assert (old.path / "a.txt").read_bytes() == b"v1"
         with pytest.raises(OSError) as err:
@@ -205,8 +218,8 @@ def test_layers_through_the_mount(db_url, tb, tenant, tmp_path):
         old.umount()
 
 
-def test_sigterm_unmounts_cleanly_and_kill_9_leaves_a_recoverable_mount(db_url, tb, tenant, tmp_path):
-    m = Mounted(db_url, tenant, tmp_path / "t")
+def test_sigterm_unmounts_cleanly_and_kill_9_leaves_a_recoverable_mount(db_url, tb, tenant, tmp_path, backend):
+    m = Mounted(db_url, tenant, tmp_path / "t", backend=backend)
     (m.path / "kept.txt").write_bytes(b"closed before the signal")
     os.kill(m.pid(), signal.SIGTERM)
     for _ in range(200):
@@ -215,7 +228,7 @@ def test_sigterm_unmounts_cleanly_and_kill_9_leaves_a_recoverable_mount(db_url, 
         time.sleep(0.05)
     assert not os.path.ismount(m.path)
     assert tb.filesystem(tenant).read_file("/kept.txt") == b"closed before the signal"
-    m = Mounted(db_url, tenant, tmp_path / "k")
+    m = Mounted(db_url, tenant, tmp_path / "k", backend=backend)
     f = open(m.path / "partial.bin", "wb")  # noqa: SIM115 - left open on purpose
     f.write(os.urandom(4 << 20))
     f.flush()

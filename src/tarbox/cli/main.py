@@ -129,6 +129,7 @@ def mount(
     foreground: Annotated[
         bool, typer.Option("--foreground", "-f", help="Serve in this process until unmounted.")
     ] = False,
+    backend: Annotated[str | None, typer.Option("--backend", help="pyfuse3 (default if installed) or mfusepy.")] = None,
 ) -> None:
     """Mount the tenant's files at MOUNTPOINT (FUSE): ls, grep, git, editors work on them."""
     import subprocess
@@ -156,6 +157,10 @@ def mount(
     args += ["--layer", str(layer)] if layer is not None else []
     args += ["--read-only"] if read_only else []
     args += ["--allow-other"] if allow_other else []
+    if backend is not None:
+        if backend not in fuse.BACKENDS:
+            raise typer.BadParameter(f"--backend is one of {', '.join(fuse.BACKENDS)}")
+        args += ["--backend", backend]
     if foreground:
         fuse.main(args)
         return
