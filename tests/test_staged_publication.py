@@ -205,3 +205,20 @@ def test_a_stage_reclaimed_by_gc_fails_the_close_with_eio_and_keeps_the_old_vers
     assert err.value.errno == 5  # EIO: the staged blocks may be gone
     assert other.filesystem(tenant).read_file("/late") == b"old"
     assert_clean(tb, tenant)
+
+
+def test_switching_away_while_a_file_is_being_written_is_refused(tb, tenant):
+    fs = tb.filesystem(tenant)
+    fs.write_file("/a", b"1")
+    cp = fs.checkpoint("one")
+    f = fs.open("/b", "wb")
+    f.write(pattern(b"big;", BIG))  # staged: its content belongs to this view
+    with pytest.raises(OSError) as err:
+        fs.switch(cp)
+    assert err.value.errno == errno.EBUSY
+    f.close()
+    fs.switch(cp)  # fine once it is published
+    assert not fs.exists("/b")
+    fs.switch("main")
+    assert len(fs.read_file("/b")) == BIG
+    assert_clean(tb, tenant)

@@ -1443,6 +1443,9 @@ class Store:
         or follow a branch (by name: its head, which moves with its checkpoints)."""
         with self.lock:
             self.commit()
+            if self._held():
+                # their content would be published into the other view, where they have no name
+                raise fs_error(errno.EBUSY, None, "files are being written; close them before switching")
             with self.writing(publish=True):
                 if isinstance(target, str):
                     rows = self._q(
