@@ -31,6 +31,9 @@ class Mount:
     read_only: bool = False
 
 
+_COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"  # magic, component-model version 0xd, layer 1
+
+
 class WasiHost:
     """Runs modules against one tenant. Safe to share between concurrent ``run_wasm`` calls.
 
@@ -116,6 +119,12 @@ class WasiHost:
                 r.stats = p1.stats
             return r
 
+        if bytes(wasm[:8]) == _COMPONENT_HEADER:
+            return result(
+                RunStatus.INVALID_MODULE,
+                -1,
+                "this is a WebAssembly component (WASI Preview 2); this host runs wasm32-wasip1 command modules",
+            )
         try:
             module = self.cache.load(wasm, fuel=self.fuel is not None)
         except wasmtime.WasmtimeError as exc:
