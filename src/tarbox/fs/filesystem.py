@@ -11,7 +11,6 @@ import errno
 import io
 import os
 import posixpath
-import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -261,6 +260,14 @@ class Filesystem:
     def exists(self, path: str | os.PathLike) -> bool:
         try:
             self.stat(path)
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def lexists(self, path: str | os.PathLike) -> bool:
+        """Like ``os.path.lexists``: true for a symlink too, even a dangling one."""
+        try:
+            self.lstat(path)
             return True
         except (FileNotFoundError, NotADirectoryError):
             return False
@@ -883,7 +890,7 @@ class Filesystem:
         if not self.audited:
             return
         with self._st.lock:
-            self._st.d_audit.append((time.time_ns(), self.run_id, op, None, what, None, layer))
+            self._st.audit(self.run_id, op, None, what, layer=layer)
             self._st.commit()
 
     def audit(

@@ -1171,10 +1171,15 @@ class Store:
 
     # ------------------------------------------------------------------ flush
 
-    def audit(self, run_id: uuid.UUID | None, op: str, path: str | None, path2=None, nbytes=None) -> None:
-        """Record an operation; it is written by the commit that carries its changes."""
+    def audit(
+        self, run_id: uuid.UUID | None, op: str, path: str | None, path2=None, nbytes=None, *, layer: int | None = None
+    ) -> None:
+        """Record an operation (in ``layer``, default the head); it is written by the
+        commit that carries its changes."""
         with self.lock:
-            self.d_audit.append((time.time_ns(), run_id, op, path, path2, nbytes, self.head))
+            self.d_audit.append(
+                (time.time_ns(), run_id, op, path, path2, nbytes, self.head if layer is None else layer)
+            )
 
     def _write_audit(self, conn: psycopg.Connection) -> None:
         a = self.d_audit

@@ -201,7 +201,7 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         if flags & RENAME_EXCHANGE:
             raise OSError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
-        if flags & RENAME_NOREPLACE and (self.fs.exists(new) or _is_link(self.fs, new)):
+        if flags & RENAME_NOREPLACE and self.fs.lexists(new):
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
         self.fs.rename(old, new)
         return 0
@@ -299,13 +299,6 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
         self.fs.sync()
         return 0
-
-
-def _is_link(fs: Filesystem, path: str) -> bool:
-    try:
-        return fs.lstat(path).is_symlink
-    except FileNotFoundError:
-        return False
 
 
 if _fuse is not None:

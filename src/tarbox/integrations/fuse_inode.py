@@ -117,9 +117,10 @@ class InodeOperations(pyfuse3.Operations):
 
     @_served
     def getattr(self, inode, ctx=None):
-        for fh, h in self.core._handles.items():  # an open file that lost its names
-            if inode not in self.names and getattr(h.f, "_ino", None) == inode:
-                return _entry(self.core.getattr(None, fh))
+        if inode not in self.names:  # an open file that lost its names (unlinked)
+            for fh, h in self.core._handles.items():
+                if getattr(h.f, "_ino", None) == inode:
+                    return _entry(self.core.getattr(None, fh))
         return _entry(self.core.getattr(self._path(inode)))
 
     @_served

@@ -267,7 +267,7 @@ def _extract(fs: Filesystem, tar, m: tarfile.TarInfo, dst: str, root: str, stats
         dir_times.append((dst, m.mode & 0o7777, m.mtime))
         stats.dirs += 1
         return
-    if (m.issym() or m.islnk() or m.isfile()) and (fs.exists(dst) or _is_link(fs, dst)):
+    if (m.issym() or m.islnk() or m.isfile()) and fs.lexists(dst):
         if fs.lstat(dst).is_dir:
             raise UnsafeArchiveError(f"member {m.name!r}: a directory of that name exists")
         fs.remove(dst)  # replaced, as tar does (a symlink is replaced, never followed)
@@ -291,10 +291,3 @@ def _extract(fs: Filesystem, tar, m: tarfile.TarInfo, dst: str, root: str, stats
         stats.bytes += m.size
     else:
         stats.skipped += 1
-
-
-def _is_link(fs: Filesystem, path: str) -> bool:
-    try:
-        return fs.lstat(path).is_symlink
-    except FileNotFoundError:
-        return False
