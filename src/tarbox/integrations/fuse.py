@@ -51,7 +51,8 @@ def available() -> str | None:
     return None
 
 
-def _errno(exc: BaseException) -> int:
+def errno_of(exc: BaseException) -> int:
+    """The errno a failed request returns: the exception's own, else EIO."""
     code = getattr(exc, "errno", None)
     return code if isinstance(code, int) and code > 0 else errno.EIO
 

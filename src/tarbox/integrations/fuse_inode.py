@@ -22,7 +22,7 @@ import trio
 
 from tarbox.errors import TarboxError
 from tarbox.fs import Filesystem
-from tarbox.integrations.fuse import CONTROL, TarboxOperations
+from tarbox.integrations.fuse import CONTROL, TarboxOperations, errno_of
 
 ROOT = pyfuse3.ROOT_INODE  # 1, as Tarbox's root inode
 
@@ -54,8 +54,7 @@ def _served(fn: Callable) -> Callable:
         except pyfuse3.FUSEError:
             raise
         except (OSError, TarboxError) as exc:
-            code = getattr(exc, "errno", None)
-            raise pyfuse3.FUSEError(code if isinstance(code, int) and code > 0 else errno.EIO) from None
+            raise pyfuse3.FUSEError(errno_of(exc)) from None
 
     wrapper.__name__ = fn.__name__
     return wrapper
