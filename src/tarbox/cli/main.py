@@ -556,16 +556,11 @@ def export_cmd(
     comp = compression if compression is not None else compression_for(dest)
     comp = None if comp in (None, "none") else comp
     total = _tree_bytes(fs, path)
-    with _progress() as progress:
+    sink = nullcontext(sys.stdout.buffer) if dest == "-" else open(dest, "wb")  # noqa: SIM115 - closed by with
+    with _progress() as progress, sink as f:
         task = progress.add_task("export", total=total)
-        if dest == "-":
-            stats = export_tar(
-                fs, sys.stdout.buffer, path, compression=comp, progress=lambda n: progress.advance(task, n)
-            )
-            sys.stdout.buffer.flush()
-        else:
-            with open(dest, "wb") as f:
-                stats = export_tar(fs, f, path, compression=comp, progress=lambda n: progress.advance(task, n))
+        stats = export_tar(fs, f, path, compression=comp, progress=lambda n: progress.advance(task, n))
+        f.flush()
     _report_tar(c, "exported", stats, dest)
 
 
@@ -583,13 +578,10 @@ def import_cmd(
     c = _ctx(ctx)
     fs = c.fs()
     total = os.path.getsize(archive) if archive != "-" else None
-    with _progress() as progress:
+    source = nullcontext(sys.stdin.buffer) if archive == "-" else open(archive, "rb")  # noqa: SIM115 - closed by with
+    with _progress() as progress, source as f:
         task = progress.add_task("import", total=total)
-        if archive == "-":
-            stats = import_tar(fs, sys.stdin.buffer, path, progress=lambda n: progress.advance(task, n))
-        else:
-            with open(archive, "rb") as f:
-                stats = import_tar(fs, f, path, progress=lambda n: progress.advance(task, n))
+        stats = import_tar(fs, f, path, progress=lambda n: progress.advance(task, n))
     layer = fs.checkpoint(message or f"import {os.path.basename(archive)}") if checkpoint or message else None
     _report_tar(c, "imported", stats, archive, layer.id if layer else None)
 
