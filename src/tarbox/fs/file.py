@@ -50,10 +50,9 @@ def parse_mode(mode: str) -> OpenMode:
 class TarboxFile(io.RawIOBase):
     """A file of a Tarbox filesystem. Not thread-safe on its own, like a Python file."""
 
-    def __init__(self, store: Store, ino: int, path: str, mode: OpenMode, *, run_id=None, audited=True) -> None:
+    def __init__(self, store: Store, ino: int, path: str, mode: OpenMode, *, record=None) -> None:
         super().__init__()
-        self._run = run_id  # for the audit record of what this descriptor wrote
-        self._audited = audited
+        self._record = record  # audits what this descriptor wrote (the opening view's Filesystem._record)
         self._written: int | None = None  # bytes written through it (None: it wrote nothing)
         self._st = store
         self._ino = ino
@@ -212,8 +211,8 @@ class TarboxFile(io.RawIOBase):
             if self._dirty:
                 self._st.end_write(self._ino)
             if self._written is not None:
-                if self._audited:
-                    self._st.audit(self._run, AuditOp.WRITE, self.name, None, self._written)
+                if self._record is not None:
+                    self._record(AuditOp.WRITE, self.name, None, self._written)
                 self._st.publish_close()
                 self._raise_pending()
         finally:

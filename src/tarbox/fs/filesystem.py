@@ -230,8 +230,12 @@ class Filesystem:
         self._writable(path)
         with self._st.writing():
             yield self._st
-            if self.audited:
-                self._st.audit(self.run_id, op, os.fspath(path), path2, nbytes)
+            self._record(op, os.fspath(path), path2, nbytes)
+
+    def _record(self, op: AuditOp, path: str | None, path2=None, nbytes=None, *, layer: int | None = None) -> None:
+        """Audit an operation of this view (unless ``audited`` is off); it commits with its changes."""
+        if self.audited:
+            self._st.audit(self.run_id, op, path, path2, nbytes, layer=layer)
 
     # ------------------------------------------------------------------ reads
 
@@ -508,15 +512,15 @@ class Filesystem:
             if m.create or m.trunc:
                 with st.writing():
                     node, did = self._open_node(path, create=m.create, excl=m.excl, trunc=m.trunc)
-                    if did is not None and self.audited:
-                        st.audit(self.run_id, did, path, None, 0)
+                    if did is not None:
+                        self._record(did, path, None, 0)
             else:
                 if revalidate:
                     st.refresh()
                 node, _ = self._open_node(path, create=False)
-                if self.audit_reads and self.audited:
-                    st.audit(self.run_id, AuditOp.OPEN, path)
-            return TarboxFile(st, node.ino, path, m, run_id=self.run_id, audited=self.audited)
+                if self.audit_reads:
+                    self._record(AuditOp.OPEN, path)
+            return TarboxFile(st, node.ino, path, m, record=self._record)
 
     def truncate(self, path: str | os.PathLike, size: int) -> None:
         text = os.fspath(path)
@@ -887,11 +891,10 @@ class Filesystem:
 
     def _audit_layer_op(self, op: AuditOp, what: str | None, layer: int | None) -> None:
         """Layer operations commit on their own; their record follows in a small commit."""
-        if not self.audited:
-            return
-        with self._st.lock:
-            self._st.audit(self.run_id, op, None, what, layer=layer)
-            self._st.commit()
+        if self.audited:
+            with self._st.lock:
+                self._record(op, None, what, layer=layer)
+                self._st.commit()
 
     def audit(
         self,
