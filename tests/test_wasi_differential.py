@@ -26,14 +26,16 @@ def ops_wasm() -> bytes:
     return Wasm(guest("ops"))
 
 
-def differential(tb, tmp_path, wasm: bytes, script: str):
+def differential(tb, tmp_path, wasm: bytes, script: str, oracle=run_native):
+    """``oracle`` is wasmtime's own WASI: ``run_native`` (Preview 1 modules) or
+    ``run_native_component`` (WASIp2, for components)."""
     t = tb.create_tenant(f"w-{uuid.uuid4().hex[:10]}")
     try:
         host = WasiHost(tb, t, "/workspace")
         ours = run_tarbox(host, wasm, stdin=script.encode())
         root = tmp_path / f"native-{uuid.uuid4().hex[:6]}"
         root.mkdir()
-        theirs = run_native(wasm, root, stdin=script.encode())
+        theirs = oracle(wasm, root, stdin=script.encode())
     finally:
         tb.delete_tenant(t)
     lines = script.splitlines()

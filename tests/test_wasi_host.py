@@ -46,11 +46,13 @@ def test_malformed_modules_are_refused_cleanly(tb, tenant):
     unknown = wasmtime.wat2wasm('(module (import "wasi:sockets/tcp" "connect" (func)) (func (export "_start")))')
     r = host.run(unknown)
     assert r.status is RunStatus.INVALID_MODULE and "wasi:sockets" in r.trap  # no network imports exist
-    # a component (the component-model binary header, as wasm-tools writes it) is named as such
+    # components (the component-model header, as wasm-tools writes it): malformed, or not a command
     component = bytes(wasmtime.wat2wasm("(component)"))
     assert component[:8] == b"\x00asm\x0d\x00\x01\x00"
     r = host.run(component)
-    assert r.status is RunStatus.INVALID_MODULE and "component (WASI Preview 2)" in r.trap
+    assert r.status is RunStatus.INVALID_MODULE and "exports no wasi:cli/run" in r.trap
+    r = host.run(component + b"\xff\xff")
+    assert r.status is RunStatus.INVALID_MODULE and "invalid component" in r.trap
 
 
 def test_timeout_interrupts_a_spinning_guest(tb, tenant, limits):

@@ -109,3 +109,39 @@ def tarbox_tree(fs, root: str) -> dict:
             else:
                 out[rel] = ("file", fs.read_file(p))
     return out
+
+
+_native_components: dict[int, object] = {}
+
+
+def run_native_component(wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", argv0="guest") -> Outcome:
+    """The Preview 2 oracle: wasmtime's own WASIp2 (``Linker.add_wasip2``) with ``root``
+    preopened as /workspace, running a command component's ``wasi:cli/run``."""
+    import wasmtime.component as wc
+
+    comp = _native_components.get(hash(wasm))
+    if comp is None:
+        comp = _native_components[hash(wasm)] = wc.Component(_native_engine, wasm)
+    with tempfile.TemporaryDirectory() as io_dir:
+        cfg = wasmtime.WasiConfig()
+        cfg.argv = [argv0, *args]
+        cfg.env = list((env or {}).items())
+        cfg.preopen_dir(str(root), "/workspace")
+        Path(io_dir, "in").write_bytes(stdin)
+        cfg.stdin_file = os.path.join(io_dir, "in")
+        cfg.stdout_file = os.path.join(io_dir, "out")
+        cfg.stderr_file = os.path.join(io_dir, "err")
+        store = wasmtime.Store(_native_engine)
+        store.set_wasi(cfg)
+        linker = wc.Linker(_native_engine)
+        linker.add_wasip2()
+        inst = linker.instantiate(store, comp)
+        run_iface = next(n for n in comp.type.exports(_native_engine) if n.startswith("wasi:cli/run@0.2"))
+        run = inst.get_func(store, inst.get_export_index(store, "run", comp.get_export_index(run_iface)))
+        try:
+            ended = run(store)
+            code = 0 if ended.tag == "ok" else 1
+        except wasmtime.ExitTrap as e:
+            code = e.code
+        out, err = Path(io_dir, "out").read_bytes(), Path(io_dir, "err").read_bytes()
+    return Outcome(code, out, err, local_tree(root))

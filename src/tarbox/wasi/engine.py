@@ -22,6 +22,15 @@ from pathlib import Path
 
 import platformdirs
 import wasmtime
+import wasmtime.component
+
+COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"  # magic, component-model version 0xd, layer 1
+
+
+def is_component(wasm: bytes) -> bool:
+    """A WebAssembly component (WASI Preview 2), not a core module: the header says."""
+    return bytes(wasm[:8]) == COMPONENT_HEADER
+
 
 TICK = 0.01  # seconds per epoch tick
 
@@ -65,7 +74,7 @@ def cache_dir() -> Path:
 
 
 class ModuleCache:
-    """Compiled modules by (engine configuration, SHA-256 of the bytes)."""
+    """Compiled modules and components by (engine configuration, SHA-256 of the bytes)."""
 
     def __init__(self, directory: Path | None = None, capacity: int = 64) -> None:
         self.directory = directory
@@ -74,9 +83,11 @@ class ModuleCache:
         self._lock = threading.Lock()
         self.stats = {"memory_hits": 0, "disk_hits": 0, "compiled": 0}
 
-    def load(self, wasm: bytes, *, fuel: bool = False) -> wasmtime.Module:
-        """The compiled module; raises ``wasmtime.WasmtimeError`` for invalid wasm."""
-        key = (engine_key(fuel), hashlib.sha256(wasm).hexdigest())
+    def load(self, wasm: bytes, *, fuel: bool = False):
+        """The compiled module (or ``wasmtime.component.Component``, for a component);
+        raises ``wasmtime.WasmtimeError`` for invalid wasm."""
+        kind = wasmtime.component.Component if is_component(wasm) else wasmtime.Module
+        key = (engine_key(fuel), hashlib.sha256(wasm).hexdigest() + (".component" if is_component(wasm) else ""))
         with self._lock:
             mod = self._mem.get(key)
             if mod is not None:
@@ -84,9 +95,9 @@ class ModuleCache:
                 self.stats["memory_hits"] += 1
                 return mod
         eng = engine(fuel)
-        mod = self._from_disk(eng, key)
+        mod = self._from_disk(eng, key, kind)
         if mod is None:
-            mod = wasmtime.Module(eng, wasm)
+            mod = kind(eng, wasm)
             self.stats["compiled"] += 1
             self._to_disk(mod, key)
         else:
@@ -101,17 +112,17 @@ class ModuleCache:
         d = self.directory if self.directory is not None else cache_dir()
         return d / key[0] / f"{key[1]}.cwasm"
 
-    def _from_disk(self, eng: wasmtime.Engine, key: tuple[str, str]) -> wasmtime.Module | None:
+    def _from_disk(self, eng: wasmtime.Engine, key: tuple[str, str], kind):
         path = self._path(key)
         if not path.exists():
             return None
         try:
-            return wasmtime.Module.deserialize_file(eng, str(path))
+            return kind.deserialize_file(eng, str(path))
         except wasmtime.WasmtimeError:
             path.unlink(missing_ok=True)  # from another build of wasmtime, or damaged
             return None
 
-    def _to_disk(self, mod: wasmtime.Module, key: tuple[str, str]) -> None:
+    def _to_disk(self, mod, key: tuple[str, str]) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

