@@ -12,7 +12,6 @@ sets of strings (the ``_tagged`` notes say which results need the tag).
 
 from __future__ import annotations
 
-import ctypes
 import errno as E
 import secrets
 import time
@@ -21,55 +20,13 @@ from dataclasses import dataclass
 
 import wasmtime
 import wasmtime.component as wc
-from wasmtime import _ffi as ffi
 from wasmtime.component import Record, ResourceHost, ResourceType, Variant
 
 from tarbox.errors import SandboxEscapeError, TarboxError
+from tarbox.wasi import _wasmtime_speedups
 from tarbox.wasi.core import Descriptor, InputStream, OutputStream, StreamClosed, error_code
 from tarbox.wasi.preview1 import GuestExit, LimitExceeded, Output
 from tarbox.wasi.types import DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags, RunStats, RunStatus
-
-def _fast_byte_lists() -> None:
-    """wasmtime-py converts a ``list<u8>`` one element at a time in Python (each byte is a
-    32-byte tagged value in the C API): ~0.2 us a byte, so a 4 KiB stream write cost more
-    than a millisecond. Convert byte lists in bulk with strided slices over the same C
-    array instead; other lists keep the library's conversion."""
-    lt = wc.ListType
-    if getattr(lt, "_tarbox_fast", False):
-        return
-    to_c, from_c = lt.convert_to_c, lt.convert_from_c
-    val_t = ffi.wasmtime_component_val_t
-    stride, kind_at, value_at = ctypes.sizeof(val_t), val_t.kind.offset, val_t.of.offset
-    u8 = bytes([ffi.WASMTIME_COMPONENT_U8.value])
-
-    def convert_to_c(self, store, val, ptr):
-        if not isinstance(val, (bytes, bytearray)) or not isinstance(self.element, wc.U8):
-            return to_c(self, store, val, ptr)
-        n = len(val)
-        raw = ffi.wasmtime_component_vallist_t()
-        ffi.wasmtime_component_vallist_new_uninit(raw, n)
-        if n:
-            buf = bytearray(n * stride)
-            buf[kind_at::stride] = u8 * n
-            buf[value_at::stride] = val
-            ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
-        ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
-        ptr.contents.of.list = raw
-
-    def convert_from_c(self, c):
-        if not isinstance(self.element, wc.U8):
-            return from_c(self, c)
-        try:
-            n = c.of.list.size
-            return ctypes.string_at(c.of.list.data, n * stride)[value_at::stride] if n else b""
-        finally:
-            ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
-
-    lt.convert_to_c, lt.convert_from_c, lt._tarbox_fast = convert_to_c, convert_from_c, True
-
-
-_fast_byte_lists()
-
 
 # resource kinds (host resource type ids)
 DESCRIPTOR, DIR_STREAM, INPUT, OUTPUT, ERROR, POLLABLE, TERM_IN, TERM_OUT, NETWORK = range(1, 10)
@@ -259,7 +216,7 @@ class Preview2:
                                     continue
                                 missing.append(f"{name}#{member}")
                                 continue
-                            inst.add_func(member, self._guard(*spec))
+                            _wasmtime_speedups.add_func(inst, member, self._guard(*spec))
         if sockets and not missing:
             linker.define_unknown_imports_as_traps(component)
         return missing

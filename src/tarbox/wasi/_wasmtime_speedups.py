@@ -1,0 +1,141 @@
+"""Faster host calls for components under wasmtime-py 50, same values.
+
+wasmtime-py converts every argument and result of a component host call by asking
+the C API for the function's type anew on each call (a ``FuncType``, then each
+record's fields, each variant's cases, whether a variant needs tags, recursively),
+and converts a ``list<u8>`` one byte at a time (each byte is a 32-byte tagged value
+in the C API). A 4 KiB stream write cost over a millisecond; the WASI workload spent
+most of its time there. Here:
+
+* ``add_func`` registers a host function whose parameter and result types are read
+  once, at its first call, and kept;
+* the type accessors the conversions use (fields, cases, element, ok/err, payload,
+  tagging) are computed once per type object;
+* byte lists are converted in bulk, with strided slices over the same C array.
+
+The conversions themselves are wasmtime-py's, so values are the library's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+from wasmtime.component import _linker, _types
+from wasmtime.component._enter import catch_exceptions
+
+
+def _memoize(cls, name: str) -> None:
+    attr = getattr(cls, name)
+    getter = attr.fget if isinstance(attr, property) else attr
+    key = f"_tarbox_{name}"
+
+    @functools.wraps(getter)
+    def cached(self):
+        try:
+            return self.__dict__[key]
+        except KeyError:
+            value = self.__dict__[key] = getter(self)
+            return value
+
+    setattr(cls, name, property(cached) if isinstance(attr, property) else cached)
+
+
+def _fast_byte_lists() -> None:
+    lt = wc.ListType
+    to_c, from_c = lt.convert_to_c, lt.convert_from_c
+    val_t = ffi.wasmtime_component_val_t
+    stride, kind_at, value_at = ctypes.sizeof(val_t), val_t.kind.offset, val_t.of.offset
+    u8 = bytes([ffi.WASMTIME_COMPONENT_U8.value])
+
+    def convert_to_c(self, store, val, ptr):
+        if not isinstance(val, (bytes, bytearray)) or not isinstance(self.element, wc.U8):
+            return to_c(self, store, val, ptr)
+        n = len(val)
+        raw = ffi.wasmtime_component_vallist_t()
+        ffi.wasmtime_component_vallist_new_uninit(raw, n)
+        if n:
+            buf = bytearray(n * stride)
+            buf[kind_at::stride] = u8 * n
+            buf[value_at::stride] = val
+            ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
+        ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+        ptr.contents.of.list = raw
+
+    def convert_from_c(self, c):
+        if not isinstance(self.element, wc.U8):
+            return from_c(self, c)
+        try:
+            n = c.of.list.size
+            return ctypes.string_at(c.of.list.data, n * stride)[value_at::stride] if n else b""
+        finally:
+            ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
+
+    lt.convert_to_c, lt.convert_from_c = convert_to_c, convert_from_c
+
+
+def _install() -> None:
+    if getattr(wc.ListType, "_tarbox_fast", False):
+        return
+    for cls, names in (
+        (wc.ListType, ("element",)),
+        (wc.RecordType, ("fields",)),
+        (wc.TupleType, ("elements",)),
+        (wc.VariantType, ("cases", "_cases", "_tagged")),
+        (wc.OptionType, ("payload", "_cases", "_tagged")),
+        (wc.ResultType, ("ok", "err", "_cases", "_tagged")),
+        (wc.EnumType, ("names",)),
+        (wc.FlagsType, ("names",)),
+    ):
+        for name in names:
+            _memoize(cls, name)
+    _fast_byte_lists()
+    wc.ListType._tarbox_fast = True
+
+
+_install()
+
+_SIGNATURES: dict[int, tuple] = {}  # registered function -> (callable, param types, result type)
+
+
+@ffi.wasmtime_component_func_callback_t
+def _call(idx, context, ty_raw, args, nargs, results, nresults):  # noqa: ANN001 - C callback
+    def run(store) -> None:
+        func, params, result = _SIGNATURES[idx or 0]
+        if params is None:  # first call: read the type once
+            with _types.FuncType._from_ptr(ty_raw, owner=store) as fty:
+                params, result = [ty for _, ty in fty.params], fty.result
+            _SIGNATURES[idx or 0] = (func, params, result)
+        value = func(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(params)])
+        if result is not None:
+            result.convert_to_c(store, value, results)
+
+    return catch_exceptions(context, run)
+
+
+def add_func(instance: wc.LinkerInstance, name: str, func) -> None:
+    """``LinkerInstance.add_func`` with the function's types read once (see the module doc)."""
+    instance._assert_not_locked()
+    idx = _linker.FUNCTIONS.allocate(func)  # the slot keeps wasmtime-py's finalizer bookkeeping
+    _SIGNATURES[idx] = (func, None, None)
+    raw = name.encode()
+    err = ffi.wasmtime_component_linker_instance_add_func(
+        instance.ptr(), ctypes.create_string_buffer(raw), len(raw), _call, idx, _finalize
+    )
+    if err:
+        raise wasmtime_error(err)
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+def _finalize(idx) -> None:  # noqa: ANN001 - C callback
+    _SIGNATURES.pop(idx or 0, None)
+    if _linker.FUNCTIONS:
+        _linker.FUNCTIONS.deallocate(idx or 0)
+
+
+def wasmtime_error(ptr):
+    from wasmtime import WasmtimeError
+
+    return WasmtimeError._from_ptr(ptr)
