@@ -200,3 +200,21 @@ def test_run_python_and_rust_agents_from_source(run):
         assert p.stdout == b"task rs: 2 text files, 8 words\n"  # n.txt (3) and out/log.txt (5)
     assert run(*t, "cat", "/workspace/out/log.txt").stdout.startswith(b"python agent ran task py\n")
     run("tenant", "delete", "--yes", name)
+
+
+def test_run_a_component_agent(run):
+    """`tarbox run --component agent.c` builds a WASI 0.2 component and runs it; the
+    same agent as a prebuilt .component.wasm file runs too (detected by its header)."""
+    from pathlib import Path
+
+    examples = Path(__file__).parents[1] / "examples"
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    t = ["--tenant", name]
+    run(*t, "mkdir", "/workspace")
+    run(*t, "write", "/workspace/input.txt", "one two\nthree\n")
+    p = run(*t, "run", "--component", str(examples / "agent.c"), "-v", "--", "p2task")
+    assert p.stdout == b"agent: p2task -> 2 lines, 3 words; 1 file(s) in out/\n"
+    assert b"exited exit=0" in p.stderr
+    assert b"p2task" in run(*t, "cat", "/workspace/agent.log").stdout
+    run("tenant", "delete", "--yes", name)

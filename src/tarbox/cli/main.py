@@ -824,7 +824,11 @@ def db_stop(ctx: typer.Context) -> None:
 def run(
     ctx: typer.Context,
     module: Annotated[
-        Path, typer.Argument(help="A wasm32-wasip1 command module (.wasm), a .c or .rs file to build, or a .py script.")
+        Path,
+        typer.Argument(
+            help="A wasm32-wasip1 module or WASI 0.2 command component (.wasm), a .c or .rs file to build, "
+            "or a .py script."
+        ),
     ],
     dir: Annotated[
         str, typer.Option("--dir", help="Tenant directory preopened at the same guest path.")
@@ -837,6 +841,9 @@ def run(
     env: Annotated[list[str] | None, typer.Option("--env", help="K=V, repeatable.")] = None,
     checkpoint: Annotated[bool, typer.Option("--checkpoint", help="Checkpoint before the run.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="One-line summary on stderr.")] = False,
+    component: Annotated[
+        bool, typer.Option("--component", help="Build a .c or .rs source as a WASI 0.2 component (preview1 adapter).")
+    ] = False,
 ) -> None:
     """Run a WebAssembly agent on the tenant's files: tarbox -t T run agent.wasm -- ARGS."""
     from tarbox.wasi import Mount, WasiHost
@@ -866,6 +873,10 @@ def run(
         wasm = build_rust(module)
     else:
         wasm = build_c(module) if module.suffix == ".c" else module.read_bytes()
+    if component and module.suffix in (".c", ".rs"):
+        from tarbox.wasi.toolchain import componentize
+
+        wasm = componentize(wasm, module.stem)
     for m in maps or []:
         guest, _, path = m.partition("=")
         if not guest or not path:
