@@ -264,14 +264,18 @@ def test_example_agent_matches_native_wasi(tb, new_tenant, tmp_path):
     """The agent of the original design (examples/agent.c: read the input, create a
     directory, write, append to a log, stream a large input line by line), run
     twice so the second run appends to the first one's log, on both hosts."""
-    wasm = build_c(Path(__file__).parents[1] / "examples" / "agent.c")
+    agent_twice(tb, new_tenant, tmp_path, build_c(Path(__file__).parents[1] / "examples" / "agent.c"), run_native)
+
+
+def agent_twice(tb, new_tenant, tmp_path, wasm: bytes, oracle) -> None:
+    """Run the example agent twice on Tarbox and on ``oracle``; outputs and trees must match."""
     text = "".join(f"line {i} has some words in it\n" for i in range(20_000)).encode()  # ~600 KiB: streamed
     (tmp_path / "input.txt").write_bytes(text)
     host = WasiHost(tb, new_tenant())
     host.filesystem().makedirs("/workspace")
     host.filesystem().write_file("/workspace/input.txt", text)
     for task in ("first", "second"):
-        native = run_native(wasm, tmp_path, [task])
+        native = oracle(wasm, tmp_path, [task])
         ours = run_tarbox(host, wasm, [task])
         assert (ours.exit_code, ours.stdout, ours.stderr) == (native.exit_code, native.stdout, native.stderr)
         assert ours.tree == native.tree

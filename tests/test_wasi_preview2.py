@@ -19,8 +19,8 @@ from tarbox.wasi import WasiHost
 from tarbox.wasi.engine import is_component
 from tarbox.wasi.toolchain import build_component, wasm_tools
 from tarbox.wasi.types import RunStatus
-from test_wasi_differential import BASIC, ESCAPES, TRAILING, cmd, differential
-from wasi_support import GUESTS, run_native_component, run_tarbox
+from test_wasi_differential import BASIC, ESCAPES, TRAILING, agent_twice, cmd, differential
+from wasi_support import GUESTS, run_native_component
 
 ROOT = Path(__file__).parents[1]
 # wasmtime-py 50's C API traps ("BUG: deferred host scope has no call context") before
@@ -63,18 +63,7 @@ def test_random_scripts_match_wasmtime_wasip2(tb, tmp_path, ops_component, scrip
 def test_example_agent_component_matches_wasmtime_wasip2(tb, new_tenant, tmp_path):
     """The seed's agent (read a file, write one, create a directory, append to a log,
     stream a large input) as a component, twice, on both hosts."""
-    wasm = build_component(ROOT / "examples" / "agent.c")
-    text = "".join(f"line {i} has some words in it\n" for i in range(20_000)).encode()
-    (tmp_path / "input.txt").write_bytes(text)
-    host = WasiHost(tb, new_tenant())
-    host.filesystem().makedirs("/workspace")
-    host.filesystem().write_file("/workspace/input.txt", text)
-    for task in ("first", "second"):
-        native = run_native_component(wasm, tmp_path, [task])
-        ours = run_tarbox(host, wasm, [task])
-        assert (ours.exit_code, ours.stdout, ours.stderr) == (native.exit_code, native.stdout, native.stderr)
-        assert ours.tree == native.tree
-    assert native.exit_code == 0 and b"20000 lines" in native.stdout
+    agent_twice(tb, new_tenant, tmp_path, build_component(ROOT / "examples" / "agent.c"), run_native_component)
 
 
 def test_large_file_streams_through_a_component(tb, tenant, limits_component):

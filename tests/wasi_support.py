@@ -36,6 +36,23 @@ _native_engine = wasmtime.Engine()
 _native_modules: dict[int, wasmtime.Module] = {}
 
 
+def _native_store(root: Path, io_dir: str, argv, env, stdin: bytes, preopens=None) -> wasmtime.Store:
+    """A store with wasmtime's WASI context: ``root`` at /workspace, stdio in ``io_dir``."""
+    cfg = wasmtime.WasiConfig()
+    cfg.argv = argv
+    cfg.env = list((env or {}).items())
+    cfg.preopen_dir(str(root), "/workspace")
+    for guest_path, local in (preopens or {}).items():
+        cfg.preopen_dir(str(local), guest_path)
+    Path(io_dir, "in").write_bytes(stdin)
+    cfg.stdin_file = os.path.join(io_dir, "in")
+    cfg.stdout_file = os.path.join(io_dir, "out")
+    cfg.stderr_file = os.path.join(io_dir, "err")
+    store = wasmtime.Store(_native_engine)
+    store.set_wasi(cfg)
+    return store
+
+
 def run_native(
     wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", setup=None, preopens=None, argv0="guest"
 ) -> Outcome:
@@ -47,18 +64,7 @@ def run_native(
     if mod is None:
         mod = _native_modules[hash(wasm)] = wasmtime.Module(_native_engine, wasm)
     with tempfile.TemporaryDirectory() as io_dir:
-        cfg = wasmtime.WasiConfig()
-        cfg.argv = [argv0, *args]
-        cfg.env = list((env or {}).items())
-        cfg.preopen_dir(str(root), "/workspace")
-        for guest_path, local in (preopens or {}).items():
-            cfg.preopen_dir(str(local), guest_path)
-        Path(io_dir, "in").write_bytes(stdin)
-        cfg.stdin_file = os.path.join(io_dir, "in")
-        cfg.stdout_file = os.path.join(io_dir, "out")
-        cfg.stderr_file = os.path.join(io_dir, "err")
-        store = wasmtime.Store(_native_engine)
-        store.set_wasi(cfg)
+        store = _native_store(root, io_dir, [argv0, *args], env, stdin, preopens)
         linker = wasmtime.Linker(_native_engine)
         linker.define_wasi()
         inst = linker.instantiate(store, mod)
@@ -123,16 +129,7 @@ def run_native_component(wasm: bytes, root: Path, args=(), env=None, stdin: byte
     if comp is None:
         comp = _native_components[hash(wasm)] = wc.Component(_native_engine, wasm)
     with tempfile.TemporaryDirectory() as io_dir:
-        cfg = wasmtime.WasiConfig()
-        cfg.argv = [argv0, *args]
-        cfg.env = list((env or {}).items())
-        cfg.preopen_dir(str(root), "/workspace")
-        Path(io_dir, "in").write_bytes(stdin)
-        cfg.stdin_file = os.path.join(io_dir, "in")
-        cfg.stdout_file = os.path.join(io_dir, "out")
-        cfg.stderr_file = os.path.join(io_dir, "err")
-        store = wasmtime.Store(_native_engine)
-        store.set_wasi(cfg)
+        store = _native_store(root, io_dir, [argv0, *args], env, stdin)
         linker = wc.Linker(_native_engine)
         linker.add_wasip2()
         inst = linker.instantiate(store, comp)

@@ -20,8 +20,9 @@ from tarbox.errors import TarboxError
 from tarbox.fs import Filesystem
 from tarbox.wasi import engine as engines
 from tarbox.wasi.core import Descriptor
-from tarbox.wasi.preview1 import GuestExit, LimitExceeded, Output, Preview1
+from tarbox.wasi.preview1 import Preview1
 from tarbox.wasi.preview2 import CloseFailed, Preview2, Refused
+from tarbox.wasi.state import GuestExit, LimitExceeded, Output
 from tarbox.wasi.types import RunResult, RunStatus
 
 

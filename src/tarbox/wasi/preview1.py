@@ -15,14 +15,15 @@ import secrets
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import wasmtime
 
 from tarbox.errors import DatabaseError, QuotaExceededError, SandboxEscapeError, TarboxError
 from tarbox.fs import FileType
 from tarbox.wasi.core import Descriptor
-from tarbox.wasi.types import DescriptorFlags, DescriptorType, OpenFlags, PathFlags, RunStats, RunStatus
+from tarbox.wasi.state import GuestExit, RunState
+from tarbox.wasi.types import DescriptorFlags, DescriptorType, OpenFlags, PathFlags
 
 MODULE = "wasi_snapshot_preview1"
 
@@ -176,16 +177,6 @@ class Fault(Exception):
     """A guest pointer or length outside linear memory."""
 
 
-class GuestExit(Exception):
-    """proc_exit: unwinds the guest; the code is kept in the run state (not in the exception)."""
-
-
-class LimitExceeded(Exception):
-    def __init__(self, status, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 @dataclass
 class Fd:
     desc: Descriptor | None  # None for stdio
@@ -196,57 +187,15 @@ class Fd:
     dirents: list | None = None  # readdir snapshot, taken at cookie 0
 
 
-@dataclass
-class Output:
-    """Captured stdout/stderr with one shared cap and optional streaming callbacks."""
-
-    limit: int
-    on_stdout: Callable[[bytes], None] | None = None
-    on_stderr: Callable[[bytes], None] | None = None
-    stdout: bytearray = field(default_factory=bytearray)
-    stderr: bytearray = field(default_factory=bytearray)
-
-    def emit(self, which: str, data: bytes) -> None:
-        """Append to stdout or stderr; past the cap, keep what fits and raise the limit."""
-        if len(self.stdout) + len(self.stderr) + len(data) > self.limit:
-            room = max(0, self.limit - len(self.stdout) - len(self.stderr))
-            (self.stdout if which == "stdout" else self.stderr).extend(data[:room])
-            raise LimitExceeded(RunStatus.OUTPUT_LIMIT, f"output passed {self.limit} bytes")
-        (self.stdout if which == "stdout" else self.stderr).extend(data)
-        cb = self.on_stdout if which == "stdout" else self.on_stderr
-        if cb is not None:
-            cb(data)
-
-
-class Preview1:
+class Preview1(RunState):
     """State of one run: descriptors, args, environment, stdio, and the guest memory view."""
 
-    def __init__(
-        self,
-        *,
-        args: list[str],
-        env: dict[str, str],
-        stdin: bytes,
-        output: Output,
-        preopens: list[tuple[str, Descriptor]],
-        allow_clocks: bool = True,
-        allow_random: bool = True,
-        max_fds: int = 1024,
-        deadline: float | None = None,
-    ) -> None:
-        self.args = [a.encode() + b"\0" for a in args]
-        self.env = [f"{k}={v}".encode() + b"\0" for k, v in env.items()]
-        self.stdin = stdin
-        self.out = output
-        self.allow_clocks = allow_clocks
-        self.allow_random = allow_random
-        self.max_fds = max_fds
-        self.deadline = deadline
-        self.exit_code: int | None = None
-        self.limit: LimitExceeded | None = None  # the limit that ended the run, if any
-        self.stats = RunStats()
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.args = [a.encode() + b"\0" for a in self.argv]
+        self.env = [f"{k}={v}".encode() + b"\0" for k, v in self.environ.items()]
         self.fds: dict[int, Fd] = {0: Fd(None, "stdin"), 1: Fd(None, "stdout"), 2: Fd(None, "stderr")}
-        for i, (name, desc) in enumerate(preopens):
+        for i, (name, desc) in enumerate(self.preopens):
             self.fds[3 + i] = Fd(desc, "dir", preopen=name)
         self.store: wasmtime.Store | None = None
         self.memory: wasmtime.Memory | None = None
@@ -453,14 +402,6 @@ class Preview1:
 
     def proc_raise(self, sig: int) -> int:
         return NOTSUP
-
-    def _sleep(self, seconds: float) -> None:
-        """Sleeping never outlives the run's wall-clock deadline."""
-        if self.deadline is not None and time.monotonic() + seconds > self.deadline:
-            time.sleep(max(0.0, self.deadline - time.monotonic()))
-            self.limit = LimitExceeded(RunStatus.TIMEOUT, "wall-clock timeout (while sleeping)")
-            raise self.limit
-        time.sleep(seconds)
 
     def poll_oneoff(self, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> int:
         nsubs &= U32
@@ -669,13 +610,6 @@ class Preview1:
 
     def fd_pread(self, fd: int, iovs: int, n: int, offset: int, nread_ptr: int) -> int:
         return self._transfer(self._read, fd, iovs, n, offset, nread_ptr)
-
-    def _emit(self, which: str, data: bytes) -> None:
-        try:
-            self.out.emit(which, data)
-        except LimitExceeded as exc:
-            self.limit = exc
-            raise
 
     def _write(self, f: Fd, iovs: list[memoryview], offset: int | None) -> int:
         if f.kind in ("stdout", "stderr"):

@@ -25,8 +25,8 @@ from wasmtime.component import Record, ResourceHost, ResourceType, Variant
 from tarbox.errors import SandboxEscapeError, TarboxError
 from tarbox.wasi import _wasmtime_speedups
 from tarbox.wasi.core import Descriptor, InputStream, OutputStream, StreamClosed, error_code
-from tarbox.wasi.preview1 import GuestExit, LimitExceeded, Output
-from tarbox.wasi.types import DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags, RunStats, RunStatus
+from tarbox.wasi.state import GuestExit, LimitExceeded, RunState
+from tarbox.wasi.types import DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags
 
 # resource kinds (host resource type ids)
 DESCRIPTOR, DIR_STREAM, INPUT, OUTPUT, ERROR, POLLABLE, TERM_IN, TERM_OUT, NETWORK = range(1, 10)
@@ -110,32 +110,14 @@ def _flags(names: set, table: dict):
     return out
 
 
-class Preview2:
+class Preview2(RunState):
     """State of one component run: handles, stdio, arguments, and the limits that ended it."""
 
-    def __init__(
-        self,
-        *,
-        args: list[str],
-        env: dict[str, str],
-        stdin: bytes,
-        output: Output,
-        preopens: list[tuple[str, Descriptor]],
-        allow_clocks: bool = True,
-        allow_random: bool = True,
-        max_fds: int = 1024,
-        deadline: float | None = None,
-    ) -> None:
-        self.args, self.env, self.out = list(args), dict(env), output
-        self.stdin = Stdin(stdin)
-        self.preopens = preopens
-        self.allow_clocks, self.allow_random = allow_clocks, allow_random
-        self.max_fds, self.deadline = max_fds, deadline
-        self.exit_code: int | None = None
-        self.limit: LimitExceeded | None = None
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stdin = Stdin(self.stdin)
         self.refused: Refused | None = None
         self.close_failed: CloseFailed | None = None
-        self.stats = RunStats()
         self.handles: dict[int, object] = {}
         self.kinds: dict[int, int] = {}
         self._next = 1
@@ -259,10 +241,10 @@ class Preview2:
     # ------------------------------------------------------------- wasi:cli
 
     def get_arguments(self):
-        return list(self.args)
+        return list(self.argv)
 
     def get_environment(self):
-        return list(self.env.items())
+        return list(self.environ.items())
 
     def initial_cwd(self):
         return None
@@ -346,13 +328,6 @@ class Preview2:
     def subscribe_ready(self, res):
         return self._new(POLLABLE, Pollable(None))
 
-    def _emit(self, which: str, data: bytes) -> None:
-        try:
-            self.out.emit(which, data)
-        except LimitExceeded as exc:
-            self.limit = exc
-            raise
-
     def pollable_ready(self, p):
         due = self._get(p, POLLABLE).due_ns
         return due is None or time.monotonic_ns() >= due
@@ -373,13 +348,7 @@ class Preview2:
         return ready
 
     def _sleep_until(self, due_ns: int) -> None:
-        """Sleeping never outlives the run's wall-clock deadline."""
-        seconds = max(0.0, (due_ns - time.monotonic_ns()) / 1e9)
-        if self.deadline is not None and time.monotonic() + seconds > self.deadline:
-            time.sleep(max(0.0, self.deadline - time.monotonic()))
-            self.limit = LimitExceeded(RunStatus.TIMEOUT, "wall-clock timeout (while sleeping)")
-            raise self.limit
-        time.sleep(seconds)
+        self._sleep(max(0.0, (due_ns - time.monotonic_ns()) / 1e9))
 
     # ------------------------------------------------------ clocks, random
 
