@@ -5,7 +5,6 @@ programs of the Preview 1 suite, built with zig and wrapped as components with
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from hypothesis import strategies as st
 
 from tarbox.wasi import WasiHost
 from tarbox.wasi.engine import is_component
-from tarbox.wasi.toolchain import build_component, wasm_tools
+from tarbox.wasi.toolchain import build_component
 from tarbox.wasi.types import RunStatus
 from test_wasi_differential import BASIC, ESCAPES, TRAILING, agent_twice, cmd, differential
-from wasi_support import GUESTS, run_native_component
+from wasi_support import GUESTS, component_from_wat, run_native_component
 
 ROOT = Path(__file__).parents[1]
 # wasmtime-py 50's C API traps ("BUG: deferred host scope has no call context") before
@@ -86,24 +85,21 @@ def test_two_borrows_upstream_bug(tmp_path):
     """The reproduction behind the xfail above, without Tarbox: a host function taking two
     ``borrow<r>`` parameters is never called; one borrow works. When wasmtime-py fixes
     this, this test fails and rename-at/link-at can be enabled in the suite."""
-    (tmp_path / "w.wit").write_text(
+    wasm = component_from_wat(
         "package test:x;\ninterface i {\n  resource r;\n  make: func() -> r;\n"
         "  one: func(a: borrow<r>);\n  two: func(a: borrow<r>, b: borrow<r>);\n}\n"
-        "world w {\n  import i;\n  export go: func();\n}\n"
-    )
-    (tmp_path / "m.wat").write_text(
+        "world w {\n  import i;\n  export go: func();\n}\n",
         '(module (import "test:x/i" "make" (func $make (result i32)))\n'
         ' (import "test:x/i" "one" (func $one (param i32)))\n'
         ' (import "test:x/i" "two" (func $two (param i32 i32)))\n'
         ' (memory (export "memory") 1)\n'
         ' (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024)\n'
         ' (func (export "go") (local $h i32) call $make local.set $h\n'
-        "  local.get $h call $one local.get $h local.get $h call $two))\n"
+        "  local.get $h call $one local.get $h local.get $h call $two))\n",
+        tmp_path,
     )
-    for args in (["embed", "w.wit", "m.wat", "-o", "e.wasm"], ["new", "e.wasm", "-o", "c.wasm"]):
-        subprocess.run([wasm_tools(), "component", *args], cwd=tmp_path, check=True)
     engine = wasmtime.Engine()
-    comp = wc.Component(engine, (tmp_path / "c.wasm").read_bytes())
+    comp = wc.Component(engine, wasm)
     store, linker, calls = wasmtime.Store(engine), wc.Linker(engine), []
     with linker.root() as root, root.add_instance("test:x/i") as inst:
         inst.add_resource("r", wc.ResourceType.host(7), lambda _s, _rep: None)
@@ -168,13 +164,12 @@ def test_quota_audit_and_checkpoint_for_components(tb, new_tenant, limits_compon
 
 
 def test_component_with_imports_tarbox_does_not_provide(tb, tenant, tmp_path):
-    (tmp_path / "w.wit").write_text(
-        "package test:y;\ninterface gpu {\n  launch: func();\n}\nworld w {\n  import gpu;\n  export run: func();\n}\n"
+    wasm = component_from_wat(
+        "package test:y;\ninterface gpu {\n  launch: func();\n}\nworld w {\n  import gpu;\n  export run: func();\n}\n",
+        '(module (import "test:y/gpu" "launch" (func)) (func (export "run")))',
+        tmp_path,
     )
-    (tmp_path / "m.wat").write_text('(module (import "test:y/gpu" "launch" (func)) (func (export "run")))')
-    for args in (["embed", "w.wit", "m.wat", "-o", "e.wasm"], ["new", "e.wasm", "-o", "c.wasm"]):
-        subprocess.run([wasm_tools(), "component", *args], cwd=tmp_path, check=True)
-    r = WasiHost(tb, tenant).run((tmp_path / "c.wasm").read_bytes())
+    r = WasiHost(tb, tenant).run(wasm)
     assert r.status is RunStatus.INVALID_MODULE and "test:y/gpu" in r.trap
 
 
@@ -191,3 +186,17 @@ def test_concurrent_component_runs(tb, new_tenant, ops_component):
     for i, r in enumerate(asyncio.run(main())):
         assert r.ok and f"d{i}" in r.stdout.decode() and r.run_id is not None
     assert len({uuid.UUID(str(r.run_id)) for r in asyncio.run(main())}) == 4
+
+
+def test_sockets_are_present_and_refuse(tb, tenant, tmp_path):
+    """tests/guests/sockets_probe.wat imports wasi:sockets (instance-network, tcp,
+    tcp-create-socket) and exits 0 only if creating a TCP socket fails with
+    ``access-denied``; wasmtime's own WASIp2 (default context) refuses the same way."""
+    wasm = component_from_wat(
+        (GUESTS / "sockets_probe.wit").read_text(), (GUESTS / "sockets_probe.wat").read_text(), tmp_path, "probe"
+    )
+    r = WasiHost(tb, tenant).run(wasm)
+    assert r.status is RunStatus.EXITED and r.exit_code == 0, (r.status, r.trap)
+    root = tmp_path / "native"
+    root.mkdir()
+    assert run_native_component(wasm, root).exit_code == 0

@@ -4,6 +4,7 @@ WASI over a real directory (the oracle) and on Tarbox, and compare trees."""
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import wasmtime
 
 from tarbox.wasi import WasiHost
-from tarbox.wasi.toolchain import build_c
+from tarbox.wasi.toolchain import build_c, wasm_tools
 
 GUESTS = Path(__file__).parent / "guests"
 
@@ -142,3 +143,14 @@ def run_native_component(wasm: bytes, root: Path, args=(), env=None, stdin: byte
             code = e.code
         out, err = Path(io_dir, "out").read_bytes(), Path(io_dir, "err").read_bytes()
     return Outcome(code, out, err, local_tree(root))
+
+
+def component_from_wat(wit: str, wat: str, workdir: Path, world: str | None = None) -> bytes:
+    """A component from a WIT world and a core module in WAT (``wasm-tools component
+    embed`` + ``new``): for syscall-level Preview 2 cases no C toolchain emits."""
+    (workdir / "w.wit").write_text(wit)
+    (workdir / "m.wat").write_text(wat)
+    embed = ["embed", "w.wit", "m.wat", "-o", "e.wasm", *(["--world", world] if world else [])]
+    for args in (embed, ["new", "e.wasm", "-o", "c.wasm"]):
+        subprocess.run([wasm_tools(), "component", *args], cwd=workdir, check=True)
+    return (workdir / "c.wasm").read_bytes()

@@ -1,0 +1,12 @@
+(module
+  (import "wasi:sockets/instance-network@0.2.12" "instance-network" (func $net (result i32)))
+  (import "wasi:sockets/network@0.2.12" "[resource-drop]network" (func $drop_net (param i32)))
+  (import "wasi:sockets/tcp-create-socket@0.2.12" "create-tcp-socket" (func $tcp (param i32 i32)))
+  (memory (export "memory") 1)
+  ;; run: ok when creating a TCP socket fails with access-denied (error-code 1)
+  (func (export "wasi:cli/run@0.2.12#run") (result i32)
+    (call $drop_net (call $net))
+    (call $tcp (i32.const 0) (i32.const 64))
+    (if (result i32) (i32.and (i32.eq (i32.load8_u (i32.const 64)) (i32.const 1))
+                              (i32.eq (i32.load8_u (i32.const 68)) (i32.const 1)))
+      (then (i32.const 0)) (else (i32.const 1)))))
