@@ -207,6 +207,39 @@ def test_sandbox_escapes_fail_like_native_wasi(tb, tmp_path, ops_wasm):
     assert "open: ok" not in out.split("open .tarbox r")[0]  # no escape opened anything
 
 
+# advise, fcntl(F_GETFL), futimens and inode identity (Preview 2: advise, get-flags,
+# set-times, metadata-hash(-at))
+DESCRIPTOR_CALLS = """\
+mkdir d
+open d/f cw
+write 0 hello
+fadvise 0
+getfl 0
+futime 0
+fsameino 0 d/f
+close 0
+open d/f ra
+getfl 1
+fadvise 1
+close 1
+open d rd
+fadvise 2
+futime 2
+close 2
+touch d/g
+sameino d/f d/g
+sameino d/f d/f
+sameino d d/.
+symlink f d/l
+sameino d/l d/f
+stat d/f
+"""
+
+
+def test_descriptor_calls_match_native_wasi(tb, tmp_path, ops_wasm):
+    differential(tb, tmp_path, ops_wasm, DESCRIPTOR_CALLS)
+
+
 def test_large_directory_readdir_cookies(tb, tmp_path, ops_wasm):
     # wasi-libc reads directories in 32 KiB buffers: 2,000 entries need several calls with cookies
     script = "mkdir big\n" + "".join(f"touch big/file-with-a-longish-name-{i:05d}\n" for i in range(2000))

@@ -18,7 +18,7 @@ from tarbox.wasi import WasiHost
 from tarbox.wasi.engine import is_component
 from tarbox.wasi.toolchain import build_component
 from tarbox.wasi.types import RunStatus
-from test_wasi_differential import BASIC, ESCAPES, TRAILING, agent_twice, cmd, differential
+from test_wasi_differential import BASIC, DESCRIPTOR_CALLS, ESCAPES, TRAILING, agent_twice, cmd, differential
 from wasi_support import GUESTS, component_from_wat, run_native_component
 
 ROOT = Path(__file__).parents[1]
@@ -51,6 +51,13 @@ def test_scripts_match_wasmtime_wasip2(tb, tmp_path, ops_component, script):
     directory, unlink, symlink, readlink, metadata-hash(-at), get-type, get-flags, advise,
     read, write) and the sandbox escapes give wasmtime's answers, tree included."""
     differential(tb, tmp_path, ops_component, without_two_borrow_calls(script), oracle=run_native_component)
+
+
+def test_descriptor_calls_match_wasmtime_wasip2(tb, tmp_path, ops_component):
+    """advise, get-flags, set-times (on a descriptor) and inode identity (metadata-hash,
+    metadata-hash-at) as wasi-libc reaches them through the adapter."""
+    out = differential(tb, tmp_path, ops_component, DESCRIPTOR_CALLS, oracle=run_native_component)
+    assert b"ok same" in out.stdout and b"ok different" in out.stdout
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,6 +9,7 @@
 //   seek N OFF WHENCE | ftruncate N SIZE | fstat N | fsync N
 //   mkdir P | rmdir P | unlink P | rename A B | symlink TARGET P | readlink P | link A B
 //   stat P | lstat P | truncate P SIZE | ls P | cat P | utime P | touch P
+//   fadvise N | getfl N | futime N | sameino A B (st_ino equal?) | fsameino N P
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -122,6 +123,28 @@ int main(void) {
             if (utimensat(AT_FDCWD, a, ts, 0) < 0) fail();
             else if (stat(a, &st) < 0) fail();
             else printf("ok mtime=%lld.%ld\n", (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        } else if (!strcmp(cmd, "fadvise") && a) {
+            int r = posix_fadvise(fd_at(a), 0, 100, POSIX_FADV_SEQUENTIAL);
+            if (r) printf("err %d %s\n", r, strerror(r)); else printf("ok\n");
+        } else if (!strcmp(cmd, "getfl") && a) {
+            int fl = fcntl(fd_at(a), F_GETFL);
+            if (fl < 0) fail();
+            else printf("ok%s%s%s\n", (fl & O_ACCMODE) == O_RDONLY ? " rdonly" : (fl & O_ACCMODE) == O_WRONLY ? " wronly" : " rdwr",
+                        fl & O_APPEND ? " append" : "", fl & O_NONBLOCK ? " nonblock" : "");
+        } else if (!strcmp(cmd, "futime") && a) {
+            struct timespec ts[2] = {{3000, 9}, {4000, 11}};
+            struct stat st;
+            if (futimens(fd_at(a), ts) < 0) fail();
+            else if (fstat(fd_at(a), &st) < 0) fail();
+            else printf("ok mtime=%lld.%ld\n", (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        } else if (!strcmp(cmd, "sameino") && a && b) {
+            struct stat s1, s2;
+            if (lstat(a, &s1) < 0 || lstat(b, &s2) < 0) fail();
+            else printf("ok %s\n", s1.st_ino == s2.st_ino ? "same" : "different");
+        } else if (!strcmp(cmd, "fsameino") && a && b) {
+            struct stat s1, s2;
+            if (fstat(fd_at(a), &s1) < 0 || lstat(b, &s2) < 0) fail();
+            else printf("ok %s\n", s1.st_ino == s2.st_ino ? "same" : "different");
         } else if (!strcmp(cmd, "ls") && a) {
             DIR *d = opendir(a);
             if (!d) { fail(); continue; }
