@@ -14,7 +14,7 @@ import wasmtime.component as wc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tarbox.wasi import WasiHost
+from tarbox.wasi import WasiHost, borrow_shim
 from tarbox.wasi.engine import is_component
 from tarbox.wasi.toolchain import build_component
 from tarbox.wasi.types import RunStatus
@@ -23,13 +23,16 @@ from wasi_support import GUESTS, component_from_wat, run_native_component
 
 ROOT = Path(__file__).parents[1]
 # wasmtime-py 50's C API traps ("BUG: deferred host scope has no call context") before
-# calling a host function that takes two borrowed resources: rename-at and link-at take a
-# second descriptor. Reproduced without Tarbox by test_two_borrows_upstream_bug below.
-TWO_BORROWS = ("rename", "link")
+# calling a host function that takes two borrowed resources (test_two_borrows_upstream_bug).
+# rename-at, link-at and is-same-object take two descriptors, so guests importing them
+# run composed with a shim component (src/tarbox/wasi/borrow_shim.py); these tests run
+# them through it.
 
 
-def without_two_borrow_calls(script: str) -> str:
-    return "".join(line + "\n" for line in script.splitlines() if not line.startswith(TWO_BORROWS))
+def probe(name: str, tmp_path: Path) -> bytes:
+    """tests/guests/NAME.wit (world ``probe``) + NAME.wat as a component."""
+    wit, wat = ((GUESTS / f"{name}.{ext}").read_text() for ext in ("wit", "wat"))
+    return component_from_wat(wit, wat, tmp_path, "probe")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def test_scripts_match_wasmtime_wasip2(tb, tmp_path, ops_component, script):
     stream, stat, stat-at, set-size, set-times(-at), sync, read-directory, create/remove
     directory, unlink, symlink, readlink, metadata-hash(-at), get-type, get-flags, advise,
     read, write) and the sandbox escapes give wasmtime's answers, tree included."""
-    differential(tb, tmp_path, ops_component, without_two_borrow_calls(script), oracle=run_native_component)
+    differential(tb, tmp_path, ops_component, script, oracle=run_native_component)
 
 
 def test_descriptor_calls_match_wasmtime_wasip2(tb, tmp_path, ops_component):
@@ -63,7 +66,7 @@ def test_descriptor_calls_match_wasmtime_wasip2(tb, tmp_path, ops_component):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=st.lists(cmd, min_size=1, max_size=25).map(lambda xs: "\n".join(xs) + "\n"))
 def test_random_scripts_match_wasmtime_wasip2(tb, tmp_path, ops_component, script):
-    differential(tb, tmp_path, ops_component, without_two_borrow_calls(script), oracle=run_native_component)
+    differential(tb, tmp_path, ops_component, script, oracle=run_native_component)
 
 
 def test_example_agent_component_matches_wasmtime_wasip2(tb, new_tenant, tmp_path):
@@ -82,16 +85,38 @@ def test_large_file_streams_through_a_component(tb, tenant, limits_component):
     assert r.stats.bytes_written == n
 
 
-@pytest.mark.xfail(strict=True, reason="wasmtime-py 50: host functions with two borrowed resources trap")
 def test_rename_and_link_match_wasmtime_wasip2(tb, tmp_path, ops_component):
-    script = "mkdir d\nopen d/a cw\nwrite 0 xyz\nclose 0\nrename d/a d/b\nlink d/b c\ncat c\n"
+    """Through the borrow shim: renames and hard links in and across directories, onto
+    existing names, out of the sandbox, with the wasmtime oracle's errors."""
+    assert borrow_shim.needs_shim(wc.Component(wasmtime.Engine(), ops_component)) is not None
+    script = (
+        "mkdir d\nmkdir e\nopen d/a cw\nwrite 0 xyz\nclose 0\nrename d/a d/b\nrename d/b e/c\nlink e/c d/h\n"
+        "stat e/c\ncat d/h\ntouch d/x\nrename d/x e/c\ncat e/c\nrename e d\nrename d/h ../out\n"
+        "link d/missing d/y\nlink e/c e/c\nrename d d/sub\nlink d e/dirlink\n"
+    )
     differential(tb, tmp_path, ops_component, script, oracle=run_native_component)
 
 
+def test_is_same_object_matches_wasmtime_wasip2(tb, tenant, tmp_path):
+    """tests/guests/same_object_probe.wat: a preopen is the same object as itself and as a
+    second handle to it, and not as a directory opened beneath it (exit 0 only then)."""
+    wasm = probe("same_object_probe", tmp_path)
+    r = WasiHost(tb, tenant).run(wasm)
+    assert (r.status, r.exit_code, r.trap) == (RunStatus.EXITED, 0, None)
+    root = tmp_path / "native"
+    root.mkdir()
+    assert run_native_component(wasm, root).exit_code == 0
+    assert tb.filesystem(tenant).is_dir("/workspace/sub")
+
+
+def test_components_without_those_methods_run_unwrapped(limits_component):
+    assert borrow_shim.needs_shim(wc.Component(wasmtime.Engine(), limits_component)) is None
+
+
 def test_two_borrows_upstream_bug(tmp_path):
-    """The reproduction behind the xfail above, without Tarbox: a host function taking two
-    ``borrow<r>`` parameters is never called; one borrow works. When wasmtime-py fixes
-    this, this test fails and rename-at/link-at can be enabled in the suite."""
+    """Why the borrow shim exists, reproduced without Tarbox: a host function taking two
+    ``borrow<r>`` parameters is never called; one borrow works. When a wasmtime-py
+    release fixes this, this test fails and the shim can go."""
     wasm = component_from_wat(
         "package test:x;\ninterface i {\n  resource r;\n  make: func() -> r;\n"
         "  one: func(a: borrow<r>);\n  two: func(a: borrow<r>, b: borrow<r>);\n}\n"
@@ -199,9 +224,7 @@ def test_sockets_are_present_and_refuse(tb, tenant, tmp_path):
     """tests/guests/sockets_probe.wat imports wasi:sockets (instance-network, tcp,
     tcp-create-socket) and exits 0 only if creating a TCP socket fails with
     ``access-denied``; wasmtime's own WASIp2 (default context) refuses the same way."""
-    wasm = component_from_wat(
-        (GUESTS / "sockets_probe.wit").read_text(), (GUESTS / "sockets_probe.wat").read_text(), tmp_path, "probe"
-    )
+    wasm = probe("sockets_probe", tmp_path)
     r = WasiHost(tb, tenant).run(wasm)
     assert r.status is RunStatus.EXITED and r.exit_code == 0, (r.status, r.trap)
     root = tmp_path / "native"

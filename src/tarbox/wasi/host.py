@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import math
 import time
 import uuid
@@ -18,12 +19,15 @@ import wasmtime.component as wc
 from tarbox.client import Tarbox, Tenant
 from tarbox.errors import TarboxError
 from tarbox.fs import Filesystem
+from tarbox.wasi import borrow_shim
 from tarbox.wasi import engine as engines
 from tarbox.wasi.core import Descriptor
 from tarbox.wasi.preview1 import Preview1
 from tarbox.wasi.preview2 import CloseFailed, Preview2, Refused
 from tarbox.wasi.state import GuestExit, LimitExceeded, Output
 from tarbox.wasi.types import RunResult, RunStatus
+
+_shimmed: dict[str, bytes | None] = {}  # component SHA-256 -> composed with the borrow shim (None: not needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +127,12 @@ class WasiHost:
         component = engines.is_component(wasm)
         try:
             module = self.cache.load(wasm, fuel=self.fuel is not None)
+            if component:
+                module = self._with_borrow_shim(wasm, module)
         except wasmtime.WasmtimeError as exc:
             return result(RunStatus.INVALID_MODULE, -1, f"invalid {'component' if component else 'module'}: {exc}")
+        except borrow_shim.ShimError as exc:
+            return result(RunStatus.INVALID_MODULE, -1, str(exc))
         fs = self.filesystem()
         fs.run_id, fs.audited, fs.audit_reads = uuid.uuid4(), self.audit, self.audit_reads
         checkpoint = None
@@ -153,6 +161,16 @@ class WasiHost:
         r.run_id = fs.run_id
         r._audit_of = fs
         return r
+
+    def _with_borrow_shim(self, wasm: bytes, component):
+        """The component, composed with the borrow shim when it imports a descriptor method
+        taking two descriptors (wasmtime-py 50 cannot call those; borrow_shim.py)."""
+        key = hashlib.sha256(wasm).hexdigest()
+        wrapped = _shimmed.get(key, b"")
+        if wrapped == b"":
+            fs_import = borrow_shim.needs_shim(component)
+            wrapped = _shimmed[key] = None if fs_import is None else borrow_shim.wrap(wasm, fs_import)
+        return component if wrapped is None else self.cache.load(wrapped, fuel=self.fuel is not None)
 
     def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
         """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""

@@ -527,6 +527,28 @@ class Preview2(RunState):
     def unlink_file_at(self, d, path: str):
         self._d(d).unlink_file_at(path)
 
+    # tarbox:bridge/descriptors: what the borrow shim (borrow_shim.py) calls instead of the
+    # three methods that take two descriptors; the second comes as its handle number
+    def descriptor_id(self, d):
+        host = d.to_host(self.ctx)
+        if self.kinds.get(host.rep) != DESCRIPTOR:
+            raise wasmtime.WasmtimeError("unknown handle")
+        return host.rep
+
+    def _by_id(self, rep: int) -> Descriptor:
+        if self.kinds.get(rep) != DESCRIPTOR:
+            raise OSError(E.EBADF, "bad descriptor")
+        return self.handles[rep]
+
+    def rename_at_id(self, d, old: str, new_id: int, new: str):
+        self._d(d).rename_at(old, self._by_id(new_id), new)
+
+    def link_at_id(self, d, pflags: set, old: str, new_id: int, new: str):
+        self._d(d).link_at(self._pflags(pflags), old, self._by_id(new_id), new)
+
+    def is_same_object_id(self, d, other_id: int):
+        return self._d(d).stat().ino == self._by_id(other_id).stat().ino
+
     def is_same_object(self, a, b):
         return self._d(a).stat().ino == self._d(b).stat().ino
 
@@ -634,6 +656,12 @@ _FUNCS: dict[str, dict[str, tuple[str, str]]] = {
     "wasi:random/insecure-seed": {"insecure-seed": ("insecure_seed", "plain")},
     "wasi:filesystem/types": _FS,
     "wasi:filesystem/preopens": {"get-directories": ("get_directories", "plain")},
+    "tarbox:bridge/descriptors": {
+        "descriptor-id": ("descriptor_id", "plain"),
+        "rename-at": ("rename_at_id", "fs"),
+        "link-at": ("link_at_id", "fs"),
+        "is-same-object": ("is_same_object_id", "plain"),
+    },
     "wasi:sockets/network": {},
     "wasi:sockets/instance-network": {"instance-network": ("instance_network", "plain")},
     "wasi:sockets/tcp-create-socket": {"create-tcp-socket": ("refuse_socket", "plain")},

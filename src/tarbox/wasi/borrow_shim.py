@@ -1,0 +1,436 @@
+"""A shim component that lets wasmtime-py 50 serve ``rename-at``, ``link-at`` and
+``is-same-object``.
+
+wasmtime-py 50.0.1 cannot call a host function that takes two borrowed resources:
+the call traps inside wasmtime (docs/wasi.md). Those three descriptor methods take
+two. So a guest that imports them is composed (``wasm-tools compose``) with a shim
+that exports ``wasi:filesystem/types`` itself. Every item is the host's, passed
+through, except those three. The shim implements them by asking the host for the
+second descriptor's number (``descriptor-id``, one borrow), then calling a host
+function that takes that number instead (``tarbox:bridge/descriptors``, one borrow
+each). The guest, and what it observes, are unchanged.
+
+The shim is generated from the guest's own import type, so any 0.2.x version and
+any subset of the interface works. Passing resource methods through takes a nested
+component that imports each item and exports it with a type written against the
+exported resource names. The validator accepts a ``[method]`` export only when its
+resource has a name in the same context; an instance of plain exports is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from tarbox.wasi.engine import cache_dir
+from tarbox.wasi.toolchain import wasm_tools
+
+BRIDGE = "tarbox:bridge/descriptors@0.1.0"
+REPLACED = {
+    "[method]descriptor.rename-at": "$tb-rename",
+    "[method]descriptor.link-at": "$tb-link",
+    "[method]descriptor.is-same-object": "$tb-same",
+}
+_RESOURCES = {"error", "output-stream", "input-stream", "pollable", "descriptor", "directory-entry-stream"}
+_RUN = {"capture_output": True, "text": True, "check": True}
+_lock = threading.Lock()
+
+
+class ShimError(Exception):
+    """The guest's filesystem import could not be wrapped (becomes INVALID_MODULE)."""
+
+
+# ---------------------------------------------------------------- s-expressions
+
+_TOKEN = re.compile(r'\(;.*?;\)|\$"(?:[^"\\]|\\.)*"|"(?:[^"\\]|\\.)*"|\(|\)|[^\s()]+', re.S)
+
+
+def parse(text: str) -> list:
+    """WAT text as nested lists of tokens (block comments dropped)."""
+    stack: list[list] = [[]]
+    for tok in _TOKEN.findall(text):
+        if tok.startswith("(;"):
+            continue
+        if tok == "(":
+            stack.append([])
+        elif tok == ")":
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(tok)
+    return stack[0]
+
+
+def show(x) -> str:
+    return "(" + " ".join(show(e) for e in x) + ")" if isinstance(x, list) else x
+
+
+def _renumber(x, name) -> list | str:
+    """A type definition with every index replaced by ``name(index)``."""
+    if isinstance(x, list):
+        return [_renumber(e, name) for e in x]
+    return name(int(x)) if x.isdigit() else x
+
+
+def _type_entries(block: list) -> list:
+    """The entries of an instance type that take a type index, in index order."""
+    return [e for e in block if e[0] in ("type", "alias") or (e[0] == "export" and e[2][0] == "type")]
+
+
+# ------------------------------------------------------------------ generation
+
+
+def _stand_in(guest: Path, work: Path) -> tuple[str, list]:
+    """A small component with the guest's imports and exports (built from its WIT; its
+    code is stubs), as text, and its type, import and alias items. It stands in for
+    the guest in the composition text; the guest's bytes replace it afterwards."""
+    tool = wasm_tools()
+    (work / "g.wit").write_text(subprocess.run([tool, "component", "wit", str(guest)], **_RUN).stdout)
+    subprocess.run([tool, "component", "embed", "--dummy", "g.wit", "-o", "d.wasm"], cwd=work, **_RUN)
+    subprocess.run([tool, "component", "new", "d.wasm", "-o", "dc.wasm"], cwd=work, **_RUN)
+    text = subprocess.run([tool, "print", "dc.wasm"], cwd=work, **_RUN).stdout
+    items = []
+    for item in parse(text)[0][1:]:
+        if item[0] not in ("type", "import", "alias"):
+            break
+        items.append(item)
+    return text, items
+
+
+def _block(items: list, instance: str) -> list:
+    """The entries of the instance type an import named ``instance`` has."""
+    return next(t for t in items if t[0] == "type" and t[1] == f"$ty-{instance}")[2][1:]
+
+
+def _plain_definition(items: list, alias_name: str) -> str:
+    """The definition of a non-resource type the guest aliases from another interface
+    (``datetime``), with nested types written inline."""
+    alias = next((a for a in items if a[0] == "alias" and a[1] == "export" and a[4][1] == alias_name), None)
+    if alias is None:
+        raise ShimError(f"no definition found for {alias_name}")
+    entries = _type_entries(_block(items, alias[2][1:]))
+
+    def definition(i: int) -> str:
+        e = entries[i]
+        if e[0] == "type":
+            return show(_renumber(e[1], definition))
+        if e[0] == "export" and e[2][1][0] == "eq":
+            return definition(int(e[2][1][1]))
+        raise ShimError(f"{alias_name} refers to a resource or to another interface")
+
+    for i, e in enumerate(entries):
+        if e[0] == "export" and e[1] == alias[3]:
+            return definition(i)
+    raise ShimError(f"{alias[3]} not found in {alias[2]}")
+
+
+def _reexport(items: list, block: list) -> tuple[str, list[str]]:
+    """The nested component that re-exports the host's ``wasi:filesystem/types`` items
+    (three of them replaced), and the ``with`` clauses that instantiate it.
+
+    Its function imports are typed over the imported resources, its exports over the
+    exported ones (an import may not name an exported type), so every type definition
+    is written twice: ``$U`` (imports) and ``$T`` (exports)."""
+    entries = _type_entries(block)
+    exported_as = {int(e[2][1][1]): (j, e[1]) for j, e in enumerate(entries) if e[0] == "export" and e[2][1][0] == "eq"}
+    kind: dict[int, str] = {}
+    for k, e in enumerate(entries):
+        if e[0] == "alias":
+            kind[k] = "outer-resource" if exported_as.get(k, (0, '""'))[1].strip('"') in _RESOURCES else "outer-plain"
+        elif e[0] == "type":
+            kind[k] = "def"
+        else:
+            kind[k] = "resource" if e[2][1][0] == "sub" else "eq"
+
+    def u(k: int) -> str:
+        if kind[k] == "eq":
+            n = int(entries[k][2][1][1])
+            return f"$O{n}" if kind[n] == "outer-resource" else f"$V{k}"
+        return {"outer-resource": f"$O{k}", "outer-plain": f"$P{k}", "def": f"$U{k}", "resource": f"$I{k}"}[kind[k]]
+
+    def t(k: int) -> str:
+        if kind[k] == "outer-resource":
+            return f"$T{exported_as[k][0]}"
+        return f"$P{k}" if kind[k] == "outer-plain" else f"$T{k}"
+
+    lines: list[str] = []
+    withs: list[str] = []
+    for k, e in enumerate(entries):  # the types it is given, and plain types of other interfaces
+        if kind[k] == "outer-resource":
+            lines.append(f'(import "o{k}" (type $O{k} (sub resource)))')
+            withs.append(f'(with "o{k}" (type {e[3]}))')
+        elif kind[k] == "outer-plain":
+            lines.append(f"(type $P{k} {_plain_definition(items, e[3])})")
+        elif kind[k] == "resource":
+            lines.append(f'(import "r{k}" (type $I{k} (sub resource)))')
+            withs.append(f'(with "r{k}" (type $tb-x{k}))')
+    for k, e in enumerate(entries):  # definitions over the imported resources; named types imported
+        if kind[k] == "def":
+            lines.append(f"(type $U{k} {show(_renumber(e[1], u))})")
+        elif kind[k] == "eq" and not kind[int(e[2][1][1])].startswith("outer-resource"):
+            lines.append(f'(import "t{k}" (type $V{k} (eq {u(int(e[2][1][1]))})))')
+            withs.append(f'(with "t{k}" (type $tb-y{k}))')
+    funcs = [e for e in block if e[0] == "export" and e[2][0] == "func"]
+    for i, e in enumerate(funcs):
+        lines.append(f'(import "f{i}" (func $F{i} (type {u(int(e[2][1][1]))})))')
+        withs.append(f'(with "f{i}" (func {REPLACED.get(e[1].strip(chr(34)), f"$tb-f{i}")}))')
+    for k, e in enumerate(entries):  # exports, and definitions over the exported resources
+        if kind[k] == "def":
+            lines.append(f"(type $T{k} {show(_renumber(e[1], t))})")
+        elif kind[k] == "resource":
+            lines.append(f"(export $T{k} {e[1]} (type $I{k}))")
+        elif kind[k] == "eq":
+            n = int(e[2][1][1])
+            lines.append(f"(export $T{k} {e[1]} (type {f'$O{n}' if kind[n] == 'outer-resource' else t(n)}))")
+    for i, e in enumerate(funcs):
+        lines.append(f"(export {e[1]} (func $F{i}) (func (type {t(int(e[2][1][1]))})))")
+    return "(component $tb-Re\n    " + "\n    ".join(lines) + ")", withs
+
+
+_BODY = """
+  (alias export $FS "error-code" (type $tb-ec))
+  (alias export $FS "path-flags" (type $tb-pf))
+  (alias export $FS "descriptor" (type $tb-d))
+  (type $tb-bd (borrow $tb-d))
+  (type $tb-res (result (error $tb-ec)))
+  (type $tb-bridge (instance
+    (alias outer 1 $tb-d (type $d))
+    (alias outer 1 $tb-ec (type $e))
+    (alias outer 1 $tb-pf (type $p))
+    (type $bd (borrow $d))
+    (type $r (result (error $e)))
+    (export "descriptor-id" (func (param "self" $bd) (result u32)))
+    (export "rename-at" (func (param "self" $bd) (param "old-path" string) (param "new-descriptor" u32)
+                              (param "new-path" string) (result $r)))
+    (export "link-at" (func (param "self" $bd) (param "old-path-flags" $p) (param "old-path" string)
+                            (param "new-descriptor" u32) (param "new-path" string) (result $r)))
+    (export "is-same-object" (func (param "self" $bd) (param "other" u32) (result bool)))))
+  (import "BRIDGE" (instance $tb-br (type $tb-bridge)))
+  (core module $tb-Mem
+    (memory (export "memory") 1)
+    (global $bump (export "bump") (mut i32) (i32.const 1024))
+    (func (export "realloc") (param $old i32) (param $osz i32) (param $align i32) (param $nsz i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get $align) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get $align))))
+      (global.set $bump (i32.add (local.get $p) (local.get $nsz)))
+      (block $ok
+        (br_if $ok (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
+        (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (i32.sub (global.get $bump)
+                                                                (i32.mul (memory.size) (i32.const 65536)))
+                                                       (i32.const 16))
+                                            (i32.const 1)))
+                      (i32.const 0))
+          (then unreachable)))
+      (local.get $p)))
+  (core instance $tb-mem (instantiate $tb-Mem))
+  (core func $tb-id (canon lower (func $tb-br "descriptor-id")))
+  (core func $tb-ren (canon lower (func $tb-br "rename-at") (memory (core memory $tb-mem "memory"))
+                       (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
+  (core func $tb-lnk (canon lower (func $tb-br "link-at") (memory (core memory $tb-mem "memory"))
+                       (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
+  (core func $tb-sam (canon lower (func $tb-br "is-same-object")))
+  (core func $tb-drop (canon resource.drop $tb-d))
+  (core module $tb-Main
+    (import "mem" "memory" (memory 1))
+    (import "mem" "bump" (global $bump (mut i32)))
+    (import "br" "id" (func $id (param i32) (result i32)))
+    (import "br" "rename" (func $ren (param i32 i32 i32 i32 i32 i32 i32)))
+    (import "br" "link" (func $lnk (param i32 i32 i32 i32 i32 i32 i32 i32)))
+    (import "br" "same" (func $same (param i32 i32) (result i32)))
+    (import "br" "drop" (func $drop (param i32)))
+    ;; borrowed handles a lifted function receives must be dropped before it returns
+    (func (export "rename") (param i32 i32 i32 i32 i32 i32) (result i32)
+      (call $ren (local.get 0) (local.get 1) (local.get 2) (call $id (local.get 3)) (local.get 4) (local.get 5)
+                 (i32.const 16))
+      (call $drop (local.get 0))
+      (call $drop (local.get 3))
+      (global.set $bump (i32.const 1024))
+      (i32.const 16))
+    (func (export "link") (param i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (call $lnk (local.get 0) (local.get 1) (local.get 2) (local.get 3) (call $id (local.get 4)) (local.get 5)
+                 (local.get 6) (i32.const 16))
+      (call $drop (local.get 0))
+      (call $drop (local.get 4))
+      (global.set $bump (i32.const 1024))
+      (i32.const 16))
+    (func (export "same") (param i32 i32) (result i32)
+      (local $r i32)
+      (local.set $r (call $same (local.get 0) (call $id (local.get 1))))
+      (call $drop (local.get 0))
+      (call $drop (local.get 1))
+      (local.get $r)))
+  (core instance $tb-main (instantiate $tb-Main
+    (with "mem" (instance $tb-mem))
+    (with "br" (instance (export "id" (func $tb-id)) (export "rename" (func $tb-ren)) (export "link" (func $tb-lnk))
+                         (export "same" (func $tb-sam)) (export "drop" (func $tb-drop))))))
+  (func $tb-rename (param "self" $tb-bd) (param "old-path" string) (param "new-descriptor" $tb-bd)
+                   (param "new-path" string) (result $tb-res)
+    (canon lift (core func $tb-main "rename") (memory (core memory $tb-mem "memory"))
+                (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
+  (func $tb-link (param "self" $tb-bd) (param "old-path-flags" $tb-pf) (param "old-path" string)
+                 (param "new-descriptor" $tb-bd) (param "new-path" string) (result $tb-res)
+    (canon lift (core func $tb-main "link") (memory (core memory $tb-mem "memory"))
+                (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
+  (func $tb-same (param "self" $tb-bd) (param "other" $tb-bd) (result bool)
+    (canon lift (core func $tb-main "same")))
+"""
+
+
+def shim_text(items: list, fs: str) -> str:
+    """The shim, a component importing the interfaces up to ``fs`` and the bridge and
+    exporting ``fs``, for a guest whose import items are ``items``."""
+    block = _block(items, fs)
+    header = []
+    for item in items:
+        header.append("  " + show(item))
+        if item[0] == "import" and item[1] == f'"{fs}"':
+            break
+    F = f"${fs}"
+    body = [_BODY.replace("$FS", F).replace("BRIDGE", BRIDGE)]
+    for k, e in enumerate(_type_entries(block)):
+        if e[0] == "export":
+            body.append(f"  (alias export {F} {e[1]} (type $tb-{'x' if e[2][1][0] == 'sub' else 'y'}{k}))")
+    funcs = [e for e in block if e[0] == "export" and e[2][0] == "func"]
+    for i, e in enumerate(funcs):
+        if e[1].strip('"') not in REPLACED:
+            body.append(f"  (alias export {F} {e[1]} (func $tb-f{i}))")
+    re_export, withs = _reexport(items, block)
+    body.append("  " + re_export)
+    body.append("  (instance $tb-out (instantiate $tb-Re " + " ".join(withs) + "))")
+    body.append(f'  (export "{fs}" (instance $tb-out))')
+    return "(component\n" + "\n".join(header) + "\n" + "\n".join(body) + "\n)\n"
+
+
+def composition_text(stand_in: str, items: list, fs: str) -> str:
+    """The guest (its stand-in) instantiated with the shim's ``fs`` and the host's other
+    imports; exports what the guest exports."""
+    imports = [(i[1], i[2][1]) for i in items if i[0] == "import"]  # (name, $id)
+    shim_imports = []
+    for name, ident in imports:
+        shim_imports.append(f"(with {name} (instance {ident}))")
+        if name == f'"{fs}"':
+            break
+    bridge = f'"{BRIDGE}"'
+    shim = shim_text(items, fs).replace("(component\n", "(component $tb-shim\n", 1)
+    F = f"${fs}"
+    guest_with = " ".join(
+        f"(with {n} (instance {'$tb-sfs' if n == chr(34) + fs + chr(34) else i}))" for n, i in imports
+    )
+    exports = [e for e in parse(stand_in)[0][1:] if e[0] == "export"]
+    lines = ["(component"]
+    lines += ["  " + show(i) for i in items]
+    lines.append(_BRIDGE_IMPORT.replace("$FS", F).replace("BRIDGE", BRIDGE))
+    lines.append(shim)
+    shim_imports.append(f"(with {bridge} (instance $tb-br))")
+    lines.append(f"  (instance $tb-s (instantiate $tb-shim {' '.join(shim_imports)}))")
+    lines.append(f'  (alias export $tb-s "{fs}" (instance $tb-sfs))')
+    lines.append("  " + stand_in.replace("(component", "(component $tb-guest", 1))  # the guest replaces it
+    lines.append(f"  (instance $tb-g (instantiate $tb-guest {guest_with}))")
+    for k, e in enumerate(exports):
+        name = next(x for x in e[1:] if isinstance(x, str) and x.startswith('"'))
+        lines.append(f"  (alias export $tb-g {name} (instance $tb-e{k}))")
+        lines.append(f"  (export {name} (instance $tb-e{k}))")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+_BRIDGE_IMPORT = """
+  (alias export $FS "error-code" (type $tb-ec))
+  (alias export $FS "path-flags" (type $tb-pf))
+  (alias export $FS "descriptor" (type $tb-d))
+  (type $tb-bridge (instance
+    (alias outer 1 $tb-d (type $d))
+    (alias outer 1 $tb-ec (type $e))
+    (alias outer 1 $tb-pf (type $p))
+    (type $bd (borrow $d))
+    (type $r (result (error $e)))
+    (export "descriptor-id" (func (param "self" $bd) (result u32)))
+    (export "rename-at" (func (param "self" $bd) (param "old-path" string) (param "new-descriptor" u32)
+                              (param "new-path" string) (result $r)))
+    (export "link-at" (func (param "self" $bd) (param "old-path-flags" $p) (param "old-path" string)
+                            (param "new-descriptor" u32) (param "new-path" string) (result $r)))
+    (export "is-same-object" (func (param "self" $bd) (param "other" u32) (result bool)))))
+  (import "BRIDGE" (instance $tb-br (type $tb-bridge)))
+"""
+
+
+def needs_shim(component) -> str | None:
+    """The name of the guest's ``wasi:filesystem/types`` import if it imports a method the
+    host cannot serve directly (two borrows), else None."""
+    import wasmtime.component as wc
+
+    from tarbox.wasi.engine import engine
+
+    eng = engine(False)
+    for name, item in component.type.imports(eng).items():
+        if (
+            name.startswith("wasi:filesystem/types@0.2")
+            and isinstance(item.ty, wc.ComponentInstanceType)
+            and any(m in REPLACED for m in item.ty.exports(eng))
+        ):
+            return name
+    return None
+
+
+def _leb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _splice(outer: bytes, guest: bytes) -> bytes:
+    """``outer`` with its second nested component (the stand-in) replaced by ``guest``."""
+    out = bytearray(outer[:8])
+    pos, seen = 8, 0
+    while pos < len(outer):
+        sid = outer[pos]
+        size, shift, p = 0, 0, pos + 1
+        while True:
+            b = outer[p]
+            size |= (b & 0x7F) << shift
+            p += 1
+            shift += 7
+            if not b & 0x80:
+                break
+        payload = outer[p : p + size]
+        if sid == 4:  # a nested component
+            seen += 1
+            if seen == 2:
+                payload = guest
+        out += bytes([sid]) + _leb(len(payload)) + payload
+        pos = p + size
+    if seen != 2:
+        raise ShimError("the composition does not have the expected shape")
+    return bytes(out)
+
+
+def wrap(wasm: bytes, fs: str) -> bytes:
+    """The guest composed with its shim (cached on disk by the guest's hash)."""
+    key = hashlib.sha256(wasm).hexdigest()[:32]
+    out = cache_dir().parent / "shimmed" / f"{key}.wasm"
+    if out.exists():
+        return out.read_bytes()
+    with _lock, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "guest.wasm").write_bytes(wasm)
+        try:
+            stand_in, items = _stand_in(work / "guest.wasm", work)
+            (work / "outer.wat").write_text(composition_text(stand_in, items, fs))
+            subprocess.run([wasm_tools(), "parse", "outer.wat", "-o", "outer.wasm"], cwd=work, **_RUN)
+        except subprocess.CalledProcessError as exc:
+            raise ShimError(f"wrapping {fs} failed: {exc.stderr.strip()[-400:]}") from exc
+        composed = _splice((work / "outer.wasm").read_bytes(), wasm)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_suffix(f".tmp{os.getpid()}")
+        tmp_out.write_bytes(composed)
+        os.replace(tmp_out, out)
+    return composed
