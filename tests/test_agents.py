@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tarbox.wasi import WasiHost
 from tarbox.wasi.python import GUEST_LIB, PythonRuntime
-from tarbox.wasi.toolchain import INSTALL_RUST, build_rust, rustc
-from wasi_support import run_native, tarbox_tree
+from tarbox.wasi.toolchain import INSTALL_RUST, build_rust, componentize, rustc
+from wasi_support import run_native, run_native_component, tarbox_tree
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 FILES = {"notes.txt": b"remember the milk\n", "docs/a.txt": b"one two three\n", "docs/b.md": b"not text\n"}
@@ -86,9 +87,42 @@ def test_rust_agent_matches_wasmtime(tb, tenant, tmp_path):
     assert native.exit_code == 0, native.stderr
     fs = tb.filesystem(tenant)
     seed_tarbox(fs)
-    from tarbox.wasi import WasiHost
-
     r = WasiHost(tb, tenant).run(wasm, ["agent", "count"])
+    assert (r.exit_code, r.stdout, r.stderr) == (native.exit_code, native.stdout, native.stderr)
+    assert r.stdout == b"task count: 2 text files, 6 words\n"
+    assert tarbox_tree(fs, "/workspace") == native.tree
+
+
+@pytest.mark.skipif(rustc() is None, reason=f"no rustc with a WASI standard library ({INSTALL_RUST})")
+def test_rust_agent_as_a_component_matches_wasmtime_wasip2(tb, tenant, tmp_path):
+    """Rust's std (fs::rename included, through the borrow shim) over Preview 2."""
+    wasm = componentize(build_rust(EXAMPLES / "agent.rs"), "agent-rs")
+    seed_local(tmp_path)
+    native = run_native_component(wasm, tmp_path, ["count"])
+    assert native.exit_code == 0, native.stderr
+    fs = tb.filesystem(tenant)
+    seed_tarbox(fs)
+    r = WasiHost(tb, tenant).run(wasm, ["agent", "count"])
+    assert (r.exit_code, r.stdout, r.stderr) == (native.exit_code, native.stdout, native.stderr)
+    assert tarbox_tree(fs, "/workspace") == native.tree
+
+
+def test_python_agent_as_a_component_matches_wasmtime_wasip2(tb, tenant, tmp_path, python):
+    """CPython for WASI wrapped as a component: the interpreter, its standard library
+    (a read-only second preopen) and the agent script, over Preview 2 on both hosts."""
+    wasm = componentize(python.wasm(), "python3.11")
+    seed_local(tmp_path)
+    (tmp_path / "agent.py").write_bytes((EXAMPLES / "agent.py").read_bytes())
+    env = {"PYTHONHOME": "/usr/local", "PYTHONDONTWRITEBYTECODE": "1"}
+    argv = ["/workspace/agent.py", "count"]
+    lib = {GUEST_LIB: python.lib_path.parent}
+    native = run_native_component(wasm, tmp_path, argv, env, preopens=lib, argv0="python")
+    assert native.exit_code == 0, native.stderr[-500:]
+    fs = tb.filesystem(tenant)
+    seed_tarbox(fs)
+    fs.write_file("/workspace/agent.py", (EXAMPLES / "agent.py").read_bytes())
+    python.install(fs)
+    r = python.host(tb, tenant).run(wasm, ["python", *argv], env)
     assert (r.exit_code, r.stdout, r.stderr) == (native.exit_code, native.stdout, native.stderr)
     assert r.stdout == b"task count: 2 text files, 6 words\n"
     assert tarbox_tree(fs, "/workspace") == native.tree

@@ -121,7 +121,9 @@ def tarbox_tree(fs, root: str) -> dict:
 _native_components: dict[int, object] = {}
 
 
-def run_native_component(wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", argv0="guest") -> Outcome:
+def run_native_component(
+    wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", argv0="guest", preopens=None
+) -> Outcome:
     """The Preview 2 oracle: wasmtime's own WASIp2 (``Linker.add_wasip2``) with ``root``
     preopened as /workspace, running a command component's ``wasi:cli/run``."""
     import wasmtime.component as wc
@@ -130,7 +132,7 @@ def run_native_component(wasm: bytes, root: Path, args=(), env=None, stdin: byte
     if comp is None:
         comp = _native_components[hash(wasm)] = wc.Component(_native_engine, wasm)
     with tempfile.TemporaryDirectory() as io_dir:
-        store = _native_store(root, io_dir, [argv0, *args], env, stdin)
+        store = _native_store(root, io_dir, [argv0, *args], env, stdin, preopens)
         linker = wc.Linker(_native_engine)
         linker.add_wasip2()
         inst = linker.instantiate(store, comp)
