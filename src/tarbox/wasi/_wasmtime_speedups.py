@@ -106,13 +106,34 @@ def _call(idx, context, ty_raw, args, nargs, results, nresults):  # noqa: ANN001
         func, params, result = _SIGNATURES[idx or 0]
         if params is None:  # first call: read the type once
             with _types.FuncType._from_ptr(ty_raw, owner=store) as fty:
-                params, result = [ty for _, ty in fty.params], fty.result
+                params = [ty.convert_from_c for _, ty in fty.params]
+                result = None if fty.result is None else _lowerer(fty.result)
             _SIGNATURES[idx or 0] = (func, params, result)
-        value = func(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(params)])
+        value = func(store, *[lift(args[i]) for i, lift in enumerate(params)])
         if result is not None:
-            result.convert_to_c(store, value, results)
+            result(store, value, results)
 
     return catch_exceptions(context, run)
+
+
+def _lowerer(ty):
+    """How to lower a result of type ``ty``: ``result<_, E>`` answered with success (the
+    commonest answer of all: a write, a mkdir) is set directly; the rest is wasmtime-py's."""
+    if not isinstance(ty, wc.ResultType) or ty.ok is not None:
+        return ty.convert_to_c
+    tagged = ty._tagged()
+    result_kind = ffi.WASMTIME_COMPONENT_RESULT
+
+    def lower(store, value, ptr) -> None:
+        if (value.tag == "ok" if tagged and isinstance(value, wc.Variant) else value is None and not tagged):
+            c = ptr.contents
+            c.kind = result_kind
+            c.of.result.is_ok = True
+            c.of.result.val = None
+        else:
+            ty.convert_to_c(store, value, ptr)
+
+    return lower
 
 
 def add_func(instance: wc.LinkerInstance, name: str, func) -> None:
