@@ -25,6 +25,7 @@ from rich.table import Table
 
 import tarbox
 from tarbox.wasi import Mount, WasiHost
+from tarbox.wasi.borrow_shim import uleb128 as leb
 from tarbox.wasi.toolchain import build_c
 
 HERE = Path(__file__).parent
@@ -48,14 +49,6 @@ def parse(out: bytes) -> dict[str, float]:
 def big_module(mib: int) -> bytes:
     """A valid module of about ``mib`` MiB of code: functions of 10,000 additions each,
     so the compiler has real work (a stand-in for a large toolchain's output)."""
-
-    def leb(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            b, n = n & 0x7F, n >> 7
-            out.append(b | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
 
     body = b"\x00" + b"\x41\x01" + b"\x41\x03\x6a" * 10_000 + b"\x1a\x0b"  # no locals; 1 (+3)*n; drop; end
     entry = leb(len(body)) + body

@@ -54,6 +54,19 @@ def _native_store(root: Path, io_dir: str, argv, env, stdin: bytes, preopens=Non
     return store
 
 
+def _oracle(root: Path, argv, env, stdin: bytes, preopens, start) -> Outcome:
+    """Run ``start(store)`` (returns the exit code) with wasmtime's WASI context over
+    ``root``; stdout, stderr and the resulting tree are the outcome."""
+    with tempfile.TemporaryDirectory() as io_dir:
+        store = _native_store(root, io_dir, argv, env, stdin, preopens)
+        try:
+            code = start(store)
+        except wasmtime.ExitTrap as e:
+            code = e.code
+        out, err = Path(io_dir, "out").read_bytes(), Path(io_dir, "err").read_bytes()
+    return Outcome(code, out, err, local_tree(root))
+
+
 def run_native(
     wasm: bytes, root: Path, args=(), env=None, stdin: bytes = b"", setup=None, preopens=None, argv0="guest"
 ) -> Outcome:
@@ -64,18 +77,14 @@ def run_native(
     mod = _native_modules.get(hash(wasm))
     if mod is None:
         mod = _native_modules[hash(wasm)] = wasmtime.Module(_native_engine, wasm)
-    with tempfile.TemporaryDirectory() as io_dir:
-        store = _native_store(root, io_dir, [argv0, *args], env, stdin, preopens)
+
+    def start(store) -> int:
         linker = wasmtime.Linker(_native_engine)
         linker.define_wasi()
-        inst = linker.instantiate(store, mod)
-        try:
-            inst.exports(store)["_start"](store)
-            code = 0
-        except wasmtime.ExitTrap as e:
-            code = e.code
-        out, err = Path(io_dir, "out").read_bytes(), Path(io_dir, "err").read_bytes()
-    return Outcome(code, out, err, local_tree(root))
+        linker.instantiate(store, mod).exports(store)["_start"](store)
+        return 0
+
+    return _oracle(root, [argv0, *args], env, stdin, preopens, start)
 
 
 def run_tarbox(host: WasiHost, wasm: bytes, args=(), env=None, stdin: bytes = b"", setup=None) -> Outcome:
@@ -131,20 +140,16 @@ def run_native_component(
     comp = _native_components.get(hash(wasm))
     if comp is None:
         comp = _native_components[hash(wasm)] = wc.Component(_native_engine, wasm)
-    with tempfile.TemporaryDirectory() as io_dir:
-        store = _native_store(root, io_dir, [argv0, *args], env, stdin, preopens)
+
+    def start(store) -> int:
         linker = wc.Linker(_native_engine)
         linker.add_wasip2()
         inst = linker.instantiate(store, comp)
         run_iface = next(n for n in comp.type.exports(_native_engine) if n.startswith("wasi:cli/run@0.2"))
         run = inst.get_func(store, inst.get_export_index(store, "run", comp.get_export_index(run_iface)))
-        try:
-            ended = run(store)
-            code = 0 if ended.tag == "ok" else 1
-        except wasmtime.ExitTrap as e:
-            code = e.code
-        out, err = Path(io_dir, "out").read_bytes(), Path(io_dir, "err").read_bytes()
-    return Outcome(code, out, err, local_tree(root))
+        return 0 if run(store).tag == "ok" else 1
+
+    return _oracle(root, [argv0, *args], env, stdin, preopens, start)
 
 
 def component_from_wat(wit: str, wat: str, workdir: Path, world: str | None = None) -> bytes:

@@ -125,7 +125,7 @@ def _lowerer(ty):
     result_kind = ffi.WASMTIME_COMPONENT_RESULT
 
     def lower(store, value, ptr) -> None:
-        if (value.tag == "ok" if tagged and isinstance(value, wc.Variant) else value is None and not tagged):
+        if value.tag == "ok" if tagged and isinstance(value, wc.Variant) else value is None and not tagged:
             c = ptr.contents
             c.kind = result_kind
             c.of.result.is_ok = True

@@ -192,12 +192,10 @@ def _reexport(items: list, block: list) -> tuple[str, list[str]]:
     return "(component $tb-Re\n    " + "\n    ".join(lines) + ")", withs
 
 
-_BODY = """
+_BRIDGE_IMPORT = """
   (alias export $FS "error-code" (type $tb-ec))
   (alias export $FS "path-flags" (type $tb-pf))
   (alias export $FS "descriptor" (type $tb-d))
-  (type $tb-bd (borrow $tb-d))
-  (type $tb-res (result (error $tb-ec)))
   (type $tb-bridge (instance
     (alias outer 1 $tb-d (type $d))
     (alias outer 1 $tb-ec (type $e))
@@ -211,6 +209,11 @@ _BODY = """
                             (param "new-descriptor" u32) (param "new-path" string) (result $r)))
     (export "is-same-object" (func (param "self" $bd) (param "other" u32) (result bool)))))
   (import "BRIDGE" (instance $tb-br (type $tb-bridge)))
+"""
+
+_BODY_REST = """
+  (type $tb-bd (borrow $tb-d))
+  (type $tb-res (result (error $tb-ec)))
   (core module $tb-Mem
     (memory (export "memory") 1)
     (global $bump (export "bump") (mut i32) (i32.const 1024))
@@ -292,7 +295,7 @@ def shim_text(items: list, fs: str) -> str:
         if item[0] == "import" and item[1] == f'"{fs}"':
             break
     F = f"${fs}"
-    body = [_BODY.replace("$FS", F).replace("BRIDGE", BRIDGE)]
+    body = [(_BRIDGE_IMPORT + _BODY_REST).replace("$FS", F).replace("BRIDGE", BRIDGE)]
     for k, e in enumerate(_type_entries(block)):
         if e[0] == "export":
             body.append(f"  (alias export {F} {e[1]} (type $tb-{'x' if e[2][1][0] == 'sub' else 'y'}{k}))")
@@ -340,26 +343,6 @@ def composition_text(stand_in: str, items: list, fs: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-_BRIDGE_IMPORT = """
-  (alias export $FS "error-code" (type $tb-ec))
-  (alias export $FS "path-flags" (type $tb-pf))
-  (alias export $FS "descriptor" (type $tb-d))
-  (type $tb-bridge (instance
-    (alias outer 1 $tb-d (type $d))
-    (alias outer 1 $tb-ec (type $e))
-    (alias outer 1 $tb-pf (type $p))
-    (type $bd (borrow $d))
-    (type $r (result (error $e)))
-    (export "descriptor-id" (func (param "self" $bd) (result u32)))
-    (export "rename-at" (func (param "self" $bd) (param "old-path" string) (param "new-descriptor" u32)
-                              (param "new-path" string) (result $r)))
-    (export "link-at" (func (param "self" $bd) (param "old-path-flags" $p) (param "old-path" string)
-                            (param "new-descriptor" u32) (param "new-path" string) (result $r)))
-    (export "is-same-object" (func (param "self" $bd) (param "other" u32) (result bool)))))
-  (import "BRIDGE" (instance $tb-br (type $tb-bridge)))
-"""
-
-
 def needs_shim(component) -> str | None:
     """The name of the guest's ``wasi:filesystem/types`` import if it imports a method the
     host cannot serve directly (two borrows), else None."""
@@ -378,7 +361,7 @@ def needs_shim(component) -> str | None:
     return None
 
 
-def _leb(n: int) -> bytes:
+def uleb128(n: int) -> bytes:
     out = bytearray()
     while True:
         b, n = n & 0x7F, n >> 7
@@ -406,7 +389,7 @@ def _splice(outer: bytes, guest: bytes) -> bytes:
             seen += 1
             if seen == 2:
                 payload = guest
-        out += bytes([sid]) + _leb(len(payload)) + payload
+        out += bytes([sid]) + uleb128(len(payload)) + payload
         pos = p + size
     if seen != 2:
         raise ShimError("the composition does not have the expected shape")
