@@ -80,30 +80,21 @@ def test_python_code_sees_only_its_workspace(tb, tenant, python):
 
 
 @pytest.mark.skipif(rustc() is None, reason=f"no rustc with a WASI standard library ({INSTALL_RUST})")
-def test_rust_agent_matches_wasmtime(tb, tenant, tmp_path):
+@pytest.mark.parametrize("component", [False, True], ids=["module", "component"])
+def test_rust_agent_matches_wasmtime(tb, tenant, tmp_path, component):
+    """Rust's std over Preview 1, and wrapped as a component over Preview 2 (fs::rename
+    included, through the borrow shim), against wasmtime's own WASI of the same kind."""
     wasm = build_rust(EXAMPLES / "agent.rs")
+    if component:
+        wasm = componentize(wasm, "agent-rs")
     seed_local(tmp_path)
-    native = run_native(wasm, tmp_path, ["count"])
+    native = (run_native_component if component else run_native)(wasm, tmp_path, ["count"])
     assert native.exit_code == 0, native.stderr
     fs = tb.filesystem(tenant)
     seed_tarbox(fs)
     r = WasiHost(tb, tenant).run(wasm, ["agent", "count"])
     assert (r.exit_code, r.stdout, r.stderr) == (native.exit_code, native.stdout, native.stderr)
     assert r.stdout == b"task count: 2 text files, 6 words\n"
-    assert tarbox_tree(fs, "/workspace") == native.tree
-
-
-@pytest.mark.skipif(rustc() is None, reason=f"no rustc with a WASI standard library ({INSTALL_RUST})")
-def test_rust_agent_as_a_component_matches_wasmtime_wasip2(tb, tenant, tmp_path):
-    """Rust's std (fs::rename included, through the borrow shim) over Preview 2."""
-    wasm = componentize(build_rust(EXAMPLES / "agent.rs"), "agent-rs")
-    seed_local(tmp_path)
-    native = run_native_component(wasm, tmp_path, ["count"])
-    assert native.exit_code == 0, native.stderr
-    fs = tb.filesystem(tenant)
-    seed_tarbox(fs)
-    r = WasiHost(tb, tenant).run(wasm, ["agent", "count"])
-    assert (r.exit_code, r.stdout, r.stderr) == (native.exit_code, native.stdout, native.stderr)
     assert tarbox_tree(fs, "/workspace") == native.tree
 
 

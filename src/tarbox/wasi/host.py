@@ -27,7 +27,7 @@ from tarbox.wasi.preview2 import CloseFailed, Preview2, Refused
 from tarbox.wasi.state import GuestExit, LimitExceeded, Output
 from tarbox.wasi.types import RunResult, RunStatus
 
-_shimmed: dict[str, bytes | None] = {}  # component SHA-256 -> composed with the borrow shim (None: not needed)
+_shim_for: dict[str, str | None] = {}  # component SHA-256 -> the import the borrow shim wraps (None: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +166,12 @@ class WasiHost:
         """The component, composed with the borrow shim when it imports a descriptor method
         taking two descriptors (wasmtime-py 50 cannot call those; borrow_shim.py)."""
         key = hashlib.sha256(wasm).hexdigest()
-        wrapped = _shimmed.get(key, b"")
-        if wrapped == b"":
-            fs_import = borrow_shim.needs_shim(component)
-            wrapped = _shimmed[key] = None if fs_import is None else borrow_shim.wrap(wasm, fs_import)
-        return component if wrapped is None else self.cache.load(wrapped, fuel=self.fuel is not None)
+        if key not in _shim_for:
+            _shim_for[key] = borrow_shim.needs_shim(component)
+        fs_import = _shim_for[key]
+        if fs_import is None:
+            return component
+        return self.cache.load(borrow_shim.wrap(wasm, fs_import), fuel=self.fuel is not None)  # wrap: on disk
 
     def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
         """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""
