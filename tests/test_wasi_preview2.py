@@ -230,3 +230,9 @@ def test_sockets_are_present_and_refuse(tb, tenant, tmp_path):
     root = tmp_path / "native"
     root.mkdir()
     assert run_native_component(wasm, root).exit_code == 0
+
+
+def test_a_guest_hoarding_handles_is_stopped(tb, tenant, tmp_path):
+    """tests/guests/handles_probe.wat asks for a million stdout streams and drops none."""
+    r = WasiHost(tb, tenant).run(probe("handles_probe", tmp_path))
+    assert r.status is RunStatus.TRAPPED and "live resources" in r.trap

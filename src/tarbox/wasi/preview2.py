@@ -24,9 +24,9 @@ from wasmtime.component import Record, ResourceHost, ResourceType, Variant
 
 from tarbox.errors import SandboxEscapeError, TarboxError
 from tarbox.wasi import _wasmtime_speedups
-from tarbox.wasi.core import Descriptor, InputStream, OutputStream, StreamClosed, error_code
+from tarbox.wasi.core import Descriptor, StreamClosed, error_code
 from tarbox.wasi.state import GuestExit, LimitExceeded, RunState
-from tarbox.wasi.types import DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags
+from tarbox.wasi.types import DescriptorFlags, ErrorCode, OpenFlags, PathFlags
 
 # resource kinds (host resource type ids)
 DESCRIPTOR, DIR_STREAM, INPUT, OUTPUT, ERROR, POLLABLE, TERM_IN, TERM_OUT, NETWORK = range(1, 10)
@@ -47,6 +47,7 @@ _NEVER = 100
 SOCKET_RESOURCES = {"tcp-socket", "udp-socket", "incoming-datagram-stream", "outgoing-datagram-stream",
                     "resolve-address-stream"}  # fmt: skip
 
+MAX_HANDLES = 65536  # live resources of one run (descriptors are also bounded by max_fds)
 _STREAM_BUDGET = 1 << 20  # check-write's answer: the store buffers, so a MiB is always welcome
 _MAX_RANDOM = 64 << 20
 
@@ -128,6 +129,8 @@ class Preview2(RunState):
     # ---------------------------------------------------------------- handles
 
     def _new(self, kind: int, obj: object) -> ResourceHost:
+        if len(self.handles) >= MAX_HANDLES:  # a guest that never drops what it asks for
+            raise wasmtime.WasmtimeError(f"more than {MAX_HANDLES} live resources (handles never dropped)")
         rep = self._next
         self._next += 1
         self.handles[rep] = obj
@@ -318,6 +321,8 @@ class Preview2(RunState):
         self._output(res)
 
     def write_zeroes(self, res, length: int):
+        if length > _STREAM_BUDGET:  # checked before allocating: the length is the guest's u64
+            raise OSError(E.EINVAL, "write longer than check-write allowed")
         self.stream_write(res, bytes(length))
 
     def stream_splice(self, res, src, length: int):
@@ -671,4 +676,4 @@ _FUNCS: dict[str, dict[str, tuple[str, str]]] = {
     "wasi:sockets/udp": {},
 }
 
-__all__ = ["Preview2", "Refused", "CloseFailed", "DescriptorType", "InputStream", "OutputStream"]
+__all__ = ["CloseFailed", "Preview2", "Refused"]
