@@ -109,6 +109,19 @@ def test_is_same_object_matches_wasmtime_wasip2(tb, tenant, tmp_path):
     assert tb.filesystem(tenant).is_dir("/workspace/sub")
 
 
+def test_shim_for_a_guest_importing_rename_alone(tb, tenant, tmp_path):
+    """tests/guests/rename_probe.wat imports rename-at but not link-at (so no path-flags):
+    a rename succeeds and a rename of a missing name fails with no-entry, on both hosts."""
+    wasm = probe("rename_probe", tmp_path)
+    r = WasiHost(tb, tenant).run(wasm)
+    assert (r.status, r.exit_code, r.trap) == (RunStatus.EXITED, 0, None)
+    root = tmp_path / "native"
+    root.mkdir()
+    native = run_native_component(wasm, root)
+    assert native.exit_code == 0 and native.tree == {"b": ("dir",)}
+    assert tb.filesystem(tenant).is_dir("/workspace/b")
+
+
 def test_components_without_those_methods_run_unwrapped(limits_component):
     assert borrow_shim.needs_shim(wc.Component(wasmtime.Engine(), limits_component)) is None
 

@@ -192,28 +192,65 @@ def _reexport(items: list, block: list) -> tuple[str, list[str]]:
     return "(component $tb-Re\n    " + "\n    ".join(lines) + ")", withs
 
 
+# The bridge takes only the one borrow and primitives, so it needs no type of the
+# guest's interface: a status is 0 for success, else 1 + the error-code's ordinal.
 _BRIDGE_IMPORT = """
-  (alias export $FS "error-code" (type $tb-ec))
-  (alias export $FS "path-flags" (type $tb-pf))
   (alias export $FS "descriptor" (type $tb-d))
   (type $tb-bridge (instance
     (alias outer 1 $tb-d (type $d))
-    (alias outer 1 $tb-ec (type $e))
-    (alias outer 1 $tb-pf (type $p))
     (type $bd (borrow $d))
-    (type $r (result (error $e)))
     (export "descriptor-id" (func (param "self" $bd) (result u32)))
     (export "rename-at" (func (param "self" $bd) (param "old-path" string) (param "new-descriptor" u32)
-                              (param "new-path" string) (result $r)))
-    (export "link-at" (func (param "self" $bd) (param "old-path-flags" $p) (param "old-path" string)
-                            (param "new-descriptor" u32) (param "new-path" string) (result $r)))
+                              (param "new-path" string) (result u32)))
+    (export "link-at" (func (param "self" $bd) (param "old-path-flags" u32) (param "old-path" string)
+                            (param "new-descriptor" u32) (param "new-path" string) (result u32)))
     (export "is-same-object" (func (param "self" $bd) (param "other" u32) (result bool)))))
   (import "BRIDGE" (instance $tb-br (type $tb-bridge)))
 """
 
-_BODY_REST = """
+# error-code of wasi:filesystem/types 0.2.x, in declaration order (the ordinal the bridge returns)
+ERROR_CODES = [
+    "access",
+    "would-block",
+    "already",
+    "bad-descriptor",
+    "busy",
+    "deadlock",
+    "quota",
+    "exist",
+    "file-too-large",
+    "illegal-byte-sequence",
+    "in-progress",
+    "interrupted",
+    "invalid",
+    "io",
+    "is-directory",
+    "loop",
+    "too-many-links",
+    "message-size",
+    "name-too-long",
+    "no-device",
+    "no-entry",
+    "no-lock",
+    "insufficient-memory",
+    "insufficient-space",
+    "not-directory",
+    "not-empty",
+    "not-recoverable",
+    "unsupported",
+    "no-tty",
+    "no-such-device",
+    "overflow",
+    "not-permitted",
+    "pipe",
+    "read-only",
+    "invalid-seek",
+    "text-file-busy",
+    "cross-device",
+]
+
+_CORE = """
   (type $tb-bd (borrow $tb-d))
-  (type $tb-res (result (error $tb-ec)))
   (core module $tb-Mem
     (memory (export "memory") 1)
     (global $bump (export "bump") (mut i32) (i32.const 1024))
@@ -233,35 +270,35 @@ _BODY_REST = """
       (local.get $p)))
   (core instance $tb-mem (instantiate $tb-Mem))
   (core func $tb-id (canon lower (func $tb-br "descriptor-id")))
-  (core func $tb-ren (canon lower (func $tb-br "rename-at") (memory (core memory $tb-mem "memory"))
-                       (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
-  (core func $tb-lnk (canon lower (func $tb-br "link-at") (memory (core memory $tb-mem "memory"))
-                       (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
+  (core func $tb-ren (canon lower (func $tb-br "rename-at") (memory (core memory $tb-mem "memory"))))
+  (core func $tb-lnk (canon lower (func $tb-br "link-at") (memory (core memory $tb-mem "memory"))))
   (core func $tb-sam (canon lower (func $tb-br "is-same-object")))
   (core func $tb-drop (canon resource.drop $tb-d))
   (core module $tb-Main
     (import "mem" "memory" (memory 1))
     (import "mem" "bump" (global $bump (mut i32)))
     (import "br" "id" (func $id (param i32) (result i32)))
-    (import "br" "rename" (func $ren (param i32 i32 i32 i32 i32 i32 i32)))
-    (import "br" "link" (func $lnk (param i32 i32 i32 i32 i32 i32 i32 i32)))
+    (import "br" "rename" (func $ren (param i32 i32 i32 i32 i32 i32) (result i32)))
+    (import "br" "link" (func $lnk (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
     (import "br" "same" (func $same (param i32 i32) (result i32)))
     (import "br" "drop" (func $drop (param i32)))
-    ;; borrowed handles a lifted function receives must be dropped before it returns
+    ;; result<_, error-code> at 16 from a bridge status; the strings lifted into this
+    ;; memory are released; borrowed handles a lifted function receives are dropped
+    (func $finish (param $status i32) (param $a i32) (param $b i32) (result i32)
+      (i32.store8 (i32.const 16) (i32.ne (local.get $status) (i32.const 0)))
+      (i32.store8 (i32.const 17) (i32.sub (local.get $status) (i32.const 1)))
+      (call $drop (local.get $a))
+      (call $drop (local.get $b))
+      (global.set $bump (i32.const 1024))
+      (i32.const 16))
     (func (export "rename") (param i32 i32 i32 i32 i32 i32) (result i32)
-      (call $ren (local.get 0) (local.get 1) (local.get 2) (call $id (local.get 3)) (local.get 4) (local.get 5)
-                 (i32.const 16))
-      (call $drop (local.get 0))
-      (call $drop (local.get 3))
-      (global.set $bump (i32.const 1024))
-      (i32.const 16))
+      (call $finish (call $ren (local.get 0) (local.get 1) (local.get 2) (call $id (local.get 3)) (local.get 4)
+                               (local.get 5))
+                    (local.get 0) (local.get 3)))
     (func (export "link") (param i32 i32 i32 i32 i32 i32 i32) (result i32)
-      (call $lnk (local.get 0) (local.get 1) (local.get 2) (local.get 3) (call $id (local.get 4)) (local.get 5)
-                 (local.get 6) (i32.const 16))
-      (call $drop (local.get 0))
-      (call $drop (local.get 4))
-      (global.set $bump (i32.const 1024))
-      (i32.const 16))
+      (call $finish (call $lnk (local.get 0) (local.get 1) (local.get 2) (local.get 3) (call $id (local.get 4))
+                               (local.get 5) (local.get 6))
+                    (local.get 0) (local.get 4)))
     (func (export "same") (param i32 i32) (result i32)
       (local $r i32)
       (local.set $r (call $same (local.get 0) (call $id (local.get 1))))
@@ -272,17 +309,23 @@ _BODY_REST = """
     (with "mem" (instance $tb-mem))
     (with "br" (instance (export "id" (func $tb-id)) (export "rename" (func $tb-ren)) (export "link" (func $tb-lnk))
                          (export "same" (func $tb-sam)) (export "drop" (func $tb-drop))))))
-  (func $tb-rename (param "self" $tb-bd) (param "old-path" string) (param "new-descriptor" $tb-bd)
-                   (param "new-path" string) (result $tb-res)
-    (canon lift (core func $tb-main "rename") (memory (core memory $tb-mem "memory"))
-                (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
-  (func $tb-link (param "self" $tb-bd) (param "old-path-flags" $tb-pf) (param "old-path" string)
-                 (param "new-descriptor" $tb-bd) (param "new-path" string) (result $tb-res)
-    (canon lift (core func $tb-main "link") (memory (core memory $tb-mem "memory"))
-                (realloc (core func $tb-mem "realloc")) string-encoding=utf8))
-  (func $tb-same (param "self" $tb-bd) (param "other" $tb-bd) (result bool)
-    (canon lift (core func $tb-main "same")))
 """
+
+_OPTS = '(memory (core memory $tb-mem "memory")) (realloc (core func $tb-mem "realloc")) string-encoding=utf8'
+# the replacements, lifted only for the methods the guest imports (their types are then in its interface)
+_LIFTED = {
+    "[method]descriptor.rename-at": """
+  (func $tb-rename (param "self" $tb-bd) (param "old-path" string) (param "new-descriptor" $tb-bd)
+                   (param "new-path" string) (result (result (error $tb-ec)))
+    (canon lift (core func $tb-main "rename") OPTS))""",
+    "[method]descriptor.link-at": """
+  (func $tb-link (param "self" $tb-bd) (param "old-path-flags" $tb-pf) (param "old-path" string)
+                 (param "new-descriptor" $tb-bd) (param "new-path" string) (result (result (error $tb-ec)))
+    (canon lift (core func $tb-main "link") OPTS))""",
+    "[method]descriptor.is-same-object": """
+  (func $tb-same (param "self" $tb-bd) (param "other" $tb-bd) (result bool)
+    (canon lift (core func $tb-main "same")))""",
+}
 
 
 def shim_text(items: list, fs: str) -> str:
@@ -295,7 +338,12 @@ def shim_text(items: list, fs: str) -> str:
         if item[0] == "import" and item[1] == f'"{fs}"':
             break
     F = f"${fs}"
-    body = [(_BRIDGE_IMPORT + _BODY_REST).replace("$FS", F).replace("BRIDGE", BRIDGE)]
+    imported = {e[1].strip('"') for e in block if e[0] == "export"}
+    body = [(_BRIDGE_IMPORT + _CORE).replace("$FS", F).replace("BRIDGE", BRIDGE)]
+    for name, alias in (("error-code", "$tb-ec"), ("path-flags", "$tb-pf")):
+        if name in imported:
+            body.append(f'  (alias export {F} "{name}" (type {alias}))')
+    body += [text.replace("OPTS", _OPTS) for name, text in _LIFTED.items() if name in imported]
     for k, e in enumerate(_type_entries(block)):
         if e[0] == "export":
             body.append(f"  (alias export {F} {e[1]} (type $tb-{'x' if e[2][1][0] == 'sub' else 'y'}{k}))")

@@ -24,6 +24,7 @@ from wasmtime.component import Record, ResourceHost, ResourceType, Variant
 
 from tarbox.errors import SandboxEscapeError, TarboxError
 from tarbox.wasi import _wasmtime_speedups
+from tarbox.wasi.borrow_shim import ERROR_CODES
 from tarbox.wasi.core import Descriptor, StreamClosed, error_code
 from tarbox.wasi.state import GuestExit, LimitExceeded, RunState
 from tarbox.wasi.types import DescriptorFlags, ErrorCode, OpenFlags, PathFlags
@@ -91,6 +92,8 @@ def _code(exc: BaseException) -> str:
         return ErrorCode.NOT_PERMITTED.value if code is ErrorCode.NOT_CAPABLE else code.value
     return ErrorCode.IO.value  # database gone and other host failures
 
+
+_ERROR_ORDINALS = {name: i for i, name in enumerate(ERROR_CODES)}
 
 _DFLAGS = {
     "read": DescriptorFlags.READ,
@@ -533,7 +536,8 @@ class Preview2(RunState):
         self._d(d).unlink_file_at(path)
 
     # tarbox:bridge/descriptors: what the borrow shim (borrow_shim.py) calls instead of the
-    # three methods that take two descriptors; the second comes as its handle number
+    # three methods that take two descriptors; the second comes as its handle number, and
+    # a status is 0 (success) or 1 + the error-code's ordinal
     def descriptor_id(self, d):
         host = d.to_host(self.ctx)
         if self.kinds.get(host.rep) != DESCRIPTOR:
@@ -545,11 +549,21 @@ class Preview2(RunState):
             raise OSError(E.EBADF, "bad descriptor")
         return self.handles[rep]
 
-    def rename_at_id(self, d, old: str, new_id: int, new: str):
-        self._d(d).rename_at(old, self._by_id(new_id), new)
+    @staticmethod
+    def _status(op: Callable[[], None]) -> int:
+        try:
+            op()
+        except (OSError, TarboxError) as exc:
+            return 1 + _ERROR_ORDINALS[_code(exc)]
+        return 0
 
-    def link_at_id(self, d, pflags: set, old: str, new_id: int, new: str):
-        self._d(d).link_at(self._pflags(pflags), old, self._by_id(new_id), new)
+    def rename_at_id(self, d, old: str, new_id: int, new: str):
+        desc = self._d(d)
+        return self._status(lambda: desc.rename_at(old, self._by_id(new_id), new))
+
+    def link_at_id(self, d, pflags: int, old: str, new_id: int, new: str):
+        desc, follow = self._d(d), PathFlags.SYMLINK_FOLLOW if pflags & 1 else PathFlags(0)
+        return self._status(lambda: desc.link_at(follow, old, self._by_id(new_id), new))
 
     def is_same_object_id(self, d, other_id: int):
         return self._d(d).stat().ino == self._by_id(other_id).stat().ino
@@ -663,8 +677,8 @@ _FUNCS: dict[str, dict[str, tuple[str, str]]] = {
     "wasi:filesystem/preopens": {"get-directories": ("get_directories", "plain")},
     "tarbox:bridge/descriptors": {
         "descriptor-id": ("descriptor_id", "plain"),
-        "rename-at": ("rename_at_id", "fs"),
-        "link-at": ("link_at_id", "fs"),
+        "rename-at": ("rename_at_id", "plain"),
+        "link-at": ("link_at_id", "plain"),
         "is-same-object": ("is_same_object_id", "plain"),
     },
     "wasi:sockets/network": {},
