@@ -25,7 +25,7 @@ from rich.table import Table
 
 import tarbox
 from tarbox.wasi import Mount, WasiHost
-from tarbox.wasi.borrow_shim import uleb128 as leb
+from tarbox.wasi.component_shim import uleb128 as leb
 from tarbox.wasi.toolchain import build_c
 
 HERE = Path(__file__).parent

@@ -14,7 +14,7 @@ import wasmtime.component as wc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tarbox.wasi import WasiHost, borrow_shim
+from tarbox.wasi import WasiHost, component_shim
 from tarbox.wasi.engine import is_component
 from tarbox.wasi.toolchain import build_component
 from tarbox.wasi.types import RunStatus
@@ -25,7 +25,7 @@ ROOT = Path(__file__).parents[1]
 # wasmtime-py 50's C API traps ("BUG: deferred host scope has no call context") before
 # calling a host function that takes two borrowed resources (test_two_borrows_upstream_bug).
 # rename-at, link-at and is-same-object take two descriptors, so guests importing them
-# run composed with a shim component (src/tarbox/wasi/borrow_shim.py); these tests run
+# run composed with a shim component (src/tarbox/wasi/component_shim.py); these tests run
 # them through it.
 
 
@@ -75,6 +75,23 @@ def test_example_agent_component_matches_wasmtime_wasip2(tb, new_tenant, tmp_pat
     agent_twice(tb, new_tenant, tmp_path, build_component(ROOT / "examples" / "agent.c"), run_native_component)
 
 
+def test_every_byte_value_survives_the_stream_path(tb, tenant, tmp_path):
+    """Stream data crosses as latin1 strings (component_shim.py): all 256 byte values,
+    UTF-8 text and NULs, in sizes around the 4 KiB and 64 KiB chunking, copied by a guest,
+    must land identically on Tarbox and on wasmtime."""
+    wasm = build_component(GUESTS / "copy.c")
+    data = bytes(range(256)) * 300 + "é—日本語\x00".encode() * 5000 + b"\x00" * 4097
+    (tmp_path / "in.bin").write_bytes(data)
+    native = run_native_component(wasm, tmp_path, ["/workspace/in.bin", "/workspace/out.bin"])
+    assert native.exit_code == 0 and native.tree["out.bin"] == ("file", data)
+    fs = tb.filesystem(tenant)
+    fs.makedirs("/workspace")
+    fs.write_file("/workspace/in.bin", data)
+    r = WasiHost(tb, tenant).run(wasm, ["copy", "/workspace/in.bin", "/workspace/out.bin"])
+    assert (r.exit_code, r.stdout) == (0, native.stdout)
+    assert fs.read_file("/workspace/out.bin") == data
+
+
 def test_large_file_streams_through_a_component(tb, tenant, limits_component):
     """32 MiB written through wasi:io/streams lands whole (and in blocks, not one buffer)."""
     n = 32 << 20
@@ -88,7 +105,7 @@ def test_large_file_streams_through_a_component(tb, tenant, limits_component):
 def test_rename_and_link_match_wasmtime_wasip2(tb, tmp_path, ops_component):
     """Through the borrow shim: renames and hard links in and across directories, onto
     existing names, out of the sandbox, with the wasmtime oracle's errors."""
-    assert borrow_shim.needs_shim(wc.Component(wasmtime.Engine(), ops_component)) is not None
+    assert "wasi:filesystem/types@0.2.12" in component_shim.needs_shim(wc.Component(wasmtime.Engine(), ops_component))
     script = (
         "mkdir d\nmkdir e\nopen d/a cw\nwrite 0 xyz\nclose 0\nrename d/a d/b\nrename d/b e/c\nlink e/c d/h\n"
         "stat e/c\ncat d/h\ntouch d/x\nrename d/x e/c\ncat e/c\nrename e d\nrename d/h ../out\n"
@@ -122,8 +139,9 @@ def test_shim_for_a_guest_importing_rename_alone(tb, tenant, tmp_path):
     assert tb.filesystem(tenant).is_dir("/workspace/b")
 
 
-def test_components_without_those_methods_run_unwrapped(limits_component):
-    assert borrow_shim.needs_shim(wc.Component(wasmtime.Engine(), limits_component)) is None
+def test_components_without_those_methods_run_unwrapped(tmp_path):
+    """handles_probe imports wasi:cli/stdout but no stream method: nothing to wrap."""
+    assert component_shim.needs_shim(wc.Component(wasmtime.Engine(), probe("handles_probe", tmp_path))) == []
 
 
 def test_two_borrows_upstream_bug(tmp_path):

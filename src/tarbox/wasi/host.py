@@ -19,7 +19,7 @@ import wasmtime.component as wc
 from tarbox.client import Tarbox, Tenant
 from tarbox.errors import TarboxError
 from tarbox.fs import Filesystem
-from tarbox.wasi import borrow_shim
+from tarbox.wasi import component_shim
 from tarbox.wasi import engine as engines
 from tarbox.wasi.core import Descriptor
 from tarbox.wasi.preview1 import Preview1
@@ -27,7 +27,7 @@ from tarbox.wasi.preview2 import CloseFailed, Preview2, Refused
 from tarbox.wasi.state import GuestExit, LimitExceeded, Output
 from tarbox.wasi.types import RunResult, RunStatus
 
-_shim_for: dict[str, str | None] = {}  # component SHA-256 -> the import the borrow shim wraps (None: none)
+_shim_for: dict[str, list[str]] = {}  # component SHA-256 -> the imports its shim wraps (empty: no shim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +128,10 @@ class WasiHost:
         try:
             module = self.cache.load(wasm, fuel=self.fuel is not None)
             if component:
-                module = self._with_borrow_shim(wasm, module)
+                module = self._with_shim(wasm, module)
         except wasmtime.WasmtimeError as exc:
             return result(RunStatus.INVALID_MODULE, -1, f"invalid {'component' if component else 'module'}: {exc}")
-        except borrow_shim.ShimError as exc:
+        except component_shim.ShimError as exc:
             return result(RunStatus.INVALID_MODULE, -1, str(exc))
         fs = self.filesystem()
         fs.run_id, fs.audited, fs.audit_reads = uuid.uuid4(), self.audit, self.audit_reads
@@ -162,16 +162,16 @@ class WasiHost:
         r._audit_of = fs
         return r
 
-    def _with_borrow_shim(self, wasm: bytes, component):
-        """The component, composed with the borrow shim when it imports a descriptor method
-        taking two descriptors (wasmtime-py 50 cannot call those; borrow_shim.py)."""
+    def _with_shim(self, wasm: bytes, component):
+        """The component, composed with the shim (component_shim.py) when it imports what
+        wasmtime-py 50 serves badly: methods taking two descriptors, stream byte lists."""
         key = hashlib.sha256(wasm).hexdigest()
         if key not in _shim_for:
-            _shim_for[key] = borrow_shim.needs_shim(component)
-        fs_import = _shim_for[key]
-        if fs_import is None:
+            _shim_for[key] = component_shim.needs_shim(component)
+        wraps = _shim_for[key]
+        if not wraps:
             return component
-        return self.cache.load(borrow_shim.wrap(wasm, fs_import), fuel=self.fuel is not None)  # wrap: on disk
+        return self.cache.load(component_shim.wrap(wasm, wraps), fuel=self.fuel is not None)  # wrap: on disk
 
     def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
         """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""

@@ -24,7 +24,7 @@ from wasmtime.component import Record, ResourceHost, ResourceType, Variant
 
 from tarbox.errors import SandboxEscapeError, TarboxError
 from tarbox.wasi import _wasmtime_speedups
-from tarbox.wasi.borrow_shim import ERROR_CODES
+from tarbox.wasi.component_shim import ERROR_CODES
 from tarbox.wasi.core import Descriptor, StreamClosed, error_code
 from tarbox.wasi.state import GuestExit, LimitExceeded, RunState
 from tarbox.wasi.types import DescriptorFlags, ErrorCode, OpenFlags, PathFlags
@@ -535,7 +535,7 @@ class Preview2(RunState):
     def unlink_file_at(self, d, path: str):
         self._d(d).unlink_file_at(path)
 
-    # tarbox:bridge/descriptors: what the borrow shim (borrow_shim.py) calls instead of the
+    # tarbox:bridge/descriptors: what the component shim (component_shim.py) calls instead of the
     # three methods that take two descriptors; the second comes as its handle number, and
     # a status is 0 (success) or 1 + the error-code's ordinal
     def descriptor_id(self, d):
@@ -567,6 +567,14 @@ class Preview2(RunState):
 
     def is_same_object_id(self, d, other_id: int):
         return self._d(d).stat().ino == self._by_id(other_id).stat().ino
+
+    # tarbox:bridge/streams: the stream methods that carry bytes, with the bytes as a latin1
+    # string (component_shim.py: wasmtime-py converts a list<u8> a byte at a time)
+    def stream_read_latin1(self, res, length: int):
+        return self.stream_read(res, length).decode("latin-1")
+
+    def stream_write_latin1(self, res, data: str):
+        self.stream_write(res, data.encode("latin-1"))
 
     def is_same_object(self, a, b):
         return self._d(a).stat().ino == self._d(b).stat().ino
@@ -680,6 +688,12 @@ _FUNCS: dict[str, dict[str, tuple[str, str]]] = {
         "rename-at": ("rename_at_id", "plain"),
         "link-at": ("link_at_id", "plain"),
         "is-same-object": ("is_same_object_id", "plain"),
+    },
+    "tarbox:bridge/streams": {
+        "read": ("stream_read_latin1", "stream"),
+        "blocking-read": ("stream_read_latin1", "stream"),
+        "write": ("stream_write_latin1", "stream-unit"),
+        "blocking-write-and-flush": ("stream_write_latin1", "stream-unit"),
     },
     "wasi:sockets/network": {},
     "wasi:sockets/instance-network": {"instance-network": ("instance_network", "plain")},
