@@ -5,8 +5,8 @@ module on Tarbox beside them shows what the component path costs. Prints a table
 
     python bench/wasi_p2_bench.py [--files 1000] [--big-mib 64] [--rounds 3]
 
-The component runs composed with the borrow shim (rename-at goes through it; docs/wasi.md,
-"Preview 2"); pass --no-renames to leave the 250 renames out of every column.
+The component runs composed with the component shim (renames and stream bytes go
+through it; docs/wasi.md, "Preview 2"); --no-renames leaves the 250 renames out.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def test_python_code_sees_only_its_workspace(tb, tenant, python):
 @pytest.mark.parametrize("component", [False, True], ids=["module", "component"])
 def test_rust_agent_matches_wasmtime(tb, tenant, tmp_path, component):
     """Rust's std over Preview 1, and wrapped as a component over Preview 2 (fs::rename
-    included, through the borrow shim), against wasmtime's own WASI of the same kind."""
+    included, through the component shim), against wasmtime's own WASI of the same kind."""
     wasm = build_rust(EXAMPLES / "agent.rs")
     if component:
         wasm = componentize(wasm, "agent-rs")

@@ -103,7 +103,7 @@ def test_large_file_streams_through_a_component(tb, tenant, limits_component):
 
 
 def test_rename_and_link_match_wasmtime_wasip2(tb, tmp_path, ops_component):
-    """Through the borrow shim: renames and hard links in and across directories, onto
+    """Through the component shim: renames and hard links in and across directories, onto
     existing names, out of the sandbox, with the wasmtime oracle's errors."""
     assert "wasi:filesystem/types@0.2.12" in component_shim.needs_shim(wc.Component(wasmtime.Engine(), ops_component))
     script = (
@@ -145,9 +145,10 @@ def test_components_without_those_methods_run_unwrapped(tmp_path):
 
 
 def test_two_borrows_upstream_bug(tmp_path):
-    """Why the borrow shim exists, reproduced without Tarbox: a host function taking two
-    ``borrow<r>`` parameters is never called; one borrow works. When a wasmtime-py
-    release fixes this, this test fails and the shim can go."""
+    """Why the component shim replaces rename-at, link-at and is-same-object, reproduced
+    without Tarbox: a host function taking two ``borrow<r>`` parameters is never called;
+    one borrow works. When a wasmtime-py release fixes this, this test fails and that
+    part of the shim can go."""
     wasm = component_from_wat(
         "package test:x;\ninterface i {\n  resource r;\n  make: func() -> r;\n"
         "  one: func(a: borrow<r>);\n  two: func(a: borrow<r>, b: borrow<r>);\n}\n"
