@@ -37,6 +37,10 @@ FS_REPLACED = {
     "[method]descriptor.rename-at": "$tb-rename",
     "[method]descriptor.link-at": "$tb-link",
     "[method]descriptor.is-same-object": "$tb-same",
+    "[method]descriptor.stat": "$tb-stat",
+    "[method]descriptor.stat-at": "$tb-stat-at",
+    "[method]descriptor.metadata-hash": "$tb-mhash",
+    "[method]descriptor.metadata-hash-at": "$tb-mhash-at",
 }
 IO_REPLACED = {
     "[method]input-stream.read": "$tb-read",
@@ -213,7 +217,12 @@ _FS_BRIDGE = """
                               (param "new-path" string) (result u32)))
     (export "link-at" (func (param "self" $bd) (param "old-path-flags" u32) (param "old-path" string)
                             (param "new-descriptor" u32) (param "new-path" string) (result u32)))
-    (export "is-same-object" (func (param "self" $bd) (param "other" u32) (result bool)))))
+    (export "is-same-object" (func (param "self" $bd) (param "other" u32) (result bool)))
+    (export "stat" (func (param "self" $bd) (result string)))
+    (export "stat-at" (func (param "self" $bd) (param "path-flags" u32) (param "path" string) (result string)))
+    (export "metadata-hash" (func (param "self" $bd) (result string)))
+    (export "metadata-hash-at" (func (param "self" $bd) (param "path-flags" u32) (param "path" string)
+                                     (result string)))))
   (import "FS_BRIDGE" (instance $tb-fsbr (type $tb-fsbridge)))
 """
 
@@ -293,6 +302,10 @@ _FS_CORE = """
   (core func $tb-lnk (canon lower (func $tb-fsbr "link-at") (memory (core memory $tb-mem "memory"))))
   (core func $tb-sam (canon lower (func $tb-fsbr "is-same-object")))
   (core func $tb-drop (canon resource.drop $tb-d))
+  (core func $tb-st (canon lower (func $tb-fsbr "stat") LATIN1))
+  (core func $tb-sta (canon lower (func $tb-fsbr "stat-at") LATIN1))
+  (core func $tb-mh (canon lower (func $tb-fsbr "metadata-hash") LATIN1))
+  (core func $tb-mha (canon lower (func $tb-fsbr "metadata-hash-at") LATIN1))
   (core module $tb-FsMain
     (import "mem" "memory" (memory 1))
     (import "mem" "bump" (global $bump (mut i32)))
@@ -301,6 +314,24 @@ _FS_CORE = """
     (import "br" "link" (func $lnk (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
     (import "br" "same" (func $same (param i32 i32) (result i32)))
     (import "br" "drop" (func $drop (param i32)))
+    (import "br" "st" (func $st (param i32 i32)))
+    (import "br" "sta" (func $sta (param i32 i32 i32 i32 i32)))
+    (import "br" "mh" (func $mh (param i32 i32)))
+    (import "br" "mha" (func $mha (param i32 i32 i32 i32 i32)))
+    ;; stat and metadata-hash come back as a string holding the result's bytes, already in
+    ;; the canonical layout (the host packs them): its pointer is the result
+    (func $raw (param $self i32) (result i32)
+      (call $drop (local.get $self))
+      (global.set $bump (i32.const 1024))
+      (i32.load (i32.const 8)))
+    (func (export "stat") (param i32) (result i32)
+      (call $st (local.get 0) (i32.const 8)) (call $raw (local.get 0)))
+    (func (export "stat-at") (param i32 i32 i32 i32) (result i32)
+      (call $sta (local.get 0) (local.get 1) (local.get 2) (local.get 3) (i32.const 8)) (call $raw (local.get 0)))
+    (func (export "mhash") (param i32) (result i32)
+      (call $mh (local.get 0) (i32.const 8)) (call $raw (local.get 0)))
+    (func (export "mhash-at") (param i32 i32 i32 i32) (result i32)
+      (call $mha (local.get 0) (local.get 1) (local.get 2) (local.get 3) (i32.const 8)) (call $raw (local.get 0)))
     ;; result<_, error-code> at 16 from a bridge status; the strings lifted into this
     ;; memory are released; borrowed handles a lifted function receives are dropped
     (func $finish (param $status i32) (param $a i32) (param $b i32) (result i32)
@@ -327,10 +358,13 @@ _FS_CORE = """
   (core instance $tb-fsmain (instantiate $tb-FsMain
     (with "mem" (instance $tb-mem))
     (with "br" (instance (export "id" (func $tb-id)) (export "rename" (func $tb-ren)) (export "link" (func $tb-lnk))
-                         (export "same" (func $tb-sam)) (export "drop" (func $tb-drop))))))
+                         (export "same" (func $tb-sam)) (export "drop" (func $tb-drop))
+                         (export "st" (func $tb-st)) (export "sta" (func $tb-sta)) (export "mh" (func $tb-mh))
+                         (export "mha" (func $tb-mha))))))
 """
 
 _OPTS = '(memory (core memory $tb-mem "memory")) (realloc (core func $tb-mem "realloc")) string-encoding=utf8'
+_LATIN1 = '(memory (core memory $tb-mem "memory")) (realloc (core func $tb-mem "realloc")) string-encoding=latin1+utf16'
 # the replacements, lifted only for the methods the guest imports (their types are then in its interface)
 _FS_LIFTED = {
     "[method]descriptor.rename-at": """
@@ -344,6 +378,20 @@ _FS_LIFTED = {
     "[method]descriptor.is-same-object": """
   (func $tb-same (param "self" $tb-bd) (param "other" $tb-bd) (result bool)
     (canon lift (core func $tb-fsmain "same")))""",
+    "[method]descriptor.stat": """
+  (func $tb-stat (param "self" $tb-bd) (result (result $tb-dst (error $tb-ec)))
+    (canon lift (core func $tb-fsmain "stat") OPTS))""",
+    "[method]descriptor.stat-at": """
+  (func $tb-stat-at (param "self" $tb-bd) (param "path-flags" $tb-pf) (param "path" string)
+                    (result (result $tb-dst (error $tb-ec)))
+    (canon lift (core func $tb-fsmain "stat-at") OPTS))""",
+    "[method]descriptor.metadata-hash": """
+  (func $tb-mhash (param "self" $tb-bd) (result (result $tb-mhv (error $tb-ec)))
+    (canon lift (core func $tb-fsmain "mhash") OPTS))""",
+    "[method]descriptor.metadata-hash-at": """
+  (func $tb-mhash-at (param "self" $tb-bd) (param "path-flags" $tb-pf) (param "path" string)
+                     (result (result $tb-mhv (error $tb-ec)))
+    (canon lift (core func $tb-fsmain "mhash-at") OPTS))""",
 }
 
 # stream methods: (bridge function, lifted id, reads?)
@@ -387,7 +435,7 @@ def _io_core(imported: set) -> str:
     """Lowerings of the streams bridge (latin1: one byte a character), the core functions
     that call them, and the lifted replacements."""
     present = [m for m in _IO_METHODS if m in imported]
-    lat = '(memory (core memory $tb-mem "memory")) (realloc (core func $tb-mem "realloc")) string-encoding=latin1+utf16'
+    lat = _LATIN1
     out, imports, funcs, withs, lifted = [], [], [], [], []
     for short in ("is", "os"):
         if any(_IO_METHODS[m][2] == (short == "is") for m in present):
@@ -459,8 +507,13 @@ def shim_text(items: list, wraps: list[str]) -> str:
         block = _block(items, name)
         imported = {e[1].strip('"') for e in block if e[0] == "export"}
         if p == "fs":
-            body.append(_FS_CORE)
-            for tname, alias in (("error-code", "$tb-ec"), ("path-flags", "$tb-pf")):
+            body.append(_FS_CORE.replace("LATIN1", _LATIN1))
+            for tname, alias in (
+                ("error-code", "$tb-ec"),
+                ("path-flags", "$tb-pf"),
+                ("descriptor-stat", "$tb-dst"),
+                ("metadata-hash-value", "$tb-mhv"),
+            ):
                 if tname in imported:
                     body.append(f'  (alias export {F} "{tname}" (type {alias}))')
             body += [text.replace("OPTS", _OPTS) for m, text in _FS_LIFTED.items() if m in imported]
