@@ -95,6 +95,13 @@ def _code(exc: BaseException) -> str:
 
 
 _ERROR_ORDINALS = {name: i for i, name in enumerate(ERROR_CODES)}
+
+
+def _follow_bit(bits: int) -> PathFlags:
+    """path-flags as the bridges pass them (a bit set: symlink-follow is bit 0)."""
+    return PathFlags.SYMLINK_FOLLOW if bits & 1 else PathFlags(0)
+
+
 _TYPE_ORDINALS = {
     name: i
     for i, name in enumerate(
@@ -573,7 +580,7 @@ class Preview2(RunState):
         return self._status(lambda: desc.rename_at(old, self._by_id(new_id), new))
 
     def link_at_id(self, d, pflags: int, old: str, new_id: int, new: str):
-        desc, follow = self._d(d), PathFlags.SYMLINK_FOLLOW if pflags & 1 else PathFlags(0)
+        desc, follow = self._d(d), _follow_bit(pflags)
         return self._status(lambda: desc.link_at(follow, old, self._by_id(new_id), new))
 
     # stat and metadata-hash packed in the canonical ABI layout of their results, handed
@@ -604,7 +611,7 @@ class Preview2(RunState):
         return self._raw(lambda: self._stat_bytes(desc.stat()), _STAT_OK.size)
 
     def stat_at_raw(self, d, pflags: int, path: str):
-        desc, follow = self._d(d), PathFlags.SYMLINK_FOLLOW if pflags & 1 else PathFlags(0)
+        desc, follow = self._d(d), _follow_bit(pflags)
         return self._raw(lambda: self._stat_bytes(desc.stat_at(follow, path)), _STAT_OK.size)
 
     def mhash_raw(self, d):
@@ -612,7 +619,7 @@ class Preview2(RunState):
         return self._raw(lambda: _HASH_OK.pack(0, desc.stat().ino, 0), _HASH_OK.size)
 
     def mhash_at_raw(self, d, pflags: int, path: str):
-        desc, follow = self._d(d), PathFlags.SYMLINK_FOLLOW if pflags & 1 else PathFlags(0)
+        desc, follow = self._d(d), _follow_bit(pflags)
         return self._raw(lambda: _HASH_OK.pack(0, desc.stat_at(follow, path).ino, 0), _HASH_OK.size)
 
     def is_same_object_id(self, d, other_id: int):
