@@ -632,6 +632,8 @@ def wrap(wasm: bytes, wraps: list[str]) -> bytes:
             subprocess.run([wasm_tools(), "parse", "outer.wat", "-o", "outer.wasm"], cwd=work, **_RUN)
         except subprocess.CalledProcessError as exc:
             raise ShimError(f"wrapping {', '.join(wraps)} failed: {exc.stderr.strip()[-400:]}") from exc
+        except (LookupError, ValueError, StopIteration) as exc:  # an import type this generator does not know
+            raise ShimError(f"wrapping {', '.join(wraps)} failed: unexpected import type ({exc!r})") from exc
         composed = _splice((work / "outer.wasm").read_bytes(), wasm)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = out.with_suffix(f".tmp{os.getpid()}")
