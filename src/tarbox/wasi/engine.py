@@ -83,11 +83,21 @@ class ModuleCache:
         self._lock = threading.Lock()
         self.stats = {"memory_hits": 0, "disk_hits": 0, "compiled": 0}
 
-    def load(self, wasm: bytes, *, fuel: bool = False):
+    def load(self, wasm: bytes, *, fuel: bool = False, digest: str | None = None):
         """The compiled module (or ``wasmtime.component.Component``, for a component);
-        raises ``wasmtime.WasmtimeError`` for invalid wasm."""
-        kind = wasmtime.component.Component if is_component(wasm) else wasmtime.Module
-        key = (engine_key(fuel), hashlib.sha256(wasm).hexdigest() + (".component" if is_component(wasm) else ""))
+        raises ``wasmtime.WasmtimeError`` for invalid wasm. ``digest``: the bytes'
+        SHA-256 (hex) when the caller has it already."""
+        component = is_component(wasm)
+        name = (digest or hashlib.sha256(wasm).hexdigest()) + (".component" if component else "")
+        return self._load(name, wasmtime.component.Component if component else wasmtime.Module, lambda: wasm, fuel)
+
+    def load_derived(self, name: str, produce, *, fuel: bool = False):
+        """A component made from other bytes (a guest composed with a shim), cached under
+        ``name``: ``produce`` (returning its bytes) runs only when no compiled copy exists."""
+        return self._load(name + ".component", wasmtime.component.Component, produce, fuel)
+
+    def _load(self, name: str, kind, produce, fuel: bool):
+        key = (engine_key(fuel), name)
         with self._lock:
             mod = self._mem.get(key)
             if mod is not None:
@@ -97,7 +107,7 @@ class ModuleCache:
         eng = engine(fuel)
         mod = self._from_disk(eng, key, kind)
         if mod is None:
-            mod = kind(eng, wasm)
+            mod = kind(eng, produce())
             self.stats["compiled"] += 1
             self._to_disk(mod, key)
         else:

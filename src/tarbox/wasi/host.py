@@ -126,9 +126,10 @@ class WasiHost:
 
         component = engines.is_component(wasm)
         try:
-            module = self.cache.load(wasm, fuel=self.fuel is not None)
+            digest = hashlib.sha256(wasm).hexdigest()
+            module = self.cache.load(wasm, fuel=self.fuel is not None, digest=digest)
             if component:
-                module = self._with_shim(wasm, module)
+                module = self._with_shim(wasm, digest, module)
         except wasmtime.WasmtimeError as exc:
             return result(RunStatus.INVALID_MODULE, -1, f"invalid {'component' if component else 'module'}: {exc}")
         except component_shim.ShimError as exc:
@@ -162,16 +163,18 @@ class WasiHost:
         r._audit_of = fs
         return r
 
-    def _with_shim(self, wasm: bytes, component):
+    def _with_shim(self, wasm: bytes, digest: str, component):
         """The component, composed with the shim (component_shim.py) when it imports what
-        wasmtime-py 50 serves badly: methods taking two descriptors, stream byte lists."""
-        key = hashlib.sha256(wasm).hexdigest()
-        if key not in _shim_for:
-            _shim_for[key] = component_shim.needs_shim(component)
-        wraps = _shim_for[key]
+        wasmtime-py 50 serves badly: methods taking two descriptors, stream byte lists.
+        The composition is compiled and cached like any component, under the guest's hash."""
+        if digest not in _shim_for:
+            _shim_for[digest] = component_shim.needs_shim(component)
+        wraps = _shim_for[digest]
         if not wraps:
             return component
-        return self.cache.load(component_shim.wrap(wasm, wraps), fuel=self.fuel is not None)  # wrap: on disk
+        return self.cache.load_derived(
+            f"{digest}.shimmed", lambda: component_shim.wrap(wasm, wraps), fuel=self.fuel is not None
+        )
 
     def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
         """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""
