@@ -220,7 +220,6 @@ class WasiHost:
         p2 = self._state(Preview2, fs, args, env, stdin, out, t0)
         eng = engines.engine(self.fuel is not None)
         store = self._store()
-        p2.store = store
         status, code, trap = RunStatus.EXITED, 0, None
         try:
             linker = wc.Linker(eng)
