@@ -15,7 +15,7 @@ import stat as S
 import tempfile
 import uuid
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import tarbox
@@ -26,7 +26,14 @@ LONG = "n" * 256  # over NAME_MAX: where in a walk it is refused decides the err
 name = st.sampled_from([*NAMES, *NAMES, LONG])
 plain_path = st.lists(name, min_size=1, max_size=3).map("/".join)
 dotted_path = st.tuples(name, name, name).map(lambda t: f"{t[0]}/{t[1]}/../{t[2]}")
-path = st.one_of(plain_path, plain_path, plain_path, dotted_path, plain_path.map(lambda p: p + "/."))
+path = st.one_of(
+    plain_path,
+    plain_path,
+    plain_path,
+    dotted_path,
+    plain_path.map(lambda p: p + "/."),
+    plain_path.map(lambda p: p + "/"),
+)
 target = st.lists(name, min_size=1, max_size=2).map("/".join)
 data = st.binary(max_size=300)
 
@@ -255,6 +262,7 @@ def run_differential(tb: tarbox.Tarbox, steps, *, batch: bool) -> None:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(op, min_size=10, max_size=50))
+@example(steps=[("symlink", "../a/c", "b/d"), ("rmdir", "b/d/"), ("stat", "b/d/"), ("rmdir", "a/c/")])  # rmdir "link/"
 def test_matches_linux(tb, steps):
     run_differential(tb, steps, batch=False)
 

@@ -156,10 +156,10 @@ class Filesystem:
         node = st.inode(top)
         return self._final(_Res(None, None, node, tuple(stack[:-1])), sp, text)
 
-    def resolve_beneath(self, base: str, floor: int, rel: str, *, follow: bool) -> tuple[str, Stat | None]:
+    def resolve_beneath(self, base: str, rel: str, *, follow: bool) -> tuple[str, Stat | None]:
         """Resolve ``rel`` from the directory ``base`` (a physical path) for a sandbox
-        (the WASI host): it may not climb above the first ``floor`` components of
-        ``base``, nor use absolute paths or symlinks that leave (SandboxEscapeError).
+        (the WASI host): it may not climb above ``base``, nor use absolute paths or
+        symlinks that leave it (SandboxEscapeError).
         Returns the physical path (no symlink before its last component; a trailing
         slash kept) and the stat of what it names (None: it does not exist).
         Hold the store lock for the answer to stay true while acting on it."""
@@ -171,7 +171,7 @@ class Filesystem:
             assert start.node is not None
             stack = [*start.ancestors, start.node.ino]
             sp = paths.split(rel)
-            res = self._walk(sp, rel, follow, stack, names, floor + 1)
+            res = self._walk(sp, rel, follow, stack, names, len(names) + 1)
             out = "/" + "/".join(names)
             if sp.trailing_slash and out != "/":
                 out += "/"
@@ -564,7 +564,8 @@ class Filesystem:
         text = os.fspath(path)
         self._no_ctl(text)
         with self._op(text, AuditOp.RMDIR) as st:
-            res = self._existing(text, follow=False)
+            # as Linux: the final name is not followed even before a slash ("link/": ENOTDIR)
+            res = self._existing(paths.without_trailing_slash(text)[0], follow=False)
             node = res.node
             assert node is not None
             if node.kind is not FileType.DIRECTORY:

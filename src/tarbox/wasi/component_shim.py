@@ -4,7 +4,9 @@
    inside wasmtime (docs/wasi.md). ``rename-at``, ``link-at`` and ``is-same-object``
    take two descriptors. The shim implements them by asking the host for the second
    descriptor's number (``descriptor-id``, one borrow), then calling a host function
-   that takes the number instead (``tarbox:bridge/descriptors``).
+   that takes the number instead (``tarbox:bridge/descriptors``). ``wasi:io/poll``'s
+   ``poll`` takes a list of borrowed pollables: the shim turns each into its number
+   (``pollable-id``) and polls by numbers (``tarbox:bridge/poll``).
 2. It converts a ``list<u8>`` as an array of 32-byte tagged values, about 40 MB/s.
    The shim passes stream data as a ``string`` in the latin1 encoding instead
    (``tarbox:bridge/streams``): every byte is one latin1 character, so nothing is
@@ -33,6 +35,7 @@ from tarbox.wasi.toolchain import wasm_tools
 
 FS_BRIDGE = "tarbox:bridge/descriptors@0.1.0"
 IO_BRIDGE = "tarbox:bridge/streams@0.1.0"
+POLL_BRIDGE = "tarbox:bridge/poll@0.1.0"
 FS_REPLACED = {
     "[method]descriptor.rename-at": "$tb-rename",
     "[method]descriptor.link-at": "$tb-link",
@@ -48,7 +51,15 @@ IO_REPLACED = {
     "[method]output-stream.write": "$tb-write",
     "[method]output-stream.blocking-write-and-flush": "$tb-bwrite",
 }
-WRAPPED = {"wasi:filesystem/types": ("fs", FS_REPLACED), "wasi:io/streams": ("io", IO_REPLACED)}
+POLL_REPLACED = {"poll": "$tb-poll"}
+WRAPPED = {
+    "wasi:filesystem/types": ("fs", FS_REPLACED),
+    "wasi:io/streams": ("io", IO_REPLACED),
+    "wasi:io/poll": ("poll", POLL_REPLACED),
+}
+BRIDGES = {"fs": (FS_BRIDGE, "$tb-fsbr"), "io": (IO_BRIDGE, "$tb-iobr"), "poll": (POLL_BRIDGE, "$tb-pollbr")}
+# changes with this generator, so compositions cached by an older one are not reused
+GENERATOR = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 _RESOURCES = {"error", "output-stream", "input-stream", "pollable", "descriptor", "directory-entry-stream"}
 _RUN = {"capture_output": True, "text": True, "check": True}
 _lock = threading.Lock()
@@ -363,6 +374,53 @@ _FS_CORE = """
                          (export "mha" (func $tb-mha))))))
 """
 
+# poll: the bridge takes pollables by number, so it needs no borrow but the one of pollable-id
+_POLL_BRIDGE = """
+  (alias export $POLL "pollable" (type $tb-pl))
+  (type $tb-pollbridge (instance
+    (alias outer 1 $tb-pl (type $p))
+    (type $bp (borrow $p))
+    (export "pollable-id" (func (param "self" $bp) (result u32)))
+    (export "poll" (func (param "in" (list u32)) (result (list u32))))))
+  (import "POLL_BRIDGE" (instance $tb-pollbr (type $tb-pollbridge)))
+"""
+
+_POLL_CORE = """
+  (core func $tb-pid (canon lower (func $tb-pollbr "pollable-id")))
+  (core func $tb-pdrop (canon resource.drop $tb-pl))
+  (core func $tb-pol (canon lower (func $tb-pollbr "poll") (memory (core memory $tb-mem "memory"))
+                                  (realloc (core func $tb-mem "realloc"))))
+  (core module $tb-PollMain
+    (import "mem" "memory" (memory 1))
+    (import "mem" "bump" (global $bump (mut i32)))
+    (import "br" "id" (func $id (param i32) (result i32)))
+    (import "br" "drop" (func $drop (param i32)))
+    (import "br" "poll" (func $poll (param i32 i32 i32)))
+    ;; each borrowed pollable in the lifted list is replaced in place by its number (and
+    ;; the borrow dropped); the host lifts that list before it lowers its answer, so the
+    ;; answer may be allocated from the start again; it lands as (ptr, len) at 24
+    (func (export "poll") (param $at i32) (param $n i32) (result i32)
+      (local $p i32) (local $end i32) (local $h i32)
+      (local.set $p (local.get $at))
+      (local.set $end (i32.add (local.get $at) (i32.shl (local.get $n) (i32.const 2))))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $h (i32.load (local.get $p)))
+        (i32.store (local.get $p) (call $id (local.get $h)))
+        (call $drop (local.get $h))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (br $next)))
+      (global.set $bump (i32.const 1024))
+      (call $poll (local.get $at) (local.get $n) (i32.const 24))
+      (i32.const 24)))
+  (core instance $tb-pollmain (instantiate $tb-PollMain
+    (with "mem" (instance $tb-mem))
+    (with "br" (instance (export "id" (func $tb-pid)) (export "drop" (func $tb-pdrop))
+                         (export "poll" (func $tb-pol))))))
+  (func $tb-poll (param "in" (list (borrow $tb-pl))) (result (list u32))
+    (canon lift (core func $tb-pollmain "poll") OPTS))
+"""
+
 _OPTS = '(memory (core memory $tb-mem "memory")) (realloc (core func $tb-mem "realloc")) string-encoding=utf8'
 _LATIN1 = '(memory (core memory $tb-mem "memory")) (realloc (core func $tb-mem "realloc")) string-encoding=latin1+utf16'
 # the replacements, lifted only for the methods the guest imports (their types are then in its interface)
@@ -489,6 +547,8 @@ def _bridges(items: list, wraps: list[str]) -> str:
         imported = {e[1].strip('"') for e in _block(items, name) if e[0] == "export"}
         if iface == "wasi:filesystem/types":
             out.append(_FS_BRIDGE.replace("$FS", f"${name}").replace("FS_BRIDGE", FS_BRIDGE))
+        elif iface == "wasi:io/poll":
+            out.append(_POLL_BRIDGE.replace("$POLL", f"${name}").replace("POLL_BRIDGE", POLL_BRIDGE))
         else:
             out.append(_io_bridge(f"${name}", imported))
     return "".join(out)
@@ -517,6 +577,8 @@ def shim_text(items: list, wraps: list[str]) -> str:
                 if tname in imported:
                     body.append(f'  (alias export {F} "{tname}" (type {alias}))')
             body += [text.replace("OPTS", _OPTS) for m, text in _FS_LIFTED.items() if m in imported]
+        elif p == "poll":
+            body.append(_POLL_CORE.replace("OPTS", _OPTS))
         else:
             body.append(_io_core(imported))
         for k, e in enumerate(_type_entries(block)):
@@ -539,7 +601,7 @@ def composition_text(stand_in: str, items: list, wraps: list[str]) -> str:
     imports = [(it[1], it[2][1]) for it in items if it[0] == "import"]  # (quoted name, $id)
     last = max(i for i, (n, _) in enumerate(imports) if n.strip('"') in wraps)
     shim_with = [f"(with {n} (instance {i}))" for n, i in imports[: last + 1]]
-    bridges = [(FS_BRIDGE, "$tb-fsbr") if n.startswith("wasi:filesystem/") else (IO_BRIDGE, "$tb-iobr") for n in wraps]
+    bridges = [BRIDGES[WRAPPED[n.partition("@")[0]][0]] for n in wraps]
     shim_with += [f'(with "{b}" (instance {i}))' for b, i in bridges]
     shim = shim_text(items, wraps).replace("(component\n", "(component $tb-shim\n", 1)
     guest_with = []
@@ -619,7 +681,7 @@ def _splice(outer: bytes, guest: bytes) -> bytes:
 
 def wrap(wasm: bytes, wraps: list[str]) -> bytes:
     """The guest composed with its shim (cached on disk by the guest's hash)."""
-    key = hashlib.sha256(wasm + repr(wraps).encode()).hexdigest()[:32]
+    key = hashlib.sha256(wasm + repr(wraps).encode() + GENERATOR.encode()).hexdigest()[:32]
     out = cache_dir().parent / "shimmed" / f"{key}.wasm"
     if out.exists():
         return out.read_bytes()

@@ -2,9 +2,10 @@
 
 The Preview 1 ABI (``preview1.py``) is a thin layer over this; so would be a
 Preview 2 binding. Every path a guest names is resolved here, beneath the
-descriptor's preopen, component by component in the tenant's namespace:
-absolute paths, ``..`` above the preopen and symlinks whose target leaves it
-fail with ``SandboxEscapeError`` (EPERM); nothing is delegated to a host
+descriptor's directory, component by component in the tenant's namespace:
+absolute paths, ``..`` above that directory and symlinks whose target leaves it
+fail with ``SandboxEscapeError`` (EPERM): a directory descriptor is a capability
+for its own subtree, as in wasmtime (cap-std); nothing is delegated to a host
 directory. The walk is the filesystem's own (``Filesystem.resolve_beneath``).
 
 Resolution and the operation happen under the tenant store's lock (and, for
@@ -74,15 +75,14 @@ def _descriptor_stat(s: Stat) -> DescriptorStat:
 
 class Descriptor:
     """An open file or directory of the sandbox. Directories carry the physical
-    Tarbox path they were opened at and the depth of their preopen (the floor)."""
+    Tarbox path they were opened at, beneath which every path they name stays."""
 
-    __slots__ = ("fs", "path", "floor", "type", "flags", "file", "read_only")
+    __slots__ = ("fs", "path", "type", "flags", "file", "read_only")
 
     def __init__(
         self,
         fs: Filesystem,
         path: str,
-        floor: int,
         type: DescriptorType,
         flags: DescriptorFlags,
         file: TarboxFile | None = None,
@@ -90,7 +90,6 @@ class Descriptor:
     ) -> None:
         self.fs = fs
         self.path = path
-        self.floor = floor
         self.type = type
         self.flags = flags
         self.file = file
@@ -101,12 +100,10 @@ class Descriptor:
         """The directory a guest is given. It must exist in the tenant's filesystem."""
         if not fs.is_dir(path):
             raise fs_error(errno.ENOTDIR if fs.exists(path) else errno.ENOENT, path, "preopen is not a directory")
-        depth = len([p for p in path.split("/") if p])
         flags = DescriptorFlags.READ | (DescriptorFlags(0) if read_only else DescriptorFlags.MUTATE_DIRECTORY)
         return cls(
             fs,
             "/" + "/".join(p for p in path.split("/") if p),
-            depth,
             DescriptorType.DIRECTORY,
             flags,
             read_only=read_only,
@@ -123,7 +120,7 @@ class Descriptor:
         (None: it does not exist). Intermediate symlinks are always followed, the last
         one only with ``follow``. Call with the store lock held."""
         self._dir()
-        return self.fs.resolve_beneath(self.path, self.floor, rel, follow=follow)
+        return self.fs.resolve_beneath(self.path, rel, follow=follow)
 
     def _path(self, rel: str, follow: bool = False) -> str:
         return self.resolve(rel, follow)[0]
@@ -277,7 +274,6 @@ class Descriptor:
                     return Descriptor(
                         fs,
                         path.rstrip("/") or "/",
-                        self.floor,
                         DescriptorType.DIRECTORY,
                         flags & ~DescriptorFlags.WRITE,
                         read_only=self.read_only,
@@ -297,7 +293,7 @@ class Descriptor:
                 truncate=trunc and write,
                 revalidate=False,
             )
-        return Descriptor(fs, path, self.floor, DescriptorType.REGULAR_FILE, flags, f, read_only=self.read_only)
+        return Descriptor(fs, path, DescriptorType.REGULAR_FILE, flags, f, read_only=self.read_only)
 
     def stat_at(self, path_flags: PathFlags, rel: str) -> DescriptorStat:
         with self._reading():
@@ -317,10 +313,10 @@ class Descriptor:
 
     def remove_directory_at(self, rel: str) -> None:
         with self._mutating():
-            path, s = self.resolve(rel, False)  # escapes and lookup errors first, as wasmtime
-            bare, slash = paths.without_trailing_slash(rel)
-            if bare.rsplit("/", 1)[-1] in (".", "..") or (slash and s is not None):
-                raise fs_error(errno.EINVAL, rel)  # wasmtime (cap-std): rmdir of ".", ".." or "dir/"
+            path = self._final_path(rel)  # escapes and lookup errors first, as wasmtime
+            if paths.without_trailing_slash(rel)[0].rsplit("/", 1)[-1] in (".", ".."):
+                raise fs_error(errno.EINVAL, rel)  # as wasmtime (cap-std): rmdir of "." or ".."
+            # "dir/" is removed as Linux and the WASI test suite want (wasmtime says EINVAL)
             self.fs.rmdir(path)
 
     def unlink_file_at(self, rel: str) -> None:

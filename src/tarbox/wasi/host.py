@@ -173,7 +173,9 @@ class WasiHost:
         if not wraps:
             return component
         return self.cache.load_derived(
-            f"{digest}.shimmed", lambda: component_shim.wrap(wasm, wraps), fuel=self.fuel is not None
+            f"{digest}.shimmed-{component_shim.GENERATOR}",
+            lambda: component_shim.wrap(wasm, wraps),
+            fuel=self.fuel is not None,
         )
 
     def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):

