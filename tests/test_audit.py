@@ -109,7 +109,13 @@ def test_each_cli_command_is_a_run(tb, tenant, db_url):
     assert bad.returncode != 0 and b"unknown operation" in bad.stderr
 
 
-def test_records_past_the_retention_are_pruned(tb, tenant, db_url):
+@pytest.mark.parametrize("uptime", [None, 30.0], ids=["this-machine", "booted-30s-ago"])
+def test_records_past_the_retention_are_pruned(tb, tenant, db_url, monkeypatch, uptime):
+    """Also as on a machine booted 30 s ago: the monotonic clock counts from boot, and a
+    store that took 0 for "never pruned" did not prune in the first hour after boot."""
+    if uptime is not None:
+        real, offset = time.monotonic, time.monotonic() - uptime
+        monkeypatch.setattr(time, "monotonic", lambda: real() - offset)
     fs = tb.filesystem(tenant)
     fs.write_file("/old", b"1")
     tb.set_audit_retention(tenant, 1 / 86400)  # one second

@@ -282,7 +282,9 @@ class Store:
         self._publish_now: set[int] = set()  # inos fsync publishes although still being written
         # audit records of operations not yet committed: (ns, run id, op, path, path2, bytes, layer)
         self.d_audit: list[tuple] = []
-        self._audit_pruned = 0.0  # monotonic time of this store's last retention prune
+        # monotonic time of this store's last retention prune; None: never (monotonic time
+        # starts near 0 at boot, so no number can stand for "long ago")
+        self._audit_pruned: float | None = None
         # transaction state
         self._txn: psycopg.Connection | None = None
         self._txn_cm = None
@@ -1199,8 +1201,9 @@ class Store:
                 [r[6] for r in a],
             ),
         )
-        if time.monotonic() - self._audit_pruned > _AUDIT_PRUNE_EVERY:
-            self._audit_pruned = time.monotonic()
+        now = time.monotonic()
+        if self._audit_pruned is None or now - self._audit_pruned > _AUDIT_PRUNE_EVERY:
+            self._audit_pruned = now
             conn.execute(
                 """DELETE FROM audit WHERE tenant_id = %(t)s
                      AND at < now() - (SELECT audit_retention FROM tenant_state WHERE tenant_id = %(t)s)""",
