@@ -15,9 +15,8 @@ import pytest
 def run(db_url):
     exe = shutil.which("tarbox")
     assert exe, "the tarbox console script is not installed"
-    env = {**os.environ, "TARBOX_DATABASE_URL": db_url}
-
     def _run(*args: str, input: bytes | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "TARBOX_DATABASE_URL": db_url}  # as the test has it now (monkeypatch)
         p = subprocess.run([exe, *args], input=input, capture_output=True, env=env, timeout=60)
         if ok:
             assert p.returncode == 0, p.stderr.decode()
@@ -95,7 +94,10 @@ def test_doctor_checks_the_setup(run, tmp_path):
     assert b"FAIL database" in p.stdout and b"TARBOX_DATABASE_URL" in p.stdout, p.stdout
 
 
-def test_shell_completion_script(run):
+def test_shell_completion_script(run, monkeypatch):
+    # typer detects the calling shell (shellingham) unless told not to; under a parent that
+    # is not a shell it then read "bash" as a command, so the test depended on its parent
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     script = run("--show-completion", "bash").stdout.decode()
     assert "_tarbox_completion" in script and "complete" in script
 
@@ -218,3 +220,45 @@ def test_run_a_component_agent(run):
     assert b"exited exit=0" in p.stderr
     assert b"p2task" in run(*t, "cat", "/workspace/agent.log").stdout
     run("tenant", "delete", "--yes", name)
+
+
+def test_piped_tables_keep_every_value_whole(run):
+    """Off a terminal (stdout is a pipe here) every table row is one line of tab-separated
+    values, nothing truncated or wrapped: `tarbox audit | grep data.csv` finds the file."""
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    t = ["--tenant", name]
+    deep = "/workspace/" + "long-directory-name-" * 6 + "x"  # wider than any 80-column table
+    path = f"{deep}/data.csv"
+    message = "a checkpoint message long enough to be cut or wrapped by an 80-column table"
+    run(*t, "mkdir", "-p", deep)
+    run(*t, "write", path, "a,b\n1,2\n")
+    run(*t, "checkpoint", "-m", message)
+    run(*t, "write", f"{deep}/tab\there", "x")
+
+    audit = run(*t, "audit").stdout.decode().splitlines()
+    hits = [line.split("\t") for line in audit if "data.csv" in line]
+    assert [(h[3], h[4]) for h in hits] == [("create", path), ("write", path)]
+    assert all(len(line.split("\t")) == 8 for line in audit)
+    assert any(f"{deep}/tab\\there" in line for line in audit)  # a tab in a value is escaped
+
+    listing = run(*t, "ls", "-l", deep).stdout.decode().splitlines()
+    assert sorted(line.split("\t")[4] for line in listing) == ["data.csv", "tab\\there"]
+    log = run(*t, "log").stdout.decode().splitlines()
+    assert [line.split("\t")[7] for line in log][-1] == message
+    tenants = [line.split("\t")[0] for line in run("tenant", "list").stdout.decode().splitlines()]
+    assert name in tenants
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["audit"], ["log"], ["ls", "/"], ["stat", "/"], ["tenant", "list"], ["db", "status"], ["fsck"]],
+    ids=lambda c: " ".join(c),
+)
+def test_json_after_the_subcommand(run, command):
+    """`tarbox audit --json` is what users type; it means `tarbox --json audit`."""
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    run("tenant", "create", name)
+    after = json.loads(run("--tenant", name, *command, "--json").stdout)
+    before = json.loads(run("--json", "--tenant", name, *command).stdout)
+    assert type(after) is type(before) and (isinstance(after, dict) or len(after) == len(before))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat as stat_mod
 import sys
@@ -15,13 +14,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-from rich.table import Table
 
 import tarbox
+from tarbox.cli.output import emit_json, err, json_option, out, print_table, show_record
 from tarbox.errors import TarboxError
 from tarbox.fs import paths as fspaths
+from tarbox.fs.local import copy_in, local_files
 
 app = typer.Typer(
     add_completion=True,
@@ -36,8 +35,6 @@ app.add_typer(layer_app, name="layer")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 _CHUNK = 1 << 20
 
 
@@ -66,18 +63,8 @@ def _ctx(ctx: typer.Context) -> Ctx:
     return ctx.obj
 
 
-def _emit(data) -> None:
-    out.print_json(json.dumps(data, default=str))
-
-
 def _show(c: Ctx, record: dict) -> None:
-    """One record: JSON with --json, else aligned ``key: value`` lines."""
-    if c.as_json:
-        _emit(record)
-        return
-    width = max(map(len, record))
-    for k, v in record.items():
-        out.print(f"{k:>{width}}: {v if v is not None else '-'}", highlight=False)
+    show_record(c.as_json, record)
 
 
 def _version(value: bool) -> None:
@@ -104,13 +91,14 @@ def main_callback(
 
 
 @app.command()
+@json_option
 def init(ctx: typer.Context) -> None:
     """Start (or reach) the database and apply migrations."""
     c = _ctx(ctx)
     tb = c.tb()
     info = {"url": _safe_url(tb.db.url), "embedded": tb.db.embedded, "schema_version": tb.db.schema_version}
     if c.as_json:
-        _emit(info)
+        emit_json(info)
     else:
         where = "embedded PostgreSQL" if tb.db.embedded else "PostgreSQL"
         out.print(f"[green]ready[/]: {where} at {info['url']}, schema version {info['schema_version']}")
@@ -196,6 +184,7 @@ def umount(ctx: typer.Context, mountpoint: Path) -> None:
 
 
 @app.command()
+@json_option
 def doctor(ctx: typer.Context) -> None:
     """Check the database, migrations, row-level security, wasmtime and the cache; exit 1 on a failure."""
     from tarbox.cli.doctor import run_checks
@@ -203,7 +192,7 @@ def doctor(ctx: typer.Context) -> None:
     c = _ctx(ctx)
     checks = run_checks(c.url)
     if c.as_json:
-        _emit([{"check": k.name, "ok": k.ok, "detail": k.detail, "hint": k.hint if not k.ok else ""} for k in checks])
+        emit_json([{"check": k.name, "ok": k.ok, "detail": k.detail, "hint": "" if k.ok else k.hint} for k in checks])
     else:
         for k in checks:
             mark = "[green]ok[/]  " if k.ok else "[red]FAIL[/]" if k.required else "[yellow]warn[/]"
@@ -225,6 +214,7 @@ def _safe_url(url: str) -> str:
 
 
 @tenant_app.command("create")
+@json_option
 def tenant_create(
     ctx: typer.Context,
     name: str,
@@ -235,26 +225,26 @@ def tenant_create(
     c = _ctx(ctx)
     t = c.tb().create_tenant(name, quota_bytes=quota_bytes, quota_inodes=quota_inodes)
     if c.as_json:
-        _emit({"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()})
+        emit_json({"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()})
     else:
         out.print(f"created tenant [bold]{t.name}[/] ({t.id})")
 
 
 @tenant_app.command("list")
+@json_option
 def tenant_list(ctx: typer.Context) -> None:
     """List tenants."""
     c = _ctx(ctx)
     tenants = c.tb().list_tenants()
     if c.as_json:
-        _emit([{"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()} for t in tenants])
+        emit_json([{"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()} for t in tenants])
         return
-    table = Table("name", "id", "created")
-    for t in tenants:
-        table.add_row(t.name, str(t.id), t.created_at.strftime("%Y-%m-%d %H:%M:%S"))
-    out.print(table)
+    rows = [(t.name, t.id, t.created_at.strftime("%Y-%m-%d %H:%M:%S")) for t in tenants]
+    print_table(("name", "id", "created"), rows)
 
 
 @tenant_app.command("info")
+@json_option
 def tenant_info(ctx: typer.Context, name: str) -> None:
     """Show a tenant's usage and quotas."""
     c = _ctx(ctx)
@@ -274,6 +264,7 @@ def tenant_info(ctx: typer.Context, name: str) -> None:
 
 
 @tenant_app.command("delete")
+@json_option
 def tenant_delete(
     ctx: typer.Context,
     name: str,
@@ -306,6 +297,7 @@ def _stat_dict(path: str, s: tarbox.Stat) -> dict:
 
 
 @app.command()
+@json_option
 def ls(
     ctx: typer.Context,
     path: Annotated[str, typer.Argument()] = "/",
@@ -320,22 +312,23 @@ def ls(
     else:
         entries = [(e.name, fs.lstat(fspaths.join(path, e.name))) for e in fs.scandir(path)]
     if c.as_json:
-        _emit([_stat_dict(n, s) for n, s in entries])
+        emit_json([_stat_dict(n, s) for n, s in entries])
         return
     if not long:
         for name, s in entries:
             out.print(name + ("/" if s.is_dir else ""), highlight=False)
         return
-    table = Table("mode", "links", "size", "modified", "name", box=None)
-    for name, s in entries:
-        table.add_row(
+    rows = [
+        (
             stat_mod.filemode(s.st_mode),
-            str(s.nlink),
-            str(s.size),
+            s.nlink,
+            s.size,
             datetime.fromtimestamp(s.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M"),
             name + (f" -> {fs.readlink(fspaths.join(path, name))}" if s.is_symlink else ""),
         )
-    out.print(table)
+        for name, s in entries
+    ]
+    print_table(("mode", "links", "size", "modified", "name"), rows, box=False)
 
 
 @app.command()
@@ -403,6 +396,7 @@ def mv(ctx: typer.Context, src: str, dst: str) -> None:
 
 
 @app.command()
+@json_option
 def stat(ctx: typer.Context, path: str) -> None:
     """Show a file's metadata."""
     c = _ctx(ctx)
@@ -427,30 +421,12 @@ def put(ctx: typer.Context, local: Path, remote: str) -> None:
     fs = _ctx(ctx).fs()
     if not local.exists():
         raise FileNotFoundError(2, "no such local file", str(local))
-    files: list[tuple[Path, str]] = []
-    if local.is_dir():
-        fs.mkdir(remote, parents=True, exist_ok=True)
-        for root, dirs, names in os.walk(local):
-            rel = Path(root).relative_to(local)
-            base = remote if str(rel) == "." else fspaths.join(remote, rel.as_posix())
-            for d in dirs:
-                fs.mkdir(fspaths.join(base, d), exist_ok=True)
-            files += [(Path(root) / n, fspaths.join(base, n)) for n in names]
-    else:
-        if fs.is_dir(remote):
-            remote = fspaths.join(remote, local.name)
-        files.append((local, remote))
-    total = sum(p.stat().st_size for p, _ in files)
+    if not local.is_dir() and fs.is_dir(remote):
+        remote = fspaths.join(remote, local.name)
+    total = sum(p.lstat().st_size for p, _ in local_files(local, remote)[1] if not p.is_symlink())
     with _progress() as progress, fs.batch():
         task = progress.add_task("put", total=total)
-        for src, dst in files:
-            if src.is_symlink():
-                fs.symlink(os.readlink(src), dst)
-                continue
-            with open(src, "rb") as fin, fs.open(dst, "wb") as fout:
-                while chunk := fin.read(_CHUNK):
-                    fout.write(chunk)
-                    progress.advance(task, len(chunk))
+        copy_in(fs, local, remote, on_bytes=lambda n: progress.advance(task, n))
 
 
 @app.command()
@@ -486,6 +462,7 @@ def get(ctx: typer.Context, remote: str, local: Path) -> None:
 
 
 @app.command()
+@json_option
 def audit(
     ctx: typer.Context,
     run: Annotated[str | None, typer.Option("--run", help="Only this run (a run_wasm or a CLI command).")] = None,
@@ -517,24 +494,27 @@ def audit(
             raise typer.BadParameter(f"unknown operation {op!r}: one of {', '.join(tarbox.AuditOp)}") from None
     records = c.fs().audit(run_id=run, since=since, path=path, op=op, limit=limit)
     if c.as_json:
-        _emit([r.to_dict() for r in records])
+        emit_json([r.to_dict() for r in records])
         return
-    table = Table("seq", "time (UTC)", "run", "op", "path", "detail", "bytes", "layer")
-    for r in records:
-        table.add_row(
-            str(r.seq),
+    whole = not out.is_terminal  # piped: the full run id and plain byte counts
+    rows = [
+        (
+            r.seq,
             r.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            str(r.run_id)[:8] if r.run_id else "-",
-            str(r.op),
+            (str(r.run_id) if whole else str(r.run_id)[:8]) if r.run_id else "-",
+            r.op,
             r.path or "",
             r.path2 or "",
-            "" if r.bytes is None else f"{r.bytes:,}",
-            "" if r.layer_id is None else str(r.layer_id),
+            "" if r.bytes is None else r.bytes if whole else f"{r.bytes:,}",
+            "" if r.layer_id is None else r.layer_id,
         )
-    out.print(table)
+        for r in records
+    ]
+    print_table(("seq", "time (UTC)", "run", "op", "path", "detail", "bytes", "layer"), rows)
 
 
 @app.command("export")
+@json_option
 def export_cmd(
     ctx: typer.Context,
     args: Annotated[list[str], typer.Argument(help="[PATH] OUT: the tree to export (default /) and the archive.")],
@@ -565,6 +545,7 @@ def export_cmd(
 
 
 @app.command("import")
+@json_option
 def import_cmd(
     ctx: typer.Context,
     archive: Annotated[str, typer.Argument(help="The tar archive (any compression; '-' is stdin).")],
@@ -605,7 +586,7 @@ def _report_tar(c: Ctx, verb: str, stats, where: str, layer: int | None = None) 
     if layer is not None:
         record["checkpoint"] = layer
     if c.as_json:
-        _emit(record)
+        emit_json(record)
         return
     tail = f", checkpoint {layer}" if layer is not None else ""
     skipped = f", {stats.skipped} skipped (devices/FIFOs)" if stats.skipped else ""
@@ -617,6 +598,7 @@ def _report_tar(c: Ctx, verb: str, stats, where: str, layer: int | None = None) 
 
 
 @app.command()
+@json_option
 def gc(
     ctx: typer.Context,
     stale_after: Annotated[
@@ -627,12 +609,13 @@ def gc(
     c = _ctx(ctx)
     blocks, nbytes = c.fs().gc(stale_after)
     if c.as_json:
-        _emit({"blocks": blocks, "bytes": nbytes})
+        emit_json({"blocks": blocks, "bytes": nbytes})
     else:
         out.print(f"freed {blocks} blocks, {nbytes} bytes")
 
 
 @app.command()
+@json_option
 def fsck(
     ctx: typer.Context,
     data: Annotated[bool, typer.Option("--data/--no-data", help="Re-hash every block (the slow part).")] = True,
@@ -641,7 +624,7 @@ def fsck(
     c = _ctx(ctx)
     reports = c.tb().fsck(c.tenant, data=data)
     if c.as_json:
-        _emit([r.to_dict() for r in reports])
+        emit_json([r.to_dict() for r in reports])
     else:
         for r in reports:
             looked = ", ".join(f"{k} {v}" for k, v in r.checked.items())
@@ -656,6 +639,7 @@ def fsck(
 
 
 @app.command()
+@json_option
 def checkpoint(
     ctx: typer.Context, message: Annotated[str, typer.Option("--message", "-m", help="What this state is.")] = ""
 ) -> None:
@@ -663,35 +647,38 @@ def checkpoint(
     c = _ctx(ctx)
     layer = c.fs().checkpoint(message)
     if c.as_json:
-        _emit(layer.to_dict())
+        emit_json(layer.to_dict())
     else:
         out.print(f"checkpoint [bold]{layer.id}[/] {message}", highlight=False)
 
 
 @app.command()
+@json_option
 def log(ctx: typer.Context) -> None:
     """The layer history, newest first."""
     c = _ctx(ctx)
     layers = list(reversed(c.fs().layers(counts=True)))
     if c.as_json:
-        _emit([layer.to_dict() for layer in layers])
+        emit_json([layer.to_dict() for layer in layers])
         return
-    table = Table("layer", "parent", "created", "+", "~", "-", "bytes", "message", box=None)
+    rows = []
     for layer in layers:
         mark = " (head)" if layer.is_head else "" if layer.frozen else " (open)"
         n = layer.counts
         assert n is not None
-        table.add_row(
-            f"{layer.id}{mark}",
-            str(layer.parent_id or "-"),
-            layer.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            str(n.added),
-            str(n.modified),
-            str(n.deleted),
-            str(n.bytes),
-            layer.message,
+        rows.append(
+            (
+                f"{layer.id}{mark}",
+                layer.parent_id or "-",
+                layer.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                n.added,
+                n.modified,
+                n.deleted,
+                n.bytes,
+                layer.message,
+            )
         )
-    out.print(table)
+    print_table(("layer", "parent", "created", "+", "~", "-", "bytes", "message"), rows, box=False)
 
 
 @app.command()
@@ -702,6 +689,7 @@ def switch(ctx: typer.Context, target: str) -> None:
 
 
 @app.command()
+@json_option
 def branch(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="New branch; omit to list branches.")] = None,
@@ -721,19 +709,20 @@ def branch(
         current = fs.current_branch()
         data = [{"name": n, "head": h, "current": n == current} for n, h in fs.branches().items()]
         if c.as_json:
-            _emit(data)
+            emit_json(data)
         else:
             for b in data:
                 out.print(f"{'*' if b['current'] else ' '} {b['name']} (layer {b['head']})", highlight=False)
         return
     head = fs.branch(name, from_layer)
     if c.as_json:
-        _emit(head.to_dict())
+        emit_json(head.to_dict())
     else:
         out.print(f"created branch {name} at layer {head.id} (parent {head.parent_id})", highlight=False)
 
 
 @app.command()
+@json_option
 def diff(
     ctx: typer.Context,
     a: int,
@@ -748,7 +737,7 @@ def diff(
             sys.stdout.write(ch.patch if ch.patch else f"Binary or large file {ch.path} {ch.kind.value}\n")
         return
     if c.as_json:
-        _emit(
+        emit_json(
             [
                 {
                     "path": ch.path,
@@ -767,6 +756,7 @@ def diff(
 
 
 @layer_app.command("drop")
+@json_option
 def layer_drop(
     ctx: typer.Context,
     layer: int,
@@ -779,7 +769,7 @@ def layer_drop(
     dropped = fs.drop_layer(layer, descendants=descendants)
     freed = before - fs.usage().used_bytes
     if c.as_json:
-        _emit({"dropped": dropped, "freed_bytes": freed})
+        emit_json({"dropped": dropped, "freed_bytes": freed})
     else:
         out.print(f"dropped layers {', '.join(map(str, dropped))}; freed {freed} bytes", highlight=False)
 
@@ -788,6 +778,7 @@ def layer_drop(
 
 
 @db_app.command("status")
+@json_option
 def db_status(ctx: typer.Context) -> None:
     """Show where the database is and whether the embedded server runs."""
     from tarbox.storage.server import embedded_status
