@@ -268,3 +268,50 @@ def test_a_guest_hoarding_handles_is_stopped(tb, tenant, tmp_path):
     """tests/guests/handles_probe.wat asks for a million stdout streams and drops none."""
     r = WasiHost(tb, tenant).run(probe("handles_probe", tmp_path))
     assert r.status is RunStatus.TRAPPED and "live resources" in r.trap
+
+
+_FALLBACK_RUN = """
+import sys, warnings
+import wasmtime.component
+sys.modules["wasmtime.component._enter"] = None  # as if a wasmtime-py release had moved it
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from tarbox.wasi import _wasmtime_speedups as speedups
+import tarbox
+from tarbox.wasi import WasiHost
+tb = tarbox.connect(sys.argv[1])
+r = WasiHost(tb, sys.argv[2]).run(open(sys.argv[3], "rb").read(), ["ops"], stdin=sys.stdin.buffer.read())
+print(speedups.ACTIVE, len(caught), str(caught[0].message) if caught else "", sep="\\n")
+sys.stdout.flush()
+sys.stdout.buffer.write(r.stdout)
+"""
+
+
+def test_speedups_fall_back_when_wasmtime_internals_differ(tb, db_url, new_tenant, tmp_path, ops_component):
+    """_wasmtime_speedups patches private parts of wasmtime-py. A release without one of
+    them must not break components: nothing is patched, one warning says so, and a run
+    gives the same answers as on the fast path (here, in a fresh interpreter where one of
+    those internal modules cannot be imported)."""
+    import subprocess
+    import sys
+
+    from tarbox.wasi import _wasmtime_speedups as speedups
+
+    assert speedups.ACTIVE and speedups.PROBLEMS == []  # the tested wasmtime-py: fast path
+    assert speedups.shape_problems({"wasmtime.component": ("ListType.no_such_attribute",)}) == [
+        "wasmtime.component.ListType.no_such_attribute"
+    ]
+    script = "mkdir d\nopen d/f cw\nwrite 0 hello\nclose 0\ncat d/f\nstat d/f\nrename d/f d/g\nls d\n"
+    fast = WasiHost(tb, new_tenant()).run(ops_component, ["ops"], stdin=script.encode())
+    (tmp_path / "ops.wasm").write_bytes(ops_component)
+    p = subprocess.run(
+        [sys.executable, "-c", _FALLBACK_RUN, db_url, new_tenant().name, str(tmp_path / "ops.wasm")],
+        input=script.encode(),
+        capture_output=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    active, warnings, message, *_ = p.stdout.decode().split("\n", 3)
+    assert (active, warnings) == ("False", "1")
+    assert "wasmtime.component._enter" in message and "slower" in message
+    assert p.stdout.split(b"\n", 3)[3] == fast.stdout and b"cat: ok 5 [hello]" in fast.stdout

@@ -14,17 +14,101 @@ most of its time there. Here:
 * byte lists are converted in bulk, with strided slices over the same C array.
 
 The conversions themselves are wasmtime-py's, so values are the library's.
+
+This leans on private parts of wasmtime-py (``_ffi``, ``component._linker``,
+``component._types``, ``component._enter``), tested with the 50.x releases that
+pyproject.toml allows. At import, :func:`shape_problems` checks that every part used
+here is there; when one is not (another wasmtime-py), nothing is patched, ``add_func``
+is the library's own, and one warning says components run on the slower path.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import warnings
 
 import wasmtime.component as wc
-from wasmtime import _ffi as ffi
-from wasmtime.component import _linker, _types
-from wasmtime.component._enter import catch_exceptions
+
+# what this module uses of wasmtime-py's internals: module -> attribute paths
+_EXPECTED = {
+    "wasmtime._ffi": (
+        "wasmtime_component_val_t.kind",
+        "wasmtime_component_val_t.of",
+        "wasmtime_component_vallist_t",
+        "wasmtime_component_vallist_new_uninit",
+        "wasmtime_component_vallist_delete",
+        "wasmtime_component_func_callback_t",
+        "wasmtime_component_linker_instance_add_func",
+        "WASMTIME_COMPONENT_U8",
+        "WASMTIME_COMPONENT_LIST",
+        "WASMTIME_COMPONENT_RESULT",
+    ),
+    "wasmtime.component._linker": ("FUNCTIONS.allocate", "FUNCTIONS.deallocate"),
+    "wasmtime.component._types": ("FuncType._from_ptr", "FuncType.params", "FuncType.result"),
+    "wasmtime.component._enter": ("catch_exceptions",),
+    "wasmtime.component": (
+        "ListType.convert_to_c",
+        "ListType.convert_from_c",
+        "ListType.element",
+        "RecordType.fields",
+        "TupleType.elements",
+        "VariantType.cases",
+        "VariantType._cases",
+        "VariantType._tagged",
+        "OptionType.payload",
+        "OptionType._cases",
+        "OptionType._tagged",
+        "ResultType.ok",
+        "ResultType.err",
+        "ResultType._cases",
+        "ResultType._tagged",
+        "ResultType.convert_to_c",
+        "EnumType.names",
+        "FlagsType.names",
+        "LinkerInstance._assert_not_locked",
+        "LinkerInstance.ptr",
+    ),
+}
+
+
+def shape_problems(expected: dict[str, tuple[str, ...]] = _EXPECTED) -> list[str]:
+    """The internals this module patches or calls that are missing from the installed
+    wasmtime-py (empty: all there)."""
+    import importlib
+
+    missing = []
+    for module_name, paths in expected.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            missing.append(module_name)
+            continue
+        for path in paths:
+            obj = module
+            for part in path.split("."):
+                if not hasattr(obj, part):
+                    missing.append(f"{module_name}.{path}")
+                    break
+                obj = getattr(obj, part)
+    return missing
+
+
+PROBLEMS = shape_problems()
+ACTIVE = not PROBLEMS  # the fast path is in use
+if ACTIVE:
+    from wasmtime import _ffi as ffi
+    from wasmtime.component import _linker, _types
+    from wasmtime.component._enter import catch_exceptions
+else:
+    warnings.warn(
+        "tarbox: this wasmtime-py lacks internals Tarbox's component speedups use ("
+        + ", ".join(PROBLEMS[:3])
+        + (", ..." if len(PROBLEMS) > 3 else "")
+        + "); components run on wasmtime-py's own, slower conversions. Tested: wasmtime>=50,<51.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def _memoize(cls, name: str) -> None:
@@ -95,12 +179,12 @@ def _install() -> None:
     wc.ListType._tarbox_fast = True
 
 
-_install()
+if ACTIVE:
+    _install()
 
 _SIGNATURES: dict[int, tuple] = {}  # registered function -> (callable, param types, result type)
 
 
-@ffi.wasmtime_component_func_callback_t
 def _call(idx, context, ty_raw, args, nargs, results, nresults):  # noqa: ANN001 - C callback
     def run(store) -> None:
         func, params, result = _SIGNATURES[idx or 0]
@@ -137,7 +221,11 @@ def _lowerer(ty):
 
 
 def add_func(instance: wc.LinkerInstance, name: str, func) -> None:
-    """``LinkerInstance.add_func`` with the function's types read once (see the module doc)."""
+    """``LinkerInstance.add_func`` with the function's types read once (see the module doc);
+    the library's own ``add_func`` when its internals are not the expected ones."""
+    if not ACTIVE:
+        instance.add_func(name, func)
+        return
     instance._assert_not_locked()
     idx = _linker.FUNCTIONS.allocate(func)  # the slot keeps wasmtime-py's finalizer bookkeeping
     _SIGNATURES[idx] = (func, None, None)
@@ -149,7 +237,6 @@ def add_func(instance: wc.LinkerInstance, name: str, func) -> None:
         raise wasmtime_error(err)
 
 
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 def _finalize(idx) -> None:  # noqa: ANN001 - C callback
     _SIGNATURES.pop(idx or 0, None)
     if _linker.FUNCTIONS:
@@ -160,3 +247,8 @@ def wasmtime_error(ptr):
     from wasmtime import WasmtimeError
 
     return WasmtimeError._from_ptr(ptr)
+
+
+if ACTIVE:  # the C callbacks, made only where their types exist
+    _call = ffi.wasmtime_component_func_callback_t(_call)
+    _finalize = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
