@@ -58,18 +58,16 @@ def run_demo(tb: Tarbox, out: Console) -> None:
 
 
 def _run_agent(tb: Tarbox, tenant, fs, out: Console) -> None:
-    """The WASI part: examples/agent.c, built to wasm32-wasip1, runs on the tenant's files."""
-    from pathlib import Path
+    """The WASI part: examples/agent.c (shipped in the package), built to wasm32-wasip1,
+    runs on the tenant's files."""
+    from importlib.resources import as_file, files
 
     from tarbox.wasi import WasiHost
     from tarbox.wasi.toolchain import build_c
 
-    src = Path(__file__).resolve().parents[2] / "examples" / "agent.c"
-    if not src.exists():
-        out.print("(examples/agent.c not found: run the demo from a source checkout to see the WASI agent)")
-        return
     t = time.perf_counter()
-    wasm = build_c(src)
+    with as_file(files("tarbox") / "examples" / "agent.c") as src:
+        wasm = build_c(src)
     out.print(f"built examples/agent.c to wasm32-wasip1 ({len(wasm)} bytes) in {time.perf_counter() - t:.1f} s")
     fs.write_file("/workspace/input.txt", b"".join(b"the quick brown fox %d jumps\n" % i for i in range(10_000)))
     host = WasiHost(tb, tenant, "/workspace", timeout=30, memory_limit=256 << 20, checkpoint_before=True)
