@@ -15,6 +15,7 @@ import pytest
 def run(db_url):
     exe = shutil.which("tarbox")
     assert exe, "the tarbox console script is not installed"
+
     def _run(*args: str, input: bytes | None = None, ok: bool = True) -> subprocess.CompletedProcess:
         env = {**os.environ, "TARBOX_DATABASE_URL": db_url}  # as the test has it now (monkeypatch)
         p = subprocess.run([exe, *args], input=input, capture_output=True, env=env, timeout=60)
