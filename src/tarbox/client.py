@@ -21,6 +21,7 @@ from tarbox.storage import Database
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _TENANT_TABLES = (
+    "api_tokens",
     "audit",
     "stages",
     "extents",

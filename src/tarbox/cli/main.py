@@ -17,6 +17,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 import tarbox
+from tarbox.cli import server as server_cmds
 from tarbox.cli.output import emit_json, err, json_option, out, print_table, show_record
 from tarbox.errors import TarboxError
 from tarbox.fs import paths as fspaths
@@ -34,6 +35,9 @@ layer_app = typer.Typer(no_args_is_help=True, help="Manage layers (history).")
 app.add_typer(layer_app, name="layer")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
+app.add_typer(server_cmds.token_app, name="token")
+app.command()(server_cmds.serve)
+app.command()(server_cmds.mcp)
 
 _CHUNK = 1 << 20
 

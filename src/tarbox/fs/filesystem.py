@@ -232,6 +232,12 @@ class Filesystem:
             yield self._st
             self._record(op, os.fspath(path), path2, nbytes)
 
+    def record(self, op: AuditOp, path: str, path2: str | None = None, nbytes: int | None = None) -> None:
+        """Audit, as this view's, an operation a caller composed from others it made
+        unaudited (an upload through a hidden name is one ``write`` of the target). It
+        commits with the next commit of this process: call it in the same ``batch``."""
+        self._record(op, path, path2, nbytes)
+
     def _record(self, op: AuditOp, path: str | None, path2=None, nbytes=None, *, layer: int | None = None) -> None:
         """Audit an operation of this view (unless ``audited`` is off); it commits with its changes."""
         if self.audited:

@@ -111,12 +111,16 @@ class PythonRuntime:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         stdin: bytes = b"",
+        on_stdout=None,
+        on_stderr=None,
         **host_kwargs,
     ) -> RunResult:
-        """Run ``code`` (``python -c``) or the tenant's ``script_path`` (a path the run can see)."""
+        """Run ``code`` (``python -c``) or the tenant's ``script_path`` (a path the run can see);
+        ``on_stdout``/``on_stderr`` receive output as it comes (``WasiHost.run``)."""
         if (code is None) == (script_path is None):
             raise ValueError("give code or script_path")
         self.install(tb.filesystem(tenant))
         argv = ["python", "-c", code] if code is not None else ["python", script_path]
         full_env = {"PYTHONHOME": "/usr/local", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
-        return self.host(tb, tenant, **host_kwargs).run(self.wasm(), [*argv, *(args or [])], full_env, stdin)
+        host = self.host(tb, tenant, **host_kwargs)
+        return host.run(self.wasm(), [*argv, *(args or [])], full_env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)

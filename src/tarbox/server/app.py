@@ -1,0 +1,130 @@
+"""The ASGI application of ``tarbox serve`` and the function that serves it.
+
+``create_app`` puts together the REST API (``rest``), the MCP endpoint (``mcp``,
+one server for read-write tokens and one offering only the read tools for
+read-only tokens), token checks (``auth.TokenAuth``), body limits and
+``/healthz``. ``serve`` runs it on uvicorn; SIGTERM or Ctrl-C stop new requests,
+let those in flight (runs included, each bounded by the run timeout) finish,
+commit what is pending and close the database pools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+import tarbox
+from tarbox.client import Tarbox
+from tarbox.errors import TarboxError
+from tarbox.server import errors, rest
+from tarbox.server import mcp as mcp_server
+from tarbox.server.auth import SCOPE_KEY, BodyLimit, TokenAuth
+from tarbox.server.workspace import Limits
+
+log = logging.getLogger("tarbox.server")
+
+
+class _McpByToken:
+    """``/mcp``: the full tool set for read-write tokens, the read tools for read-only ones."""
+
+    def __init__(self, full, read_only) -> None:
+        self.full, self.read_only = full, read_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = scope.get(SCOPE_KEY)
+        app = self.read_only if token is not None and token.read_only else self.full
+        await app(scope, receive, send)
+
+
+def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0.1") -> FastAPI:
+    limits = limits or Limits()
+    mcp_apps = [
+        mcp_server.build(tb, limits, tools=tools).streamable_http_app(
+            streamable_http_path="/mcp", stateless_http=True, json_response=True, host=host
+        )
+        for tools in (mcp_server.ALL_TOOLS, mcp_server.READ_TOOLS)
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        async with contextlib.AsyncExitStack() as stack:
+            for sub in mcp_apps:
+                await stack.enter_async_context(sub.router.lifespan_context(sub))
+            yield
+        log.info("tarbox serve: stopped; committing and closing the database pools")
+
+    app = FastAPI(
+        title="Tarbox",
+        version=tarbox.__version__,
+        description="A versioned, multi-tenant filesystem for AI agents, with a WASI sandbox (docs/server.md).",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.tb, app.state.limits = tb, limits
+    app.include_router(rest.router)
+    mcp_endpoint = _McpByToken(*(next(r.endpoint for r in sub.routes if r.path == "/mcp") for sub in mcp_apps))
+    app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        with tb.db.admin() as conn:
+            conn.execute("SELECT 1")
+        return {"ok": True, "version": tarbox.__version__}
+
+    for kind in (errors.ApiError, OSError, TarboxError, ValueError, LookupError, Exception):
+        app.add_exception_handler(kind, errors.handler)
+
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(errors.body("INVALID_REQUEST", f"{where}: {first.get('msg', 'invalid request')}"), 400)
+
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(errors.body("HTTP", str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_middleware(BodyLimit, limit=rest.limit_for(limits))
+    app.add_middleware(TokenAuth, tb=tb)
+    return app
+
+
+def serve(
+    tb: Tarbox,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    limits: Limits | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until SIGTERM or Ctrl-C (uvicorn); then the client is closed, which commits."""
+    import uvicorn
+
+    limits = limits or Limits()
+    app = create_app(tb, limits, host=host)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(limits.run_timeout) + 10,
+        lifespan="on",
+    )
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; the handler
+    # it then finds turns that into a normal exit (status 0), after the pools are closed
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        tb.close()

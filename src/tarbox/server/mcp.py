@@ -1,0 +1,251 @@
+"""The MCP server (the official ``mcp`` SDK): the tools an LLM agent uses on its
+workspace, over streamable HTTP at ``/mcp`` (same tokens as the REST API) or over
+stdio (``tarbox mcp -t TENANT``).
+
+Each tool is a thin call into ``workspace.Workspace`` in a worker thread. Over
+HTTP the request's verified token decides the tenant; over stdio the tenant and
+read-only flag come from the command line. A read-only token is offered only the
+read tools. Failures are tool errors naming the errno, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from tarbox.client import Tarbox
+from tarbox.server.auth import SCOPE_KEY
+from tarbox.server.errors import describe
+from tarbox.server.workspace import Limits, Workspace, text_or_base64
+from tarbox.tokens import TokenInfo
+
+READ_TOOLS = ("read_file", "list_dir", "stat", "glob", "grep", "log", "diff")
+WRITE_TOOLS = (
+    "write_file",
+    "edit_file",
+    "mkdir",
+    "remove",
+    "rename",
+    "checkpoint",
+    "rollback",
+    "run_python",
+    "run_wasm",
+)
+ALL_TOOLS = READ_TOOLS + WRITE_TOOLS
+
+INSTRUCTIONS = """\
+Tools on a Tarbox workspace: a versioned filesystem of your own, stored in PostgreSQL.
+Paths are absolute (/workspace/...). Checkpoint before risky steps; `diff` shows what
+changed since a checkpoint and `rollback` returns to it (nothing is ever destroyed).
+`run_python` runs code in a WebAssembly sandbox that sees only /workspace."""
+
+
+def build(
+    tb: Tarbox,
+    limits: Limits,
+    *,
+    fixed_token: TokenInfo | None = None,
+    tools: tuple[str, ...] | None = None,
+) -> MCPServer:
+    """An MCP server offering ``tools`` (default: all; only the read tools when
+    ``fixed_token`` is read-only). Over HTTP the token comes with each request;
+    ``fixed_token`` serves stdio, where the command line chose the tenant."""
+    server = MCPServer("tarbox", instructions=INSTRUCTIONS)
+    wanted = set(tools or ALL_TOOLS)
+    unknown = wanted - set(ALL_TOOLS)
+    if unknown:
+        raise ValueError(f"unknown tools: {', '.join(sorted(unknown))} (known: {', '.join(ALL_TOOLS)})")
+    if fixed_token is not None and fixed_token.read_only:
+        wanted &= set(READ_TOOLS)
+
+    def workspace(ctx: Context) -> Workspace:
+        token = fixed_token
+        if token is None:
+            request = ctx.request_context.request
+            token = request.scope.get(SCOPE_KEY) if request is not None else None
+        if token is None:
+            raise ToolError("not authenticated")
+        return Workspace(tb, token, limits)
+
+    async def call(ctx: Context, name: str, fn: Callable[[Workspace], Any]) -> Any:
+        try:
+            ws = workspace(ctx)
+            if name in WRITE_TOOLS and ws.read_only:
+                raise ToolError(f"{name}: this token is read-only")
+            return await anyio.to_thread.run_sync(lambda: fn(ws))
+        except ToolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a tool error
+            _, code, message, errno = describe(exc)
+            raise ToolError(f"{code}{f' (errno {errno})' if errno else ''}: {message}") from None
+
+    def tool(fn):
+        if fn.__name__ in wanted:
+            server.tool()(fn)
+        return fn
+
+    @tool
+    async def read_file(
+        path: Annotated[str, Field(description="absolute path, e.g. /workspace/notes.md")],
+        ctx: Context,
+        offset: Annotated[int, Field(ge=0, description="first byte to read")] = 0,
+        limit: Annotated[int | None, Field(ge=1, description="bytes to read at most (default: to the end)")] = None,
+    ) -> dict:
+        """Read a file. Returns {"text": ...} for UTF-8 content, else {"base64": ...}, with the
+        file's total size; use offset and limit to read a large file in pieces."""
+        cap = min(limit or limits.read_limit, limits.read_limit)
+
+        def read(ws: Workspace) -> dict:
+            data = ws.read(path, offset, cap)
+            return {**text_or_base64(data), "size": ws.stat(path)["size"], "offset": offset, "length": len(data)}
+
+        return await call(ctx, "read_file", read)
+
+    @tool
+    async def write_file(
+        path: Annotated[str, Field(description="absolute path; parent directories are created")],
+        ctx: Context,
+        content: Annotated[str, Field(description="the new content (text)")] = "",
+        content_base64: Annotated[str | None, Field(description="binary content, base64 (instead of content)")] = None,
+        append: Annotated[bool, Field(description="add to the end instead of replacing")] = False,
+    ) -> dict:
+        """Create or replace a file (or append to it). Returns the bytes written."""
+        data = base64.b64decode(content_base64) if content_base64 is not None else content.encode()
+        n = await call(ctx, "write_file", lambda ws: ws.write(path, data, append=append, parents=True))
+        return {"path": path, "bytes_written": n}
+
+    @tool
+    async def edit_file(
+        path: str,
+        old_string: Annotated[str, Field(description="text that occurs exactly once in the file")],
+        new_string: Annotated[str, Field(description="what replaces it")],
+        ctx: Context,
+    ) -> dict:
+        """Replace one exact occurrence of old_string with new_string in a text file. Fails,
+        changing nothing, unless old_string occurs exactly once (add context to make it unique)."""
+        size = await call(ctx, "edit_file", lambda ws: ws.edit(path, old_string, new_string))
+        return {"path": path, "size": size}
+
+    @tool
+    async def list_dir(
+        ctx: Context,
+        path: str = "/workspace",
+        offset: Annotated[int, Field(ge=0)] = 0,
+        limit: Annotated[int, Field(ge=1, le=10_000)] = 500,
+    ) -> dict:
+        """List a directory: name, type, size, mtime of each entry (paged: 'next' is the offset
+        of the next page, or null)."""
+        return await call(ctx, "list_dir", lambda ws: ws.list_dir(path, offset, limit))
+
+    @tool
+    async def stat(path: str, ctx: Context) -> dict:
+        """Type, size, mode, link count and times of a path (symlinks followed)."""
+        return await call(ctx, "stat", lambda ws: ws.stat(path))
+
+    @tool
+    async def mkdir(path: str, ctx: Context, parents: bool = True) -> dict:
+        """Create a directory (and its parents, unless parents is false)."""
+        return await call(ctx, "mkdir", lambda ws: (ws.mkdir(path, parents), ws.stat(path))[1])
+
+    @tool
+    async def remove(
+        path: str, ctx: Context, recursive: Annotated[bool, Field(description="remove a directory tree")] = False
+    ) -> dict:
+        """Remove a file, a symlink or an empty directory (a whole tree with recursive)."""
+        await call(ctx, "remove", lambda ws: ws.remove(path, recursive))
+        return {"removed": path}
+
+    @tool
+    async def rename(src: str, dst: str, ctx: Context) -> dict:
+        """Move or rename a path (replaces an existing file, as POSIX rename does)."""
+        await call(ctx, "rename", lambda ws: ws.rename(src, dst))
+        return {"renamed": src, "to": dst}
+
+    @tool
+    async def glob(
+        pattern: Annotated[str, Field(description="e.g. *.py, src/**/*.md (* within a name, ** across directories)")],
+        ctx: Context,
+        path: str = "/workspace",
+        limit: Annotated[int, Field(ge=1, le=100_000)] = 1000,
+    ) -> list[str]:
+        """Paths under path whose relative path matches pattern (a pattern without / matches
+        names at any depth)."""
+        return await call(ctx, "glob", lambda ws: ws.glob(pattern, path, limit))
+
+    @tool
+    async def grep(
+        pattern: Annotated[str, Field(description="a Python regular expression")],
+        ctx: Context,
+        path: str = "/workspace",
+        glob: Annotated[str | None, Field(description="only files matching this glob")] = None,
+        max_results: Annotated[int, Field(ge=1, le=10_000)] = 100,
+    ) -> list[dict]:
+        """Lines matching pattern in the text files under path: path, line number, text."""
+        return await call(ctx, "grep", lambda ws: ws.grep(pattern, path, max_results, glob))
+
+    @tool
+    async def checkpoint(ctx: Context, message: str = "") -> dict:
+        """Freeze the workspace as it is now (O(1), nothing copied); returns the layer id to
+        diff against or roll back to later."""
+        return await call(ctx, "checkpoint", lambda ws: ws.checkpoint(message))
+
+    @tool
+    async def log(ctx: Context) -> list[dict]:
+        """The history: every layer (checkpoint) with its message, time and counts of files
+        added, modified and deleted."""
+        return await call(ctx, "log", lambda ws: ws.layers())
+
+    @tool
+    async def diff(
+        ctx: Context,
+        from_layer: Annotated[int, Field(description="a checkpoint's layer id")],
+        to_layer: Annotated[int | None, Field(description="another layer (default: the current state)")] = None,
+        patch: Annotated[bool, Field(description="include unified diffs of text files")] = False,
+    ) -> list[dict]:
+        """What changed between two layers: each path added, modified or deleted."""
+        return await call(ctx, "diff", lambda ws: ws.diff(from_layer, to_layer, patch))
+
+    @tool
+    async def rollback(
+        ctx: Context,
+        layer: Annotated[int | None, Field(description="the layer to go back to")] = None,
+        branch: Annotated[str | None, Field(description="or a branch to follow, e.g. main")] = None,
+    ) -> dict:
+        """Go back to a checkpoint (or follow a branch): the workspace shows that state, later
+        writes branch off from there, and nothing is destroyed (roll forward with log + rollback)."""
+        return await call(ctx, "rollback", lambda ws: ws.switch(layer, branch))
+
+    @tool
+    async def run_python(
+        code: Annotated[str, Field(description="Python 3.11 source, run as python -c")],
+        ctx: Context,
+        args: Annotated[list[str] | None, Field(description="sys.argv[1:]")] = None,
+        timeout: Annotated[float | None, Field(gt=0, description="seconds (the server caps it)")] = None,
+        checkpoint_before: Annotated[bool, Field(description="checkpoint first, to diff or undo the run")] = False,
+    ) -> dict:
+        """Run Python in a WebAssembly sandbox whose only directory is /workspace (no network).
+        Returns exit code, stdout, stderr, status and the files it changed."""
+        return await call(
+            ctx,
+            "run_python",
+            lambda ws: ws.run(python=code, args=args, timeout=timeout, checkpoint_before=checkpoint_before),
+        )
+
+    @tool
+    async def run_wasm(
+        path: Annotated[str, Field(description="a wasm32-wasip1 module or WASI 0.2 component in the workspace")],
+        ctx: Context,
+        args: list[str] | None = None,
+        timeout: Annotated[float | None, Field(gt=0)] = None,
+    ) -> dict:
+        """Run a WebAssembly program stored in the workspace, sandboxed on /workspace."""
+        return await call(ctx, "run_wasm", lambda ws: ws.run(wasm_path=path, args=args, timeout=timeout))
+
+    return server

@@ -1,0 +1,485 @@
+"""The REST API under ``/v1`` (FastAPI; described at ``/openapi.json``).
+
+Every route works on the tenant of the request's token (``auth.token_of``): paths
+name files inside that tenant, never a tenant. Blocking work runs in worker
+threads; bodies and responses of files, tar archives and run output stream, so
+memory stays bounded whatever their size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+from datetime import datetime
+from email.utils import formatdate
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
+
+from tarbox.server.auth import token_of
+from tarbox.server.errors import ApiError, describe
+from tarbox.server.errors import body as error_body
+from tarbox.server.pipes import CHUNK, Pipe
+from tarbox.server.workspace import Limits, Workspace, clean_path
+
+router = APIRouter(prefix="/v1")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def workspace(request: Request) -> Workspace:
+    return Workspace(request.app.state.tb, token_of(request.scope), request.app.state.limits)
+
+
+WS = Annotated[Workspace, Depends(workspace)]
+
+
+def _thread(fn, *args, **kwargs):
+    return anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+# ------------------------------------------------------------------- who am I
+
+
+@router.get("/whoami", summary="The token's tenant and rights")
+def whoami(request: Request) -> dict:
+    t = token_of(request.scope)
+    out = t.to_dict()
+    if t.tenant_id is not None:
+        out["tenant"] = request.app.state.tb.get_tenant(t.tenant_id).name
+    return out
+
+
+# ---------------------------------------------------------------------- files
+
+
+def _etag(st) -> str:
+    return f'"{st.ino:x}-{st.mtime_ns:x}-{st.size:x}"'
+
+
+def _file_headers(path: str, st) -> dict:
+    return {
+        "ETag": _etag(st),
+        "Last-Modified": formatdate(st.mtime_ns / 1e9, usegmt=True),
+        "Accept-Ranges": "bytes",
+        "X-Tarbox-Type": st.type.name.lower(),
+        "X-Tarbox-Mode": oct(st.mode),
+        "X-Tarbox-Ino": str(st.ino),
+    }
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) of a single ``Range: bytes=`` header; None: the whole file."""
+    if not header:
+        return None
+    m = _RANGE.fullmatch(header.strip())
+    if m is None or (not m.group(1) and not m.group(2)):
+        raise ApiError(416, "BAD_RANGE", f"unsupported range {header!r} (one bytes=START-END range)")
+    if not m.group(1):  # the last N bytes
+        start, end = max(0, size - int(m.group(2))), size
+    else:
+        start = int(m.group(1))
+        end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+    if start >= size or start >= end:
+        raise ApiError(416, "BAD_RANGE", f"range {header!r} is outside a file of {size} bytes")
+    return start, end
+
+
+@router.get("/files/{path:path}", summary="Stream a file's content (Range supported)")
+def get_file(path: str, request: Request, ws: WS) -> StreamingResponse:
+    path = clean_path(path)
+    fs = ws.fs()
+    st = fs.stat(path)
+    if st.is_dir:
+        raise ApiError(409, "EISDIR", f"Is a directory: {path} (list it with /v1/dirs)", 21)
+    f = fs.open(path, "rb")
+    size = st.size
+    rng = _byte_range(request.headers.get("range"), size)
+    start, end = rng if rng is not None else (0, size)
+    headers = {**_file_headers(path, st), "Content-Length": str(end - start)}
+    if rng is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+
+    def chunks():
+        try:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                data = f.read(min(CHUNK, left))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+        finally:
+            f.close()
+
+    return StreamingResponse(
+        chunks(), status_code=206 if rng else 200, headers=headers, media_type="application/octet-stream"
+    )
+
+
+@router.head("/files/{path:path}", summary="A file's stat as headers")
+def head_file(path: str, ws: WS) -> Response:
+    path = clean_path(path)
+    st = ws.fs().stat(path)
+    return Response(headers={**_file_headers(path, st), "Content-Length": str(st.size)})
+
+
+@router.put("/files/{path:path}", summary="Upload a file (streamed; visible whole when complete)")
+async def put_file(path: str, request: Request, ws: WS, parents: bool = False) -> JSONResponse:
+    upload = await _thread(ws.begin_upload, path, parents=parents)
+    try:
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) >= CHUNK:
+                await _thread(upload.write, bytes(buf))
+                buf.clear()
+        if buf:
+            await _thread(upload.write, bytes(buf))
+        stat = await _thread(upload.finish)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _thread(upload.abort)
+        raise
+    return JSONResponse(stat, status_code=201)
+
+
+@router.delete("/files/{path:path}", summary="Remove a file, symlink or directory")
+def delete_file(path: str, ws: WS, recursive: bool = False) -> Response:
+    ws.remove(path, recursive=recursive)
+    return Response(status_code=204)
+
+
+class MkdirBody(BaseModel):
+    path: str
+    parents: bool = False
+
+
+@router.post("/mkdir", status_code=201, summary="Create a directory")
+def mkdir(body: MkdirBody, ws: WS) -> dict:
+    ws.mkdir(body.path, parents=body.parents)
+    return ws.stat(body.path)
+
+
+class RenameBody(BaseModel):
+    src: str
+    dst: str
+
+
+@router.post("/rename", summary="Rename (POSIX rules: replaces a file or an empty directory)")
+def rename(body: RenameBody, ws: WS) -> dict:
+    ws.rename(body.src, body.dst)
+    return ws.stat(body.dst, follow=False)
+
+
+class SymlinkBody(BaseModel):
+    target: str
+    path: str
+
+
+@router.post("/symlink", status_code=201, summary="Create a symbolic link")
+def symlink(body: SymlinkBody, ws: WS) -> dict:
+    ws.symlink(body.target, body.path)
+    return ws.stat(body.path, follow=False)
+
+
+@router.get("/stat/{path:path}", summary="Stat a path")
+def stat(path: str, ws: WS, follow: bool = True) -> dict:
+    return ws.stat(path, follow=follow)
+
+
+@router.get("/dirs", summary="List the root directory")
+@router.get("/dirs/{path:path}", summary="List a directory (paged)")
+def list_dir(
+    ws: WS,
+    path: str = "/",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict:
+    return ws.list_dir(path, offset, limit)
+
+
+# ------------------------------------------------------------------- history
+
+
+class CheckpointBody(BaseModel):
+    message: str = ""
+
+
+@router.post("/checkpoints", status_code=201, summary="Freeze the current state (O(1))")
+def checkpoint(body: CheckpointBody, ws: WS) -> dict:
+    return ws.checkpoint(body.message)
+
+
+@router.get("/layers", summary="The layer history with per-layer counts")
+def layers(ws: WS) -> list[dict]:
+    return ws.layers()
+
+
+class SwitchBody(BaseModel):
+    layer: int | None = None
+    branch: str | None = None
+
+
+@router.post("/switch", summary="View a layer (later writes branch from it) or follow a branch")
+def switch(body: SwitchBody, ws: WS) -> dict:
+    return ws.switch(body.layer, body.branch)
+
+
+@router.get("/branches", summary="Named branches and their heads")
+def branches(ws: WS) -> dict:
+    return ws.branches()
+
+
+class BranchBody(BaseModel):
+    name: str
+    from_layer: int | None = Field(None, alias="from")
+
+
+@router.post("/branches", status_code=201, summary="Create a named branch")
+def branch(body: BranchBody, ws: WS) -> dict:
+    return ws.branch(body.name, body.from_layer)
+
+
+@router.delete("/branches/{name}", summary="Delete a branch (its layers stay)")
+def delete_branch(name: str, ws: WS) -> Response:
+    ws.delete_branch(name)
+    return Response(status_code=204)
+
+
+@router.get("/diff", summary="Paths changed between two layers")
+def diff(
+    ws: WS,
+    from_layer: Annotated[int, Query(alias="from")],
+    to_layer: Annotated[int | None, Query(alias="to")] = None,
+    patch: bool = False,
+) -> list[dict]:
+    return ws.diff(from_layer, to_layer, patch)
+
+
+@router.get("/audit", summary="The audit log (the CLI's filters)")
+def audit(
+    ws: WS,
+    run: str | None = None,
+    since: datetime | None = None,
+    path: str | None = None,
+    op: str | None = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> list[dict]:
+    return ws.audit(run_id=run, since=since, path=path, op=op, limit=limit)
+
+
+# ----------------------------------------------------------------------- runs
+
+
+class RunBody(BaseModel):
+    """Exactly one of ``wasm_base64``, ``wasm_path`` or ``python``."""
+
+    wasm_base64: str | None = Field(None, description="a wasm32-wasip1 module or WASI 0.2 component, base64")
+    wasm_path: str | None = Field(None, description="a module or component stored in the tenant")
+    python: str | None = Field(None, description="Python source, run by CPython for WASI")
+    args: list[str] = []
+    env: dict[str, str] = {}
+    stdin: str = ""
+    stdin_base64: str | None = None
+    timeout: float | None = Field(None, gt=0, description="seconds (capped by the server)")
+    memory_limit: int | None = Field(None, gt=0, description="bytes (capped by the server)")
+    checkpoint_before: bool = False
+    stream: bool = Field(False, description="Server-Sent Events: stdout/stderr as they come, then the result")
+
+
+def _decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "INVALID", f"{what} is not valid base64") from None
+
+
+@router.post("/runs", summary="Run a module, component or Python source in the WASI sandbox")
+async def run(body: RunBody, request: Request, ws: WS):
+    kwargs = {
+        "wasm": _decode(body.wasm_base64, "wasm_base64") if body.wasm_base64 is not None else None,
+        "wasm_path": body.wasm_path,
+        "python": body.python,
+        "args": body.args,
+        "env": body.env,
+        "stdin": _decode(body.stdin_base64, "stdin_base64") if body.stdin_base64 else body.stdin.encode(),
+        "timeout": body.timeout,
+        "memory_limit": body.memory_limit,
+        "checkpoint_before": body.checkpoint_before,
+    }
+    if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
+        return await _thread(ws.run, **kwargs)
+    events = Pipe(depth=256)  # (event, data) pairs; a full pipe holds the guest back
+
+    def work() -> None:
+        def emit(kind: str):
+            return lambda data: events.put((kind, data.decode("utf-8", "replace")))
+
+        try:
+            result = ws.run(on_stdout=emit("stdout"), on_stderr=emit("stderr"), **kwargs)
+            events.put(("result", json.dumps(result)))
+        except BrokenPipeError:
+            return  # the client went away; the run itself ended normally
+        except Exception as exc:  # noqa: BLE001 - reported as an event
+            _, code, message, errno = describe(exc)
+            events.put(("error", json.dumps(error_body(code, message, errno))))
+        events.close()
+
+    threading.Thread(target=work, name="tarbox-run", daemon=True).start()
+
+    async def stream():
+        try:
+            while item := await _thread(events.get):
+                yield {"event": item[0], "data": item[1]}
+        finally:
+            events.break_()
+
+    return EventSourceResponse(stream())
+
+
+# ------------------------------------------------------------------------ tar
+
+
+@router.get("/export/{path:path}", summary="The tree under path as a tar stream (?compression=gz|zst)")
+@router.get("/export", summary="The whole tenant as a tar stream")
+async def export(ws: WS, path: str = "/", compression: str | None = None) -> StreamingResponse:
+    from tarbox.integrations.tar import export_tar
+
+    if compression not in (None, "gz", "zst"):
+        raise ApiError(400, "INVALID", "compression is gz or zst")
+    fs = ws.fs()
+    root = clean_path(path)
+    await _thread(fs.stat, root)  # a missing path is a 404 before the stream starts
+    pipe = Pipe()
+
+    def produce() -> None:
+        try:
+            with pipe.writer() as out:
+                export_tar(fs, out, root, compression=compression)
+            pipe.close()
+        except BaseException:
+            pipe.break_()  # the client sees the stream end early (a truncated archive)
+
+    threading.Thread(target=produce, name="tarbox-export", daemon=True).start()
+
+    async def chunks():
+        try:
+            while data := await _thread(pipe.get):
+                yield data
+        finally:
+            pipe.break_()
+
+    media = {"gz": "application/gzip", "zst": "application/zstd"}.get(compression or "", "application/x-tar")
+    return StreamingResponse(chunks(), media_type=media)
+
+
+@router.post("/import/{path:path}", summary="Extract a tar stream (plain, gz or zst) under path")
+@router.post("/import", summary="Extract a tar stream at the root")
+async def import_(request: Request, ws: WS, path: str = "/") -> dict:
+    from tarbox.integrations.tar import import_tar
+
+    ws.need_write()
+    fs = ws.fs()
+    root = clean_path(path)
+    pipe = Pipe()
+    result: dict = {}
+
+    def consume() -> None:
+        try:
+            stats = import_tar(fs, pipe.reader(), root)
+            result.update(files=stats.files, dirs=stats.dirs, symlinks=stats.symlinks, bytes=stats.bytes)
+        finally:
+            pipe.break_()
+
+    async def feed() -> None:
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    await _thread(pipe.put, chunk)
+            await _thread(pipe.put, b"")
+        except BrokenPipeError:
+            pass  # the importer stopped (its own error is raised below)
+        except BaseException:
+            pipe.break_()
+            raise
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed)
+            await _thread(consume)
+    except BaseExceptionGroup as group:  # the importer's failure (or the upload's) is the answer
+        raise next((e for e in group.exceptions if not isinstance(e, BrokenPipeError)), group.exceptions[0]) from None
+    return result
+
+
+# -------------------------------------------------------------------- tenants
+
+
+def _admin(request: Request):
+    token = token_of(request.scope)
+    if not token.admin:
+        raise ApiError(403, "NOT_ADMIN", "managing tenants needs an admin token (tarbox token create --admin)")
+    return request.app.state.tb
+
+
+class TenantBody(BaseModel):
+    name: str
+    quota_bytes: int | None = None
+    quota_inodes: int | None = None
+
+
+def _tenant_dict(tb, t) -> dict:
+    u = tb.filesystem(t).usage()
+    return {
+        "id": str(t.id),
+        "name": t.name,
+        "created_at": t.created_at.isoformat(),
+        "used_bytes": u.used_bytes,
+        "used_inodes": u.used_inodes,
+        "quota_bytes": u.quota_bytes,
+        "quota_inodes": u.quota_inodes,
+    }
+
+
+@router.get("/tenants", summary="Every tenant with usage and quotas (admin tokens)")
+def tenants(request: Request) -> list[dict]:
+    tb = _admin(request)
+    return [_tenant_dict(tb, t) for t in tb.list_tenants()]
+
+
+@router.post("/tenants", status_code=201, summary="Create a tenant (admin tokens)")
+def create_tenant(body: TenantBody, request: Request) -> dict:
+    tb = _admin(request)
+    t = tb.create_tenant(body.name, quota_bytes=body.quota_bytes, quota_inodes=body.quota_inodes)
+    return _tenant_dict(tb, t)
+
+
+@router.get("/tenants/{name}", summary="One tenant (admin tokens)")
+def tenant(name: str, request: Request) -> dict:
+    tb = _admin(request)
+    return _tenant_dict(tb, tb.get_tenant(name))
+
+
+@router.delete("/tenants/{name}", summary="Delete a tenant and all its data (admin tokens)")
+def delete_tenant(name: str, request: Request) -> Response:
+    _admin(request).delete_tenant(name)
+    return Response(status_code=204)
+
+
+def limit_for(limits: Limits):
+    """The body limit of a request: a file or an archive may be large, JSON may not."""
+
+    def limit(path: str, method: str) -> int:
+        if (method == "PUT" and path.startswith("/v1/files/")) or path.startswith("/v1/import"):
+            return limits.max_upload
+        return limits.max_json
+
+    return limit

@@ -1,0 +1,420 @@
+"""What one authenticated caller may do to its tenant: the operations the REST API and
+the MCP tools share, each a plain blocking call (the front ends run them in threads).
+
+It owns the caller's view of the tenant (``/.tarbox`` hidden, read-only for a
+read-only token), the refusals that depend on the token (a read-only token cannot
+write, an admin token touches no files), the server's limits on runs, and the
+shapes of results that both front ends return. It does not know HTTP or MCP.
+"""
+
+from __future__ import annotations
+
+import base64
+import posixpath
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tarbox.client import Tarbox
+from tarbox.errors import fs_error
+from tarbox.fs import AuditOp, Filesystem, Stat
+from tarbox.fs import paths as fspaths
+from tarbox.server.errors import ApiError
+from tarbox.tokens import TokenInfo
+
+# changes a run made, as its audit records name them
+_MUTATIONS = {
+    AuditOp.CREATE,
+    AuditOp.WRITE,
+    AuditOp.APPEND,
+    AuditOp.TRUNCATE,
+    AuditOp.MKDIR,
+    AuditOp.REMOVE,
+    AuditOp.RMDIR,
+    AuditOp.RENAME,
+    AuditOp.SYMLINK,
+    AuditOp.LINK,
+    AuditOp.CHMOD,
+    AuditOp.UTIME,
+}
+
+
+@dataclass
+class Limits:
+    """The server's bounds; a request may ask for less, never more."""
+
+    run_timeout: float = 60.0  # seconds
+    run_memory: int = 512 << 20  # bytes of linear memory
+    runs_per_token: int = 4  # concurrent runs
+    max_upload: int = 16 << 30  # bytes of one PUT or import
+    max_json: int = 64 << 20  # bytes of one JSON body (a module travels base64 in it)
+    read_limit: int = 16 << 20  # bytes one MCP read_file returns at most
+    _running: dict[uuid.UUID, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def begin_run(self, token: uuid.UUID) -> None:
+        with self._lock:
+            n = self._running.get(token, 0)
+            if n >= self.runs_per_token:
+                raise ApiError(429, "TOO_MANY_RUNS", f"this token already has {n} runs in progress")
+            self._running[token] = n + 1
+
+    def end_run(self, token: uuid.UUID) -> None:
+        with self._lock:
+            self._running[token] -= 1
+
+
+def stat_dict(path: str, s: Stat) -> dict:
+    return {
+        "path": path,
+        "type": s.type.name.lower(),
+        "size": s.size,
+        "mode": oct(s.mode),
+        "nlink": s.nlink,
+        "ino": s.ino,
+        "mtime_ns": s.mtime_ns,
+        "ctime_ns": s.ctime_ns,
+        "atime_ns": s.atime_ns,
+    }
+
+
+def text_or_base64(data: bytes) -> dict:
+    """Bytes for a JSON answer: ``text`` when they are UTF-8, else ``base64``."""
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode()}
+
+
+def clean_path(path: str) -> str:
+    """A caller's path as an absolute tenant path (``a/b`` is ``/a/b``). Everything
+    else (``..``, NUL, over-long names, ``/.tarbox``) is the filesystem's to refuse."""
+    if "\0" in path:
+        raise fs_error(22, path, "path contains NUL")
+    return "/" + path.lstrip("/")
+
+
+class Workspace:
+    """One caller's access to its tenant (made per request from the verified token)."""
+
+    def __init__(self, tb: Tarbox, token: TokenInfo, limits: Limits) -> None:
+        self.tb, self.token, self.limits = tb, token, limits
+        if token.admin:
+            raise ApiError(403, "ADMIN_TOKEN", "an admin token manages tenants; use a tenant's token for its files")
+        self.tenant_id = token.tenant_id
+        self._fs: Filesystem | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.token.read_only
+
+    def fs(self) -> Filesystem:
+        if self._fs is None:
+            self._fs = self.tb.filesystem(self.tenant_id, read_only=self.read_only, hide_control=True)
+            self._fs.run_id = uuid.uuid4()  # this request, in the audit log
+        return self._fs
+
+    def need_write(self) -> None:
+        if self.read_only:
+            raise ApiError(403, "READ_ONLY_TOKEN", "this token is read-only", 30)
+
+    # ------------------------------------------------------------------ files
+
+    def read(self, path: str, offset: int = 0, limit: int | None = None) -> bytes:
+        with self.fs().open(clean_path(path), "rb") as f:
+            f.seek(offset)
+            return f.read(-1 if limit is None else limit)
+
+    def write(self, path: str, data: bytes, *, append: bool = False, parents: bool = False) -> int:
+        self.need_write()
+        path = clean_path(path)
+        fs = self.fs()
+        if parents:
+            fs.makedirs(posixpath.dirname(path.rstrip("/")) or "/", exist_ok=True)
+        return fs.append_file(path, data) if append else fs.write_file(path, data)
+
+    def begin_upload(self, path: str, *, parents: bool = False) -> Upload:
+        """A streamed upload to ``path``, visible whole at :meth:`Upload.finish` or not at all."""
+        self.need_write()
+        path = clean_path(path)
+        fs = self.fs()
+        parent = posixpath.dirname(path.rstrip("/")) or "/"
+        if parents:
+            fs.makedirs(parent, exist_ok=True)
+        if fs.is_dir(path):
+            raise fs_error(21, path)
+        quiet = self.tb.filesystem(self.tenant_id, hide_control=True)  # the hidden name stays out of the log
+        quiet.audited = False
+        return Upload(quiet, fs, path, fspaths.join(parent, f".tarbox-upload-{uuid.uuid4().hex[:16]}"))
+
+    def edit(self, path: str, old: str, new: str) -> int:
+        """Replace the one occurrence of ``old`` by ``new`` (an error unless it occurs
+        exactly once); returns the new size."""
+        self.need_write()
+        path = clean_path(path)
+        fs = self.fs()
+        with fs.batch():
+            text = fs.read_file(path).decode("utf-8")
+            count = text.count(old) if old else 0
+            if count != 1:
+                raise ApiError(
+                    409,
+                    "NO_UNIQUE_MATCH",
+                    f"old_string occurs {count} times in {path}; it must occur exactly once",
+                )
+            return fs.write_file(path, text.replace(old, new, 1).encode("utf-8"))
+
+    def stat(self, path: str, follow: bool = True) -> dict:
+        path = clean_path(path)
+        return stat_dict(path, self.fs().stat(path, follow_symlinks=follow))
+
+    def list_dir(self, path: str, offset: int = 0, limit: int = 1000) -> dict:
+        path = clean_path(path)
+        fs = self.fs()
+        entries = fs.scandir(path)
+        page = entries[offset : offset + limit]
+        out = []
+        for e in page:
+            s = fs.lstat(fspaths.join(path, e.name))
+            item = {"name": e.name, "type": s.type.name.lower(), "size": s.size, "mtime_ns": s.mtime_ns}
+            if s.is_symlink:
+                item["target"] = fs.readlink(fspaths.join(path, e.name))
+            out.append(item)
+        nxt = offset + len(page)
+        return {"path": path, "entries": out, "total": len(entries), "next": nxt if nxt < len(entries) else None}
+
+    def mkdir(self, path: str, parents: bool = False) -> None:
+        self.need_write()
+        self.fs().mkdir(clean_path(path), parents=parents, exist_ok=parents)
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        self.need_write()
+        path = clean_path(path)
+        fs = self.fs()
+        if recursive:
+            fs.remove_tree(path)
+        elif fs.lstat(path).is_dir:
+            fs.rmdir(path)
+        else:
+            fs.remove(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        self.need_write()
+        self.fs().rename(clean_path(src), clean_path(dst))
+
+    def symlink(self, target: str, path: str) -> None:
+        self.need_write()
+        self.fs().symlink(target, clean_path(path))
+
+    def glob(self, pattern: str, path: str = "/", limit: int = 1000) -> list[str]:
+        """Paths under ``path`` matching ``pattern`` (``*`` stays within a name, ``**``
+        crosses directories; a pattern without ``/`` matches names at any depth)."""
+        regex = _glob_regex(pattern if "/" in pattern else "**/" + pattern)
+        root = clean_path(path)
+        out = []
+        for dirpath, dirs, files in self.fs().walk(root):
+            for name in sorted(dirs + files):
+                full = fspaths.join(dirpath, name)
+                rel = full[len(root) :].lstrip("/") if root != "/" else full.lstrip("/")
+                if regex.fullmatch(rel):
+                    out.append(full)
+                    if len(out) >= limit:
+                        return out
+        return out
+
+    def grep(self, pattern: str, path: str = "/", max_results: int = 100, glob: str | None = None) -> list[dict]:
+        """Lines matching the regular expression ``pattern`` in the text files under
+        ``path`` (files over 8 MiB or not UTF-8 are skipped)."""
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ApiError(400, "BAD_PATTERN", f"invalid regular expression: {exc}") from None
+        fs = self.fs()
+        root = clean_path(path)
+        files = [root] if fs.is_file(root) else self.glob(glob or "*", root, limit=1 << 30)
+        out: list[dict] = []
+        for p in files:
+            s = fs.lstat(p)
+            if not s.is_file or s.size > (8 << 20):
+                continue
+            try:
+                text = fs.read_file(p).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            for n, line in enumerate(text.splitlines(), 1):
+                if regex.search(line):
+                    out.append({"path": p, "line": n, "text": line})
+                    if len(out) >= max_results:
+                        return out
+        return out
+
+    # ---------------------------------------------------------------- history
+
+    def checkpoint(self, message: str = "") -> dict:
+        self.need_write()
+        return self.fs().checkpoint(message).to_dict()
+
+    def layers(self) -> list[dict]:
+        return [layer.to_dict() for layer in self.fs().layers(counts=True)]
+
+    def switch(self, layer: int | None = None, branch: str | None = None) -> dict:
+        """Roll back or forward: view ``layer`` (later writes branch from it) or follow
+        ``branch``. Nothing is destroyed."""
+        self.need_write()
+        if (layer is None) == (branch is None):
+            raise ApiError(400, "INVALID", "give exactly one of layer or branch")
+        fs = self.fs()
+        fs.switch(layer if layer is not None else branch)
+        return {"layer": fs.current_layer().id, "branch": fs.current_branch()}
+
+    def branches(self) -> dict:
+        fs = self.fs()
+        return {"current": fs.current_branch(), "branches": fs.branches()}
+
+    def branch(self, name: str, from_layer: int | None = None) -> dict:
+        self.need_write()
+        return self.fs().branch(name, from_layer).to_dict()
+
+    def delete_branch(self, name: str) -> None:
+        self.need_write()
+        self.fs().delete_branch(name)
+
+    def diff(self, a: int, b: int | None = None, patch: bool = False) -> list[dict]:
+        return [
+            {
+                "path": c.path,
+                "kind": c.kind.value,
+                "type": c.type.name.lower(),
+                "size_before": c.size_before,
+                "size_after": c.size_after,
+                **({"patch": c.patch} if patch and c.patch is not None else {}),
+            }
+            for c in self.fs().diff(a, b, patch=patch)
+        ]
+
+    def audit(self, **filters) -> list[dict]:
+        return [r.to_dict() for r in self.fs().audit(**filters)]
+
+    # ------------------------------------------------------------------- runs
+
+    def run(
+        self,
+        *,
+        wasm: bytes | None = None,
+        wasm_path: str | None = None,
+        python: str | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        memory_limit: int | None = None,
+        checkpoint_before: bool = False,
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
+    ) -> dict:
+        """Run a module or component (bytes, or a path in the tenant) or Python source in
+        the WASI sandbox on ``/workspace``, within the server's limits."""
+        if sum(x is not None for x in (wasm, wasm_path, python)) != 1:
+            raise ApiError(400, "INVALID", "give exactly one of wasm, wasm_path or python")
+        if self.read_only and checkpoint_before:
+            raise ApiError(403, "READ_ONLY_TOKEN", "a read-only token cannot checkpoint", 30)
+        limits = {
+            "timeout": min(timeout or self.limits.run_timeout, self.limits.run_timeout),
+            "memory_limit": min(memory_limit or self.limits.run_memory, self.limits.run_memory),
+            "checkpoint_before": checkpoint_before,
+            "read_only": self.read_only,
+        }
+        if wasm_path is not None:
+            wasm = self.fs().read_file(clean_path(wasm_path))
+        self.limits.begin_run(self.token.id)
+        try:
+            if python is not None:
+                from tarbox.wasi.python import PythonRuntime
+
+                result = PythonRuntime().run(
+                    self.tb,
+                    self.tenant_id,
+                    python,
+                    args=args,
+                    env=env,
+                    stdin=stdin,
+                    on_stdout=on_stdout,
+                    on_stderr=on_stderr,
+                    **limits,
+                )
+            else:
+                from tarbox.wasi import WasiHost
+
+                host = WasiHost(self.tb, self.tenant_id, "/workspace", **limits)
+                argv = ["main.wasm", *(args or [])]
+                result = host.run(wasm, argv, env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)
+        finally:
+            self.limits.end_run(self.token.id)
+        changed = [
+            {"op": str(r.op), "path": r.path, **({"path2": r.path2} if r.path2 else {})}
+            for r in result.audit
+            if r.op in _MUTATIONS
+        ]
+        return {
+            "run_id": str(result.run_id) if result.run_id else None,
+            "status": result.status.value,
+            "exit_code": result.exit_code,
+            "stdout": result.stdout.decode("utf-8", "replace"),
+            "stderr": result.stderr.decode("utf-8", "replace"),
+            "duration": result.duration,
+            "trap": result.trap,
+            "checkpoint": result.checkpoint,
+            "changed": changed,
+        }
+
+
+class Upload:
+    """Bytes streamed into a hidden file beside the target, renamed over it when complete
+    (readers see the old file or the new one, whole), removed when the upload fails.
+    The audit log gets one ``write`` of the target, with the caller's run id."""
+
+    def __init__(self, quiet: Filesystem, audited: Filesystem, path: str, temp: str) -> None:
+        self.fs, self.audited, self.path, self.temp = quiet, audited, path, temp
+        self.file = quiet.open(temp, "wb")
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    def finish(self) -> dict:
+        self.file.close()
+        with self.fs.batch():
+            self.fs.rename(self.temp, self.path)
+            self.audited.record(AuditOp.WRITE, self.path, nbytes=self.size)
+        return stat_dict(self.path, self.fs.stat(self.path))
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.fs.remove(self.temp)
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """``**/`` any directories (none included), ``**`` anything, ``*`` within a name."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))

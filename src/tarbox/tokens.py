@@ -1,0 +1,140 @@
+"""API tokens: what a request to ``tarbox serve`` carries, and the one thing that
+decides which tenant it may touch.
+
+A token reads ``tbx_<tenant id>_<token id>_<secret>``. The database keeps only the
+SHA-256 of the secret (the secret is 32 random bytes, so a fast hash is enough: no
+dictionary to guess from), compared in constant time. The tenant id in the text
+only routes the lookup: a token whose text names another tenant finds no row.
+Admin tokens (``--admin``) belong to no tenant (the nil UUID) and may only manage
+tenants. Tokens are created, listed, checked and revoked through the owner role.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tarbox.client import Tarbox, Tenant
+from tarbox.errors import TarboxError
+
+NO_TENANT = uuid.UUID(int=0)
+_FORMAT = re.compile(r"tbx_([0-9a-f]{32})_([0-9a-f]{32})_([A-Za-z0-9_-]{43})")
+
+
+class TokenError(TarboxError):
+    """A token that is missing, malformed, unknown, expired or revoked (HTTP 401)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as stored (never its secret)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID | None  # None: an admin token
+    name: str
+    read_only: bool
+    admin: bool
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": str(self.id),
+            "tenant_id": None if self.tenant_id is None else str(self.tenant_id),
+            "name": self.name,
+            "read_only": self.read_only,
+            "admin": self.admin,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": None if self.expires_at is None else self.expires_at.isoformat(),
+            "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
+        }
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+_COLUMNS = "token_id, tenant_id, name, read_only, admin, created_at, expires_at, revoked_at"
+
+
+def _info(row) -> TokenInfo:
+    token_id, tenant_id, name, read_only, admin, created, expires, revoked = row
+    return TokenInfo(token_id, None if admin else tenant_id, name, read_only, admin, created, expires, revoked)
+
+
+def create_token(
+    tb: Tarbox,
+    tenant: Tenant | str | uuid.UUID | None,
+    *,
+    name: str = "",
+    read_only: bool = False,
+    admin: bool = False,
+    expires_days: float | None = None,
+) -> tuple[str, TokenInfo]:
+    """A new token for ``tenant`` (``admin=True``: for no tenant). Returns the token text,
+    shown once and never stored, and its record."""
+    if admin == (tenant is not None):
+        raise ValueError("a token is either for one tenant or, with admin=True, for none")
+    if expires_days is not None and expires_days <= 0:
+        raise ValueError("expires_days must be positive")
+    tid = NO_TENANT if tenant is None else tb.get_tenant(tenant).id
+    token_id = uuid.uuid4()
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    expires = None if expires_days is None else datetime.now(UTC) + timedelta(days=expires_days)
+    with tb.db.admin() as conn:
+        row = conn.execute(
+            f"""INSERT INTO api_tokens (tenant_id, token_id, secret_hash, name, read_only, admin, expires_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}""",
+            (tid, token_id, _hash(secret), name, read_only, admin, expires),
+        ).fetchone()
+    return f"tbx_{tid.hex}_{token_id.hex}_{secret}", _info(row)
+
+
+def verify_token(tb: Tarbox, text: str | None) -> TokenInfo:
+    """The live token ``text`` is, or TokenError (the same message whatever is wrong
+    with it, so an answer tells a guesser nothing)."""
+    m = _FORMAT.fullmatch(text or "")
+    if m is None:
+        raise TokenError("missing or malformed token")
+    tenant_id, token_id, secret = uuid.UUID(m.group(1)), uuid.UUID(m.group(2)), m.group(3)
+    with tb.db.admin() as conn:
+        row = conn.execute(
+            f"""SELECT secret_hash, expires_at IS NOT NULL AND expires_at <= now(), {_COLUMNS}
+                FROM api_tokens WHERE tenant_id = %s AND token_id = %s""",
+            (tenant_id, token_id),
+        ).fetchone()
+    stored = row[0] if row is not None else b"\0" * 32
+    if not hmac.compare_digest(stored, _hash(secret)) or row is None:
+        raise TokenError("invalid token")
+    info = _info(row[2:])
+    if row[1] or info.revoked_at is not None:
+        raise TokenError("expired or revoked token")
+    return info
+
+
+def list_tokens(tb: Tarbox, tenant: Tenant | str | uuid.UUID | None = None) -> list[TokenInfo]:
+    """Every token (of ``tenant``, if given), oldest first."""
+    where, args = ("", ()) if tenant is None else ("WHERE tenant_id = %s", (tb.get_tenant(tenant).id,))
+    with tb.db.admin() as conn:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM api_tokens {where} ORDER BY created_at, token_id", args).fetchall()
+    return [_info(r) for r in rows]
+
+
+def revoke_token(tb: Tarbox, token_id: uuid.UUID | str) -> TokenInfo:
+    """Revoke a token by its id (from ``list_tokens``); revoking twice keeps the first time."""
+    with tb.db.admin() as conn:
+        row = conn.execute(
+            f"""UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
+                WHERE token_id = %s RETURNING {_COLUMNS}""",
+            (uuid.UUID(str(token_id)),),
+        ).fetchone()
+    if row is None:
+        raise TokenError(f"no token with id {token_id}")
+    return _info(row)
