@@ -174,10 +174,10 @@ def build(
         ctx: Context,
         path: str = "/workspace",
         limit: Annotated[int, Field(ge=1, le=100_000)] = 1000,
-    ) -> list[str]:
+    ) -> dict:
         """Paths under path whose relative path matches pattern (a pattern without / matches
-        names at any depth)."""
-        return await call(ctx, "glob", lambda ws: ws.glob(pattern, path, limit))
+        names at any depth): {"paths": [...]}."""
+        return {"paths": await call(ctx, "glob", lambda ws: ws.glob(pattern, path, limit))}
 
     @tool
     async def grep(
@@ -186,9 +186,9 @@ def build(
         path: str = "/workspace",
         glob: Annotated[str | None, Field(description="only files matching this glob")] = None,
         max_results: Annotated[int, Field(ge=1, le=10_000)] = 100,
-    ) -> list[dict]:
-        """Lines matching pattern in the text files under path: path, line number, text."""
-        return await call(ctx, "grep", lambda ws: ws.grep(pattern, path, max_results, glob))
+    ) -> dict:
+        """Lines matching pattern in the text files under path: {"matches": [{path, line, text}]}."""
+        return {"matches": await call(ctx, "grep", lambda ws: ws.grep(pattern, path, max_results, glob))}
 
     @tool
     async def checkpoint(ctx: Context, message: str = "") -> dict:
@@ -197,10 +197,10 @@ def build(
         return await call(ctx, "checkpoint", lambda ws: ws.checkpoint(message))
 
     @tool
-    async def log(ctx: Context) -> list[dict]:
-        """The history: every layer (checkpoint) with its message, time and counts of files
-        added, modified and deleted."""
-        return await call(ctx, "log", lambda ws: ws.layers())
+    async def log(ctx: Context) -> dict:
+        """The history: {"layers": [...]}, every layer (checkpoint) with its message, time and
+        counts of files added, modified and deleted."""
+        return {"layers": await call(ctx, "log", lambda ws: ws.layers())}
 
     @tool
     async def diff(
@@ -208,9 +208,9 @@ def build(
         from_layer: Annotated[int, Field(description="a checkpoint's layer id")],
         to_layer: Annotated[int | None, Field(description="another layer (default: the current state)")] = None,
         patch: Annotated[bool, Field(description="include unified diffs of text files")] = False,
-    ) -> list[dict]:
-        """What changed between two layers: each path added, modified or deleted."""
-        return await call(ctx, "diff", lambda ws: ws.diff(from_layer, to_layer, patch))
+    ) -> dict:
+        """What changed between two layers: {"changes": [...]}, each path added, modified or deleted."""
+        return {"changes": await call(ctx, "diff", lambda ws: ws.diff(from_layer, to_layer, patch))}
 
     @tool
     async def rollback(

@@ -266,8 +266,10 @@ class Workspace:
         if (layer is None) == (branch is None):
             raise ApiError(400, "INVALID", "give exactly one of layer or branch")
         fs = self.fs()
-        fs.switch(layer if layer is not None else branch)
-        return {"layer": fs.current_layer().id, "branch": fs.current_branch()}
+        target = layer if layer is not None else branch
+        fs.switch(target)
+        # writing on from a frozen layer opens a new layer on top of it: current_layer says which
+        return {"switched_to": target, "current_layer": fs.current_layer().id, "branch": fs.current_branch()}
 
     def branches(self) -> dict:
         fs = self.fs()
@@ -282,6 +284,11 @@ class Workspace:
         self.fs().delete_branch(name)
 
     def diff(self, a: int, b: int | None = None, patch: bool = False) -> list[dict]:
+        """Paths changed from layer ``a`` to ``b`` (default: now). The CPython runtime that
+        the first Python run installs into the tenant (under ``/opt/python``) is Tarbox's,
+        not the caller's change, and is left out."""
+        from tarbox.wasi.python import PREFIX
+
         return [
             {
                 "path": c.path,
@@ -292,6 +299,7 @@ class Workspace:
                 **({"patch": c.patch} if patch and c.patch is not None else {}),
             }
             for c in self.fs().diff(a, b, patch=patch)
+            if not (c.path == PREFIX or c.path.startswith(PREFIX + "/") or c.path == posixpath.dirname(PREFIX))
         ]
 
     def audit(self, **filters) -> list[dict]:
