@@ -263,6 +263,7 @@ def run_differential(tb: tarbox.Tarbox, steps, *, batch: bool) -> None:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(op, min_size=10, max_size=50))
 @example(steps=[("symlink", "../a/c", "b/d"), ("rmdir", "b/d/"), ("stat", "b/d/"), ("rmdir", "a/c/")])  # rmdir "link/"
+@example(steps=[("symlink", "x" * 4096, "c"), ("symlink", "x" * 4095, "c")])  # the target's limit, then EEXIST
 def test_matches_linux(tb, steps):
     run_differential(tb, steps, batch=False)
 

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+import wasmtime.component as wc
 
 from tarbox.fs.local import copy_in
 from tarbox.wasi import WasiHost
 from tarbox.wasi.host import Mount
 from tarbox.wasi.toolchain import componentize
+from wasi_support import native_engine, start_component
 
 SUITE = Path(os.environ.get("TARBOX_WASI_TESTSUITE", Path(__file__).parents[2] / "shared" / "wasi-testsuite"))
 # wasmtime answers EINVAL to rmdir("dir/"); the suite, POSIX and Linux remove the directory
@@ -92,9 +94,6 @@ def run_tarbox(tb, case: Case, component: bool) -> tuple[int, bytes, str | None]
         tb.delete_tenant(tenant)
 
 
-_engine = wasmtime.Engine()
-
-
 def run_wasmtime(case: Case, component: bool) -> tuple[int | str, bytes]:
     """The test on wasmtime's own WASI (WASIp2 for a component) over a temporary copy."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,10 +105,13 @@ def run_wasmtime(case: Case, component: bool) -> tuple[int | str, bytes]:
             cfg.preopen_dir(str(Path(tmp, d)), d)
         cfg.stdout_file = os.path.join(tmp, "stdout")
         cfg.stderr_file = os.path.join(tmp, "stderr")
-        store = wasmtime.Store(_engine)
+        store = wasmtime.Store(native_engine)
         store.set_wasi(cfg)
         try:
-            code = _start_component(store, binary(case, True)) if component else _start_module(store, case)
+            if component:
+                code = start_component(store, wc.Component(native_engine, binary(case, True)))
+            else:
+                code = _start_module(store, case)
         except wasmtime.ExitTrap as exc:
             code = exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError):
@@ -118,22 +120,10 @@ def run_wasmtime(case: Case, component: bool) -> tuple[int | str, bytes]:
 
 
 def _start_module(store, case: Case) -> int:
-    linker = wasmtime.Linker(_engine)
+    linker = wasmtime.Linker(native_engine)
     linker.define_wasi()
-    linker.instantiate(store, wasmtime.Module(_engine, case.wasm.read_bytes())).exports(store)["_start"](store)
+    linker.instantiate(store, wasmtime.Module(native_engine, case.wasm.read_bytes())).exports(store)["_start"](store)
     return 0
-
-
-def _start_component(store, wasm: bytes) -> int:
-    import wasmtime.component as wc
-
-    comp = wc.Component(_engine, wasm)
-    linker = wc.Linker(_engine)
-    linker.add_wasip2()
-    inst = linker.instantiate(store, comp)
-    iface = next(n for n in comp.type.exports(_engine) if n.startswith("wasi:cli/run@0.2"))
-    run = inst.get_func(store, inst.get_export_index(store, "run", comp.get_export_index(iface)))
-    return 0 if run(store).tag == "ok" else 1
 
 
 CASES = cases() if SUITE.is_dir() else []

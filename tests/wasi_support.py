@@ -33,7 +33,7 @@ class Outcome:
     tree: dict
 
 
-_native_engine = wasmtime.Engine()
+native_engine = wasmtime.Engine()
 _native_modules: dict[int, wasmtime.Module] = {}
 
 
@@ -49,7 +49,7 @@ def _native_store(root: Path, io_dir: str, argv, env, stdin: bytes, preopens=Non
     cfg.stdin_file = os.path.join(io_dir, "in")
     cfg.stdout_file = os.path.join(io_dir, "out")
     cfg.stderr_file = os.path.join(io_dir, "err")
-    store = wasmtime.Store(_native_engine)
+    store = wasmtime.Store(native_engine)
     store.set_wasi(cfg)
     return store
 
@@ -76,10 +76,10 @@ def run_native(
         setup(root)
     mod = _native_modules.get(hash(wasm))
     if mod is None:
-        mod = _native_modules[hash(wasm)] = wasmtime.Module(_native_engine, wasm)
+        mod = _native_modules[hash(wasm)] = wasmtime.Module(native_engine, wasm)
 
     def start(store) -> int:
-        linker = wasmtime.Linker(_native_engine)
+        linker = wasmtime.Linker(native_engine)
         linker.define_wasi()
         linker.instantiate(store, mod).exports(store)["_start"](store)
         return 0
@@ -139,17 +139,22 @@ def run_native_component(
 
     comp = _native_components.get(hash(wasm))
     if comp is None:
-        comp = _native_components[hash(wasm)] = wc.Component(_native_engine, wasm)
+        comp = _native_components[hash(wasm)] = wc.Component(native_engine, wasm)
 
-    def start(store) -> int:
-        linker = wc.Linker(_native_engine)
-        linker.add_wasip2()
-        inst = linker.instantiate(store, comp)
-        run_iface = next(n for n in comp.type.exports(_native_engine) if n.startswith("wasi:cli/run@0.2"))
-        run = inst.get_func(store, inst.get_export_index(store, "run", comp.get_export_index(run_iface)))
-        return 0 if run(store).tag == "ok" else 1
+    return _oracle(root, [argv0, *args], env, stdin, preopens, lambda store: start_component(store, comp))
 
-    return _oracle(root, [argv0, *args], env, stdin, preopens, start)
+
+def start_component(store: wasmtime.Store, comp) -> int:
+    """Run a command component's ``wasi:cli/run`` on wasmtime's own WASIp2 in ``store``
+    (a store of ``native_engine``, with its WasiConfig set); its exit code."""
+    import wasmtime.component as wc
+
+    linker = wc.Linker(native_engine)
+    linker.add_wasip2()
+    inst = linker.instantiate(store, comp)
+    run_iface = next(n for n in comp.type.exports(native_engine) if n.startswith("wasi:cli/run@0.2"))
+    run = inst.get_func(store, inst.get_export_index(store, "run", comp.get_export_index(run_iface)))
+    return 0 if run(store).tag == "ok" else 1
 
 
 def component_from_wat(wit: str, wat: str, workdir: Path, world: str | None = None) -> bytes:

@@ -131,6 +131,20 @@ class Tarbox:
             raise TenantNotFoundError(f"no tenant named {tenant!s}")
         return Tenant(*row)
 
+    def describe_tenant(self, tenant: Tenant | str | uuid.UUID) -> dict:
+        """A tenant with its usage and quotas, JSON-ready (``tarbox tenant info``, the server)."""
+        t = self.get_tenant(tenant)
+        u = self.filesystem(t).usage()
+        return {
+            "id": str(t.id),
+            "name": t.name,
+            "created_at": t.created_at.isoformat(),
+            "used_bytes": u.used_bytes,
+            "used_inodes": u.used_inodes,
+            "quota_bytes": u.quota_bytes,
+            "quota_inodes": u.quota_inodes,
+        }
+
     def list_tenants(self) -> list[Tenant]:
         with self.db.admin() as conn:
             rows = conn.execute("SELECT tenant_id, name, created_at FROM tenants ORDER BY name").fetchall()

@@ -12,6 +12,7 @@ tenants. Tokens are created, listed, checked and revoked through the owner role.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -43,6 +44,7 @@ class TokenInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    tenant: Tenant | None = None  # filled by verify_token (saves the server a lookup)
 
     def to_dict(self) -> dict:
         return {
@@ -104,19 +106,23 @@ def verify_token(tb: Tarbox, text: str | None) -> TokenInfo:
     if m is None:
         raise TokenError("missing or malformed token")
     tenant_id, token_id, secret = uuid.UUID(m.group(1)), uuid.UUID(m.group(2)), m.group(3)
-    with tb.db.admin() as conn:
+    with tb.db.lookup() as conn:
         row = conn.execute(
-            f"""SELECT secret_hash, expires_at IS NOT NULL AND expires_at <= now(), {_COLUMNS}
-                FROM api_tokens WHERE tenant_id = %s AND token_id = %s""",
+            f"""SELECT k.secret_hash, k.expires_at IS NOT NULL AND k.expires_at <= now(), t.name, t.created_at,
+                       {", ".join("k." + c.strip() for c in _COLUMNS.split(","))}
+                FROM api_tokens k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id
+                WHERE k.tenant_id = %s AND k.token_id = %s""",
             (tenant_id, token_id),
         ).fetchone()
     stored = row[0] if row is not None else b"\0" * 32
     if not hmac.compare_digest(stored, _hash(secret)) or row is None:
         raise TokenError("invalid token")
-    info = _info(row[2:])
-    if row[1] or info.revoked_at is not None:
+    info = _info(row[4:])
+    if row[1] or info.revoked_at is not None or (not info.admin and row[2] is None):
         raise TokenError("expired or revoked token")
-    return info
+    if info.admin:
+        return info
+    return dataclasses.replace(info, tenant=Tenant(tenant_id, row[2], row[3]))
 
 
 def list_tokens(tb: Tarbox, tenant: Tenant | str | uuid.UUID | None = None) -> list[TokenInfo]:

@@ -32,7 +32,7 @@ from hypothesis.errors import HypothesisWarning
 
 from suites import SuiteResult
 from tarbox.wasi import Mount, WasiHost
-from wasi_support import _native_engine, _native_modules, guest
+from wasi_support import _native_modules, guest, native_engine
 
 OPS = [
     "open_read",
@@ -155,7 +155,7 @@ def run_native(wasm: bytes, root: Path, stdin: bytes) -> bytes:
     for name, target in LINKS.items():
         os.symlink(target, root / "workspace" / name)
     module = _native_modules.get(hash(wasm)) or _native_modules.setdefault(
-        hash(wasm), wasmtime.Module(_native_engine, wasm)
+        hash(wasm), wasmtime.Module(native_engine, wasm)
     )
     cfg = wasmtime.WasiConfig()
     cfg.argv = ["confine"]
@@ -164,9 +164,9 @@ def run_native(wasm: bytes, root: Path, stdin: bytes) -> bytes:
     (root / "stdin").write_bytes(stdin)
     cfg.stdin_file = str(root / "stdin")
     cfg.stdout_file = str(root / "stdout")
-    store = wasmtime.Store(_native_engine)
+    store = wasmtime.Store(native_engine)
     store.set_wasi(cfg)
-    linker = wasmtime.Linker(_native_engine)
+    linker = wasmtime.Linker(native_engine)
     linker.define_wasi()
     try:
         linker.instantiate(store, module).exports(store)["_start"](store)

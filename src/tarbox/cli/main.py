@@ -252,19 +252,7 @@ def tenant_list(ctx: typer.Context) -> None:
 def tenant_info(ctx: typer.Context, name: str) -> None:
     """Show a tenant's usage and quotas."""
     c = _ctx(ctx)
-    tb = c.tb()
-    t = tb.get_tenant(name)
-    u = tb.filesystem(t).usage()
-    data = {
-        "id": str(t.id),
-        "name": t.name,
-        "created_at": t.created_at.isoformat(),
-        "used_bytes": u.used_bytes,
-        "used_inodes": u.used_inodes,
-        "quota_bytes": u.quota_bytes,
-        "quota_inodes": u.quota_inodes,
-    }
-    _show(c, data)
+    _show(c, c.tb().describe_tenant(name))
 
 
 @tenant_app.command("delete")

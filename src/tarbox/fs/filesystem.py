@@ -670,7 +670,7 @@ class Filesystem:
             raise fs_error(errno.ENOENT, text, "empty symlink target")
         if "\x00" in target:
             raise fs_error(errno.EINVAL, text, "symlink target contains NUL")
-        if paths.encoded_len(target, text) > paths.PATH_MAX:
+        if paths.encoded_len(target, text) >= paths.PATH_MAX:  # Linux: PATH_MAX counts the NUL
             raise fs_error(errno.ENAMETOOLONG, text)
         self._no_ctl(text)
         with self._op(text, AuditOp.SYMLINK, target):

@@ -57,7 +57,8 @@ def build(
     """An MCP server offering ``tools`` (default: all; only the read tools when
     ``fixed_token`` is read-only). Over HTTP the token comes with each request;
     ``fixed_token`` serves stdio, where the command line chose the tenant."""
-    server = MCPServer("tarbox", instructions=INSTRUCTIONS)
+    # the SDK configures the root logger at the level given: INFO would log every request
+    server = MCPServer("tarbox", instructions=INSTRUCTIONS, log_level="WARNING")
     wanted = set(tools or ALL_TOOLS)
     unknown = wanted - set(ALL_TOOLS)
     if unknown:

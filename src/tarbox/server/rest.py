@@ -133,6 +133,11 @@ def head_file(path: str, ws: WS) -> Response:
 
 @router.put("/files/{path:path}", summary="Upload a file (streamed; visible whole when complete)")
 async def put_file(path: str, request: Request, ws: WS, parents: bool = False) -> JSONResponse:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= CHUNK:  # small: one write, published whole at its commit
+        data = await request.body()
+        await _thread(ws.write, path, data, parents=parents)
+        return JSONResponse(await _thread(ws.stat, path), status_code=201)
     upload = await _thread(ws.begin_upload, path, parents=parents)
     try:
         buf = bytearray()
@@ -436,36 +441,23 @@ class TenantBody(BaseModel):
     quota_inodes: int | None = None
 
 
-def _tenant_dict(tb, t) -> dict:
-    u = tb.filesystem(t).usage()
-    return {
-        "id": str(t.id),
-        "name": t.name,
-        "created_at": t.created_at.isoformat(),
-        "used_bytes": u.used_bytes,
-        "used_inodes": u.used_inodes,
-        "quota_bytes": u.quota_bytes,
-        "quota_inodes": u.quota_inodes,
-    }
-
-
 @router.get("/tenants", summary="Every tenant with usage and quotas (admin tokens)")
 def tenants(request: Request) -> list[dict]:
     tb = _admin(request)
-    return [_tenant_dict(tb, t) for t in tb.list_tenants()]
+    return [tb.describe_tenant(t) for t in tb.list_tenants()]
 
 
 @router.post("/tenants", status_code=201, summary="Create a tenant (admin tokens)")
 def create_tenant(body: TenantBody, request: Request) -> dict:
     tb = _admin(request)
     t = tb.create_tenant(body.name, quota_bytes=body.quota_bytes, quota_inodes=body.quota_inodes)
-    return _tenant_dict(tb, t)
+    return tb.describe_tenant(t)
 
 
 @router.get("/tenants/{name}", summary="One tenant (admin tokens)")
 def tenant(name: str, request: Request) -> dict:
     tb = _admin(request)
-    return _tenant_dict(tb, tb.get_tenant(name))
+    return tb.describe_tenant(name)
 
 
 @router.delete("/tenants/{name}", summary="Delete a tenant and all its data (admin tokens)")

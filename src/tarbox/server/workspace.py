@@ -112,7 +112,8 @@ class Workspace:
 
     def fs(self) -> Filesystem:
         if self._fs is None:
-            self._fs = self.tb.filesystem(self.tenant_id, read_only=self.read_only, hide_control=True)
+            tenant = self.token.tenant or self.tenant_id  # verified tokens carry the tenant: no lookup
+            self._fs = self.tb.filesystem(tenant, read_only=self.read_only, hide_control=True)
             self._fs.run_id = uuid.uuid4()  # this request, in the audit log
         return self._fs
 

@@ -78,6 +78,18 @@ class Database:
             timeout=30,
             open=True,
         )
+        # the owner role for hot, read-only lookups (API tokens): no liveness check per
+        # checkout, which would double their cost; a dead connection fails one lookup
+        # and is replaced
+        self._lookup = ConnectionPool(
+            self.url,
+            min_size=0,
+            max_size=4,
+            kwargs={"autocommit": True, "options": _OPTIONS, "prepare_threshold": None},
+            name="tarbox-lookup",
+            timeout=30,
+            open=True,
+        )
         self._tokens: dict[uuid.UUID, str] = {}
         self._app = ConnectionPool(
             self.url,
@@ -107,6 +119,12 @@ class Database:
     def admin(self) -> Iterator[psycopg.Connection]:
         """A connection of the owner role (bypasses RLS): tenants, migrations, fsck."""
         with self._translate(), self._admin.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def lookup(self) -> Iterator[psycopg.Connection]:
+        """An owner-role connection for a read-only lookup on a hot path (no liveness check)."""
+        with self._translate(), self._lookup.connection() as conn:
             yield conn
 
     @contextmanager
@@ -151,4 +169,5 @@ class Database:
                 return
             self._closed = True
         self._app.close()
+        self._lookup.close()
         self._admin.close()
