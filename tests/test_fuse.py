@@ -54,7 +54,7 @@ class Mounted:
         assert os.path.ismount(path)
 
     def pid(self) -> int:
-        out = subprocess.run(["pgrep", "-f", f"tarbox.integrations.fuse {self.path} "], capture_output=True, text=True)
+        out = subprocess.run(["pgrep", "-f", f"tarbox.integrations.mount {self.path} "], capture_output=True, text=True)
         return int(out.stdout.split()[0])
 
     def umount(self) -> None:

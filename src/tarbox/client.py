@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -11,15 +10,15 @@ from datetime import datetime
 
 import psycopg
 
-from tarbox.errors import InvalidNameError, TenantExistsError, TenantNotFoundError
+from tarbox.errors import TenantExistsError, TenantNotFoundError
 from tarbox.fs import fsck
 from tarbox.fs.filesystem import Filesystem
 from tarbox.fs.fsck import FsckReport
 from tarbox.fs.store import DEFAULT_BLOCK_SIZE, ROOT_INO, Store
 from tarbox.fs.types import FileType
+from tarbox.names import validate_tenant_name
 from tarbox.storage import Database
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _TENANT_TABLES = (
     "api_tokens",
     "audit",
@@ -40,23 +39,6 @@ class Tenant:
     id: uuid.UUID
     name: str
     created_at: datetime
-
-
-def _validate_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidNameError(
-            f"invalid {kind} name {name!r}: use 1-63 characters a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def validate_tenant_name(name: str) -> str:
-    return _validate_name("tenant", name)
-
-
-def validate_branch_name(name: str) -> str:
-    return _validate_name("branch", name)
 
 
 class Tarbox:

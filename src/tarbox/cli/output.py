@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
 out = Console(soft_wrap=True)  # soft wrap: a long line is never broken in two
@@ -76,3 +77,16 @@ def json_option(command: Callable) -> Callable:
     with_flag.__signature__ = sig.replace(parameters=[*sig.parameters.values(), flag])  # type: ignore[attr-defined]
     with_flag.__annotations__ = {**command.__annotations__, "json_after": annotation}
     return with_flag
+
+
+def progress_bar() -> Progress:
+    """A transfer progress bar on stderr, shown only on a terminal."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )

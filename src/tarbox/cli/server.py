@@ -8,13 +8,10 @@ from typing import Annotated
 
 import typer
 
+from tarbox.cli.context import ctx_of
 from tarbox.cli.output import emit_json, json_option, out, print_table
 
 token_app = typer.Typer(no_args_is_help=True, help="API tokens of `tarbox serve`: create, list, revoke.")
-
-
-def _ctx(ctx: typer.Context):
-    return ctx.obj
 
 
 def serve(
@@ -35,7 +32,7 @@ def serve(
     limits = Limits(
         run_timeout=run_timeout, run_memory=run_memory, runs_per_token=runs_per_token, max_upload=max_upload
     )
-    run_server(_ctx(ctx).tb(), host=host, port=port, limits=limits, log_level=log_level)
+    run_server(ctx_of(ctx).tb(), host=host, port=port, limits=limits, log_level=log_level)
 
 
 def mcp(
@@ -50,7 +47,7 @@ def mcp(
     from tarbox.server.workspace import Limits
     from tarbox.tokens import TokenInfo
 
-    c = _ctx(ctx)
+    c = ctx_of(ctx)
     if not c.tenant:
         raise typer.BadParameter("tarbox mcp needs --tenant NAME (or TARBOX_TENANT)")
     tenant = c.tb().get_tenant(c.tenant)
@@ -75,7 +72,7 @@ def token_create(
     """Create a token for --tenant (or --admin) and print it once: only its hash is kept."""
     from tarbox.tokens import create_token
 
-    c = _ctx(ctx)
+    c = ctx_of(ctx)
     if not admin and not c.tenant:
         raise typer.BadParameter("a token is for one tenant (--tenant NAME) or --admin")
     text, info = create_token(
@@ -93,7 +90,7 @@ def token_list(ctx: typer.Context) -> None:
     """Tokens (of --tenant, else all), never their secrets."""
     from tarbox.tokens import list_tokens
 
-    c = _ctx(ctx)
+    c = ctx_of(ctx)
     infos = list_tokens(c.tb(), c.tenant)
     if c.as_json:
         emit_json([i.to_dict() for i in infos])
@@ -119,5 +116,5 @@ def token_revoke(ctx: typer.Context, token_id: str) -> None:
     """Revoke a token by id (from tarbox token list): its next request gets 401."""
     from tarbox.tokens import revoke_token
 
-    info = revoke_token(_ctx(ctx).tb(), token_id)
+    info = revoke_token(ctx_of(ctx).tb(), token_id)
     out.print(f"revoked token {info.id}", highlight=False)

@@ -23,6 +23,7 @@ from tarbox.fs import control, layercounts, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
 from tarbox.fs.types import AuditOp, AuditRecord, Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage, WriteBack
+from tarbox.names import validate_branch_name
 
 SYMLOOP_MAX = 40
 
@@ -863,8 +864,6 @@ class Filesystem:
     def branch(self, name: str, from_layer: Layer | int | None = None) -> Layer:
         """Create a named branch with its own head on top of ``from_layer`` (a
         checkpoint; default: checkpoint the current view first). Does not switch."""
-        from tarbox.client import validate_branch_name
-
         self._writable(None)
         validate_branch_name(name)
         src = from_layer.id if isinstance(from_layer, Layer) else from_layer

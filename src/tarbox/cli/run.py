@@ -1,0 +1,127 @@
+"""The ``run`` command (a WASI agent from a .wasm, .c, .rs or .py file) and ``demo``."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tarbox.cli.context import ctx_of
+from tarbox.cli.output import err, out
+
+app = typer.Typer()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    module: Annotated[
+        Path,
+        typer.Argument(
+            help="A wasm32-wasip1 module or WASI 0.2 command component (.wasm), a .c or .rs file to build, "
+            "or a .py script."
+        ),
+    ],
+    dir: Annotated[
+        str, typer.Option("--dir", help="Tenant directory preopened at the same guest path.")
+    ] = "/workspace",
+    maps: Annotated[list[str] | None, typer.Option("--map", help="GUEST=TARBOXPATH, repeatable.")] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Every mutation fails with EROFS.")] = False,
+    timeout: Annotated[float, typer.Option(help="Wall-clock limit in seconds.")] = 30.0,
+    memory: Annotated[int, typer.Option(help="Linear memory limit in bytes.")] = 256 << 20,
+    fuel: Annotated[int | None, typer.Option(help="Instruction fuel (off by default).")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="K=V, repeatable.")] = None,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint", help="Checkpoint before the run.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="One-line summary on stderr.")] = False,
+    component: Annotated[
+        bool, typer.Option("--component", help="Build a .c or .rs source as a WASI 0.2 component (preview1 adapter).")
+    ] = False,
+) -> None:
+    """Run a WebAssembly agent on the tenant's files: tarbox -t T run agent.wasm -- ARGS."""
+    from tarbox.wasi import Mount, WasiHost
+    from tarbox.wasi.toolchain import build_c
+
+    c = ctx_of(ctx)
+    if not c.tenant:
+        raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
+    tenant = c.tb().get_tenant(c.tenant)
+    mounts = [Mount(dir, dir, read_only)]
+    envs: dict[str, str] = {}
+    argv0 = [module.name]
+    if module.suffix == ".py":  # CPython for WASI runs the script, kept read-only in the tenant
+        from tarbox.wasi.python import GUEST_LIB, PREFIX, PythonRuntime
+
+        py = PythonRuntime()
+        fs = c.fs()
+        py.install(fs)
+        fs.makedirs("/opt/agents")
+        fs.write_file(f"/opt/agents/{module.name}", module.read_bytes())
+        mounts += [Mount(GUEST_LIB, f"{PREFIX}/lib", True), Mount("/agent", "/opt/agents", True)]
+        envs = {"PYTHONHOME": "/usr/local", "PYTHONDONTWRITEBYTECODE": "1"}
+        wasm, argv0 = py.wasm(), ["python", f"/agent/{module.name}"]
+    elif module.suffix == ".rs":
+        from tarbox.wasi.toolchain import build_rust
+
+        wasm = build_rust(module)
+    else:
+        wasm = build_c(module) if module.suffix == ".c" else module.read_bytes()
+    if component and module.suffix in (".c", ".rs"):
+        from tarbox.wasi.toolchain import componentize
+
+        wasm = componentize(wasm, module.stem)
+    for m in maps or []:
+        guest, _, path = m.partition("=")
+        if not guest or not path:
+            raise typer.BadParameter(f"--map wants GUEST=TARBOXPATH, got {m!r}")
+        mounts.append(Mount(guest, path, read_only))
+    envs.update(dict(e.partition("=")[::2] for e in env or []))
+    host = WasiHost(
+        c.tb(),
+        tenant,
+        dir,
+        mounts=mounts,
+        read_only=read_only,
+        timeout=timeout,
+        memory_limit=memory,
+        fuel=fuel,
+        checkpoint_before=checkpoint,
+    )
+
+    def to(stream):
+        def write(data: bytes) -> None:
+            stream.write(data)
+            stream.flush()
+
+        return write
+
+    # -v on a terminal: a live line (spinner, elapsed time) while the agent runs
+    live = err.status(f"running {module.name} on {tenant.name}") if verbose and err.is_terminal else nullcontext()
+    with live:
+        r = host.run(
+            wasm,
+            [*argv0, *ctx.args],
+            envs,
+            sys.stdin.buffer.read() if not sys.stdin.isatty() else b"",
+            on_stdout=to(sys.stdout.buffer),
+            on_stderr=to(sys.stderr.buffer),
+        )
+    if verbose or r.status.value != "exited":
+        s = r.stats
+        err.print(
+            f"[dim]{r.status.value} exit={r.exit_code} {r.duration:.3f}s files={s.files_opened} "
+            f"read={s.bytes_read}B written={s.bytes_written}B host-calls={s.host_calls} run={r.run_id}"
+            f"{' checkpoint=' + str(r.checkpoint) if r.checkpoint else ''}{' trap=' + r.trap if r.trap else ''}[/]",
+            highlight=False,
+        )
+    raise typer.Exit(r.exit_code if r.status.value == "exited" else 125)
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Show Tarbox's main job on the embedded database: an agent workspace in PostgreSQL."""
+    from tarbox.demo import run_demo
+
+    run_demo(ctx_of(ctx).tb(), out)
