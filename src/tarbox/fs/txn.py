@@ -1,0 +1,409 @@
+"""Transactions of a tenant's store: the tenant's write lock, read delegations,
+batches and write-back windows (and the flusher thread that ends them), commit and
+abort, and the bookkeeping of what is dirty. It decides when a flush happens; what
+a flush writes is ``flush.py``'s."""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from tarbox.errors import ConnectionLostError, DatabaseError, TenantNotFoundError, fs_error
+from tarbox.fs.records import (
+    _WINDOW_ROOM_BYTES,
+    _WINDOW_ROOM_INODES,
+    FLUSH_BYTES,
+    FLUSH_ROWS,
+)
+
+if TYPE_CHECKING:
+    from tarbox.fs.store import Store
+from tarbox.storage import db_error
+
+
+def translate_db_error(exc: psycopg.Error, path: str | None = None) -> Exception:
+    """Tarbox's own SQLSTATEs (quotas, reclaimed stages) as filesystem errors; the rest
+    as the database layer maps them (read-only, disk full, connection lost)."""
+    code = getattr(exc, "sqlstate", None)
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if code in ("TBQ01", "TBQ02"):
+        return fs_error(errno.EDQUOT, path, msg)
+    if code == "TBS01":
+        return fs_error(errno.EIO, path, msg)
+    return db_error(exc)
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    """End whatever transaction the connection is in (it runs in autocommit mode)."""
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass
+
+
+class _Flusher:
+    """Commits write-back windows that reached their age: one daemon thread per process."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._due: list[tuple[float, int, weakref.ref, int]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, store: Store, when: float, window: int) -> None:
+        with self._cv:
+            heapq.heappush(self._due, (when, next(self._seq), weakref.ref(store), window))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tarbox-flusher", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cv.wait(None if not self._due else self._due[0][0] - time.monotonic())
+                _, _, ref, window = heapq.heappop(self._due)
+            store = ref()
+            if store is not None:
+                retry = store._expire(window)
+                if retry is not None:
+                    self.schedule(store, time.monotonic() + retry, window)
+
+
+_flusher = _Flusher()
+
+
+class Transactions:
+    """transactions of the tenant store (mixed into ``Store``; see its docstring)."""
+
+    @contextmanager
+    def writing(self, *, publish: bool = False) -> Iterator[None]:
+        """Scope of one mutating operation: holds the tenant write lock, then flushes.
+
+        Inside a batch the lock is already held and the flush is deferred; with
+        write-back on, the operation opens (or joins) a window instead.
+        ``publish`` commits at the end whatever the mode (layer operations).
+        """
+        with self.lock:
+            if self._txn is None:
+                self._begin()
+                if publish or not self._wb or not self._roomy():
+                    yield from self._one_operation()
+                    return
+                self._start_window()
+            self._mutated = False
+            try:
+                yield
+            except BaseException as exc:
+                if self._mutated or self._txn_failed():
+                    self._abort(exc)
+                raise
+            if self._batch_depth:
+                if self._over_thresholds():
+                    self._commit_and_relock()
+            elif publish or self._over_thresholds():
+                self._close_window()
+
+    def _one_operation(self) -> Iterator[None]:
+        """The body of ``writing`` for an operation committed on its own."""
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                if self._mutated:
+                    self._abort(exc)
+                else:  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
+                    _rollback(self._txn)
+            finally:
+                self._end()
+            raise
+        self._flush_and_end()
+
+    def _over_thresholds(self) -> bool:
+        return self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self._dirty_rows() > FLUSH_ROWS
+
+    def _txn_failed(self) -> bool:
+        """Is the open transaction unusable (a statement failed, or the connection broke)?"""
+        return self._txn is not None and self._txn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Defer commits: every operation inside shares one write-back window."""
+        with self.lock:
+            if self._batch_depth == 0:
+                if self._window:
+                    self._close_window()
+                if self._txn is None:
+                    self._begin()
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._batch_depth -= 1
+                if self._batch_depth == 0 and self._txn is not None:
+                    self._flush_and_end()
+
+    @contextmanager
+    def write_back(self, seconds: float) -> Iterator[None]:
+        """While inside, changes collect in windows of up to ``seconds`` (see the module
+        docstring); everything pending is committed on the way out."""
+        with self.lock:
+            self._wb.append(seconds)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._wb.remove(seconds)
+                try:
+                    self.commit()
+                finally:
+                    if not self._wb:
+                        self._release_delegation()
+
+    def commit(self, durable: bool = False, *, publish: int | None = None) -> None:
+        """Flush pending writes now (close/fsync). ``durable`` waits for the WAL flush;
+        ``publish`` is a file to publish although descriptors are still writing it (fsync)."""
+        with self.lock:
+            if publish is not None:
+                self._publish_now.add(publish)
+                self._unhold(publish)
+            try:
+                if self._txn is not None:
+                    if self._batch_depth:
+                        self._commit_and_relock(durable)
+                    else:
+                        self._close_window(durable)
+                elif self._has_dirty() or durable:
+                    self._begin()
+                    self._flush_and_end(durable)
+            finally:
+                self._publish_now.discard(publish)
+
+    def publish_close(self) -> None:
+        """A file written to was closed. Without write-back that commits now; with it the
+        open window (or a new one) carries the file, unless it is time to commit."""
+        with self.lock:
+            if not self._wb or self._batch_depth:
+                self.commit()
+                return
+            if self._txn is None:
+                if not self._has_dirty():
+                    return
+                self._begin()
+                if not self._roomy():
+                    self._flush_and_end()
+                    return
+                self._start_window()
+            if self._over_thresholds():
+                self._close_window()
+
+    def _flush_and_end(self, durable: bool = False) -> None:
+        try:
+            self._flush(self._txn, durable)
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        finally:
+            self._end()
+
+    def _roomy(self) -> bool:
+        """Is the tenant far enough from its quotas for a window to run ahead of the check?"""
+        room_bytes, room_inodes = self._room
+        return (room_bytes is None or room_bytes > _WINDOW_ROOM_BYTES) and (
+            room_inodes is None or room_inodes > _WINDOW_ROOM_INODES
+        )
+
+    def _start_window(self) -> None:
+        self._window = True
+        self._window_id += 1
+        self.stats["windows"] += 1
+        _flusher.schedule(self, time.monotonic() + min(self._wb), self._window_id)
+
+    def _close_window(self, durable: bool = False) -> None:
+        """Commit the open window and give the lock back."""
+        if self._txn is not None:
+            self._flush_and_end(durable)
+
+    def _expire(self, ident: int) -> float | None:
+        """Called by the flusher when window ``ident`` (or read delegation ``-ident``) is due.
+        Returns a delay to try again after."""
+        if not self.lock.acquire(timeout=0.005):
+            return 0.002  # an operation is in progress; the window commits right after it
+        try:
+            if ident < 0:
+                if self._rd is not None and self._rd_id == -ident:
+                    self._release_delegation()
+            elif self._window and self._window_id == ident:
+                try:
+                    self._close_window()
+                except Exception:  # noqa: BLE001 - recorded by _abort (lost_windows, write_errors)
+                    pass
+        finally:
+            self.lock.release()
+        return None
+
+    def _begin(self) -> None:
+        """Take the tenant's write lock in a new transaction (on the read delegation's
+        connection if we hold one: the upgrade costs the same single round trip)."""
+        conn, cm, _ = self._connect(lambda conn, upgrade: self._acquire(conn, upgrade=upgrade))
+        self._txn, self._txn_cm = conn, cm
+        self._mutated = False
+
+    def _connect(self, start: Callable[[psycopg.Connection, bool], object]) -> tuple:
+        """A connection with ``start(conn, upgrade)`` run on it: the read delegation's
+        (``upgrade``) or a pooled one. One found broken (a server restart, a terminated
+        backend) is replaced once; on any failure the connection goes back to the pool."""
+        for attempt in (0, 1):
+            if self._rd is not None:
+                (conn, cm), self._rd, upgrade = self._rd, None, True
+            else:
+                cm = self.db.tenant(self.tid)
+                try:
+                    conn, upgrade = cm.__enter__(), False
+                except ConnectionLostError:  # binding the connection found it broken
+                    if attempt:
+                        raise
+                    self.db.discard_broken()
+                    continue
+            try:
+                return conn, cm, start(conn, upgrade)
+            except psycopg.OperationalError as exc:
+                _rollback(conn)
+                cm.__exit__(None, None, None)  # the pool discards a broken connection
+                if attempt:
+                    raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
+                self.db.discard_broken()
+            except BaseException as exc:
+                _rollback(conn)
+                cm.__exit__(type(exc), exc, exc.__traceback__)
+                if isinstance(exc, psycopg.Error):
+                    raise translate_db_error(exc) from exc
+                raise
+        raise AssertionError("unreachable")
+
+    def _end(self) -> None:
+        cm, self._txn, self._txn_cm = self._txn_cm, None, None
+        self._window = False
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    def _acquire(self, conn: psycopg.Connection, *, upgrade: bool = False) -> None:
+        self.stats["round_trips"] += 1
+        with conn.pipeline():
+            if upgrade:
+                conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            cur = conn.execute("SELECT * FROM tarbox_lock_usage()")
+        row = cur.fetchone()
+        if row is None:
+            raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+        before, used_bytes, quota_bytes, used_inodes, quota_inodes = row
+        self._room = (
+            None if quota_bytes is None else quota_bytes - used_bytes,
+            None if quota_inodes is None else quota_inodes - used_inodes,
+        )
+        if before != self.gen:
+            self._invalidate()
+            row = self._state(conn)
+            with self._using(conn):
+                self._load_state((before, *row[1:]))
+                self._recheck_pending()
+        self.gen = before + 1  # the generation our commit will publish
+        self.validated_at = time.monotonic()
+        if self.head_frozen and self.pinned is None:
+            # the view is a frozen layer (after switch): writing branches off it
+            with self._using(conn):
+                self._open_child(self.head, "")
+
+    @contextmanager
+    def _using(self, conn: psycopg.Connection) -> Iterator[None]:
+        """Route _q through ``conn`` (the locked transaction) for a moment."""
+        prev, self._txn = self._txn, conn
+        try:
+            yield
+        finally:
+            self._txn = prev
+
+    def _commit_and_relock(self, durable: bool = False) -> None:
+        conn = self._txn
+        assert conn is not None
+        try:
+            self._flush(conn, durable)
+            self._acquire(conn)
+        except BaseException as exc:
+            self._abort(exc)
+            self._end()
+            raise
+
+    def _abort(self, cause: BaseException | None = None) -> None:
+        """A write failed: roll back and forget everything not committed. Files whose
+        buffered writes go with it fail at close with the cause's errno when it is the
+        quota or a full disk (their data was refused too), else EIO."""
+        if self._txn is not None:
+            _rollback(self._txn)
+        if self._window:
+            # closes already reported success for what the window held
+            self.lost_windows += 1
+        code = getattr(cause, "errno", None)
+        if code not in (errno.EDQUOT, errno.ENOSPC):
+            code = errno.EIO
+        for ino in set(self.wbuf) | set(self.d_ext):
+            self.write_errors.setdefault(ino, fs_error(code, None, "buffered writes were lost"))
+        for ino, st in self.stages.items():
+            self.d_unstage[st.sid] = ino  # its staging rows (if committed) go at the next flush
+        self.stages.clear()
+        self._clear_dirty()
+        self.dcache.clear()
+        self.children.clear()
+        self.pcache.clear()
+        self.icache.clear()
+        self.xcache.clear()
+        self.gen = None
+        if self._window:
+            self._end()
+        elif self._txn is not None and self._batch_depth > 0:
+            # the batch keeps its connection: take the lock afresh
+            try:
+                self._acquire(self._txn)
+            except BaseException:
+                self._end()
+
+    def _has_dirty(self) -> bool:
+        return bool(
+            self.d_inodes
+            or self.d_dirents
+            or self.wbuf
+            or self.d_blocks
+            or self.d_unstage
+            or self.d_audit
+            or len(self.d_ext) > len(self._quiet)
+        )
+
+    def _dirty_rows(self) -> int:
+        """Rows the next flush writes, at most (asked after every operation: kept O(1))."""
+        return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows + len(self.d_audit)
+
+    def _clear_dirty(self, held: Iterable[int] = ()) -> None:
+        """Forget what was committed (or lost); ``held`` files keep their staged changes."""
+        self.d_inodes.clear()
+        self.d_dirents.clear()
+        self.d_ext = {ino: self.d_ext[ino] for ino in held}
+        self._quiet = set(self.d_ext)
+        self.d_blocks.clear()
+        self.d_audit.clear()  # committed with the changes, or lost with them
+        self.d_ext_rows = 0
+        self.wbuf.clear()
+        self.wbuf_bytes = 0
+        self.d_block_bytes = 0
