@@ -369,6 +369,15 @@ def test_kill_9_mid_upload_shows_nothing_partial(db_url, tmp_path, tb, tenant, f
     assert fsck.returncode == 0, fsck.stdout.decode()[-2000:]
 
 
+def wait_until_running(tb, tenant, path: str = "/workspace/w", timeout: float = 60) -> None:
+    """Until the writeback guest has written and closed ``path``: its run is then in
+    progress (sleeping), whatever the machine's speed."""
+    deadline = time.monotonic() + timeout
+    while not tb.filesystem(tenant).exists(path):
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.05)
+
+
 def test_sigterm_lets_a_run_finish_and_commits(db_url, tmp_path, tb, tenant, fs):
     s = start_server(db_url, tmp_path)
     with client(s, tb, tenant) as api:
@@ -380,7 +389,7 @@ def test_sigterm_lets_a_run_finish_and_commits(db_url, tmp_path, tb, tenant, fs)
             )
         )
         t.start()
-        time.sleep(0.7)
+        wait_until_running(tb, tenant)
         assert s.stop(signal.SIGTERM) == 0
         t.join()
     assert results[0].status_code == 200 and results[0].json()["exit_code"] == 0
@@ -403,7 +412,7 @@ def test_revoked_while_a_long_request_runs(server, tb, tenant):
         )
     )
     t.start()
-    time.sleep(0.5)
+    wait_until_running(tb, tenant)
     revoke_token(tb, info.id)
     assert httpx.get(server.url + "/v1/dirs", headers=headers).status_code == 401  # at once for new requests
     t.join()
@@ -421,7 +430,7 @@ def test_runs_per_token_are_limited(db_url, tmp_path, tb, tenant):
                 )
             )
             slow.start()
-            time.sleep(0.5)
+            wait_until_running(tb, tenant)
             r = api.post("/v1/runs", json={"wasm_base64": wasm, "args": ["nothing"]})
             assert r.status_code == 429 and error_of(r)["code"] == "TOO_MANY_RUNS"
             slow.join()
