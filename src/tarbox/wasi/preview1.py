@@ -765,8 +765,8 @@ class Preview1(RunState):
         fdflags: int,
         fd_ptr: int,
     ) -> int:
-        parent = self._fd(fd)
         d = self._dirfd(fd)
+        parent = self.fds[fd & U32]  # its Fd (rights), found by _dirfd just now
         rel = self._str(path, n)
         self._slice(fd_ptr, 4)
         if len(self.fds) >= self.max_fds:
