@@ -22,146 +22,42 @@ import wasmtime
 from tarbox.errors import DatabaseError, QuotaExceededError, SandboxEscapeError, TarboxError
 from tarbox.fs import FileType
 from tarbox.wasi.core import Descriptor
+from tarbox.wasi.preview1_errno import (
+    BADF,
+    FAULT,
+    FROM_LINUX,
+    INVAL,
+    IO,
+    MFILE,
+    NOTCAPABLE,
+    NOTDIR,
+    NOTSUP,
+    SPIPE,
+    SUCCESS,
+    WASI_ERRNO,
+)
+from tarbox.wasi.rights import (
+    ALL_RIGHTS,
+    DIR_RIGHTS,
+    R_PATH_LINK_TARGET,
+    R_PATH_RENAME_TARGET,
+    RIGHT_NEEDED,
+    STDIO_RIGHTS,
+    may_open,
+    open_access,
+    opened_rights,
+)
 from tarbox.wasi.state import GuestExit, RunState
 from tarbox.wasi.types import DescriptorFlags, DescriptorType, OpenFlags, PathFlags
 
 MODULE = "wasi_snapshot_preview1"
 
-# --- WASI errno (preview1 numbering) ----------------------------------------------------------
-_NAMES = [
-    "SUCCESS",
-    "2BIG",
-    "ACCES",
-    "ADDRINUSE",
-    "ADDRNOTAVAIL",
-    "AFNOSUPPORT",
-    "AGAIN",
-    "ALREADY",
-    "BADF",
-    "BADMSG",
-    "BUSY",
-    "CANCELED",
-    "CHILD",
-    "CONNABORTED",
-    "CONNREFUSED",
-    "CONNRESET",
-    "DEADLK",
-    "DESTADDRREQ",
-    "DOM",
-    "DQUOT",
-    "EXIST",
-    "FAULT",
-    "FBIG",
-    "HOSTUNREACH",
-    "IDRM",
-    "ILSEQ",
-    "INPROGRESS",
-    "INTR",
-    "INVAL",
-    "IO",
-    "ISCONN",
-    "ISDIR",
-    "LOOP",
-    "MFILE",
-    "MLINK",
-    "MSGSIZE",
-    "MULTIHOP",
-    "NAMETOOLONG",
-    "NETDOWN",
-    "NETRESET",
-    "NETUNREACH",
-    "NFILE",
-    "NOBUFS",
-    "NODEV",
-    "NOENT",
-    "NOEXEC",
-    "NOLCK",
-    "NOLINK",
-    "NOMEM",
-    "NOMSG",
-    "NOPROTOOPT",
-    "NOSPC",
-    "NOSYS",
-    "NOTCONN",
-    "NOTDIR",
-    "NOTEMPTY",
-    "NOTRECOVERABLE",
-    "NOTSOCK",
-    "NOTSUP",
-    "NOTTY",
-    "NXIO",
-    "OVERFLOW",
-    "OWNERDEAD",
-    "PERM",
-    "PIPE",
-    "PROTO",
-    "PROTONOSUPPORT",
-    "PROTOTYPE",
-    "RANGE",
-    "ROFS",
-    "SPIPE",
-    "SRCH",
-    "STALE",
-    "TIMEDOUT",
-    "TXTBSY",
-    "XDEV",
-    "NOTCAPABLE",
-]
-WASI_ERRNO = {name: i for i, name in enumerate(_NAMES)}
-_FROM_LINUX = {getattr(E, "E" + n): i for n, i in WASI_ERRNO.items() if hasattr(E, "E" + n)}
-_FROM_LINUX[E.EOPNOTSUPP] = WASI_ERRNO["NOTSUP"]
-SUCCESS, BADF, FAULT, INVAL, IO, ILSEQ = (WASI_ERRNO[n] for n in ("SUCCESS", "BADF", "FAULT", "INVAL", "IO", "ILSEQ"))
-ISDIR, NOTDIR, SPIPE, NOTSUP, MFILE, NOTCAPABLE = (
-    WASI_ERRNO[n] for n in ("ISDIR", "NOTDIR", "SPIPE", "NOTSUP", "MFILE", "NOTCAPABLE")
-)
 ESCAPE = WASI_ERRNO["PERM"]  # what wasmtime returns for a path leaving the preopen (differential test)
 
 # filetype
 FT_UNKNOWN, FT_CHAR, FT_DIR, FT_FILE, FT_SYMLINK = 0, 2, 3, 4, 7
 _FT = {FileType.FILE: FT_FILE, FileType.DIRECTORY: FT_DIR, FileType.SYMLINK: FT_SYMLINK}
 _DT = {DescriptorType.REGULAR_FILE: FT_FILE, DescriptorType.DIRECTORY: FT_DIR, DescriptorType.SYMBOLIC_LINK: FT_SYMLINK}
-# rights
-R_FD_DATASYNC, R_FD_READ, R_FD_SEEK, R_FD_WRITE = 1 << 0, 1 << 1, 1 << 2, 1 << 6
-R_FD_ALLOCATE, R_FD_READDIR, R_FD_FILESTAT_SET_SIZE = 1 << 8, 1 << 14, 1 << 22
-R_FD_TELL = 1 << 5
-R_FD_FDSTAT_SET_FLAGS, R_FD_SYNC, R_FD_ADVISE = 1 << 3, 1 << 4, 1 << 7
-R_PATH_CREATE_DIRECTORY, R_PATH_CREATE_FILE, R_PATH_LINK_SOURCE, R_PATH_LINK_TARGET = 1 << 9, 1 << 10, 1 << 11, 1 << 12
-R_PATH_OPEN, R_PATH_READLINK, R_PATH_RENAME_SOURCE, R_PATH_RENAME_TARGET = 1 << 13, 1 << 15, 1 << 16, 1 << 17
-R_PATH_FILESTAT_GET, R_PATH_FILESTAT_SET_SIZE, R_PATH_FILESTAT_SET_TIMES = 1 << 18, 1 << 19, 1 << 20
-R_FD_FILESTAT_GET, R_FD_FILESTAT_SET_TIMES = 1 << 21, 1 << 23
-R_PATH_SYMLINK, R_PATH_REMOVE_DIRECTORY, R_PATH_UNLINK_FILE = 1 << 24, 1 << 25, 1 << 26
-ALL_RIGHTS = (1 << 30) - 1
-FILE_RIGHTS = ALL_RIGHTS & ~(
-    (1 << 9)
-    | (1 << 10)
-    | (1 << 11)
-    | (1 << 12)
-    | (1 << 13)
-    | (1 << 14)
-    | (1 << 15)
-    | (1 << 16)
-    | (1 << 17)
-    | (1 << 18)
-    | (1 << 19)
-    | (1 << 20)
-    | (1 << 24)
-    | (1 << 25)
-    | (1 << 26)
-    | (1 << 28)
-    | (1 << 29)
-)
-DIR_RIGHTS = ALL_RIGHTS & ~(
-    R_FD_READ
-    | R_FD_WRITE
-    | R_FD_SEEK
-    | R_FD_TELL
-    | R_FD_ALLOCATE
-    | R_FD_FILESTAT_SET_SIZE
-    | (1 << 27)
-    | (1 << 28)
-    | (1 << 29)
-)
-STDIO_RIGHTS = R_FD_READ | R_FD_WRITE | (1 << 27)
 # fdflags / oflags / fstflags / whence
 FDF_APPEND, FDF_DSYNC, FDF_NONBLOCK, FDF_RSYNC, FDF_SYNC = 1, 2, 4, 8, 16
 FST_ATIM, FST_ATIM_NOW, FST_MTIM, FST_MTIM_NOW = 1, 2, 4, 8
@@ -324,7 +220,7 @@ class Preview1(RunState):
             params = [i64 if c == "I" else i32 for c in sig]
             results = [] if name == "proc_exit" else [i32]
             impl = getattr(self, name)
-            need = _RIGHT_NEEDED.get(name)
+            need = RIGHT_NEEDED.get(name)
             linker.define_func(MODULE, name, wasmtime.FuncType(params, results), self._guard(impl, need))
 
     def _guard(self, impl: Callable[..., int | None], need: tuple[int, int] | None) -> Callable[..., int | None]:
@@ -350,7 +246,7 @@ class Preview1(RunState):
             except QuotaExceededError:
                 return WASI_ERRNO["DQUOT"]
             except OSError as exc:
-                return _FROM_LINUX.get(exc.errno or 0, IO)
+                return FROM_LINUX.get(exc.errno or 0, IO)
             except (DatabaseError, TarboxError):
                 return IO
             except (OverflowError, struct.error):
@@ -771,20 +667,10 @@ class Preview1(RunState):
         self._slice(fd_ptr, 4)
         if len(self.fds) >= self.max_fds:
             return MFILE
-        if parent.held and (
-            (oflags & O_CREAT and not parent.rights & R_PATH_CREATE_FILE)
-            or (oflags & O_TRUNC and not parent.rights & R_PATH_FILESTAT_SET_SIZE)
-        ):
+        if parent.held and not may_open(parent.rights, oflags):
             return NOTCAPABLE
-        # Only FD_READ and FD_WRITE ask for access (as wasmtime reads them): the other
-        # rights describe a directory too, and Rust's std and cap-std reopen a directory
-        # with the rights fd_fdstat_get reported for it.
         base &= U64
-        flags = DescriptorFlags(0)
-        if base & R_FD_READ:
-            flags |= DescriptorFlags.READ
-        if base & R_FD_WRITE:
-            flags |= DescriptorFlags.WRITE
+        flags = open_access(base)
         if not d.read_only:
             flags |= DescriptorFlags.MUTATE_DIRECTORY
         for bit, fdflag in _SYNC_FLAGS:
@@ -797,9 +683,8 @@ class Preview1(RunState):
         self.stats.files_opened += 1
         kind = "dir" if new.type is DescriptorType.DIRECTORY else "file"
         # what it asked for, within what the directory passes on, and what such a descriptor can have
-        rights = base & parent.inheriting & (DIR_RIGHTS if kind == "dir" else FILE_RIGHTS)
-        inherit = (inheriting & U64 & parent.inheriting) if kind == "dir" else 0
-        num = self._new_fd(Fd(new, kind, append=append, rights=rights, inheriting=inherit, held=parent.held))
+        base, inherit = opened_rights(base, inheriting & U64, parent.inheriting, kind == "dir")
+        num = self._new_fd(Fd(new, kind, append=append, rights=base, inheriting=inherit, held=parent.held))
         self._put(_u32, fd_ptr, num)
         return SUCCESS
 
@@ -857,36 +742,7 @@ _SYNC_FLAGS = (  # descriptor flag, fdflag (as wasmtime maps them)
     (DescriptorFlags.DATA_INTEGRITY_SYNC, FDF_DSYNC),
     (DescriptorFlags.REQUESTED_WRITE_SYNC, FDF_RSYNC),
 )
-O_CREAT, O_TRUNC = 1, 8
 
-# the right each call uses on a descriptor argument: (argument index, right)
-_RIGHT_NEEDED = {
-    "fd_advise": (0, R_FD_ADVISE),
-    "fd_allocate": (0, R_FD_ALLOCATE),
-    "fd_datasync": (0, R_FD_DATASYNC),
-    "fd_sync": (0, R_FD_SYNC),
-    "fd_fdstat_set_flags": (0, R_FD_FDSTAT_SET_FLAGS),
-    "fd_filestat_get": (0, R_FD_FILESTAT_GET),
-    "fd_filestat_set_size": (0, R_FD_FILESTAT_SET_SIZE),
-    "fd_filestat_set_times": (0, R_FD_FILESTAT_SET_TIMES),
-    "fd_read": (0, R_FD_READ),
-    "fd_pread": (0, R_FD_READ),
-    "fd_write": (0, R_FD_WRITE),
-    "fd_pwrite": (0, R_FD_WRITE),
-    "fd_readdir": (0, R_FD_READDIR),
-    "fd_seek": (0, R_FD_SEEK),
-    "fd_tell": (0, R_FD_TELL),
-    "path_create_directory": (0, R_PATH_CREATE_DIRECTORY),
-    "path_filestat_get": (0, R_PATH_FILESTAT_GET),
-    "path_filestat_set_times": (0, R_PATH_FILESTAT_SET_TIMES),
-    "path_link": (0, R_PATH_LINK_SOURCE),
-    "path_open": (0, R_PATH_OPEN),
-    "path_readlink": (0, R_PATH_READLINK),
-    "path_remove_directory": (0, R_PATH_REMOVE_DIRECTORY),
-    "path_rename": (0, R_PATH_RENAME_SOURCE),
-    "path_symlink": (2, R_PATH_SYMLINK),
-    "path_unlink_file": (0, R_PATH_UNLINK_FILE),
-}
 
 # parameter types per function: i = i32, I = i64 (all return an errno i32 except proc_exit)
 _SIGNATURES = {
