@@ -299,6 +299,49 @@ def test_names_at_the_limits(tb, tmp_path, ops_wasm):
     differential(tb, tmp_path, ops_wasm, script)
 
 
+# A name over NAME_MAX is refused when the lookup reaches it: after the directories
+# before it and, in two-path calls, after the other path's directories; O_CREAT with a
+# trailing slash is EISDIR before the final name is looked at.
+_N = "n" * 256
+OVER_LONG = f"""mkdir d
+touch a
+mkdir {_N}
+mkdir nodir/{_N}
+mkdir a/{_N}
+mkdir d/{_N}/
+rmdir {_N}
+rmdir nodir/{_N}
+unlink d/{_N}
+stat d/{_N}
+open {_N} cw
+open nodir/{_N} cw
+open d/{_N}/ cw
+open nodir/{_N}/ cw
+rename {_N} b
+rename {_N} nodir/b
+rename nodir/{_N} b
+rename missing {_N}
+rename a {_N}
+rename a nodir/{_N}
+rename a d/{_N}/
+rename d/{_N}/ b
+link {_N} b
+link {_N} nodir/b
+link nodir/{_N} b
+link {_N}/ b
+link a {_N}
+link a nodir/{_N}
+symlink a {_N}
+symlink a nodir/{_N}
+readlink {_N}
+ls d
+"""
+
+
+def test_over_long_names_are_refused_in_linux_order(tb, tmp_path, ops_wasm):
+    differential(tb, tmp_path, ops_wasm, OVER_LONG)
+
+
 # --- hypothesis: random scripts over a small namespace ------------------------------------
 
 NAMES = ["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "..", "d/..", "l", "d/l", "a/", "d/"]

@@ -18,7 +18,16 @@ from tarbox.wasi import WasiHost, component_shim
 from tarbox.wasi.engine import is_component
 from tarbox.wasi.toolchain import build_component
 from tarbox.wasi.types import RunStatus
-from test_wasi_differential import BASIC, DESCRIPTOR_CALLS, ESCAPES, TRAILING, agent_twice, cmd, differential
+from test_wasi_differential import (
+    BASIC,
+    DESCRIPTOR_CALLS,
+    ESCAPES,
+    OVER_LONG,
+    TRAILING,
+    agent_twice,
+    cmd,
+    differential,
+)
 from wasi_support import GUESTS, component_from_wat, run_native_component
 
 ROOT = Path(__file__).parents[1]
@@ -47,7 +56,9 @@ def limits_component() -> bytes:
     return build_component(GUESTS / "limits.c")
 
 
-@pytest.mark.parametrize("script", [BASIC, TRAILING, ESCAPES], ids=["basic", "trailing", "escapes"])
+@pytest.mark.parametrize(
+    "script", [BASIC, TRAILING, ESCAPES, OVER_LONG], ids=["basic", "trailing", "escapes", "over-long"]
+)
 def test_scripts_match_wasmtime_wasip2(tb, tmp_path, ops_component, script):
     """Every descriptor function the adapter reaches (open-at, read/write/append via
     stream, stat, stat-at, set-size, set-times(-at), sync, read-directory, create/remove

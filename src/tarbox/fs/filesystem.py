@@ -1,4 +1,5 @@
-"""Tenant-scoped POSIX-like filesystem over the store.
+"""Tenant-scoped POSIX-like filesystem over the store: paths, files, directories.
+(Its history calls, layers to diffs, are ``timeline.py``'s.)
 
 Path resolution is physical, as in POSIX: ``a/..`` goes to the parent of the
 directory ``a`` really is (after following symlinks), ``..`` at the root stays
@@ -10,20 +11,18 @@ from __future__ import annotations
 import errno
 import io
 import os
-import posixpath
 import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 
 from tarbox.errors import SandboxEscapeError, fs_error
-from tarbox.fs import control, layercounts, paths
+from tarbox.fs import control, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, Inode, Store, _now
-from tarbox.fs.types import AuditOp, AuditRecord, Change, DirEntry, FileType, Layer, LayerCounts, Stat, Usage, WriteBack
-from tarbox.names import validate_branch_name
+from tarbox.fs.timeline import HistoryView
+from tarbox.fs.types import AuditOp, DirEntry, FileType, Stat, Usage, WriteBack
 
 SYMLOOP_MAX = 40
 
@@ -34,6 +33,7 @@ class _Res:
     name: str | None
     node: Inode | None  # None: the final name does not exist
     ancestors: tuple[int, ...]  # directories from the root down to ``parent``
+    name_too_long: bool = False  # the final name is over NAME_MAX (only with defer_long_name)
 
 
 def _check_reserved(parent: int, name: str, path: str) -> None:
@@ -56,7 +56,7 @@ class _ControlWriter(io.BytesIO):
             control.write(self._fs, self._path, data)
 
 
-class Filesystem:
+class Filesystem(HistoryView):
     """One tenant's files. Obtain it with ``Tarbox.filesystem(tenant)``."""
 
     def __init__(
@@ -81,8 +81,8 @@ class Filesystem:
 
     # ------------------------------------------------------------ resolution
 
-    def _resolve(self, path: str | os.PathLike, *, follow: bool = True) -> _Res:
-        return self._walk(paths.split(path), os.fspath(path), follow, [ROOT_INO], [], None)
+    def _resolve(self, path: str | os.PathLike, *, follow: bool = True, defer_long_name: bool = False) -> _Res:
+        return self._walk(paths.split(path), os.fspath(path), follow, [ROOT_INO], [], None, defer_long_name)
 
     def _walk(
         self,
@@ -92,11 +92,18 @@ class Filesystem:
         stack: list[int],
         names: list[str],
         floor: int | None,
+        defer_long_name: bool = False,
     ) -> _Res:
         """Walk ``sp`` from the directory ``stack`` (inodes from the root; ``names`` their
         entry names), following symlinks. With ``floor``, the walk stays beneath the
         first ``floor`` entries of ``stack``: absolute paths and targets, and ``..``
-        above them, raise SandboxEscapeError. ``names`` ends as the physical path."""
+        above them, raise SandboxEscapeError. ``names`` ends as the physical path.
+
+        Every name over NAME_MAX is refused when the walk reaches it (ENAMETOOLONG), as
+        Linux does. This is the one place that decides it. With ``defer_long_name``, an
+        over-long *final* name is not refused but returned as ``name_too_long``: an
+        operation that looks at two paths (rename, link) refuses it in Linux's order,
+        after walking the other path's directories."""
         st = self._st
         if floor is not None and sp.absolute:
             raise SandboxEscapeError(text)
@@ -121,6 +128,9 @@ class Filesystem:
                 raise fs_error(errno.ENOENT, text)
             if cnode.kind is not FileType.DIRECTORY:
                 raise fs_error(errno.ENOTDIR, text)
+            if last and defer_long_name and paths.overlong(comp):
+                names.append(comp)
+                return _Res(cur, comp, None, tuple(stack), name_too_long=True)
             paths.check_component(comp, text)
             child = st.lookup(cur, comp)
             node = st.inode(child) if child is not None else None
@@ -157,7 +167,9 @@ class Filesystem:
         node = st.inode(top)
         return self._final(_Res(None, None, node, tuple(stack[:-1])), sp, text)
 
-    def resolve_beneath(self, base: str, rel: str, *, follow: bool) -> tuple[str, Stat | None]:
+    def resolve_beneath(
+        self, base: str, rel: str, *, follow: bool, defer_long_name: bool = False
+    ) -> tuple[str, Stat | None]:
         """Resolve ``rel`` from the directory ``base`` (a physical path) for a sandbox
         (the WASI host): it may not climb above ``base``, nor use absolute paths or
         symlinks that leave it (SandboxEscapeError).
@@ -172,7 +184,7 @@ class Filesystem:
             assert start.node is not None
             stack = [*start.ancestors, start.node.ino]
             sp = paths.split(rel)
-            res = self._walk(sp, rel, follow, stack, names, len(names) + 1)
+            res = self._walk(sp, rel, follow, stack, names, len(names) + 1, defer_long_name)
             out = "/" + "/".join(names)
             if sp.trailing_slash and out != "/":
                 out += "/"
@@ -182,15 +194,6 @@ class Filesystem:
     def _final(res: _Res, sp: paths.SplitPath, text: str) -> _Res:
         if sp.trailing_slash and res.node is not None and res.node.kind is not FileType.DIRECTORY:
             raise fs_error(errno.ENOTDIR, text)
-        return res
-
-    def _walk_dir(self, path: str, whole: str) -> _Res:
-        """The directory ``path`` (the parent part of ``whole``), with the errors a walk of ``whole`` gives."""
-        res = self._resolve(path)
-        if res.node is None:
-            raise fs_error(errno.ENOENT, whole)
-        if res.node.kind is not FileType.DIRECTORY:
-            raise fs_error(errno.ENOTDIR, whole)
         return res
 
     def _existing(self, path: str | os.PathLike, *, follow: bool = True) -> _Res:
@@ -611,17 +614,15 @@ class Filesystem:
             # A final name over NAME_MAX cannot exist: it is refused only once the
             # other path's directories were walked (and, for the target, after the
             # source was found), as Linux's lookup order has it.
-            s_bare, d_bare = paths.without_trailing_slash(s)[0], paths.without_trailing_slash(d)[0]
-            s_long, d_long = paths.overlong(paths.final_name(s_bare)), paths.overlong(paths.final_name(d_bare))
-            rs = self._walk_dir(posixpath.dirname(s_bare) or "/", s) if s_long else self._resolve(s_bare, follow=False)
-            rd = self._walk_dir(posixpath.dirname(d_bare) or "/", d) if d_long else self._resolve(d_bare, follow=False)
-            if s_long:
+            rs = self._resolve(paths.without_trailing_slash(s)[0], follow=False, defer_long_name=True)
+            rd = self._resolve(paths.without_trailing_slash(d)[0], follow=False, defer_long_name=True)
+            if rs.name_too_long:
                 raise fs_error(errno.ENAMETOOLONG, s, "name longer than 255 bytes")
-            if rs.name is None or (rd.name is None and not d_long):  # ends in '.' or '..' (or is '/'): EBUSY
+            if rs.name is None or rd.name is None:  # ends in '.' or '..' (or is '/'): EBUSY
                 raise fs_error(errno.EBUSY, s if rs.name is None else d)
             if rs.node is None:
                 raise fs_error(errno.ENOENT, s)
-            if d_long:
+            if rd.name_too_long:
                 raise fs_error(errno.ENAMETOOLONG, d, "name longer than 255 bytes")
             node = rs.node
             assert node is not None and rs.parent is not None and rd.parent is not None
@@ -776,189 +777,3 @@ class Filesystem:
         from tarbox.fs.gc import STAGE_LEASE, collect
 
         return collect(self._st, STAGE_LEASE if stale_after is None else stale_after)
-
-    # ---------------------------------------------------------------- layers
-
-    def _layer_rows(self) -> list[tuple]:
-        return self._st._q(
-            "SELECT layer_id, parent_id, message, created_at, frozen, counts FROM layers WHERE tenant_id = %s"
-            " ORDER BY layer_id",
-            (self._st.tid,),
-        )
-
-    def layers(self, *, counts: bool = False) -> list[Layer]:
-        """Every layer of the tenant (the tree, by parent pointers), oldest first.
-        With ``counts``, each carries what it changed (computed once per frozen layer)."""
-        with self._st.lock:
-            self._st.refresh()
-            head = self._st.head
-            rows = self._layer_rows()
-            got = self._counts(rows) if counts else {}
-            return [Layer(r[0], r[1], r[2], r[3], r[4], r[0] == head, got.get(r[0])) for r in rows]
-
-    def layer_counts(self, layer: Layer | int | None = None) -> LayerCounts:
-        """What ``layer`` (default: the current one) changed relative to its parent."""
-        lid = self.current_layer().id if layer is None else layer.id if isinstance(layer, Layer) else int(layer)
-        with self._st.lock:
-            self._st.refresh()
-            rows = self._layer_rows()
-            if not any(r[0] == lid for r in rows):
-                raise fs_error(errno.ENOENT, None, f"layer {lid} does not exist")
-            return self._counts(rows, only=lid)[lid]
-
-    def _counts(self, rows: list[tuple], only: int | None = None) -> dict[int, LayerCounts]:
-        """Stored counts of frozen layers; the others computed from their rows (and stored once frozen)."""
-        st = self._st
-        parent = {r[0]: r[1] for r in rows}
-        out: dict[int, LayerCounts] = {}
-        for lid, _, _, _, frozen, stored in rows:
-            if only is not None and lid != only:
-                continue
-            if stored is not None:
-                out[lid] = LayerCounts(*stored)
-                continue
-            if not frozen:
-                st.commit()  # pending writes belong to the open layer
-            below, p = [], parent[lid]
-            while p is not None:
-                below.append(p)
-                p = parent.get(p)
-            c = layercounts.compute(st._q, st.tid, lid, below)
-            if frozen:
-                st._q(
-                    "UPDATE layers SET counts = %s WHERE tenant_id = %s AND layer_id = %s AND frozen RETURNING 1",
-                    ([c.added, c.modified, c.deleted, c.bytes], st.tid, lid),
-                )
-            out[lid] = c
-        return out
-
-    def current_layer(self) -> Layer:
-        """The layer this view reads (and, unless pinned, writes to)."""
-        with self._st.lock:
-            self._st.refresh()
-            head = self._st.head
-            rows = self._st._q(
-                "SELECT layer_id, parent_id, message, created_at, frozen FROM layers"
-                " WHERE tenant_id = %s AND layer_id = %s",
-                (self._st.tid, head),
-            )
-            r = rows[0]
-            return Layer(r[0], r[1], r[2], r[3], r[4], True)
-
-    def checkpoint(self, message: str = "") -> Layer:
-        """Freeze the current state in O(1) and continue in a new child layer. Returns the checkpoint."""
-        self._writable(None)
-        frozen = self._st.checkpoint(message)
-        self._audit_layer_op(AuditOp.CHECKPOINT, message, frozen)
-        return next(layer for layer in self.layers() if layer.id == frozen)
-
-    def switch(self, target: Layer | int | str) -> None:
-        """View a layer (the next write after switching to a frozen one branches
-        off it), or follow a named branch."""
-        self._writable(None)
-        if isinstance(target, Layer):
-            target = target.id
-        self._st.switch(target if isinstance(target, str) else int(target))
-        self._audit_layer_op(AuditOp.SWITCH, str(target), self._st.head)
-
-    def branch(self, name: str, from_layer: Layer | int | None = None) -> Layer:
-        """Create a named branch with its own head on top of ``from_layer`` (a
-        checkpoint; default: checkpoint the current view first). Does not switch."""
-        self._writable(None)
-        validate_branch_name(name)
-        src = from_layer.id if isinstance(from_layer, Layer) else from_layer
-        head = self._st.branch(name, src)
-        self._audit_layer_op(AuditOp.BRANCH, name, head)
-        return next(layer for layer in self.layers() if layer.id == head)
-
-    def branches(self) -> dict[str, int]:
-        """Branch name -> its head layer id."""
-        rows = self._st._q("SELECT name, head_layer FROM branches WHERE tenant_id = %s ORDER BY name", (self._st.tid,))
-        return dict(rows)
-
-    def delete_branch(self, name: str) -> None:
-        """Remove a branch pointer; its layers stay until dropped."""
-        self._writable(None)
-        self._st.delete_branch(name)
-        self._audit_layer_op(AuditOp.DELETE_BRANCH, name, None)
-
-    def drop_layer(self, layer: Layer | int, *, descendants: bool = False) -> list[int]:
-        """Delete history: a layer (with ``descendants``, its whole subtree).
-
-        Blocks that no surviving version references are freed in the same
-        transaction; blocks shared with other layers or files stay. Refused for
-        the base layer, the current view, and branch heads. Returns dropped ids.
-        """
-        self._writable(None)
-        lid = layer.id if isinstance(layer, Layer) else int(layer)
-        dropped = self._st.drop_layers(lid, descendants)
-        self._audit_layer_op(AuditOp.DROP_LAYER, ",".join(map(str, dropped)), lid)
-        return dropped
-
-    def _audit_layer_op(self, op: AuditOp, what: str | None, layer: int | None) -> None:
-        """Layer operations commit on their own; their record follows in a small commit."""
-        if self.audited:
-            with self._st.lock:
-                self._record(op, None, what, layer=layer)
-                self._st.commit()
-
-    def audit(
-        self,
-        *,
-        run_id: uuid.UUID | str | None = None,
-        since: datetime | None = None,
-        path: str | None = None,
-        op: AuditOp | str | None = None,
-        limit: int | None = None,
-    ) -> list[AuditRecord]:
-        """The tenant's audit log, oldest first: by run, since a time, for paths
-        matching a glob (``*`` and ``?``; ``*`` crosses ``/``), of one operation."""
-        where, params = ["tenant_id = %s"], [self._st.tid]
-        if run_id is not None:
-            where.append("run_id = %s")
-            params.append(uuid.UUID(str(run_id)))
-        if since is not None:
-            where.append("at >= %s")
-            params.append(since)
-        if path is not None:
-            where.append("(path LIKE %s OR path2 LIKE %s)")
-            like = _glob_to_like(path)
-            params += [like, like]
-        if op is not None:
-            where.append("op = %s")
-            params.append(str(AuditOp(op)))
-        sql = "SELECT seq, at, run_id, op, path, path2, bytes, layer_id FROM audit WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
-        self._st.commit()  # what this process did is part of the log
-        return [AuditRecord(r[0], r[1], r[2], AuditOp(r[3]), *r[4:]) for r in self._st._q(sql, tuple(params))]
-
-    def current_branch(self) -> str | None:
-        """The branch the view follows, or None when viewing a layer by id."""
-        return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]
-
-    def diff(self, a: Layer | int, b: Layer | int | None = None, *, patch: bool = False) -> list[Change]:
-        """Paths added, modified or deleted from layer ``a`` to layer ``b`` (default: the
-        current view); with ``patch``, each text file's change carries a unified diff."""
-        from tarbox.fs.diff import diff as _diff
-
-        if self._view is None:
-            raise RuntimeError("this filesystem view cannot open other layers")
-        sa = self._view(a.id if isinstance(a, Layer) else int(a))
-        sb = self._st if b is None else self._view(b.id if isinstance(b, Layer) else int(b))
-        if b is None:
-            self._st.commit()
-        return _diff(sa, sb, patch=patch)
-
-
-def _glob_to_like(glob: str) -> str:
-    out = []
-    for ch in glob:
-        if ch in "%_\\":
-            out.append("\\" + ch)
-        elif ch == "*":
-            out.append("%")
-        elif ch == "?":
-            out.append("_")
-        else:
-            out.append(ch)
-    return "".join(out)

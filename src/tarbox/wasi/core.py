@@ -115,29 +115,24 @@ class Descriptor:
         if self.type is not DescriptorType.DIRECTORY:
             raise fs_error(errno.ENOTDIR, self.path)
 
-    def resolve(self, rel: str, follow: bool) -> tuple[str, Stat | None]:
+    def resolve(self, rel: str, follow: bool, defer_long_name: bool = False) -> tuple[str, Stat | None]:
         """The physical Tarbox path ``rel`` names beneath this directory, and its stat
         (None: it does not exist). Intermediate symlinks are always followed, the last
-        one only with ``follow``. Call with the store lock held."""
+        one only with ``follow``; ``defer_long_name``: an over-long final name is left
+        for the fs operation to refuse (see ``Filesystem._walk``). Call with the store
+        lock held."""
         self._dir()
-        return self.fs.resolve_beneath(self.path, rel, follow=follow)
+        return self.fs.resolve_beneath(self.path, rel, follow=follow, defer_long_name=defer_long_name)
 
     def _path(self, rel: str, follow: bool = False) -> str:
         return self.resolve(rel, follow)[0]
 
     def _final_path(self, rel: str) -> str:
         """The lookup of rename(2) and mkdir(2): the final name is not followed even
-        before a slash (the slash is kept for the fs operation's own checks)."""
+        before a slash (the slash is kept for the fs operation's own checks), and is
+        refused by that operation when over-long."""
         bare, slash = paths.without_trailing_slash(rel)
-        head, _, final = bare.rpartition("/")
-        if paths.overlong(final) and not bare.startswith("/"):
-            # resolve only the directories: the fs operation refuses the name in Linux's
-            # order (rename: after walking the other path's directories too)
-            parent, s = self.resolve(head or ".", True)
-            if s is None or s.type is not FileType.DIRECTORY:
-                raise fs_error(errno.ENOENT if s is None else errno.ENOTDIR, rel)
-            return parent.rstrip("/") + "/" + final + ("/" if slash else "")
-        path = self._path(bare)
+        path = self.resolve(bare, False, defer_long_name=True)[0]
         if bare.rsplit("/", 1)[-1] in (".", ".."):
             return path.rstrip("/") + "/."  # the physical path lost the dot name the fs op must see
         return path + "/" if slash and path != "/" else path
@@ -259,9 +254,10 @@ class Descriptor:
         with st.lock:
             st.refresh()
             if create and paths.without_trailing_slash(rel)[1]:
-                self._final_path(rel)  # lookup errors and escapes of the directories first
-                paths.check_component(paths.final_name(rel), rel)
-                raise fs_error(errno.EISDIR, rel)  # Linux: O_CREAT with a trailing slash, final name unfollowed
+                # Linux: O_CREAT with a trailing slash is EISDIR before the final name is
+                # looked at (even one over NAME_MAX); the directories' errors come first
+                self._final_path(rel)
+                raise fs_error(errno.EISDIR, rel)
             path, s = self.resolve(rel, follow and not (create and excl))
             if s is not None:
                 if create and excl:
@@ -353,15 +349,13 @@ class Descriptor:
             # wasmtime's order (differential tests): a source written with a trailing slash is
             # looked up whole first; then the target's directories; then a missing source or
             # one whose name is over NAME_MAX (only its directories are walked before)
-            bare, slash = paths.without_trailing_slash(old)
-            long_src = not slash and not bare.startswith("/") and paths.overlong(paths.final_name(bare))
-            src, src_stat = (self._final_path(old), None) if long_src else self.resolve(old, False)
+            slash = paths.without_trailing_slash(old)[1]
+            src, src_stat = self.resolve(old, False, defer_long_name=not slash)
             if src_stat is None and slash:
                 raise fs_error(errno.ENOENT, old)
             dst = new_dir._path(new)
-            if long_src:
-                raise fs_error(errno.ENAMETOOLONG, old, "name longer than 255 bytes")
             if src_stat is None:
+                paths.check_component(paths.final_name(old), old)
                 raise fs_error(errno.ENOENT, old)
             self.fs.link(src, dst)
 
