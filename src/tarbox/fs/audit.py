@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import psycopg
-
 from tarbox.fs.records import (
     _AUDIT_PRUNE_EVERY,
 )
@@ -26,29 +24,16 @@ class AuditLog:
                 (time.time_ns(), run_id, op, path, path2, nbytes, self.head if layer is None else layer)
             )
 
-    def _write_audit(self, conn: psycopg.Connection) -> None:
+    def _audit_columns(self) -> list[list]:
+        """The queued records as the flush sends them: one array per column."""
         a = self.d_audit
-        conn.execute(
-            """INSERT INTO audit (tenant_id, at, run_id, op, path, path2, bytes, layer_id)
-               SELECT %s, to_timestamp(u.ns / 1e9), u.r, u.o, u.p, u.p2, u.b, u.l
-               FROM unnest(%s::int8[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[])
-                    AS u(ns, r, o, p, p2, b, l)""",
-            (
-                self.tid,
-                [r[0] for r in a],
-                [r[1] for r in a],
-                [r[2] for r in a],
-                [r[3] for r in a],
-                [r[4] for r in a],
-                [r[5] for r in a],
-                [r[6] for r in a],
-            ),
-        )
+        return [[r[i] for r in a] for i in range(7)]
+
+    def _audit_prune_due(self) -> bool:
+        """Whether this flush should also delete records past the retention (at most
+        once per ``_AUDIT_PRUNE_EVERY`` seconds per process, with records to write)."""
         now = time.monotonic()
-        if self._audit_pruned is None or now - self._audit_pruned > _AUDIT_PRUNE_EVERY:
+        if self.d_audit and (self._audit_pruned is None or now - self._audit_pruned > _AUDIT_PRUNE_EVERY):
             self._audit_pruned = now
-            conn.execute(
-                """DELETE FROM audit WHERE tenant_id = %(t)s
-                     AND at < now() - (SELECT audit_retention FROM tenant_state WHERE tenant_id = %(t)s)""",
-                {"t": self.tid},
-            )
+            return True
+        return False

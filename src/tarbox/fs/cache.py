@@ -119,6 +119,8 @@ class Caches:
         with self.lock:
             if self._txn is not None or self._rd is not None:
                 return  # we hold the tenant's lock (exclusive or shared): nobody else can commit
+            if self._running_ahead:
+                return  # an operation running ahead of the lock: its commit checks the generation
             now = time.monotonic()
             if not force and self.gen is not None and now - self.validated_at < self.attr_timeout:
                 return

@@ -13,14 +13,14 @@ import io
 import os
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tarbox.errors import SandboxEscapeError, fs_error
 from tarbox.fs import control, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
-from tarbox.fs.store import ROOT_INO, Inode, Store, _now
+from tarbox.fs.store import ROOT_INO, RUN_AHEAD_MAX_BYTES, Inode, Store, _now
 from tarbox.fs.timeline import HistoryView
 from tarbox.fs.types import AuditOp, DirEntry, FileType, Stat, Usage, WriteBack
 
@@ -228,13 +228,20 @@ class Filesystem(HistoryView):
         node.nlink += nlink_delta
         self._st.touch(node)
 
-    @contextmanager
-    def _op(self, path: str | os.PathLike, op: AuditOp, path2: str | None = None, nbytes=None) -> Iterator[Store]:
-        """One mutating operation: its changes and its audit record commit together."""
+    def _mutate(
+        self, body: Callable[[Store], None], path: str | os.PathLike, op: AuditOp, path2=None, nbytes=None
+    ) -> None:
+        """One mutating operation: ``body(store)`` makes its changes; they and the audit
+        record commit together. ``Store.operation`` may run the body twice (ahead of the
+        lock, then under it), so it decides everything from the store afresh."""
         self._writable(path)
-        with self._st.writing():
-            yield self._st
-            self._record(op, os.fspath(path), path2, nbytes)
+        text = os.fspath(path)
+
+        def whole() -> None:
+            body(self._st)
+            self._record(op, text, path2, nbytes)
+
+        self._st.operation(whole, small=nbytes is None or nbytes <= RUN_AHEAD_MAX_BYTES)
 
     def record(self, op: AuditOp, path: str, path2: str | None = None, nbytes: int | None = None) -> None:
         """Audit, as this view's, an operation a caller composed from others it made
@@ -402,13 +409,16 @@ class Filesystem(HistoryView):
                 raise fs_error(errno.EEXIST, text)
             return
         self._no_ctl(text)
-        with self._op(text, AuditOp.MKDIR):
+
+        def body(st: Store) -> None:
             res = self._resolve(paths.without_trailing_slash(text)[0], follow=False)  # never follows the name
             if res.node is not None or res.name is None:
                 if exist_ok and self.is_dir(text):  # a directory, or a symlink to one
                     return
                 raise fs_error(errno.EEXIST, text)
             self._create(res, FileType.DIRECTORY, mode, text)
+
+        self._mutate(body, text, AuditOp.MKDIR)
 
     def makedirs(self, path: str | os.PathLike, mode: int = 0o755, exist_ok: bool = True) -> None:
         self.mkdir(path, mode, parents=True, exist_ok=exist_ok)
@@ -445,11 +455,14 @@ class Filesystem(HistoryView):
             self._writable(text)
             control.write(self, ctl, bytes(data))
             return len(data)
-        with self._op(text, AuditOp.WRITE, nbytes=len(data)) as st:
+
+        def body(st: Store) -> None:
             node, _ = self._open_node(text, create=True, trunc=True, mode=mode)
             st.write(node, 0, data)
             if not len(data):
                 st.touch(node)
+
+        self._mutate(body, text, AuditOp.WRITE, nbytes=len(data))
         return len(data)
 
     def write_text(self, path: str | os.PathLike, text: str, encoding: str = "utf-8") -> int:
@@ -459,10 +472,13 @@ class Filesystem(HistoryView):
         text = os.fspath(path)
         if self._ctl(text) is not None:
             return self.write_file(text, data)
-        with self._op(text, AuditOp.APPEND, nbytes=len(data)) as st:
+
+        def body(st: Store) -> None:
             node, _ = self._open_node(text, create=True)
             st.write(node, node.size, data)
             st.touch(node)
+
+        self._mutate(body, text, AuditOp.APPEND, nbytes=len(data))
         return len(data)
 
     def open(
@@ -537,13 +553,16 @@ class Filesystem(HistoryView):
         self._no_ctl(text)
         if size < 0:
             raise fs_error(errno.EINVAL, text, "negative size")
-        with self._op(text, AuditOp.TRUNCATE, nbytes=size) as st:
+
+        def body(st: Store) -> None:
             node = self._existing(text).node
             assert node is not None
             if node.kind is FileType.DIRECTORY:
                 raise fs_error(errno.EISDIR, text)
             st.truncate(node, size)
             st.touch(node)
+
+        self._mutate(body, text, AuditOp.TRUNCATE, nbytes=size)
 
     def _unlink_node(self, parent: int, name: str, node: Inode) -> None:
         st = self._st
@@ -559,7 +578,8 @@ class Filesystem(HistoryView):
         """Unlink a file or symlink (EISDIR for a directory, as on Linux)."""
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text, AuditOp.REMOVE):
+
+        def body(st: Store) -> None:
             res = self._existing(text, follow=False)
             node = res.node
             assert node is not None
@@ -568,12 +588,15 @@ class Filesystem(HistoryView):
             self._unlink_node(res.parent, res.name, node)  # type: ignore[arg-type]
             self._touch_dir(res.parent)  # type: ignore[arg-type]
 
+        self._mutate(body, text, AuditOp.REMOVE)
+
     unlink = remove
 
     def rmdir(self, path: str | os.PathLike) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text, AuditOp.RMDIR) as st:
+
+        def body(st: Store) -> None:
             # as Linux: the final name is not followed even before a slash ("link/": ENOTDIR)
             res = self._existing(paths.without_trailing_slash(text)[0], follow=False)
             node = res.node
@@ -587,6 +610,8 @@ class Filesystem(HistoryView):
             st.set_dentry(res.parent, res.name, None)  # type: ignore[arg-type]
             st.drop_inode(node)
             self._touch_dir(res.parent, -1)  # type: ignore[arg-type]
+
+        self._mutate(body, text, AuditOp.RMDIR)
 
     def remove_tree(self, path: str | os.PathLike) -> None:
         """Delete a directory and everything below it (``rm -r``) in one write-back window."""
@@ -608,7 +633,8 @@ class Filesystem(HistoryView):
         """POSIX rename: atomically replaces ``dst`` (a file, or an empty directory)."""
         s, d = os.fspath(src), os.fspath(dst)
         self._no_ctl(s, d)
-        with self._op(s, AuditOp.RENAME, d) as st:
+
+        def body(st: Store) -> None:
             # As Linux: walk both parents first, then look at the final names,
             # never following a final symlink, trailing slash or not.
             # A final name over NAME_MAX cannot exist: it is refused only once the
@@ -664,6 +690,8 @@ class Filesystem(HistoryView):
                 if rd.parent != rs.parent:
                     self._touch_dir(rd.parent)
 
+        self._mutate(body, s, AuditOp.RENAME, d)
+
     def symlink(self, target: str, path: str | os.PathLike) -> None:
         """Create ``path`` as a symlink to ``target`` (which need not exist)."""
         text = os.fspath(path)
@@ -675,7 +703,8 @@ class Filesystem(HistoryView):
         if paths.encoded_len(target, text) >= paths.PATH_MAX:  # Linux: PATH_MAX counts the NUL
             raise fs_error(errno.ENAMETOOLONG, text)
         self._no_ctl(text)
-        with self._op(text, AuditOp.SYMLINK, target):
+
+        def body(st: Store) -> None:
             res = self._resolve(text, follow=False)
             if res.node is not None or res.name is None:
                 raise fs_error(errno.EEXIST, text)
@@ -683,11 +712,14 @@ class Filesystem(HistoryView):
                 raise fs_error(errno.ENOENT, text)
             self._create(res, FileType.SYMLINK, 0o777, text, target=target)
 
+        self._mutate(body, text, AuditOp.SYMLINK, target)
+
     def link(self, src: str | os.PathLike, dst: str | os.PathLike) -> None:
         """Hard link: ``dst`` becomes another name of the inode ``src`` names."""
         s, d = os.fspath(src), os.fspath(dst)
         self._no_ctl(s, d)
-        with self._op(d, AuditOp.LINK, s) as st:
+
+        def body(st: Store) -> None:
             node = self._existing(s, follow=False).node
             assert node is not None
             rd = self._resolve(d, follow=False)
@@ -705,15 +737,20 @@ class Filesystem(HistoryView):
             st.touch(node)
             self._touch_dir(rd.parent)  # type: ignore[arg-type]
 
+        self._mutate(body, d, AuditOp.LINK, s)
+
     def chmod(self, path: str | os.PathLike, mode: int, *, follow_symlinks: bool = True) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text, AuditOp.CHMOD) as st:
+
+        def body(st: Store) -> None:
             node = self._existing(text, follow=follow_symlinks).node
             assert node is not None
             node.mode = mode & 0o7777
             node.ctime_ns = _now()
             st.touch(node)
+
+        self._mutate(body, text, AuditOp.CHMOD)
 
     def utime(
         self,
@@ -725,13 +762,16 @@ class Filesystem(HistoryView):
         """Set (atime_ns, mtime_ns); ``None`` sets both to now. ctime becomes now."""
         text = os.fspath(path)
         self._no_ctl(text)
-        with self._op(text, AuditOp.UTIME) as st:
+
+        def body(st: Store) -> None:
             node = self._existing(text, follow=follow_symlinks).node
             assert node is not None
             now = _now()
             node.atime_ns, node.mtime_ns = ns if ns is not None else (now, now)
             node.ctime_ns = now
             st.touch(node)
+
+        self._mutate(body, text, AuditOp.UTIME)
 
     # ---------------------------------------------------------- write-back
 

@@ -1,9 +1,11 @@
 """The flush: every dirty inode, directory entry, extent, stage, audit record and
-block of a tenant's store as a dozen or so array-valued statements, pipelined in
-one round trip when small, ending in COMMIT."""
+block of a tenant's store as the arrays of one call of the server-side function
+``tarbox_flush`` (migration 0011), sent with COMMIT in one round trip when small.
+A large flush sends its blocks after the call, in slices."""
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 
 import psycopg
@@ -17,14 +19,32 @@ from tarbox.fs.records import (
 )
 from tarbox.fs.txn import translate_db_error
 
+_FLUSH_SQL = (
+    "SELECT * FROM tarbox_flush(%s, %s, %s, %s::int8[],"
+    " %s::int8[], %s::int2[], %s::int4[], %s::int4[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
+    " %s::text[], %s::int8[],"
+    " %s::int8[], %s::text[], %s::int8[], %s::text[], %s::int8[],"
+    " %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
+    " %s::int8[], %s::int8[], %s::int8[], %b::bytea[],"
+    " %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
+    " %s::int8[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],"
+    " %b::bytea[], %b::bytea[], %b::bytea[], %s, %s)"
+)
+_APPLY_SQL = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 0)"
+
 
 class Flush:
     """flush of the tenant store (mixed into ``Store``; see its docstring)."""
 
-    def _flush(self, conn: psycopg.Connection, durable: bool = False) -> None:
+    def _flush(self, conn: psycopg.Connection, durable: bool = False, *, expect: int | None = None) -> None:
+        """Write every dirty row and COMMIT. With the tenant's lock held in ``conn``'s
+        transaction (``expect`` None); or, for an operation that ran ahead of the lock,
+        in a transaction of its own that takes the lock and fails with ``Conflict``
+        unless the tenant's generation is still ``expect``."""
         self._seal()
         if not self._has_dirty() and not durable:
-            conn.execute("COMMIT")
+            if expect is None:
+                conn.execute("COMMIT")
             return
         t, head = self.tid, self.head
         held = self._held()
@@ -56,149 +76,74 @@ class Flush:
         lost = list(self.d_unstage.items())
         # Pipelining saves round trips for small flushes; psycopg can stall when
         # a pipelined statement carries a large payload (psycopg issue #685),
-        # so large flushes send their statements one at a time.
+        # so a large flush sends its blocks in slices, one statement at a time.
         small = self.d_block_bytes <= _PIPELINE_MAX_BYTES and self._dirty_rows() <= _PIPELINE_MAX_ROWS
+        assert expect is None or small, "a flush that runs ahead of the lock is small"
+        sets = [(ino, None, i, h) for ino, e in pub.items() if not e.drop for i, h in e.sets.items()]
+        xrows = sets + [(ino, sid, i, h) for ino, sid, i, h in staging]
+        drops = [ino for ino, e in pub.items() if e.drop]
+        copies = [(ino, e.base) for ino, e in pub.items() if not e.drop and e.base not in (None, head)]
+        truncs = [(ino, e.trunc_from) for ino, e in pub.items() if e.trunc_from is not None and not e.drop]
+        blocks_now = blocks if small else {}
+        args = [
+            t,
+            expect,
+            head,
+            dels,
+            [n.ino for n in ins],
+            [int(n.kind) for n in ins],
+            [n.mode for n in ins],
+            [n.nlink for n in ins],
+            [shown[n.ino][0] if n.ino in shown else n.size for n in ins],
+            [n.atime_ns for n in ins],
+            [n.mtime_ns for n in ins],
+            [n.ctime_ns for n in ins],
+            [n.target for n in ins],
+            [shown[n.ino][1] if n.ino in shown else n.content_layer for n in ins],
+            [k[0] for k in de_del],
+            [k[1] for k in de_del],
+            [k[0] for k, _ in de_set],
+            [k[1] for k, _ in de_set],
+            [v for _, v in de_set],
+            drops,
+            [c[0] for c in copies],
+            [c[1] for c in copies],
+            [c[0] for c in truncs],
+            [c[1] for c in truncs],
+            [r[0] for r in xrows],
+            [r[1] for r in xrows],
+            [r[2] for r in xrows],
+            [r[3] for r in xrows],
+            [r[0] for r in renew],
+            [r[1] for r in renew],
+            [r[0] for r in unstage],
+            [r[1] for r in unstage],
+            [r[0] for r in lost],
+            [r[1] for r in lost],
+            *self._audit_columns(),
+            list(blocks_now),
+            list(blocks_now.values()),
+            release,
+        ]
+        # empty arrays go as NULL: the function treats them alike, and NULL costs nothing to send
+        args = [a if not isinstance(a, list) or a else None for a in args]
+        args += [self._audit_prune_due(), durable]
         try:
-            with conn.pipeline() if small else nullcontext():
-                if durable:
-                    conn.execute("SET LOCAL synchronous_commit = on")
-                if dels or ins:
-                    # inode rows are counted as they are really inserted and deleted
-                    conn.execute(
-                        """WITH d AS (
-                               DELETE FROM inodes WHERE tenant_id = %(t)s AND layer_id = %(h)s AND ino = ANY(%(dels)s)
-                               RETURNING 1),
-                           i AS (
-                               INSERT INTO inodes (tenant_id, ino, layer_id, kind, mode, nlink, size,
-                                                   atime_ns, mtime_ns, ctime_ns, target, content_layer)
-                               SELECT %(t)s, u.i, %(h)s, u.k, u.m, u.n, u.s, u.a, u.mt, u.c, u.tg, u.cl
-                               FROM unnest(%(i)s::int8[], %(k)s::int2[], %(m)s::int4[], %(n)s::int4[], %(s)s::int8[],
-                                    %(a)s::int8[], %(mt)s::int8[], %(c)s::int8[], %(tg)s::text[], %(cl)s::int8[])
-                                    AS u(i, k, m, n, s, a, mt, c, tg, cl)
-                               ON CONFLICT (tenant_id, ino, layer_id) DO UPDATE SET
-                                   kind = EXCLUDED.kind, mode = EXCLUDED.mode, nlink = EXCLUDED.nlink,
-                                   size = EXCLUDED.size, atime_ns = EXCLUDED.atime_ns, mtime_ns = EXCLUDED.mtime_ns,
-                                   ctime_ns = EXCLUDED.ctime_ns, target = EXCLUDED.target,
-                                   content_layer = EXCLUDED.content_layer
-                               RETURNING xmax = 0 AS new)
-                           UPDATE tenant_state SET used_inodes = used_inodes
-                               + (SELECT count(*) FROM i WHERE new) - (SELECT count(*) FROM d)
-                           WHERE tenant_id = %(t)s""",
-                        {
-                            "t": t,
-                            "h": head,
-                            "dels": dels,
-                            "i": [n.ino for n in ins],
-                            "k": [int(n.kind) for n in ins],
-                            "m": [n.mode for n in ins],
-                            "n": [n.nlink for n in ins],
-                            "s": [shown[n.ino][0] if n.ino in shown else n.size for n in ins],
-                            "a": [n.atime_ns for n in ins],
-                            "mt": [n.mtime_ns for n in ins],
-                            "c": [n.ctime_ns for n in ins],
-                            "tg": [n.target for n in ins],
-                            "cl": [shown[n.ino][1] if n.ino in shown else n.content_layer for n in ins],
-                        },
-                    )
-                if de_del:
-                    conn.execute(
-                        # parent and name as index conditions (= ANY), so the plan never depends on
-                        # statistics; the pair test then drops the cross-product's extra rows
-                        """DELETE FROM dirents d
-                           WHERE d.tenant_id = %(t)s AND d.parent_ino = ANY(%(p)s) AND d.name = ANY(%(n)s)
-                             AND d.layer_id = %(h)s
-                             AND (d.parent_ino, d.name) IN (SELECT * FROM unnest(%(p)s::int8[], %(n)s::text[]))""",
-                        {"p": [k[0] for k in de_del], "n": [k[1] for k in de_del], "t": t, "h": head},
-                    )
-                if de_set:
-                    conn.execute(
-                        """INSERT INTO dirents (tenant_id, parent_ino, name, layer_id, ino)
-                           SELECT %s, u.p, u.n, %s, u.i FROM unnest(%s::int8[], %s::text[], %s::int8[]) AS u(p, n, i)
-                           ON CONFLICT (tenant_id, parent_ino, name, layer_id) DO UPDATE SET ino = EXCLUDED.ino""",
-                        (
-                            t,
-                            head,
-                            [k[0] for k, _ in de_set],
-                            [k[1] for k, _ in de_set],
-                            [v for _, v in de_set],
-                        ),
-                    )
-                drops = [ino for ino, e in pub.items() if e.drop]
-                if drops:
-                    conn.execute(
-                        "DELETE FROM extents WHERE tenant_id = %s AND layer_id = %s AND ino = ANY(%s)",
-                        (t, head, drops),
-                    )
-                copies = [(ino, e.base) for ino, e in pub.items() if not e.drop and e.base not in (None, head)]
-                if copies:
-                    conn.execute(
-                        """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
-                           SELECT e.tenant_id, e.ino, %s, e.idx, e.hash
-                           FROM extents e JOIN unnest(%s::int8[], %s::int8[]) AS u(i, l)
-                             ON e.ino = u.i AND e.layer_id = u.l
-                           WHERE e.tenant_id = %s
-                           ON CONFLICT DO NOTHING""",
-                        (head, [c[0] for c in copies], [c[1] for c in copies], t),
-                    )
-                truncs = [(ino, e.trunc_from) for ino, e in pub.items() if e.trunc_from is not None and not e.drop]
-                if truncs:
-                    conn.execute(
-                        """DELETE FROM extents e USING unnest(%s::int8[], %s::int8[]) AS u(i, f)
-                           WHERE e.tenant_id = %s AND e.layer_id = %s AND e.ino = u.i AND e.idx >= u.f""",
-                        ([c[0] for c in truncs], [c[1] for c in truncs], t, head),
-                    )
-                sets = [(ino, 0, i, h) for ino, e in pub.items() if not e.drop for i, h in e.sets.items()]
-                for rows, layer in ((sets, head), (staging, None)):
-                    if rows:  # staging rows sit at the negative layer -(stage id)
-                        conn.execute(
-                            """INSERT INTO extents (tenant_id, ino, layer_id, idx, hash)
-                               SELECT %s, u.i, coalesce(%s::int8, -u.s), u.x, u.h
-                               FROM unnest(%s::int8[], %s::int8[], %s::int8[], %b::bytea[]) AS u(i, s, x, h)
-                               ON CONFLICT (tenant_id, ino, layer_id, idx) DO UPDATE SET hash = EXCLUDED.hash""",
-                            (
-                                t,
-                                layer,
-                                [r[0] for r in rows],
-                                [r[1] for r in rows],
-                                [r[2] for r in rows],
-                                [r[3] for r in rows],
-                            ),
-                        )
-                if renew:
-                    conn.execute(
-                        "SELECT tarbox_stage(%s::int8[], %s::int8[])", ([r[0] for r in renew], [r[1] for r in renew])
-                    )
-                for stages, strict in ((unstage, True), (lost, False)):
-                    if stages:  # strict: the staged blocks must still be there (gc may reclaim old stages)
-                        conn.execute(
-                            "SELECT tarbox_unstage(%s::int8[], %s::int8[], %s)",
-                            ([r[0] for r in stages], [r[1] for r in stages], strict),
-                        )
-                if self.d_audit:
-                    self._write_audit(conn)
-                apply = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 0)"
-                if small:
-                    if blocks or release:
-                        conn.execute(apply, (list(blocks), list(blocks.values()), release))
-                else:
-                    # releases first, so the quota check after each slice sees the net usage
-                    if release:
-                        conn.execute(apply, ([], [], release))
-                    hashes: list[bytes] = []
-                    datas: list[bytes] = []
-                    size = 0
-                    for h, data in blocks.items():
-                        hashes.append(h)
-                        datas.append(data)
-                        size += len(data)
-                        if size >= _SLICE_BYTES:
-                            conn.execute(apply, (hashes, datas, []))
-                            hashes, datas, size = [], [], 0
-                    if hashes:
-                        conn.execute(apply, (hashes, datas, []))
-                conn.execute("COMMIT")
+            if expect is not None:  # autocommit: the call is its own transaction
+                cur = conn.execute(_FLUSH_SQL, args)
+            else:
+                with conn.pipeline() if small else nullcontext():
+                    cur = conn.execute(_FLUSH_SQL, args)
+                    if not small:
+                        self._send_blocks_in_slices(conn, blocks)
+                    conn.execute("COMMIT")
+            row = cur.fetchone()
         except psycopg.Error as exc:
             raise translate_db_error(exc) from exc
+        assert row is not None
+        self._adopt_usage(row)
+        self.gen = row[0]  # ours: the caches are exact at it
+        self.validated_at = time.monotonic()
         self.stats["flushes"] += 1
         self.stats["round_trips"] += 1
         for ino, _, i, h in staging:
@@ -207,3 +152,19 @@ class Flush:
             del self.stages[ino]
         self.d_unstage.clear()
         self._clear_dirty(held)
+
+    @staticmethod
+    def _send_blocks_in_slices(conn: psycopg.Connection, blocks: dict[bytes, bytes]) -> None:
+        """Store a large flush's blocks a slice at a time (the quota is checked after each)."""
+        hashes: list[bytes] = []
+        datas: list[bytes] = []
+        size = 0
+        for h, data in blocks.items():
+            hashes.append(h)
+            datas.append(data)
+            size += len(data)
+            if size >= _SLICE_BYTES:
+                conn.execute(_APPLY_SQL, (hashes, datas, []))
+                hashes, datas, size = [], [], 0
+        if hashes:
+            conn.execute(_APPLY_SQL, (hashes, datas, []))

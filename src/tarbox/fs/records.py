@@ -17,6 +17,8 @@ FLUSH_ROWS = 20_000  # dirty metadata rows that force a flush
 _INO_RANGE = 1024
 _PIPELINE_MAX_BYTES = 64 << 10
 _PIPELINE_MAX_ROWS = 2_000
+# an operation writing at most this many bytes may run ahead of the lock (Store.operation)
+RUN_AHEAD_MAX_BYTES = _PIPELINE_MAX_BYTES
 _SLICE_BYTES = 4 << 20  # block data per statement in large flushes
 _READ_AHEAD = 8  # blocks fetched past a sequential read's last one (1 MiB at the default size)
 _STREAM_CACHE_BYTES = 8 << 20

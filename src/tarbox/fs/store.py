@@ -14,12 +14,16 @@ at once (POSIX semantics inside a process).
 
 Consistency across processes (close-to-open, like NFS):
 
-* Every committing transaction first takes the tenant's write lock (an UPDATE
-  of its ``tenant_state`` row) and bumps the tenant generation ``gen``. If the
+* Every committing transaction takes the tenant's write lock (an advisory lock,
+  then its ``tenant_state`` row) and bumps the tenant generation ``gen``. A
+  transaction that stays open (batch, write-back window) takes it first: if the
   generation before the bump is not the one our caches were filled at, someone
-  else committed: clean cache entries are dropped before the operation runs.
-  Writers of one tenant are therefore serialized, and a writer always decides
-  on exact state.
+  else committed and clean cache entries are dropped before the operation runs.
+  A single operation with nothing else pending runs *ahead* of the lock
+  (``Transactions.operation``): it decides on the caches, and its one round trip
+  (``tarbox_flush``) takes the lock and commits only if the generation is still
+  the caches'; otherwise it is decided again under the lock. Writers of one
+  tenant are therefore serialized, and every commit rests on exact state.
 * Readers revalidate (one small query) on every open, and for stat-like calls
   at most once per ``attr_timeout`` seconds (NFS's attribute cache).
 * Write-back windows (``write_back``, used by WASI runs): the first change
@@ -33,9 +37,9 @@ Consistency across processes (close-to-open, like NFS):
 * Blocks are immutable and content-addressed, so the block cache never needs
   invalidation.
 
-A flush turns all dirty state into a dozen or so array-valued statements sent
-in one pipelined round trip, whatever the number of files, so batched writes
-cost per row, not per round trip.
+A flush turns all dirty state into the arrays of one call of the server-side
+function ``tarbox_flush``, sent with its COMMIT in one round trip whatever the
+number of files, so batched writes cost per row, not per round trip.
 
 Staged publication: the content a descriptor writes stays out of every commit
 until the last descriptor writing the file closes or fsyncs it; commits in
@@ -70,6 +74,7 @@ from tarbox.fs.records import (  # noqa: F401 - re-exported: the filesystem and 
     FLUSH_BYTES,
     FLUSH_ROWS,
     ROOT_INO,
+    RUN_AHEAD_MAX_BYTES,
     BlockCache,
     Dentry,
     ExtDirty,
@@ -78,7 +83,7 @@ from tarbox.fs.records import (  # noqa: F401 - re-exported: the filesystem and 
     _now,
 )
 from tarbox.fs.stages import Stages
-from tarbox.fs.txn import Transactions, _flusher, translate_db_error  # noqa: F401 - re-exported
+from tarbox.fs.txn import Conflict, Transactions, _flusher, translate_db_error  # noqa: F401 - re-exported
 from tarbox.storage import Database
 
 
@@ -153,6 +158,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self._txn_cm = None
         self._batch_depth = 0
         self._mutated = False
+        self._running_ahead = False  # an operation is running ahead of the lock (Transactions.operation)
         self._ino_next = 0
         self._ino_end = 0
         # write-back windows: the delays asked for by the runs in progress
@@ -163,4 +169,4 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self._rd: tuple[psycopg.Connection, object] | None = None  # a read delegation (see refresh)
         self._rd_id = 0
         self.lost_windows = 0  # windows whose commit failed: their writes are gone
-        self.stats = {"flushes": 0, "round_trips": 0, "windows": 0}
+        self.stats = {"flushes": 0, "round_trips": 0, "windows": 0, "run_ahead": 0, "run_ahead_redone": 0}

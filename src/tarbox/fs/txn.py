@@ -19,6 +19,8 @@ import psycopg
 
 from tarbox.errors import ConnectionLostError, DatabaseError, TenantNotFoundError, fs_error
 from tarbox.fs.records import (
+    _PIPELINE_MAX_BYTES,
+    _PIPELINE_MAX_ROWS,
     _WINDOW_ROOM_BYTES,
     _WINDOW_ROOM_INODES,
     FLUSH_BYTES,
@@ -30,11 +32,20 @@ if TYPE_CHECKING:
 from tarbox.storage import db_error
 
 
+class Conflict(Exception):
+    """Another process committed after this one's caches were filled: an operation
+    decided on them ahead of the lock must be decided again (never leaves the Store)."""
+
+
 def translate_db_error(exc: psycopg.Error, path: str | None = None) -> Exception:
     """Tarbox's own SQLSTATEs (quotas, reclaimed stages) as filesystem errors; the rest
     as the database layer maps them (read-only, disk full, connection lost)."""
     code = getattr(exc, "sqlstate", None)
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if code == "TBC01":
+        return Conflict(msg)
+    if code == "TBT01":
+        return TenantNotFoundError(msg)
     if code in ("TBQ01", "TBQ02"):
         return fs_error(errno.EDQUOT, path, msg)
     if code == "TBS01":
@@ -87,6 +98,115 @@ _flusher = _Flusher()
 class Transactions:
     """transactions of the tenant store (mixed into ``Store``; see its docstring)."""
 
+    def operation(self, body: Callable[[], None], *, small: bool = True) -> None:
+        """Run one mutating operation and commit it.
+
+        When nothing else is pending, ``body`` runs ahead of the lock: it decides on
+        the caches as they are, and one round trip (``tarbox_flush``) takes the lock,
+        checks that the tenant's generation is still the caches', writes the rows and
+        commits. If another process committed in between (``Conflict``), the body's
+        changes are dropped with the caches and it runs again under the lock, as in
+        ``writing()``. An error the body raises is trusted once the caches are known
+        to be current (one round trip); otherwise the body runs again under the lock.
+        ``small``: the operation writes little enough data to run ahead at all.
+        """
+        with self.lock:
+            if small and self._may_run_ahead() and self._run_ahead(body):
+                return
+            with self.writing():
+                body()
+
+    def _may_run_ahead(self) -> bool:
+        """Nothing is pending (so dropping the body's changes drops nothing else), no
+        transaction, batch, window or delegation is open, and the caches have a generation."""
+        return (
+            self._txn is None
+            and self._rd is None
+            and not self._wb
+            and not self._batch_depth
+            and self.gen is not None
+            and self.pinned is None
+            and not self.head_frozen
+            and not self.d_ext
+            and not self.stages
+            and not self.writers
+            and not self._has_dirty()
+        )
+
+    def _run_ahead(self, body: Callable[[], None]) -> bool:
+        """Run ``body`` without the lock and commit it if the caches were current.
+        Returns whether it committed (False: run it again under the lock)."""
+        expect = self.gen
+        assert expect is not None
+        self._running_ahead, self._mutated = True, False
+        try:
+            body()
+        except Conflict:
+            self._drop_ahead()
+            return False
+        except Exception:
+            self._running_ahead = False
+            if self._mutated:
+                self._drop_ahead()
+            if self._current(expect):
+                raise  # decided on current caches: the error stands
+            self._drop_ahead()
+            return False
+        except BaseException:
+            self._drop_ahead()
+            raise
+        finally:
+            self._running_ahead = False
+        if not self._has_dirty():  # nothing to write: the answer stands if the caches were current
+            if self._current(expect):
+                return True
+            self._drop_ahead()
+            return False
+        if self.d_block_bytes > _PIPELINE_MAX_BYTES or self._dirty_rows() > _PIPELINE_MAX_ROWS:
+            self._drop_ahead()
+            return False
+        try:
+            with self.db.tenant(self.tid) as conn:
+                self._flush(conn, expect=expect)
+        except Conflict:
+            self._drop_ahead()
+            return False
+        except ConnectionLostError:
+            # The connection broke: the commit did or did not happen. Only an unchanged
+            # generation (asked on a fresh connection) proves it did not.
+            self._drop_ahead()
+            self.db.discard_broken()
+            if not self._current(expect):
+                raise
+            return False
+        except BaseException:
+            self._drop_ahead()
+            raise
+        self.stats["run_ahead"] += 1
+        return True
+
+    def _current(self, expect: int) -> bool:
+        """Is the tenant's generation still ``expect``? One round trip; it waits for
+        write-back windows open elsewhere, as a revalidation does (close-to-open)."""
+        row = self._state(settle=True)
+        if row[0] == expect:
+            self.validated_at = time.monotonic()
+            return True
+        return False
+
+    def _drop_ahead(self) -> None:
+        """Forget what a body running ahead changed: its dirty state, and the caches,
+        whose records it may have changed in place."""
+        self._running_ahead = False
+        self._clear_dirty()
+        self.dcache.clear()
+        self.children.clear()
+        self.pcache.clear()
+        self.icache.clear()
+        self.xcache.clear()
+        self.gen = None
+        self.stats["run_ahead_redone"] += 1
+
     @contextmanager
     def writing(self, *, publish: bool = False) -> Iterator[None]:
         """Scope of one mutating operation: holds the tenant write lock, then flushes.
@@ -96,6 +216,11 @@ class Transactions:
         ``publish`` commits at the end whatever the mode (layer operations).
         """
         with self.lock:
+            if self._running_ahead:
+                if publish:
+                    raise Conflict("a publishing operation inside one running ahead of the lock")
+                yield  # part of an operation running ahead of the lock: it commits it
+                return
             if self._txn is None:
                 self._begin()
                 if publish or not self._wb or not self._roomy():
@@ -176,6 +301,8 @@ class Transactions:
         """Flush pending writes now (close/fsync). ``durable`` waits for the WAL flush;
         ``publish`` is a file to publish although descriptors are still writing it (fsync)."""
         with self.lock:
+            if self._running_ahead:  # a commit in the middle of an operation: it must hold the lock
+                raise Conflict("a commit inside an operation running ahead of the lock")
             if publish is not None:
                 self._publish_now.add(publish)
                 self._unhold(publish)
@@ -309,11 +436,8 @@ class Transactions:
         row = cur.fetchone()
         if row is None:
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
-        before, used_bytes, quota_bytes, used_inodes, quota_inodes = row
-        self._room = (
-            None if quota_bytes is None else quota_bytes - used_bytes,
-            None if quota_inodes is None else quota_inodes - used_inodes,
-        )
+        before = row[0]
+        self._adopt_usage(row)
         if before != self.gen:
             self._invalidate()
             row = self._state(conn)
@@ -326,6 +450,15 @@ class Transactions:
             # the view is a frozen layer (after switch): writing branches off it
             with self._using(conn):
                 self._open_child(self.head, "")
+
+    def _adopt_usage(self, row: tuple) -> None:
+        """Remember how far the tenant is from its quotas: (gen, used bytes, byte quota,
+        used inodes, inode quota) as the lock and the flush function return them."""
+        _, used_bytes, quota_bytes, used_inodes, quota_inodes = row
+        self._room = (
+            None if quota_bytes is None else quota_bytes - used_bytes,
+            None if quota_inodes is None else quota_inodes - used_inodes,
+        )
 
     @contextmanager
     def _using(self, conn: psycopg.Connection) -> Iterator[None]:
