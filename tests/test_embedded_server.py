@@ -9,6 +9,10 @@ import shutil
 import subprocess
 import time
 
+import psycopg
+
+from tarbox.storage.server import DATABASE_NAME
+
 
 def test_embedded_lifecycle(tmp_path):
     home = tmp_path / "home"
@@ -36,4 +40,11 @@ def test_embedded_lifecycle(tmp_path):
     assert json.loads(run("--json", "db", "status").stdout)["running"] is False
     # data survives a restart of the server
     assert run("-t", "e1", "cat", "/x").stdout == b"kept"
+    # A running server's URL is read from its pid file (no pgserver, no extra
+    # connections); when it does not connect -- here Tarbox's database was dropped by
+    # hand -- the process falls back to the path that creates it.
+    lines = (home / "pgdata" / "postmaster.pid").read_text().splitlines()
+    with psycopg.connect(host=lines[4], port=int(lines[3]), user="postgres", dbname="postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{DATABASE_NAME}" WITH (FORCE)')
+    assert json.loads(run("--json", "tenant", "list").stdout) == []
     run("db", "stop")

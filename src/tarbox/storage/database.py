@@ -54,7 +54,17 @@ class Database:
         except psycopg.ProgrammingError as exc:
             raise DatabaseError(f"invalid database URL (TARBOX_DATABASE_URL or --url): {exc}") from None
         try:
-            with psycopg.connect(self.url, autocommit=True, options=_OPTIONS, connect_timeout=10) as conn:
+            try:
+                conn = psycopg.connect(self.url, autocommit=True, options=_OPTIONS, connect_timeout=10)
+            except psycopg.Error:
+                if not self.embedded:
+                    raise
+                # the URL read from a running server's pid file did not connect: take the
+                # path that starts the server and creates the database
+                self.url = embedded_url(fast=False)
+                self._where = _describe(psycopg.conninfo.conninfo_to_dict(self.url))
+                conn = psycopg.connect(self.url, autocommit=True, options=_OPTIONS, connect_timeout=10)
+            with conn:
                 self.schema_version = _migrate.migrate(conn)
         except psycopg.OperationalError as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL ({self._where}): {exc}".strip()) from exc

@@ -81,9 +81,34 @@ def ensure_database(server_url: str, name: str) -> str:
     return psycopg.conninfo.make_conninfo(**info)
 
 
-def embedded_url() -> str:
-    """Start (or reuse) the embedded server and return a URL of Tarbox's database."""
+def embedded_url(*, fast: bool = True) -> str:
+    """Start (or reuse) the embedded server and return a URL of Tarbox's database.
+
+    ``fast``: when the server already runs, the URL comes from its ``postmaster.pid``
+    alone (no import of pgserver, no connection): every short-lived process pays
+    that path. The caller falls back to ``fast=False`` if that URL does not connect
+    (a stale pid file, a database dropped by hand)."""
+    if fast:
+        url = running_url()
+        if url is not None:
+            return url
     return ensure_database(embedded_server_url(), DATABASE_NAME)
+
+
+def running_url() -> str | None:
+    """The URL of Tarbox's database on the embedded server if its pid file says it
+    runs and is ready, else None. The database itself is created by the process that
+    started the server (``embedded_url(fast=False)``)."""
+    pid_file = _pgdata() / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid, port, socket_dir, state = int(lines[0]), int(lines[3]), lines[4], lines[7].strip()
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    if state != "ready" or not socket_dir:
+        return None
+    return psycopg.conninfo.make_conninfo(user="postgres", dbname=DATABASE_NAME, host=socket_dir, port=str(port))
 
 
 @dataclass(frozen=True)
