@@ -5,6 +5,7 @@ sharing ``context`` (what the global options build) and ``output`` (how to print
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -53,6 +54,10 @@ def main_callback(
 
 
 def main() -> None:
+    # The pool logs each failed connection attempt (it retries on its own); a command
+    # reports the error that ends it, in one line, and nothing else.
+    logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+    logging.getLogger("psycopg.pool").propagate = False
     try:
         app()
     except (TarboxError, OSError) as exc:

@@ -31,9 +31,7 @@ class AuditLog:
 
     def _audit_prune_due(self) -> bool:
         """Whether this flush should also delete records past the retention (at most
-        once per ``_AUDIT_PRUNE_EVERY`` seconds per process, with records to write)."""
+        once per ``_AUDIT_PRUNE_EVERY`` seconds per process, with records to write).
+        The flush that sends it marks it done once it committed."""
         now = time.monotonic()
-        if self.d_audit and (self._audit_pruned is None or now - self._audit_pruned > _AUDIT_PRUNE_EVERY):
-            self._audit_pruned = now
-            return True
-        return False
+        return bool(self.d_audit) and (self._audit_pruned is None or now - self._audit_pruned > _AUDIT_PRUNE_EVERY)

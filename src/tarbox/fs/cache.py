@@ -6,6 +6,7 @@ the dirty maps (a process sees its own writes) but never changes them."""
 from __future__ import annotations
 
 import errno
+import select
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,8 +19,9 @@ from tarbox.fs.records import (
     Dentry,
     Inode,
 )
-from tarbox.fs.txn import _flusher, _rollback, translate_db_error
+from tarbox.fs.txn import DELEGATION_IDLE, _flusher, _rollback, translate_db_error
 from tarbox.fs.types import FileType
+from tarbox.storage.recall import recall_channel
 
 
 class Caches:
@@ -31,23 +33,24 @@ class Caches:
     )
 
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
+    def _conn(self, write: bool = False) -> Iterator[psycopg.Connection]:
         if self._txn is not None:
             yield self._txn
-        elif self._rd is not None:
+        elif self._rd is not None and not write:  # a delegation's transaction never commits
             yield self._rd[0]
         else:
             with self.db.tenant(self.tid) as conn:
                 yield conn
 
-    def _q(self, sql: str, params: tuple | dict = (), *, binary: bool = False) -> list[tuple]:
+    def _q(self, sql: str, params: tuple | dict = (), *, binary: bool = False, write: bool = False) -> list[tuple]:
         """Run one statement. Outside a transaction a broken pooled connection
         (e.g. after a server restart) is retried once on a fresh one; the pool
-        drops broken connections, so no liveness ping is paid per checkout."""
+        drops broken connections, so no liveness ping is paid per checkout. ``write``: a
+        statement that changes rows outside a write transaction (it commits on its own)."""
         for attempt in (0, 1):
             self.stats["round_trips"] += 1
             try:
-                with self._conn() as conn:
+                with self._conn(write) as conn:
                     return conn.execute(sql, params, binary=binary).fetchall()
             except (psycopg.OperationalError, ConnectionLostError) as exc:
                 if attempt or self._txn is not None:
@@ -115,16 +118,22 @@ class Caches:
         self.gen = gen
 
     def refresh(self, force: bool = True) -> None:
-        """Revalidate caches against the database (close-to-open check)."""
+        """Revalidate caches against the database (close-to-open check). Free while this
+        store holds a read delegation: nobody else can commit then."""
         with self.lock:
-            if self._txn is not None or self._rd is not None:
-                return  # we hold the tenant's lock (exclusive or shared): nobody else can commit
+            if self._txn is not None:
+                return  # we hold the tenant's write lock: nobody else can commit
+            if self._rd is not None:
+                if self._delegation_intact():
+                    self._rd_used = time.monotonic()
+                    return  # the tenant's lock is shared with us: nobody else can commit
+                self._release_delegation()
             if self._running_ahead:
                 return  # an operation running ahead of the lock: its commit checks the generation
             now = time.monotonic()
             if not force and self.gen is not None and now - self.validated_at < self.attr_timeout:
                 return
-            if self._wb and self.pinned is None:
+            if self.pinned is None and (self._wb or self._may_delegate(now)):
                 row = self._delegate()
             else:
                 row = self._state(settle=self.pinned is None)  # a pinned layer never changes
@@ -133,9 +142,50 @@ class Caches:
                 self._load_state(row)
             self.validated_at = now
 
+    # ------------------------------------------------------- read delegations
+    #
+    # A delegation is a transaction that holds the tenant's advisory lock shared,
+    # on a pooled connection. In write-back mode it lasts one window delay (as
+    # before recalls existed). Otherwise it is "recallable": it stays while it is
+    # used, a writer elsewhere gets it back through the recall feed
+    # (storage/recall.py), and it ends when the feed is lost, when its connection
+    # shows any sign of life of its own (an idle connection in a transaction
+    # receives nothing unless the server ended it), or after DELEGATION_IDLE
+    # seconds unused.
+
+    def _may_delegate(self, now: float) -> bool:
+        """Can a recallable delegation be taken now? Subscribes to the recall feed."""
+        if now < self._rd_backoff_until:
+            return False
+        feed = self.db.recall_feed()
+        epoch = feed.subscribe(self._recall_channel(), self._on_recall, self._on_recall)
+        if epoch is None or not self.db.take_delegation_slot():
+            return False
+        self._rd_epoch, self._rd_slot = epoch, True
+        return True
+
+    def _recall_channel(self) -> str:
+        return recall_channel(self.db.tenant_token(self.tid))
+
+    def _on_recall(self) -> None:
+        """On the feed's thread (must not block): give the delegation back soon."""
+        if self._rd is not None and self._rd_recallable:
+            self._rd_recalled = True
+            self._rd_backoff_until = time.monotonic() + self._rd_backoff
+            self._rd_backoff = min(self._rd_backoff * 2, 1.0)
+            _flusher.schedule(self, time.monotonic(), -self._rd_id)
+
+    def _delegation_intact(self) -> bool:
+        if self._rd_recalled:
+            return False
+        if self._rd_recallable and not self.db.recall_feed().is_current(self._rd_epoch):
+            return False
+        sock = self._rd[0].pgconn.socket
+        return not select.select([sock], [], [], 0)[0]
+
     def _delegate(self) -> tuple:
-        """Revalidate and keep the tenant's advisory lock shared for up to one write-back
-        delay (a read delegation): until then no one else commits, so opens need not ask."""
+        """Revalidate and keep the tenant's advisory lock shared (a read delegation): until
+        it ends no one else commits, so opens need not ask."""
 
         def share(conn: psycopg.Connection, upgrade: bool) -> tuple | None:
             self.stats["round_trips"] += 1
@@ -144,20 +194,51 @@ class Caches:
                 cur = conn.execute("SELECT * FROM tarbox_share_state()")
             return cur.fetchone()
 
-        conn, cm, row = self._connect(share)
+        try:
+            conn, cm, row = self._connect(share)
+        except BaseException:
+            self._give_slot()
+            raise
+        return self._keep_delegation(conn, cm, row)
+
+    def _keep_delegation(self, conn: psycopg.Connection, cm, row: tuple | None) -> tuple:
+        """Hold ``conn``'s shared lock as this store's delegation if ``row`` (from
+        tarbox_share_state) says it was granted; returns the state row."""
         if row is None or not row[4]:
             _rollback(conn)
             cm.__exit__(None, None, None)
+            self._give_slot()
             if row is None:
                 raise TenantNotFoundError(f"tenant {self.tid} does not exist")
             return row[:4]
         self._rd = (conn, cm)
         self._rd_id += 1
-        _flusher.schedule(self, time.monotonic() + min(self._wb), -self._rd_id)
+        self._rd_recallable = self._rd_slot
+        self._rd_recalled = False
+        self._rd_used = time.monotonic()
+        if self._rd_recallable:
+            if not self.db.recall_feed().is_current(self._rd_epoch):
+                self._release_delegation()  # the feed went down meanwhile: no one could recall it
+                return row[:4]
+            _flusher.schedule(self, self._rd_used + DELEGATION_IDLE, -self._rd_id)
+        else:
+            _flusher.schedule(self, self._rd_used + min(self._wb), -self._rd_id)
         return row[:4]
 
+    def _forget_delegation(self) -> None:
+        """The delegation's connection is someone else's now (or gone): drop the bookkeeping."""
+        self._rd = None
+        self._rd_recalled = False
+        self._give_slot()
+
+    def _give_slot(self) -> None:
+        if self._rd_slot:
+            self._rd_slot = False
+            self.db.give_delegation_slot()
+
     def _release_delegation(self) -> None:
-        rd, self._rd = self._rd, None
+        rd = self._rd
+        self._forget_delegation()
         if rd is not None:
             _rollback(rd[0])
             rd[1].__exit__(None, None, None)

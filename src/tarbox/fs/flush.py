@@ -36,16 +36,20 @@ _APPLY_SQL = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 
 class Flush:
     """flush of the tenant store (mixed into ``Store``; see its docstring)."""
 
-    def _flush(self, conn: psycopg.Connection, durable: bool = False, *, expect: int | None = None) -> None:
+    def _flush(
+        self, conn: psycopg.Connection, durable: bool = False, *, expect: int | None = None, redelegate: bool = False
+    ) -> tuple | None:
         """Write every dirty row and COMMIT. With the tenant's lock held in ``conn``'s
         transaction (``expect`` None); or, for an operation that ran ahead of the lock,
         in a transaction of its own that takes the lock and fails with ``Conflict``
-        unless the tenant's generation is still ``expect``."""
+        unless the tenant's generation is still ``expect``. ``redelegate``: ``conn``
+        holds our read delegation; it is given up just before and taken again just
+        after, in the same round trip; returns tarbox_share_state's row."""
         self._seal()
         if not self._has_dirty() and not durable:
             if expect is None:
                 conn.execute("COMMIT")
-            return
+            return None
         t, head = self.tid, self.head
         held = self._held()
         pub = {ino: e for ino, e in self.d_ext.items() if ino not in held}
@@ -127,9 +131,21 @@ class Flush:
         ]
         # empty arrays go as NULL: the function treats them alike, and NULL costs nothing to send
         args = [a if not isinstance(a, list) or a else None for a in args]
-        args += [self._audit_prune_due(), durable]
+        prune = self._audit_prune_due()
+        args += [prune, durable]
         try:
-            if expect is not None:  # autocommit: the call is its own transaction
+            share = None
+            if redelegate:
+                # Explicit transactions throughout: in a pipeline, statements between
+                # syncs share one implicit transaction, which a BEGIN would extend.
+                with conn.pipeline():
+                    conn.execute("COMMIT")  # gives up the shared lock the flush must take
+                    conn.execute("BEGIN")
+                    cur = conn.execute(_FLUSH_SQL, args)
+                    conn.execute("COMMIT")
+                    conn.execute("BEGIN")
+                    share = conn.execute("SELECT * FROM tarbox_share_state()")
+            elif expect is not None:  # autocommit: the call is its own transaction
                 cur = conn.execute(_FLUSH_SQL, args)
             else:
                 with conn.pipeline() if small else nullcontext():
@@ -144,6 +160,8 @@ class Flush:
         self._adopt_usage(row)
         self.gen = row[0]  # ours: the caches are exact at it
         self.validated_at = time.monotonic()
+        if prune:
+            self._audit_pruned = time.monotonic()
         self.stats["flushes"] += 1
         self.stats["round_trips"] += 1
         for ino, _, i, h in staging:
@@ -152,6 +170,7 @@ class Flush:
             del self.stages[ino]
         self.d_unstage.clear()
         self._clear_dirty(held)
+        return share.fetchone() if share is not None else None
 
     @staticmethod
     def _send_blocks_in_slices(conn: psycopg.Connection, blocks: dict[bytes, bytes]) -> None:

@@ -168,5 +168,19 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self._room = (None, None)  # (bytes, inodes) left under the quotas when the lock was taken
         self._rd: tuple[psycopg.Connection, object] | None = None  # a read delegation (see refresh)
         self._rd_id = 0
+        self._rd_recallable = False  # held until recalled (else until the window delay passes)
+        self._rd_recalled = False  # a writer elsewhere asked for it back
+        self._rd_slot = False  # holds one of the Database's delegation slots
+        self._rd_epoch = -1  # the recall feed's epoch it was taken in
+        self._rd_used = 0.0  # monotonic time of its last use
+        self._rd_backoff = 0.05  # after a recall, wait this long before delegating again
+        self._rd_backoff_until = 0.0
         self.lost_windows = 0  # windows whose commit failed: their writes are gone
-        self.stats = {"flushes": 0, "round_trips": 0, "windows": 0, "run_ahead": 0, "run_ahead_redone": 0}
+        self.stats = {
+            "flushes": 0,
+            "round_trips": 0,
+            "windows": 0,
+            "run_ahead": 0,  # operations committed in the one round trip of a run ahead of the lock
+            "run_ahead_redone": 0,  # ... and those decided again under the lock
+            "recalls_sent": 0,  # read delegations asked back from other sessions
+        }

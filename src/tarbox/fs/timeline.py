@@ -84,6 +84,7 @@ class HistoryView:
                 st._q(
                     "UPDATE layers SET counts = %s WHERE tenant_id = %s AND layer_id = %s AND frozen RETURNING 1",
                     ([c.added, c.modified, c.deleted, c.bytes], st.tid, lid),
+                    write=True,
                 )
             out[lid] = c
         return out

@@ -26,10 +26,15 @@ from tarbox.fs.records import (
     FLUSH_BYTES,
     FLUSH_ROWS,
 )
+from tarbox.storage.recall import recall_channel, send_recall
 
 if TYPE_CHECKING:
     from tarbox.fs.store import Store
 from tarbox.storage import db_error
+
+
+class LockBusy(Exception):
+    """The tenant's lock is held by another session (TBD01): recall delegations, then wait."""
 
 
 class Conflict(Exception):
@@ -44,6 +49,8 @@ def translate_db_error(exc: psycopg.Error, path: str | None = None) -> Exception
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if code == "TBC01":
         return Conflict(msg)
+    if code == "TBD01":
+        return LockBusy(msg)
     if code == "TBT01":
         return TenantNotFoundError(msg)
     if code in ("TBQ01", "TBQ02"):
@@ -94,6 +101,9 @@ class _Flusher:
 
 _flusher = _Flusher()
 
+# a read delegation kept between operations is given back after this long unused
+DELEGATION_IDLE = 2.0
+
 
 class Transactions:
     """transactions of the tenant store (mixed into ``Store``; see its docstring)."""
@@ -121,7 +131,7 @@ class Transactions:
         transaction, batch, window or delegation is open, and the caches have a generation."""
         return (
             self._txn is None
-            and self._rd is None
+            and (self._rd is None or self._rd_recallable)
             and not self._wb
             and not self._batch_depth
             and self.gen is not None
@@ -166,9 +176,13 @@ class Transactions:
             self._drop_ahead()
             return False
         try:
-            with self.db.tenant(self.tid) as conn:
-                self._flush(conn, expect=expect)
-        except Conflict:
+            if self._rd is not None:
+                self._flush_on_delegation(expect)
+            else:
+                with self.db.tenant(self.tid) as conn:
+                    self._flush(conn, expect=expect)
+        except (Conflict, LockBusy):
+            # LockBusy: someone holds the lock; the locked path recalls and waits
             self._drop_ahead()
             return False
         except ConnectionLostError:
@@ -185,9 +199,33 @@ class Transactions:
         self.stats["run_ahead"] += 1
         return True
 
+    def _flush_on_delegation(self, expect: int) -> None:
+        """Commit an operation that ran ahead on our read delegation's connection, and
+        hold the delegation again afterwards: one round trip for both."""
+        assert self._rd is not None
+        conn, cm = self._rd
+        self._rd = None  # its slot stays ours for the delegation taken again
+        try:
+            row = self._flush(conn, expect=expect, redelegate=True)
+        except BaseException:
+            _rollback(conn)
+            cm.__exit__(None, None, None)
+            self._give_slot()
+            raise
+        if row is None:  # nothing was written: the connection still holds its lock
+            self._rd = (conn, cm)
+            return
+        row = self._keep_delegation(conn, cm, row)
+        if row[0] != self.gen:  # someone committed between our commit and the share
+            self._invalidate()
+            self._load_state(row)
+
     def _current(self, expect: int) -> bool:
         """Is the tenant's generation still ``expect``? One round trip; it waits for
-        write-back windows open elsewhere, as a revalidation does (close-to-open)."""
+        write-back windows open elsewhere, as a revalidation does (close-to-open). Free
+        while we hold a read delegation: no one else can have committed."""
+        if self._rd is not None and self._delegation_intact():
+            return self.gen == expect
         row = self._state(settle=True)
         if row[0] == expect:
             self.validated_at = time.monotonic()
@@ -371,6 +409,9 @@ class Transactions:
         try:
             if ident < 0:
                 if self._rd is not None and self._rd_id == -ident:
+                    idle = time.monotonic() - self._rd_used
+                    if self._rd_recallable and not self._rd_recalled and idle < DELEGATION_IDLE:
+                        return DELEGATION_IDLE - idle  # in use: look again when it may have gone idle
                     self._release_delegation()
             elif self._window and self._window_id == ident:
                 try:
@@ -394,7 +435,8 @@ class Transactions:
         backend) is replaced once; on any failure the connection goes back to the pool."""
         for attempt in (0, 1):
             if self._rd is not None:
-                (conn, cm), self._rd, upgrade = self._rd, None, True
+                (conn, cm), upgrade = self._rd, True
+                self._forget_delegation()
             else:
                 cm = self.db.tenant(self.tid)
                 try:
@@ -427,13 +469,7 @@ class Transactions:
             cm.__exit__(None, None, None)
 
     def _acquire(self, conn: psycopg.Connection, *, upgrade: bool = False) -> None:
-        self.stats["round_trips"] += 1
-        with conn.pipeline():
-            if upgrade:
-                conn.execute("COMMIT")
-            conn.execute("BEGIN")
-            cur = conn.execute("SELECT * FROM tarbox_lock_usage()")
-        row = cur.fetchone()
+        row = self._take_lock(conn, upgrade)
         if row is None:
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
         before = row[0]
@@ -459,6 +495,36 @@ class Transactions:
             None if quota_bytes is None else quota_bytes - used_bytes,
             None if quota_inodes is None else quota_inodes - used_inodes,
         )
+
+    def _take_lock(self, conn: psycopg.Connection, upgrade: bool) -> tuple | None:
+        """BEGIN and take the tenant's write lock: one round trip when it is free. When
+        it is held elsewhere (a read delegation, another writer's window), recall the
+        delegations and wait for it a bounded while at a time, recalling again between."""
+        self.stats["round_trips"] += 1
+        try:
+            with conn.pipeline():
+                if upgrade:
+                    conn.execute("COMMIT")
+                conn.execute("BEGIN")
+                cur = conn.execute("SELECT * FROM tarbox_lock_usage(false, 0)")
+            return cur.fetchone()
+        except psycopg.Error as exc:
+            if getattr(exc, "sqlstate", None) != "TBD01":
+                raise
+        _rollback(conn)
+        wait_ms = 50
+        while True:
+            self.stats["round_trips"] += 2
+            self.stats["recalls_sent"] += 1
+            send_recall(conn, recall_channel(self.db.tenant_token(self.tid)))
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    cur = conn.execute("SELECT * FROM tarbox_lock_usage(true, %s)", (wait_ms,))
+                return cur.fetchone()
+            except psycopg.errors.LockNotAvailable:
+                _rollback(conn)
+                wait_ms = min(wait_ms * 2, 1000)
 
     @contextmanager
     def _using(self, conn: psycopg.Connection) -> Iterator[None]:

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tarbox.errors import ConnectionLostError, DatabaseError, DatabaseFullError, ReadOnlyDatabaseError
 from tarbox.storage import migrate as _migrate
+from tarbox.storage.recall import RecallFeed
 from tarbox.storage.server import embedded_url
 
 _OPTIONS = f"-c search_path={_migrate.SCHEMA}"
@@ -101,6 +102,10 @@ class Database:
             open=True,
         )
         self._tokens: dict[uuid.UUID, str] = {}
+        self._feed: RecallFeed | None = None
+        # read delegations held at once (each keeps one pooled connection in a transaction)
+        self.max_delegations = max(1, pool_size // 4)
+        self.delegations = 0
         self._app = ConnectionPool(
             self.url,
             min_size=1,
@@ -159,6 +164,24 @@ class Database:
             self._tokens[tenant_id] = token
         return token
 
+    def recall_feed(self) -> RecallFeed:
+        """The connection listening for recalls of this process's read delegations."""
+        with self._lock:
+            if self._feed is None:
+                self._feed = RecallFeed(self.url, _OPTIONS)
+            return self._feed
+
+    def take_delegation_slot(self) -> bool:
+        with self._lock:
+            if self._closed or self.delegations >= self.max_delegations:
+                return False
+            self.delegations += 1
+            return True
+
+    def give_delegation_slot(self) -> None:
+        with self._lock:
+            self.delegations -= 1
+
     def discard_broken(self) -> None:
         """Test the idle pooled connections and replace the broken ones: after a server
         restart every one of them is dead, and retrying on the next would fail again."""
@@ -178,6 +201,9 @@ class Database:
             if self._closed:
                 return
             self._closed = True
+            feed = self._feed
+        if feed is not None:
+            feed.close()
         self._app.close()
         self._lookup.close()
         self._admin.close()

@@ -1,3 +1,21 @@
+-- The tenant's write lock, for writers that may meet a read delegation (0012):
+-- p_wait false: take the lock or fail with TBD01 at once; true: wait at most
+-- p_wait_ms milliseconds (then 55P03, lock_not_available).
+CREATE FUNCTION tarbox_take_lock(t uuid, p_wait boolean, p_wait_ms integer) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT p_wait THEN
+        IF NOT pg_try_advisory_xact_lock(tarbox_tenant_key(t)) THEN
+            RAISE EXCEPTION 'the tenant''s lock is held by another session' USING ERRCODE = 'TBD01';
+        END IF;
+        RETURN;
+    END IF;
+    PERFORM set_config('lock_timeout', p_wait_ms || 'ms', true);
+    PERFORM pg_advisory_xact_lock(tarbox_tenant_key(t));
+    PERFORM set_config('lock_timeout', '0', true);
+END $$;
+
+
 -- One flush in one statement. A flush used to send a dozen statements; each was
 -- parsed and planned afresh (0.2-0.6 ms of server time apiece), which made a
 -- committed operation cost ~2 ms. As one plpgsql function its statements keep
@@ -58,7 +76,9 @@ BEGIN
     IF p_gen IS NOT NULL THEN
         -- every generation bump happens under this lock (tarbox_lock_usage, or here), so
         -- a plain read of it is exact; the bump itself joins the usage update at the end
-        PERFORM pg_advisory_xact_lock(tarbox_tenant_key(t));
+        -- without waiting: a lock held elsewhere (TBD01) sends the caller the slow way,
+        -- which recalls read delegations and waits (0012)
+        PERFORM tarbox_take_lock(t, false, 0);
         SELECT s.gen INTO found_gen FROM tenant_state s WHERE s.tenant_id = t;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'tenant % does not exist', t USING ERRCODE = 'TBT01';

@@ -1,0 +1,20 @@
+-- Read delegations that last until recalled. A reader may keep the tenant's
+-- advisory lock shared between operations (its opens then need no round trip);
+-- a writer that cannot take the lock at once must not wait for the delegation
+-- to expire but ask for it back. So writers try first: when the lock is held,
+-- they fail fast with SQLSTATE TBD01, send a recall (NOTIFY on the tenant's
+-- channel, outside any transaction) and then wait for the lock, a bounded
+-- while at a time (lock_timeout), sending the recall again between waits.
+-- (tarbox_take_lock is in 0011, for tarbox_flush.)
+
+CREATE FUNCTION tarbox_lock_usage(p_wait boolean, p_wait_ms integer)
+RETURNS TABLE (gen bigint, used_bytes bigint, quota_bytes bigint, used_inodes bigint, quota_inodes bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t uuid := tarbox_tenant();
+BEGIN
+    PERFORM tarbox_take_lock(t, p_wait, p_wait_ms);
+    RETURN QUERY
+        UPDATE tenant_state s SET gen = s.gen + 1 WHERE s.tenant_id = t
+        RETURNING s.gen - 1, s.used_bytes, s.quota_bytes, s.used_inodes, s.quota_inodes;
+END $$;

@@ -1,0 +1,128 @@
+"""Opens without a round trip: a store keeps the tenant's lock shared between
+operations (a read delegation), and a writer elsewhere recalls it through the
+recall feed (storage/recall.py). Close-to-open must hold whatever happens to the
+feed or to the delegation's connection: these tests write from other processes and
+cut both connections in the middle of a run."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+import tarbox
+from other_process import spawn_writer
+
+
+@pytest.fixture
+def reader(db_url, tenant):
+    """A connection of its own (its own Store, feed and delegation), as an agent process has."""
+    tb = tarbox.connect(db_url)
+    yield tb.filesystem(tenant)
+    tb.close()
+
+
+def _terminate(db, pid: int) -> None:
+    with db.admin() as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
+def test_reopening_a_file_costs_no_round_trip(reader):
+    reader.write_file("/f", b"one")
+    assert reader.read_file("/f") == b"one"
+    st = reader._st
+    assert st._rd is not None  # the delegation is held
+    before = st.stats["round_trips"]
+    for _ in range(20):
+        assert reader.read_file("/f") == b"one"
+        assert reader.stat("/f").size == 3
+    assert st.stats["round_trips"] == before
+
+
+def test_a_writer_elsewhere_recalls_the_delegation(reader, db_url, tenant):
+    """The reader keeps using its delegation (so it never goes idle) while another
+    process writes: without a recall the writer would wait for ever."""
+    reader.write_file("/f", b"old")
+    reader.write_file("/tick", b"t")
+    assert reader.read_file("/f") == b"old"
+    writer = spawn_writer(db_url, tenant, "fs.write_file('/f', b'new')\n")
+    deadline = time.monotonic() + 60
+    while writer.poll() is None:
+        assert time.monotonic() < deadline, "the writer is still waiting for the reader's lock"
+        reader.read_file("/tick")  # a zero-round-trip open: keeps the delegation busy
+        time.sleep(0.005)
+    assert writer.returncode == 0
+    assert reader.read_file("/f") == b"new"  # close-to-open
+    assert reader._st.db.recall_feed().stats["recalls"] >= 1
+
+
+def test_the_feed_cut_mid_run_falls_back_to_round_trips(reader, db_url, tenant):
+    reader.write_file("/f", b"v1")
+    assert reader.read_file("/f") == b"v1"
+    st = reader._st
+    feed = st.db.recall_feed()
+    assert st._rd is not None and feed.up
+    conn = feed._conn
+    assert conn is not None
+    losses = feed.stats["losses"]
+    _terminate(st.db, conn.info.backend_pid)
+    # the feed's thread notices, the delegation is let go; until then no open may trust it
+    deadline = time.monotonic() + 30
+    while feed.stats["losses"] == losses:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    writer = spawn_writer(db_url, tenant, "fs.write_file('/f', b'v2')\n")
+    assert writer.wait(timeout=60) == 0
+    assert reader.read_file("/f") == b"v2"
+    # the feed comes back, and with it opens without round trips
+    deadline = time.monotonic() + 30
+    while not (feed.up and st._rd is not None):
+        assert time.monotonic() < deadline
+        reader.read_file("/f")
+        time.sleep(0.05)
+    before = st.stats["round_trips"]
+    assert reader.read_file("/f") == b"v2"
+    assert st.stats["round_trips"] == before
+
+
+def test_the_delegations_connection_cut_is_noticed_at_the_next_open(reader, db_url, tenant):
+    reader.write_file("/f", b"v1")
+    assert reader.read_file("/f") == b"v1"
+    st = reader._st
+    assert st._rd is not None
+    _terminate(st.db, st._rd[0].info.backend_pid)
+    # the server released the shared lock with the session: a writer gets through at once
+    writer = spawn_writer(db_url, tenant, "fs.write_file('/f', b'v2')\n")
+    assert writer.wait(timeout=60) == 0
+    assert reader.read_file("/f") == b"v2"
+
+
+def test_no_delegation_without_the_feed(db_url, tenant):
+    """A database whose listening connection cannot come up: every open asks."""
+    tb = tarbox.connect(db_url)
+    try:
+        feed = tb.db.recall_feed()
+        feed._url = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"  # unreachable
+        fs = tb.filesystem(tenant)
+        fs.write_file("/f", b"x")
+        assert fs.read_file("/f") == b"x"
+        assert fs._st._rd is None
+        before = fs._st.stats["round_trips"]
+        fs.read_file("/f")
+        assert fs._st.stats["round_trips"] == before + 1
+    finally:
+        tb.close()
+
+
+def test_a_writer_waiting_for_a_write_back_window_is_not_lost(reader, db_url, tenant):
+    """Recalls are sent to whoever holds the lock; a window (exclusive) is not a
+    delegation and simply ends; the writer gets the lock after it."""
+    fs = reader
+    with fs.write_back(0.2):
+        fs.write_file("/w", b"in a window")
+        writer = spawn_writer(db_url, tenant, "fs.write_file('/other', b'x')\n", stderr=subprocess.PIPE)
+        time.sleep(0.05)
+    assert writer.wait(timeout=60) == 0, writer.stderr.read()
+    assert fs.read_file("/other") == b"x"
+    assert fs.read_file("/w") == b"in a window"
