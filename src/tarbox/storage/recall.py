@@ -70,10 +70,12 @@ class RecallFeed:
                 subs.append((on_recall, on_lost))
             if self.up and channel in self._listening:
                 return self.epoch
-            event = self._waiting.setdefault(channel, threading.Event())
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tarbox-recall", daemon=True)
                 self._thread.start()
+            elif not self.up:
+                return None  # lost and reconnecting: do not make an open wait for it
+            event = self._waiting.setdefault(channel, threading.Event())
         os.write(self._wake_w, b"x")
         event.wait(RECALL_WAIT)
         with self._lock:
