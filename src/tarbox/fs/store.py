@@ -24,8 +24,11 @@ Consistency across processes (close-to-open, like NFS):
   (``tarbox_flush``) takes the lock and commits only if the generation is still
   the caches'; otherwise it is decided again under the lock. Writers of one
   tenant are therefore serialized, and every commit rests on exact state.
-* Readers revalidate (one small query) on every open, and for stat-like calls
-  at most once per ``attr_timeout`` seconds (NFS's attribute cache).
+* Readers revalidate on every open, and for stat-like calls at most once per
+  ``attr_timeout`` seconds (NFS's attribute cache): one small query, or nothing
+  while the store holds a read delegation (the tenant's lock shared, so nobody
+  else can commit) that writers elsewhere recall through the recall feed
+  (``storage/recall.py``; docs/design.md, "Invalidation").
 * Write-back windows (``write_back``, used by WASI runs): the first change
   takes the lock and keeps the transaction open; later changes, closes
   included, join it, and it commits when it is ``write_back`` seconds old (a

@@ -236,6 +236,12 @@ class Transactions:
         """Forget what a body running ahead changed: its dirty state, and the caches,
         whose records it may have changed in place."""
         self._running_ahead = False
+        self._forget_changes_and_caches()
+        self.stats["run_ahead_redone"] += 1
+
+    def _forget_changes_and_caches(self) -> None:
+        """Drop every uncommitted change and every cached record (records may have been
+        changed in place by what is dropped); the next operation starts from the database."""
         self._clear_dirty()
         self.dcache.clear()
         self.children.clear()
@@ -243,7 +249,6 @@ class Transactions:
         self.icache.clear()
         self.xcache.clear()
         self.gen = None
-        self.stats["run_ahead_redone"] += 1
 
     @contextmanager
     def writing(self, *, publish: bool = False) -> Iterator[None]:
@@ -563,13 +568,7 @@ class Transactions:
         for ino, st in self.stages.items():
             self.d_unstage[st.sid] = ino  # its staging rows (if committed) go at the next flush
         self.stages.clear()
-        self._clear_dirty()
-        self.dcache.clear()
-        self.children.clear()
-        self.pcache.clear()
-        self.icache.clear()
-        self.xcache.clear()
-        self.gen = None
+        self._forget_changes_and_caches()
         if self._window:
             self._end()
         elif self._txn is not None and self._batch_depth > 0:
