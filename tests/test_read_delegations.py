@@ -7,6 +7,7 @@ cut both connections in the middle of a run."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import pytest
@@ -126,3 +127,37 @@ def test_a_writer_waiting_for_a_write_back_window_is_not_lost(reader, db_url, te
     assert writer.wait(timeout=60) == 0, writer.stderr.read()
     assert fs.read_file("/other") == b"x"
     assert fs.read_file("/w") == b"in a window"
+
+
+def test_close_to_open_while_both_processes_read_and_write(reader, db_url, tenant):
+    """The other process says each file it closed on its stdout; this one, reading and
+    writing between the lines (so its writes keep taking the delegation back in their
+    round trip), must see every file it was told about at its next open."""
+    reader.mkdir("/b")
+    reader.write_file("/mine-0", b"0")
+    reader.read_file("/mine-0")
+    writer = spawn_writer(
+        db_url,
+        tenant,
+        """
+        import sys
+        for k in range(40):
+            fs.write_file(f"/b/{k}", str(k).encode())
+            print(k, flush=True)
+        """,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(60, writer.kill)  # a writer never let in fails the test, not hangs it
+    watchdog.start()
+    seen = 0
+    for line in writer.stdout:
+        k = int(line)
+        assert reader.read_file(f"/b/{k}") == str(k).encode()  # closed before we opened
+        reader.write_file(f"/mine-{k + 1}", b"x")
+        assert reader.read_file(f"/mine-{k}")
+        seen += 1
+    watchdog.cancel()
+    assert writer.wait(timeout=60) == 0 and seen == 40
+    assert sorted(reader.listdir("/b"), key=int) == [str(k) for k in range(40)]
+    assert reader._st.stats["recalls_sent"] + reader._st.db.recall_feed().stats["recalls"] >= 1

@@ -126,6 +126,7 @@ class Caches:
             if self._rd is not None:
                 if self._delegation_intact():
                     self._rd_used = time.monotonic()
+                    self._rd_opens += 1
                     return  # the tenant's lock is shared with us: nobody else can commit
                 self._release_delegation()
             if self._running_ahead:
@@ -215,6 +216,7 @@ class Caches:
         self._rd_id += 1
         self._rd_recallable = self._rd_slot
         self._rd_recalled = False
+        self._rd_opens = 0
         self._rd_used = time.monotonic()
         if self._rd_recallable:
             if not self.db.recall_feed().is_current(self._rd_epoch):

@@ -37,14 +37,21 @@ class Flush:
     """flush of the tenant store (mixed into ``Store``; see its docstring)."""
 
     def _flush(
-        self, conn: psycopg.Connection, durable: bool = False, *, expect: int | None = None, redelegate: bool = False
+        self,
+        conn: psycopg.Connection,
+        durable: bool = False,
+        *,
+        expect: int | None = None,
+        in_delegation: bool = False,
+        reshare: bool = False,
     ) -> tuple | None:
         """Write every dirty row and COMMIT. With the tenant's lock held in ``conn``'s
         transaction (``expect`` None); or, for an operation that ran ahead of the lock,
         in a transaction of its own that takes the lock and fails with ``Conflict``
-        unless the tenant's generation is still ``expect``. ``redelegate``: ``conn``
-        holds our read delegation; it is given up just before and taken again just
-        after, in the same round trip; returns tarbox_share_state's row."""
+        unless the tenant's generation is still ``expect``. ``in_delegation``:
+        ``conn`` holds our read delegation; the flush commits in its transaction,
+        which ends it, and ``reshare`` takes it again in the same round trip
+        (returns tarbox_try_share's row)."""
         self._seal()
         if not self._has_dirty() and not durable:
             if expect is None:
@@ -135,16 +142,17 @@ class Flush:
         args += [prune, durable]
         try:
             share = None
-            if redelegate:
-                # Explicit transactions throughout: in a pipeline, statements between
-                # syncs share one implicit transaction, which a BEGIN would extend.
+            if in_delegation:
+                # Inside the delegation's own transaction: it holds the lock shared,
+                # which does not stop this session taking it exclusively (other
+                # sessions' shares do: TBD01). COMMIT ends both; with ``reshare``,
+                # BEGIN shares it again unless a writer got in first (never waits).
                 with conn.pipeline():
-                    conn.execute("COMMIT")  # gives up the shared lock the flush must take
-                    conn.execute("BEGIN")
                     cur = conn.execute(_FLUSH_SQL, args)
                     conn.execute("COMMIT")
-                    conn.execute("BEGIN")
-                    share = conn.execute("SELECT * FROM tarbox_share_state()")
+                    if reshare:
+                        conn.execute("BEGIN")
+                        share = conn.execute("SELECT * FROM tarbox_try_share()")
             elif expect is not None:  # autocommit: the call is its own transaction
                 cur = conn.execute(_FLUSH_SQL, args)
             else:

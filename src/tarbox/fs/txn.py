@@ -200,20 +200,26 @@ class Transactions:
         return True
 
     def _flush_on_delegation(self, expect: int) -> None:
-        """Commit an operation that ran ahead on our read delegation's connection, and
-        hold the delegation again afterwards: one round trip for both."""
+        """Commit an operation that ran ahead in our read delegation's transaction: one
+        round trip. If opens used the delegation since it was taken, take it again in
+        that round trip (reads and writes interleave); if not (a run of writes), let it
+        go: the next open takes one again, and the writes in between stay single
+        statements."""
         assert self._rd is not None
         conn, cm = self._rd
-        self._rd = None  # its slot stays ours for the delegation taken again
+        reshare = self._rd_opens > 0
+        self._rd = None  # its slot stays ours if it is taken again
         try:
-            row = self._flush(conn, expect=expect, redelegate=True)
+            row = self._flush(conn, expect=expect, in_delegation=True, reshare=reshare)
         except BaseException:
             _rollback(conn)
             cm.__exit__(None, None, None)
-            self._give_slot()
+            self._forget_delegation()
             raise
-        if row is None:  # nothing was written: the connection still holds its lock
-            self._rd = (conn, cm)
+        if row is None:  # not taken again: the connection goes back to the pool
+            _rollback(conn)  # (a no-op unless nothing was written and it is still open)
+            cm.__exit__(None, None, None)
+            self._forget_delegation()
             return
         row = self._keep_delegation(conn, cm, row)
         if row[0] != self.gen:  # someone committed between our commit and the share

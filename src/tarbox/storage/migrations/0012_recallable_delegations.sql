@@ -18,3 +18,19 @@ BEGIN
         UPDATE tenant_state s SET gen = s.gen + 1 WHERE s.tenant_id = t
         RETURNING s.gen - 1, s.used_bytes, s.quota_bytes, s.used_inodes, s.quota_inodes;
 END $$;
+
+-- Share the tenant's lock again right after this session's own commit, if no one
+-- else holds it exclusively (never waits: a writer that got in first simply means
+-- no delegation now). Two statements, so the state is read after the lock is held.
+-- Same row as tarbox_share_state.
+CREATE FUNCTION tarbox_try_share()
+RETURNS TABLE (gen bigint, head_layer bigint, block_size integer, frozen boolean, shared boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    got boolean := pg_try_advisory_xact_lock_shared(tarbox_tenant_key(tarbox_tenant()));
+BEGIN
+    RETURN QUERY
+        SELECT s.gen, s.head_layer, s.block_size, l.frozen, got FROM tenant_state s
+        JOIN layers l ON l.tenant_id = s.tenant_id AND l.layer_id = s.head_layer
+        WHERE s.tenant_id = tarbox_tenant();
+END $$;
