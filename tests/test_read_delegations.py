@@ -161,3 +161,24 @@ def test_close_to_open_while_both_processes_read_and_write(reader, db_url, tenan
     assert writer.wait(timeout=60) == 0 and seen == 40
     assert sorted(reader.listdir("/b"), key=int) == [str(k) for k in range(40)]
     assert reader._st.stats["recalls_sent"] + reader._st.db.recall_feed().stats["recalls"] >= 1
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_read_delegations_can_be_turned_off(db_url, tenant, monkeypatch, how):
+    """For a pooler that does not carry LISTEN (PgBouncer in transaction mode): then
+    every open asks, as before delegations existed."""
+    if how == "environment":
+        monkeypatch.setenv("TARBOX_READ_DELEGATIONS", "0")
+        tb = tarbox.connect(db_url)
+    else:
+        tb = tarbox.connect(db_url, read_delegations=False)
+    try:
+        fs = tb.filesystem(tenant)
+        fs.write_file("/f", b"x")
+        for _ in range(3):
+            before = fs._st.stats["round_trips"]
+            assert fs.read_file("/f") == b"x"
+            assert fs._st.stats["round_trips"] == before + 1
+        assert fs._st._rd is None
+    finally:
+        tb.close()

@@ -44,8 +44,10 @@ class Tenant:
 class Tarbox:
     """A connection to one Tarbox database. Thread-safe; share one per process."""
 
-    def __init__(self, url: str | None = None, *, attr_timeout: float = 1.0) -> None:
-        self.db = Database(url)
+    def __init__(
+        self, url: str | None = None, *, attr_timeout: float = 1.0, read_delegations: bool | None = None
+    ) -> None:
+        self.db = Database(url, read_delegations=read_delegations)
         self.attr_timeout = attr_timeout
         self._stores: dict[uuid.UUID, Store] = {}
         self._lock = threading.Lock()

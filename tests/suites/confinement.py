@@ -192,6 +192,11 @@ def compare(batch, ours: list[str], theirs: list[str]) -> str | None:
                 continue
             if ours_err == [str(ENAMETOOLONG)] and max(len(a), len(b)) > 4096:  # Linux checks PATH_MAX first
                 continue
+            if OPS[op] == "rmdir" and a.endswith(b"/"):
+                # "rmdir link/": Linux does not follow the final name (ENOTDIR; Tarbox does
+                # the same, checked against Linux in test_posix_differential), cap-std
+                # follows it (ELOOP for a loop)
+                continue
         return f"differs from wasmtime at case {i} {OPS[op]} {a[:80]!r} {b[:80]!r}: {x[:120]!r} vs {y[:120]!r}"
     if len(ours) != len(theirs):
         return f"output length differs: {len(ours)} vs {len(theirs)} lines"

@@ -19,7 +19,7 @@ from tarbox.fs.records import (
     Dentry,
     Inode,
 )
-from tarbox.fs.txn import DELEGATION_IDLE, _flusher, _rollback, translate_db_error
+from tarbox.fs.txn import DELEGATION_IDLE, DELEGATION_MAX, _flusher, _rollback, translate_db_error
 from tarbox.fs.types import FileType
 from tarbox.storage.recall import recall_channel
 
@@ -177,7 +177,7 @@ class Caches:
             _flusher.schedule(self, time.monotonic(), -self._rd_id)
 
     def _delegation_intact(self) -> bool:
-        if self._rd_recalled:
+        if self._rd_recalled or time.monotonic() - self._rd_taken > DELEGATION_MAX:
             return False
         if self._rd_recallable and not self.db.recall_feed().is_current(self._rd_epoch):
             return False
@@ -217,7 +217,7 @@ class Caches:
         self._rd_recallable = self._rd_slot
         self._rd_recalled = False
         self._rd_opens = 0
-        self._rd_used = time.monotonic()
+        self._rd_used = self._rd_taken = time.monotonic()
         if self._rd_recallable:
             if not self.db.recall_feed().is_current(self._rd_epoch):
                 self._release_delegation()  # the feed went down meanwhile: no one could recall it

@@ -176,6 +176,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self._rd_slot = False  # holds one of the Database's delegation slots
         self._rd_epoch = -1  # the recall feed's epoch it was taken in
         self._rd_used = 0.0  # monotonic time of its last use
+        self._rd_taken = 0.0  # ... and of when it was taken
         self._rd_opens = 0  # opens it answered since it was taken
         self._rd_backoff = 0.05  # after a recall, wait this long before delegating again
         self._rd_backoff_until = 0.0

@@ -101,8 +101,10 @@ class _Flusher:
 
 _flusher = _Flusher()
 
-# a read delegation kept between operations is given back after this long unused
+# a read delegation kept between operations is given back after this long unused,
+# and after this long in any case (a recall lost on the way costs a writer at most that)
 DELEGATION_IDLE = 2.0
+DELEGATION_MAX = 10.0
 
 
 class Transactions:
@@ -420,9 +422,10 @@ class Transactions:
         try:
             if ident < 0:
                 if self._rd is not None and self._rd_id == -ident:
-                    idle = time.monotonic() - self._rd_used
-                    if self._rd_recallable and not self._rd_recalled and idle < DELEGATION_IDLE:
-                        return DELEGATION_IDLE - idle  # in use: look again when it may have gone idle
+                    now = time.monotonic()
+                    idle, left = now - self._rd_used, self._rd_taken + DELEGATION_MAX - now
+                    if self._rd_recallable and not self._rd_recalled and idle < DELEGATION_IDLE and left > 0:
+                        return min(DELEGATION_IDLE - idle, left)  # in use: look again later
                     self._release_delegation()
             elif self._window and self._window_id == ident:
                 try:

@@ -46,7 +46,7 @@ def db_error(exc: psycopg.Error) -> DatabaseError:
 class Database:
     """Owns the pools of one PostgreSQL database holding Tarbox's schema."""
 
-    def __init__(self, url: str | None = None, *, pool_size: int = 16) -> None:
+    def __init__(self, url: str | None = None, *, pool_size: int = 16, read_delegations: bool | None = None) -> None:
         url = url or os.environ.get("TARBOX_DATABASE_URL") or None
         self.embedded = url is None
         self.url = url if url is not None else embedded_url()
@@ -103,8 +103,11 @@ class Database:
         )
         self._tokens: dict[uuid.UUID, str] = {}
         self._feed: RecallFeed | None = None
-        # read delegations held at once (each keeps one pooled connection in a transaction)
-        self.max_delegations = max(1, pool_size // 4)
+        # read delegations held at once (each keeps one pooled connection in a transaction);
+        # off by choice or by TARBOX_READ_DELEGATIONS=0 (e.g. behind a pooler that drops LISTEN)
+        if read_delegations is None:
+            read_delegations = os.environ.get("TARBOX_READ_DELEGATIONS", "1").strip().lower() not in ("0", "no", "off")
+        self.max_delegations = max(1, pool_size // 4) if read_delegations else 0
         self.delegations = 0
         self._app = ConnectionPool(
             self.url,
