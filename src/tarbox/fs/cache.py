@@ -23,6 +23,9 @@ from tarbox.fs.txn import DELEGATION_IDLE, DELEGATION_MAX, _flusher, _rollback, 
 from tarbox.fs.types import FileType
 from tarbox.storage.recall import recall_channel
 
+# opens that ask the server before a store starts taking read delegations
+_OPENS_BEFORE_DELEGATING = 3
+
 
 class Caches:
     """caches of the tenant store (mixed into ``Store``; see its docstring)."""
@@ -155,8 +158,11 @@ class Caches:
     # seconds unused.
 
     def _may_delegate(self, now: float) -> bool:
-        """Can a recallable delegation be taken now? Subscribes to the recall feed."""
-        if now < self._rd_backoff_until:
+        """Can a recallable delegation be taken now? Not at a store's first few opens
+        (a short-lived process, a CLI command, never starts the recall feed); from
+        then on it subscribes, and delegates once the feed listens."""
+        self._opens_asked += 1
+        if self._opens_asked <= _OPENS_BEFORE_DELEGATING or now < self._rd_backoff_until:
             return False
         feed = self.db.recall_feed()
         epoch = feed.subscribe(self._recall_channel(), self._on_recall, self._on_recall)

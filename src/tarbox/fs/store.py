@@ -180,6 +180,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self._rd_opens = 0  # opens it answered since it was taken
         self._rd_backoff = 0.05  # after a recall, wait this long before delegating again
         self._rd_backoff_until = 0.0
+        self._opens_asked = 0  # revalidations that asked the server (the first never delegates)
         self.lost_windows = 0  # windows whose commit failed: their writes are gone
         self.stats = {
             "flushes": 0,

@@ -26,7 +26,6 @@ from collections.abc import Callable
 
 import psycopg
 
-RECALL_WAIT = 2.0  # seconds a subscriber waits for its LISTEN to be in place
 _RECONNECT_DELAYS = (0.05, 0.2, 1.0, 5.0)
 
 
@@ -48,7 +47,6 @@ class RecallFeed:
         self._lock = threading.Lock()
         self._subscribers: dict[str, list[tuple[Callable[[], None], Callable[[], None]]]] = {}
         self._listening: set[str] = set()
-        self._waiting: dict[str, threading.Event] = {}
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection | None = None
@@ -58,10 +56,10 @@ class RecallFeed:
         self.stats = {"recalls": 0, "losses": 0, "connects": 0}
 
     def subscribe(self, channel: str, on_recall: Callable[[], None], on_lost: Callable[[], None]) -> int | None:
-        """Listen on ``channel``. Returns the feed's epoch once the LISTEN is in place
-        (hold a delegation only while ``epoch`` is still that), or None if the feed
-        cannot come up now. ``on_recall`` and ``on_lost`` run on the feed's thread and
-        must not block."""
+        """Listen on ``channel``. Returns the feed's epoch if the LISTEN is in place
+        (hold a delegation only while ``epoch`` is still that); None until it is:
+        the feed connects and listens in the background, and never makes a caller
+        wait. ``on_recall`` and ``on_lost`` run on the feed's thread and must not block."""
         with self._lock:
             if self._closed:
                 return None
@@ -73,13 +71,9 @@ class RecallFeed:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tarbox-recall", daemon=True)
                 self._thread.start()
-            elif not self.up:
-                return None  # lost and reconnecting: do not make an open wait for it
-            event = self._waiting.setdefault(channel, threading.Event())
-        os.write(self._wake_w, b"x")
-        event.wait(RECALL_WAIT)
-        with self._lock:
-            return self.epoch if self.up and channel in self._listening else None
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        return None
 
     def is_current(self, epoch: int) -> bool:
         return self.up and self.epoch == epoch
@@ -143,9 +137,6 @@ class RecallFeed:
         with self._lock:
             self._listening.update(new)
             self.up = True
-            for ch in list(self._waiting):
-                if ch in self._listening:
-                    self._waiting.pop(ch).set()
 
     def _dispatch(self, channel: str) -> None:
         self.stats["recalls"] += 1
@@ -161,9 +152,6 @@ class RecallFeed:
             self._listening.clear()
             self.epoch += 1
             subs = [s for lst in self._subscribers.values() for s in lst]
-            for event in self._waiting.values():
-                event.set()
-            self._waiting.clear()
         if was_up:
             self.stats["losses"] += 1
         for _, on_lost in subs:
