@@ -1,9 +1,5 @@
 """Tenant-scoped POSIX-like filesystem over the store: paths, files, directories.
-(Its history calls, layers to diffs, are ``timeline.py``'s.)
-
-Path resolution is physical, as in POSIX: ``a/..`` goes to the parent of the
-directory ``a`` really is (after following symlinks), ``..`` at the root stays
-at the root, and more than 40 symlinks in one resolution is ELOOP.
+(Its path walk is ``walk.py``'s, its history calls, layers to diffs, ``timeline.py``'s.)
 """
 
 from __future__ import annotations
@@ -12,28 +8,16 @@ import errno
 import io
 import os
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-from tarbox.errors import SandboxEscapeError, fs_error
+from tarbox.errors import fs_error
 from tarbox.fs import control, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.store import ROOT_INO, RUN_AHEAD_MAX_BYTES, Inode, Store, _now
 from tarbox.fs.timeline import HistoryView
 from tarbox.fs.types import AuditOp, DirEntry, FileType, Stat, Usage, WriteBack
-
-SYMLOOP_MAX = 40
-
-
-@dataclass(slots=True)
-class _Res:
-    parent: int | None  # directory holding the final name (None: path ends in '.', '..' or is '/')
-    name: str | None
-    node: Inode | None  # None: the final name does not exist
-    ancestors: tuple[int, ...]  # directories from the root down to ``parent``
-    name_too_long: bool = False  # the final name is over NAME_MAX (only with defer_long_name)
+from tarbox.fs.walk import PathWalk, Resolution
 
 
 def _check_reserved(parent: int, name: str, path: str) -> None:
@@ -56,7 +40,7 @@ class _ControlWriter(io.BytesIO):
             control.write(self._fs, self._path, data)
 
 
-class Filesystem(HistoryView):
+class Filesystem(HistoryView, PathWalk):
     """One tenant's files. Obtain it with ``Tarbox.filesystem(tenant)``."""
 
     def __init__(
@@ -78,129 +62,6 @@ class Filesystem(HistoryView):
         self.run_id: uuid.UUID | None = None
         self.audited = True  # False: this view's operations leave no records (benchmarks, tools)
         self.audit_reads = False
-
-    # ------------------------------------------------------------ resolution
-
-    def _resolve(self, path: str | os.PathLike, *, follow: bool = True, defer_long_name: bool = False) -> _Res:
-        return self._walk(paths.split(path), os.fspath(path), follow, [ROOT_INO], [], None, defer_long_name)
-
-    def _walk(
-        self,
-        sp: paths.SplitPath,
-        text: str,
-        follow: bool,
-        stack: list[int],
-        names: list[str],
-        floor: int | None,
-        defer_long_name: bool = False,
-    ) -> _Res:
-        """Walk ``sp`` from the directory ``stack`` (inodes from the root; ``names`` their
-        entry names), following symlinks. With ``floor``, the walk stays beneath the
-        first ``floor`` entries of ``stack``: absolute paths and targets, and ``..``
-        above them, raise SandboxEscapeError. ``names`` ends as the physical path.
-
-        Every name over NAME_MAX is refused when the walk reaches it (ENAMETOOLONG), as
-        Linux does. This is the one place that decides it. With ``defer_long_name``, an
-        over-long *final* name is not refused but returned as ``name_too_long``: an
-        operation that looks at two paths (rename, link) refuses it in Linux's order,
-        after walking the other path's directories."""
-        st = self._st
-        if floor is not None and sp.absolute:
-            raise SandboxEscapeError(text)
-        pending = deque(sp.parts)
-        follow_last = follow or sp.trailing_slash
-        links = 0
-        while pending:
-            comp = pending.popleft()
-            last = not pending
-            if comp == ".":
-                continue
-            if comp == "..":
-                if floor is not None and len(stack) <= floor:
-                    raise SandboxEscapeError(text)
-                if len(stack) > 1:
-                    stack.pop()
-                    names.pop()
-                continue
-            cur = stack[-1]
-            cnode = st.inode(cur)
-            if cnode is None:
-                raise fs_error(errno.ENOENT, text)
-            if cnode.kind is not FileType.DIRECTORY:
-                raise fs_error(errno.ENOTDIR, text)
-            if last and defer_long_name and paths.overlong(comp):
-                names.append(comp)
-                return _Res(cur, comp, None, tuple(stack), name_too_long=True)
-            paths.check_component(comp, text)
-            child = st.lookup(cur, comp)
-            node = st.inode(child) if child is not None else None
-            if node is None:
-                if last:
-                    names.append(comp)
-                    return self._final(_Res(cur, comp, None, tuple(stack)), sp, text)
-                raise fs_error(errno.ENOENT, text)
-            if node.kind is FileType.SYMLINK and (not last or follow_last):
-                links += 1
-                if links > SYMLOOP_MAX:
-                    raise fs_error(errno.ELOOP, text)
-                target = node.target or ""
-                if not target:
-                    raise fs_error(errno.ENOENT, text)
-                tsp = paths.split(target)
-                if tsp.absolute:
-                    if floor is not None:
-                        raise SandboxEscapeError(text)
-                    del stack[1:]  # back to the root
-                    names.clear()
-                pending.extendleft(reversed(tsp.parts))
-                if tsp.trailing_slash and last:
-                    follow_last = True
-                continue
-            if last:
-                names.append(comp)
-                return self._final(_Res(cur, comp, node, tuple(stack)), sp, text)
-            if node.kind is not FileType.DIRECTORY:
-                raise fs_error(errno.ENOTDIR, text)
-            stack.append(node.ino)
-            names.append(comp)
-        top = stack[-1]
-        node = st.inode(top)
-        return self._final(_Res(None, None, node, tuple(stack[:-1])), sp, text)
-
-    def resolve_beneath(
-        self, base: str, rel: str, *, follow: bool, defer_long_name: bool = False
-    ) -> tuple[str, Stat | None]:
-        """Resolve ``rel`` from the directory ``base`` (a physical path) for a sandbox
-        (the WASI host): it may not climb above ``base``, nor use absolute paths or
-        symlinks that leave it (SandboxEscapeError).
-        Returns the physical path (no symlink before its last component; a trailing
-        slash kept) and the stat of what it names (None: it does not exist).
-        Hold the store lock for the answer to stay true while acting on it."""
-        st = self._st
-        with st.lock:
-            st.refresh(force=False)
-            names = [p for p in base.split("/") if p]
-            start = self._resolve(base)
-            assert start.node is not None
-            stack = [*start.ancestors, start.node.ino]
-            sp = paths.split(rel)
-            res = self._walk(sp, rel, follow, stack, names, len(names) + 1, defer_long_name)
-            out = "/" + "/".join(names)
-            if sp.trailing_slash and out != "/":
-                out += "/"
-            return out, res.node.to_stat() if res.node is not None else None
-
-    @staticmethod
-    def _final(res: _Res, sp: paths.SplitPath, text: str) -> _Res:
-        if sp.trailing_slash and res.node is not None and res.node.kind is not FileType.DIRECTORY:
-            raise fs_error(errno.ENOTDIR, text)
-        return res
-
-    def _existing(self, path: str | os.PathLike, *, follow: bool = True) -> _Res:
-        res = self._resolve(path, follow=follow)
-        if res.node is None:
-            raise fs_error(errno.ENOENT, os.fspath(path))
-        return res
 
     def _writable(self, path: str | os.PathLike | None) -> None:
         if self.read_only:
@@ -375,7 +236,7 @@ class Filesystem(HistoryView):
 
     # ----------------------------------------------------------------- writes
 
-    def _create(self, res: _Res, kind: FileType, mode: int, path: str, *, target: str | None = None) -> Inode:
+    def _create(self, res: Resolution, kind: FileType, mode: int, path: str, *, target: str | None = None) -> Inode:
         st = self._st
         assert res.parent is not None and res.name is not None
         paths.check_name(res.name, path)
