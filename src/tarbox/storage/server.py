@@ -99,16 +99,31 @@ def running_url() -> str | None:
     """The URL of Tarbox's database on the embedded server if its pid file says it
     runs and is ready, else None. The database itself is created by the process that
     started the server (``embedded_url(fast=False)``)."""
-    pid_file = _pgdata() / "postmaster.pid"
     try:
-        lines = pid_file.read_text().splitlines()
+        lines = _pid_file_lines(_pgdata())
         pid, port, socket_dir, state = int(lines[0]), int(lines[3]), lines[4], lines[7].strip()
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    if state != "ready" or not socket_dir:
+    if state != "ready" or not socket_dir or not _alive(pid):
         return None
     return psycopg.conninfo.make_conninfo(user="postgres", dbname=DATABASE_NAME, host=socket_dir, port=str(port))
+
+
+def _pid_file_lines(pgdata: Path) -> list[str]:
+    """The lines of the server's ``postmaster.pid`` (pid, data dir, start time, port,
+    socket dir, listen address, shared memory key, state); none if it has none."""
+    try:
+        return (pgdata / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -123,21 +138,15 @@ class EmbeddedStatus:
 def embedded_status() -> EmbeddedStatus:
     """Describe the embedded server without starting it."""
     pgdata = _pgdata()
-    pid_file = pgdata / "postmaster.pid"
     initialized = (pgdata / "PG_VERSION").exists()
     pid: int | None = None
     socket_dir: str | None = None
     running = False
-    if pid_file.exists():
-        lines = pid_file.read_text().splitlines()
-        if lines:
-            pid = int(lines[0])
-            socket_dir = lines[4] if len(lines) > 4 else None
-            try:
-                os.kill(pid, 0)
-                running = True
-            except OSError:
-                running = False
+    lines = _pid_file_lines(pgdata)
+    if lines:
+        pid = int(lines[0])
+        socket_dir = lines[4] if len(lines) > 4 else None
+        running = _alive(pid)
     return EmbeddedStatus(pgdata, initialized, running, pid if running else None, socket_dir)
 
 
