@@ -20,6 +20,9 @@ if "TARBOX_HOME" not in os.environ:
 
 
 def _server_url() -> str:
+    external = os.environ.get("TARBOX_TEST_DATABASE_URL")
+    if external:
+        return external
     external = os.environ.get("TARBOX_DATABASE_URL")
     if external:
         return external
@@ -35,6 +38,11 @@ def server_url() -> str:
 
 @pytest.fixture(scope="session")
 def db_url(server_url: str):
+    given = os.environ.get("TARBOX_TEST_DATABASE_URL")
+    if given:  # a database made for this run (tests/test_citus.py: a fresh Citus cluster's)
+        os.environ["TARBOX_TEST_DB_URL"] = given
+        yield given
+        return
     name = f"tarbox_test_{uuid.uuid4().hex[:10]}"
     url = ensure_database(server_url, name)
     os.environ["TARBOX_TEST_DB_URL"] = url

@@ -70,9 +70,9 @@ def test_after_the_wasi_workload_and_its_limits_is_clean(tb, tenant):
 
 DAMAGE = {
     "extent-block": "DELETE FROM blocks WHERE tenant_id = %(t)s AND len = 131072"
-    " AND hash = (SELECT min(hash) FROM blocks WHERE tenant_id = %(t)s AND len = 131072)",
+    " AND hash = (SELECT hash FROM blocks WHERE tenant_id = %(t)s AND len = 131072 ORDER BY hash LIMIT 1)",
     "block-hash": "UPDATE blocks SET data = overlay(data placing '\\xff'::bytea from 1)"
-    " WHERE tenant_id = %(t)s AND hash = (SELECT min(hash) FROM blocks WHERE tenant_id = %(t)s)",
+    " WHERE tenant_id = %(t)s AND hash = (SELECT hash FROM blocks WHERE tenant_id = %(t)s ORDER BY hash LIMIT 1)",
     "usage": "UPDATE tenant_state SET used_bytes = used_bytes + 1 WHERE tenant_id = %(t)s",
     "dirent-target": "DELETE FROM inodes WHERE tenant_id = %(t)s AND ino IN"
     " (SELECT ino FROM dirents WHERE tenant_id = %(t)s AND name = 'side.txt')",

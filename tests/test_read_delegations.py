@@ -47,7 +47,7 @@ def _each_open_asks(fs, path: str, content: bytes, times: int = 8) -> None:
 
 def _terminate(db, pid: int) -> None:
     with db.admin() as conn:
-        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        assert conn.execute("SELECT pg_terminate_backend(%s::int)", (pid,)).fetchone()[0]
 
 
 def test_reopening_a_file_costs_no_round_trip(reader):

@@ -127,7 +127,18 @@ class Tarbox:
             "used_inodes": u.used_inodes,
             "quota_bytes": u.quota_bytes,
             "quota_inodes": u.quota_inodes,
+            **self._placement(t.id),
         }
+
+    def _placement(self, tenant_id: uuid.UUID) -> dict:
+        """Where a tenant's rows live: on Citus, the node and shard of its shard group."""
+        if not self.db.distributed:
+            return {}
+        from tarbox.storage import citus
+
+        with self.db.admin() as conn:
+            host, port, shard = citus.tenant_node(conn, tenant_id)
+        return {"node": f"{host}:{port}", "shard": shard}
 
     def list_tenants(self) -> list[Tenant]:
         with self.db.admin() as conn:

@@ -24,6 +24,7 @@ import psycopg
 
 import tarbox
 from suites import SuiteResult
+from tarbox.storage import citus
 from tarbox.wasi import WasiHost
 from wasi_support import guest, tarbox_tree
 
@@ -66,12 +67,21 @@ def app_conn(db_url: str, tenant_id, *, user: str | None = None, autocommit: boo
     role (a member of the application role only, so RESET ROLE stays unprivileged)."""
     with psycopg.connect(db_url, options="-c search_path=tarbox") as owner:
         token = owner.execute("SELECT tarbox_tenant_token(%s)", (tenant_id,)).fetchone()[0]
-    conn = psycopg.connect(db_url, user=user, options="-c search_path=tarbox", autocommit=autocommit)
+        carrier = citus.installed(owner) and citus.distributed(owner)
+    # on Citus the workers enforce the policies: every transaction must carry the binding
+    # there, as Tarbox's own connections do (storage/citus.py)
+    kind, options = psycopg.Connection, "-c search_path=tarbox"
+    if carrier:
+        kind, options = citus.BindingCarrier, options + " -c citus.propagate_set_commands=local"
+    conn = kind.connect(db_url, user=user, options=options, autocommit=autocommit)
     conn.execute("SET ROLE tarbox_app")
+    conn.carrying = True
     conn.execute(
         "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",
         (str(tenant_id), token),
     )
+    if not autocommit:
+        conn.commit()  # the role and binding outlive the test's rollbacks; its next transaction carries them
     return conn
 
 

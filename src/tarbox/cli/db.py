@@ -11,7 +11,9 @@ from tarbox.cli.context import ctx_of, safe_url, show
 from tarbox.cli.output import emit_json, json_option, out
 
 app = typer.Typer()
-db_app = typer.Typer(no_args_is_help=True, help="The database: status of the embedded server, stop it.")
+db_app = typer.Typer(
+    no_args_is_help=True, help="The database: status of the embedded server, stop it, distribute it on Citus."
+)
 
 
 @app.command()
@@ -105,6 +107,31 @@ def db_status(ctx: typer.Context) -> None:
             "pid": s.pid,
         }
     show(c, data)
+
+
+@db_app.command("distribute")
+@json_option
+def db_distribute(ctx: typer.Context) -> None:
+    """Lay Tarbox's tables out distributed on a Citus cluster, in place (idempotent).
+
+    Run it against the coordinator of a database that has the citus extension and its
+    workers added; existing tenants move to the workers. Run it again after adding a
+    worker: it gives the new node the binding key (docs/scaling.md)."""
+    from tarbox.storage import citus
+
+    c = ctx_of(ctx)
+    tb = c.tb()
+    with tb.db.admin() as conn:
+        done = citus.distribute(conn)
+        synced = citus.sync_nodes(conn, force=True)
+        nodes = citus.nodes(conn)
+    if c.as_json:
+        emit_json({"done": done, "nodes": [n.__dict__ for n in nodes], "keyed_workers": synced})
+        return
+    for line in done or ["already distributed"]:
+        out.print(line)
+    for n in nodes:
+        out.print(f"{n.role} {n.host}:{n.port}: {n.shards} shard placements")
 
 
 @db_app.command("stop")

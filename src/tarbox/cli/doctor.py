@@ -60,6 +60,7 @@ def _database(url: str | None) -> list[Check]:
         checks.append(
             Check("schema", have == want, f"version {have} (this Tarbox: {want})", "upgrade tarbox or the database")
         )
+        checks.append(_mode(tb))
         problems = security_problems(tb.db)
         checks.append(
             Check(
@@ -72,6 +73,31 @@ def _database(url: str | None) -> list[Check]:
     finally:
         tb.close()
     return checks
+
+
+def _mode(tb: tarbox.Tarbox) -> Check:
+    """Single server or Citus; on Citus the nodes, and whether each worker can check
+    tenant bindings (it needs the binding key: `tarbox db distribute` gives it)."""
+    from tarbox.storage import citus
+
+    if not tb.db.citus:
+        return Check("mode", True, "single server")
+    with tb.db.admin() as conn:
+        if not tb.db.distributed:
+            return Check(
+                "mode",
+                False,
+                "Citus is installed but Tarbox's tables are local to the coordinator",
+                "run `tarbox db distribute`",
+                required=False,
+            )
+        nodes = citus.nodes(conn)
+        unkeyed = citus.unkeyed_nodes(conn)
+    shown = ", ".join(f"{n.role} {n.host}:{n.port} ({n.shards} placements)" for n in nodes)
+    if unkeyed:
+        missing = ", ".join(f"{h}:{p}" for h, p in unkeyed)
+        return Check("mode", False, f"Citus: {shown}; no binding key on {missing}", "run `tarbox db distribute`")
+    return Check("mode", True, f"Citus: {shown}")
 
 
 def _wasmtime() -> Check:

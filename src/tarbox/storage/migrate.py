@@ -13,6 +13,7 @@ from importlib import resources
 import psycopg
 
 from tarbox.errors import SchemaVersionError
+from tarbox.storage import citus
 
 SCHEMA = "tarbox"
 APP_ROLE = "tarbox_app"
@@ -41,8 +42,10 @@ def current_version(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: psycopg.Connection) -> int:
-    """Bring the schema up to date; returns the version now in place.
+def migrate(conn: psycopg.Connection, *, distribute: bool = False) -> int:
+    """Bring the schema up to date; returns the version now in place. With
+    ``distribute`` (a Citus database), a schema created here is laid out distributed in
+    the same transaction; an existing one is left as it is (``tarbox db distribute``).
 
     ``conn`` must be an autocommit connection of a role that owns (or may
     create) the schema.
@@ -54,6 +57,8 @@ def migrate(conn: psycopg.Connection) -> int:
             f"database schema version {have} is newer than this Tarbox supports ({target}); upgrade tarbox"
         )
     if have == target:
+        if distribute and citus.distributed(conn):
+            citus.sync_nodes(conn)
         return have
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -71,6 +76,10 @@ def migrate(conn: psycopg.Connection) -> int:
                 continue
             conn.execute(sql)
             conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name))
+        if distribute and have == 0:
+            citus.lay_out(conn)
+    if distribute and citus.distributed(conn):
+        citus.sync_nodes(conn)
     return target
 
 
