@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import psycopg
 from rich.console import Console
 from rich.table import Table
@@ -132,6 +133,36 @@ def statement_cost(tb: tarbox.Tarbox, n: int = 2000) -> float:
     return statistics.median(times)
 
 
+def _cpu_seconds(node) -> float:
+    """CPU time used so far by a node's postmaster and all its processes."""
+    pid = int((node.dir / "postmaster.pid").read_text().split()[0])
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def cpu_per_op(tb: tarbox.Tarbox, cluster, n: int = 500) -> dict[str, float]:
+    """Server CPU milliseconds per committed 4 KiB create, per node (the capacity
+    model's input). Backends that exit meanwhile are lost to the count, so the pool
+    stays open throughout and the figure is a lower bound."""
+    t = tb.create_tenant(f"cpu-{uuid.uuid4().hex[:8]}")
+    fs = tb.filesystem(t)
+    fs.write_file("/warm", b"x")
+    nodes = [cluster.coordinator, *cluster.workers]
+    before = [_cpu_seconds(nd) for nd in nodes]
+    for i in range(n):
+        fs.write_file(f"/f{i}", b"x" * 4096)
+    after = [_cpu_seconds(nd) for nd in nodes]
+    tb.delete_tenant(t)
+    return {nd.name: (a - b) / n * 1e3 for nd, a, b in zip(nodes, after, before, strict=True)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=2000)
@@ -154,7 +185,7 @@ def main() -> None:
             tb = tarbox.connect(cluster.url)
             try:
                 results[label] = {"fs": fs_scenarios(tb, args), "wasi": wasi_workload(tb, wasm, args)}
-                extra[label] = {"stmt": statement_cost(tb)}
+                extra[label] = {"stmt": statement_cost(tb), "cpu": cpu_per_op(tb, cluster)}
                 if cluster.citus:
                     extra[label]["counts"] = hot_path_counts(tb, cluster.url, wasm)
                     extra[label]["plans"] = plans(tb, cluster.url)
@@ -178,6 +209,13 @@ def main() -> None:
     a, b = extra[single]["stmt"], extra[dist]["stmt"]
     table.add_row("one router SELECT (ms, median)", f"{a * 1e3:.3f}", f"{b * 1e3:.3f}", f"{b / a:.2f}", "-")
     console.print(table)
+    cpu = Table(title="Server CPU per committed 4 KiB create (ms; one commit per operation)")
+    for col in ("deployment", "node", "CPU ms / op"):
+        cpu.add_column(col, justify="right")
+    for label in results:
+        for node, ms in extra[label]["cpu"].items():
+            cpu.add_row(label, node, f"{ms:.3f}")
+    console.print(cpu)
     one, many = extra[dist]["counts"]
     console.print(
         f"hot path on Citus: {one} single-shard (router) statements, {many} multi-shard:"
