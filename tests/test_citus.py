@@ -304,3 +304,7 @@ def test_a_single_node_database_is_distributed_in_place_then_rebalanced_onto_a_n
             check(tb)
         finally:
             tb.close()
+        proc = _tarbox_cli(c.url, "db", "distribute", "--json")  # again: nothing left to do
+        assert proc.returncode == 0, proc.stderr
+        again = json.loads(proc.stdout)
+        assert again["done"] == [] and again["keyed_workers"] == 2
