@@ -135,12 +135,16 @@ def list_tokens(tb: Tarbox, tenant: Tenant | str | uuid.UUID | None = None) -> l
 
 def revoke_token(tb: Tarbox, token_id: uuid.UUID | str) -> TokenInfo:
     """Revoke a token by its id (from ``list_tokens``); revoking twice keeps the first time."""
+    tid = uuid.UUID(str(token_id))
+    # two statements, not coalesce(revoked_at, now()): Citus refuses a non-immutable
+    # function inside COALESCE in an UPDATE of a distributed table
     with tb.db.admin() as conn:
         row = conn.execute(
-            f"""UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
-                WHERE token_id = %s RETURNING {_COLUMNS}""",
-            (uuid.UUID(str(token_id)),),
+            f"UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s AND revoked_at IS NULL RETURNING {_COLUMNS}",
+            (tid,),
         ).fetchone()
+        if row is None:  # revoked before, or no such token
+            row = conn.execute(f"SELECT {_COLUMNS} FROM api_tokens WHERE token_id = %s", (tid,)).fetchone()
     if row is None:
         raise TokenError(f"no token with id {token_id}")
     return _info(row)
