@@ -122,8 +122,7 @@ def db_distribute(ctx: typer.Context) -> None:
     c = ctx_of(ctx)
     tb = c.tb()
     with tb.db.admin() as conn:
-        done = citus.distribute(conn)
-        synced = citus.sync_nodes(conn, force=True)
+        done, synced = citus.distribute(conn)
         nodes = citus.nodes(conn)
     if c.as_json:
         emit_json({"done": done, "nodes": [n.__dict__ for n in nodes], "keyed_workers": synced})

@@ -106,19 +106,20 @@ def tenant_node(conn: psycopg.Connection, tenant_id) -> tuple[str, int, int]:
     return (row[0], row[1], row[2])
 
 
-def distribute(conn: psycopg.Connection) -> list[str]:
+def distribute(conn: psycopg.Connection) -> tuple[list[str], int]:
     """Convert Tarbox's schema in this (Citus) database to the distributed layout, in
-    place; existing rows move to the workers. Idempotent. Returns what it did."""
+    place; existing rows move to the workers; every worker is given the binding key
+    again. Idempotent. Returns what it laid out and how many workers were keyed."""
     if not installed(conn):
         raise DatabaseError("this database has no citus extension (CREATE EXTENSION citus; add the workers first)")
     ensure_coordinator(conn, "this database")
     with conn.transaction():
         done = lay_out(conn)
-    sync_nodes(conn)
+    keyed = sync_nodes(conn, force=True)
     # rows copied to the shards stay on the coordinator's disk, invisible, until truncated
     for table in (*REFERENCE_TABLES, *DISTRIBUTED_TABLES):
         conn.execute("SELECT truncate_local_data_after_distributing_table(%s)", (f"tarbox.{table}",))
-    return done
+    return done, keyed
 
 
 def lay_out(conn: psycopg.Connection) -> list[str]:
@@ -131,6 +132,11 @@ def lay_out(conn: psycopg.Connection) -> list[str]:
     # the quota trigger of tenant_state only compares NEW and OLD: safe on shards
     conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
     conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+    # which workers hold the binding key (sync_nodes), on the coordinator only
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS citus_keyed_nodes"
+        " (nodename text, nodeport integer, PRIMARY KEY (nodename, nodeport))"
+    )
     have = {
         r[0]
         for r in conn.execute(
@@ -163,10 +169,6 @@ def lay_out(conn: psycopg.Connection) -> list[str]:
 
 def unkeyed_nodes(conn: psycopg.Connection) -> list[tuple[str, int]]:
     """Active workers not known to hold the binding key."""
-    if conn.execute("SELECT to_regclass('tarbox.citus_keyed_nodes') IS NULL").fetchone()[0]:
-        return conn.execute(
-            "SELECT nodename, nodeport FROM pg_dist_node WHERE isactive AND noderole = 'primary' AND groupid <> 0"
-        ).fetchall()
     return conn.execute(
         "SELECT nodename, nodeport FROM pg_dist_node WHERE isactive AND noderole = 'primary' AND groupid <> 0"
         " EXCEPT SELECT nodename, nodeport FROM tarbox.citus_keyed_nodes"
@@ -178,12 +180,7 @@ def sync_nodes(conn: psycopg.Connection, *, force: bool = False) -> int:
     ``citus_add_node`` has none, and its shards would show no rows). Cheap when nothing
     changed: the coordinator records which nodes have the key. Returns how many nodes
     were given it. Outside any transaction (it must not wait on the caller's)."""
-    if conn.execute("SELECT to_regclass('tarbox.citus_keyed_nodes') IS NULL").fetchone()[0]:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS tarbox.citus_keyed_nodes (nodename text, nodeport integer,"
-            " PRIMARY KEY (nodename, nodeport))"
-        )
-    if not unkeyed_nodes(conn) and not force:
+    if not force and not unkeyed_nodes(conn):
         return 0
     key = conn.execute("SELECT encode(key, 'hex') FROM tarbox.tarbox_binding_key").fetchone()[0]
     if not re.fullmatch(r"[0-9a-f]+", key):

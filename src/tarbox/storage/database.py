@@ -72,6 +72,8 @@ class Database:
                     citus.ensure_coordinator(conn, self._where)
                 self.schema_version = _migrate.migrate(conn, distribute=self.citus)
                 self.distributed = self.citus and citus.distributed(conn)
+                if self.distributed:  # a worker added since would show no rows without the key
+                    citus.sync_nodes(conn)
         except psycopg.OperationalError as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL ({self._where}): {exc}".strip()) from exc
         except psycopg.errors.ReadOnlySqlTransaction as exc:

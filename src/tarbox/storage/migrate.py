@@ -57,8 +57,6 @@ def migrate(conn: psycopg.Connection, *, distribute: bool = False) -> int:
             f"database schema version {have} is newer than this Tarbox supports ({target}); upgrade tarbox"
         )
     if have == target:
-        if distribute and citus.distributed(conn):
-            citus.sync_nodes(conn)
         return have
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -78,8 +76,6 @@ def migrate(conn: psycopg.Connection, *, distribute: bool = False) -> int:
             conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name))
         if distribute and have == 0:
             citus.lay_out(conn)
-    if distribute and citus.distributed(conn):
-        citus.sync_nodes(conn)
     return target
 
 
