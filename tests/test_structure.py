@@ -17,7 +17,15 @@ SRC = Path(__file__).parents[1] / "src"
 LAYERS = {
     "tarbox.storage": {"tarbox.errors"},
     "tarbox.fs": {"tarbox.errors", "tarbox.names", "tarbox.storage"},
-    "tarbox.wasi": {"tarbox.errors", "tarbox.names", "tarbox.storage", "tarbox.fs", "tarbox.client", "tarbox"},
+    "tarbox.wasi": {
+        "tarbox.errors",
+        "tarbox.names",
+        "tarbox.storage",
+        "tarbox.fs",
+        "tarbox.client",
+        "tarbox.runs",
+        "tarbox",
+    },
     "tarbox.server": {"*", "-tarbox.cli"},
     "tarbox.integrations": {"*", "-tarbox.cli", "-tarbox.server"},
 }

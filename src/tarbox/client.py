@@ -20,6 +20,7 @@ from tarbox.names import validate_tenant_name
 from tarbox.storage import Database
 
 _TENANT_TABLES = (
+    "runs",
     "api_tokens",
     "audit",
     "stages",

@@ -63,6 +63,10 @@ class Filesystem(HistoryView, PathWalk):
         self.audited = True  # False: this view's operations leave no records (benchmarks, tools)
         self.audit_reads = False
 
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self._st.tid
+
     def _writable(self, path: str | os.PathLike | None) -> None:
         if self.read_only:
             raise fs_error(errno.EROFS, None if path is None else os.fspath(path), "read-only filesystem view")

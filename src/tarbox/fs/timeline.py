@@ -167,9 +167,11 @@ class HistoryView:
         path: str | None = None,
         op: AuditOp | str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[AuditRecord]:
-        """The tenant's audit log, oldest first: by run, since a time, for paths
-        matching a glob (``*`` and ``?``; ``*`` crosses ``/``), of one operation."""
+        """The tenant's audit log, oldest first (or newest first: ``limit`` then keeps the
+        latest): by run, since a time, for paths matching a glob (``*`` and ``?``; ``*``
+        crosses ``/``), of one operation."""
         where, params = ["tenant_id = %s"], [self._st.tid]
         if run_id is not None:
             where.append("run_id = %s")
@@ -185,7 +187,7 @@ class HistoryView:
             where.append("op = %s")
             params.append(str(AuditOp(op)))
         sql = "SELECT seq, at, run_id, op, path, path2, bytes, layer_id FROM audit WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
+        sql += " ORDER BY seq" + (" DESC" if newest_first else "") + (f" LIMIT {int(limit)}" if limit else "")
         self._st.commit()  # what this process did is part of the log
         return [AuditRecord(r[0], r[1], r[2], AuditOp(r[3]), *r[4:]) for r in self._st._q(sql, tuple(params))]
 

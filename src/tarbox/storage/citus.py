@@ -52,6 +52,7 @@ DISTRIBUTED_TABLES = (
     "stages",
     "audit",
     "api_tokens",
+    "runs",
 )
 POLICY_TABLES = ("tenants", *DISTRIBUTED_TABLES)
 

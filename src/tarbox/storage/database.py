@@ -173,9 +173,10 @@ class Database:
             yield conn
 
     @contextmanager
-    def tenant(self, tenant_id: uuid.UUID) -> Iterator[psycopg.Connection]:
-        """An autocommit ``tarbox_app`` connection bound to one tenant."""
-        with self._translate(), self._app.connection() as conn:
+    def tenant(self, tenant_id: uuid.UUID, *, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """An autocommit ``tarbox_app`` connection bound to one tenant (``timeout``: seconds to
+        wait for one, default the pool's)."""
+        with self._translate(), self._app.connection(timeout=timeout) as conn:
             if getattr(conn, "_tarbox_tenant", None) != tenant_id:
                 conn.execute(
                     "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",

@@ -74,7 +74,9 @@ def migrate(conn: psycopg.Connection, *, distribute: bool = False) -> int:
                 continue
             conn.execute(sql)
             conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name))
-        if distribute and have == 0:
+        # a new schema is laid out distributed; tables that later migrations add to a
+        # distributed one are distributed like the others (lay_out skips what is done)
+        if distribute and (have == 0 or citus.distributed(conn)):
             citus.lay_out(conn)
     return target
 

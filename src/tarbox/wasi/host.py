@@ -8,14 +8,17 @@ import contextlib
 import errno
 import hashlib
 import math
+import shlex
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import wasmtime
 import wasmtime.component as wc
 
+from tarbox import runs
 from tarbox.client import Tarbox, Tenant
 from tarbox.errors import TarboxError
 from tarbox.fs import Filesystem
@@ -69,6 +72,7 @@ class WasiHost:
         module_cache: engines.ModuleCache | None = None,
         audit: bool = True,
         audit_reads: bool = False,
+        record_run: bool = True,
     ) -> None:
         self.tb = tb
         self.tenant = tenant
@@ -86,6 +90,7 @@ class WasiHost:
         self.cache = module_cache if module_cache is not None else engines.default_cache
         self.audit = audit  # record the run's changes in the tenant's audit log
         self.audit_reads = audit_reads  # ... and its opens for reading
+        self.record_run = record_run  # write the run's record to the run log (tarbox.runs)
 
     def filesystem(self) -> Filesystem:
         """The guest's view: /.tarbox hidden, read-only when the host is."""
@@ -116,6 +121,7 @@ class WasiHost:
     ) -> RunResult:
         """The blocking form of :meth:`run_wasm`."""
         t0 = time.monotonic()
+        started_at = datetime.now(UTC)
         out = Output(self.output_limit, on_stdout, on_stderr)
 
         def result(status: RunStatus, code: int, trap: str | None = None, p1: Preview1 | None = None) -> RunResult:
@@ -161,6 +167,21 @@ class WasiHost:
         r.checkpoint = checkpoint
         r.run_id = fs.run_id
         r._audit_of = fs
+        if self.record_run:
+            runs.record(
+                self.tb,
+                fs.tenant_id,
+                run_id=r.run_id,
+                started_at=started_at,
+                duration=r.duration,
+                command=shlex.join(args or []),
+                status=r.status.value,
+                exit_code=r.exit_code,
+                trap=r.trap,
+                checkpoint=checkpoint,
+                stdout=r.stdout,
+                stderr=r.stderr,
+            )
         return r
 
     def _with_shim(self, wasm: bytes, digest: str, component):

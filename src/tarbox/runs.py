@@ -1,0 +1,121 @@
+"""The run log: one record per WASI run of a tenant (how it ended, how long it took,
+the start of its output), written by the host when the run ends and read by
+``tarbox serve``'s console. What a run changed is in the audit log under the same
+run id; this log keeps what the audit log cannot: status, exit code and output.
+
+Rows are the tenant's (row-level security, like its files) and go with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from tarbox.client import Tarbox, Tenant
+
+OUTPUT_KEPT = 64 << 10  # bytes of stdout and of stderr kept per run
+COMMAND_KEPT = 400  # characters of the command line kept
+RECORD_WAIT = 2.0  # seconds a finished run waits for a connection to record itself
+log = logging.getLogger("tarbox.runs")
+
+_COLUMNS = (
+    "run_id, started_at, duration, command, status, exit_code, trap, checkpoint,"
+    " stdout, stderr, stdout_bytes, stderr_bytes"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: uuid.UUID
+    started_at: datetime
+    duration: float  # seconds
+    command: str
+    status: str  # RunStatus's value
+    exit_code: int
+    trap: str | None
+    checkpoint: int | None  # the layer frozen before the run, if it asked for one
+    stdout: bytes  # the first OUTPUT_KEPT bytes
+    stderr: bytes
+    stdout_bytes: int  # the whole output's length
+    stderr_bytes: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "exited" and self.exit_code == 0
+
+
+def record(
+    tb: Tarbox,
+    tenant_id: uuid.UUID,
+    *,
+    run_id: uuid.UUID,
+    started_at: datetime,
+    duration: float,
+    command: str,
+    status: str,
+    exit_code: int,
+    trap: str | None,
+    checkpoint: int | None,
+    stdout: bytes,
+    stderr: bytes,
+) -> None:
+    """Write a finished run's record. A failure here is logged, never raised: the run
+    itself is over and its files are committed either way."""
+    try:
+        # a short wait: when the database is gone, the run's own result says so already
+        with tb.db.tenant(tenant_id, timeout=RECORD_WAIT) as conn:
+            conn.execute(
+                f"INSERT INTO runs (tenant_id, {_COLUMNS})"
+                " SELECT tenant_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                " FROM tenant_state WHERE tenant_id = %s",  # the tenant's own row: a router insert on Citus
+                (
+                    run_id,
+                    started_at,
+                    duration,
+                    command[:COMMAND_KEPT],
+                    status,
+                    exit_code,
+                    trap,
+                    checkpoint,
+                    stdout[:OUTPUT_KEPT],
+                    stderr[:OUTPUT_KEPT],
+                    len(stdout),
+                    len(stderr),
+                    tenant_id,
+                ),
+            )
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("could not record run %s: %s", run_id, exc)
+
+
+def recent(tb: Tarbox, tenant: Tenant | str | uuid.UUID, *, limit: int = 50, before: datetime | None = None) -> list:
+    """The tenant's runs, newest first (``before``: older than that start, for paging)."""
+    tid = tb.get_tenant(tenant).id if not isinstance(tenant, uuid.UUID) else tenant
+    where, params = "tenant_id = %s", [tid]
+    if before is not None:
+        where += " AND started_at < %s"
+        params.append(before)
+    with tb.db.tenant(tid) as conn:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM runs WHERE {where} ORDER BY started_at DESC LIMIT %s", (*params, int(limit))
+        ).fetchall()
+    return [_record(r) for r in rows]
+
+
+def get(tb: Tarbox, tenant: Tenant | str | uuid.UUID, run_id: uuid.UUID | str) -> RunRecord | None:
+    tid = tb.get_tenant(tenant).id if not isinstance(tenant, uuid.UUID) else tenant
+    try:
+        rid = uuid.UUID(str(run_id))
+    except ValueError:
+        return None
+    with tb.db.tenant(tid) as conn:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE tenant_id = %s AND run_id = %s", (tid, rid)).fetchone()
+    return None if row is None else _record(row)
+
+
+def _record(row) -> RunRecord:
+    return RunRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bytes(row[8]), bytes(row[9]), row[10], row[11]
+    )
