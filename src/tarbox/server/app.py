@@ -1,6 +1,7 @@
 """The ASGI application of ``tarbox serve`` and the function that serves it.
 
-``create_app`` puts together the REST API (``rest``), the MCP endpoint (``mcp``,
+``create_app`` puts together the REST API (``rest``), the web console (``console``,
+at ``/ui/``), the MCP endpoint (``mcp``,
 one server for read-write tokens and one offering only the read tools for
 read-only tokens), token checks (``auth.TokenAuth``), body limits and
 ``/healthz``. ``serve`` runs it on uvicorn; SIGTERM or Ctrl-C stop new requests,
@@ -25,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 import tarbox
 from tarbox.client import Tarbox
 from tarbox.errors import TarboxError
-from tarbox.server import errors, rest
+from tarbox.server import console, errors, rest
 from tarbox.server import mcp as mcp_server
 from tarbox.server.auth import SCOPE_KEY, BodyLimit, TokenAuth
 from tarbox.server.workspace import Limits
@@ -72,6 +73,7 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
     )
     app.state.tb, app.state.limits = tb, limits
     app.include_router(rest.router)
+    console.install(app)
     mcp_endpoint = _McpByToken(*(next(r.endpoint for r in sub.routes if r.path == "/mcp") for sub in mcp_apps))
     app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
 

@@ -1,0 +1,23 @@
+"""The web console of ``tarbox serve`` at ``/ui/``: browse a tenant's files, its
+history as a branch graph, diffs, runs and the audit log, and go back to any layer.
+
+``routes`` serves the pages (Jinja2 templates, ``templates/``), ``sessions`` the
+login cookie, ``render`` what the pages compute (previews, highlighted diffs, the
+graph). Every asset is in ``static/`` inside the package: the console works
+offline. docs/console.md describes it.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from tarbox.server.console.routes import router
+from tarbox.server.console.sessions import SessionStore
+
+
+def install(app: FastAPI) -> None:
+    """Serve the console on ``app`` (its sessions live in ``app.state``)."""
+    app.state.console_sessions = SessionStore()
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(packages=[("tarbox.server.console", "static")]), name="console-static")

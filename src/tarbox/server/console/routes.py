@@ -1,0 +1,463 @@
+"""The console's pages under ``/ui`` (server-rendered Jinja2, no JavaScript needed).
+
+Every page works on the tenant of the session's token, through the same
+``Workspace`` as the REST API: a URL names paths and layers inside that tenant,
+never a tenant, so nothing in it can reach another. Forms that change something
+(rollback, logout) need the session's CSRF secret and a same-origin ``Origin`` (or
+``Referer``); login needs the latter. Every answer carries a strict Content
+Security Policy (only this server's own styles; no scripts at all), and raw file
+downloads are sandboxed, so a file in a workspace cannot run script in the
+console's origin.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import quote, urlencode, urlsplit
+
+import jinja2
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tarbox import runs
+from tarbox.fs import AuditOp
+from tarbox.server.console import render
+from tarbox.server.console.sessions import COOKIE, LIFETIME, Session, SessionStore, csrf_ok
+from tarbox.server.errors import ApiError, describe
+from tarbox.server.pipes import CHUNK
+from tarbox.server.workspace import Workspace, clean_path
+from tarbox.tokens import TokenError, TokenInfo, verify_token
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+PAGE = 100  # directory entries a page
+HISTORY_PAGE = 1000  # layers a page
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("tarbox.server.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_env.filters.update(size=render.human_size, when=render.when, q=lambda p: quote(p.lstrip("/"), safe="/"))
+
+
+def sessions(request: Request) -> SessionStore:
+    return request.app.state.console_sessions
+
+
+@dataclass
+class Viewer:
+    """Who is looking: the session and its (just re-checked) token."""
+
+    session: Session
+    token: TokenInfo
+
+    @property
+    def tenant_name(self) -> str | None:
+        return self.token.tenant.name if self.token.tenant is not None else None
+
+
+def viewer(request: Request) -> Viewer:
+    session = sessions(request).get(request.cookies.get(COOKIE))
+    if session is not None:
+        try:
+            return Viewer(session, verify_token(request.app.state.tb, session.token_text))
+        except TokenError:  # revoked or expired since login: the session ends with it
+            sessions(request).end(request.cookies.get(COOKIE))
+    raise StarletteHTTPException(303, "log in", headers={"Location": "/ui/login", **SECURITY_HEADERS})
+
+
+VIEWER = Annotated[Viewer, Depends(viewer)]
+
+
+def _page(request: Request, template: str, status: int = 200, who: Viewer | None = None, **context) -> HTMLResponse:
+    context.setdefault("section", "")
+    html = _env.get_template(template).render(request=request, viewer=who, **context)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _error(request: Request, exc: BaseException, who: Viewer | None) -> HTMLResponse:
+    status, code, message, _ = describe(exc)
+    return _page(request, "error.html", status, who, code=code, message=message)
+
+
+def _workspace(request: Request, who: Viewer) -> Workspace:
+    return Workspace(request.app.state.tb, who.token, request.app.state.limits)
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form was posted from this server's own pages (browsers send Origin on
+    POST; Referer where they do not). A request with neither is not a browser's."""
+    sent = request.headers.get("origin") or request.headers.get("referer")
+    if sent is None:
+        return True
+    parts = urlsplit(sent)
+    return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _check_form(request: Request, who: Viewer, csrf: str | None) -> None:
+    if not _same_origin(request):
+        raise ApiError(403, "CROSS_ORIGIN", "this form was posted from another site")
+    if not csrf_ok(who.session, csrf):
+        raise ApiError(403, "CSRF", "the form's CSRF token is missing or wrong: reload the page and try again")
+
+
+# ------------------------------------------------------------ login, logout
+
+
+@router.get("/login")
+def login_form(request: Request) -> HTMLResponse:
+    return _page(request, "login.html", error=None)
+
+
+@router.post("/login")
+def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
+    if not _same_origin(request):
+        return _page(request, "login.html", 403, error="this form was posted from another site")
+    try:
+        info = verify_token(request.app.state.tb, token.strip())
+    except TokenError as exc:
+        return _page(request, "login.html", 401, error=str(exc))
+    # a new session id at every login, whatever cookie came with the request
+    sessions(request).end(request.cookies.get(COOKIE))
+    session_id, _ = sessions(request).create(token.strip())
+    response = RedirectResponse("/ui/admin" if info.admin else "/ui/files/", 303, headers=SECURITY_HEADERS)
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=int(LIFETIME),
+        path="/ui",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, who: VIEWER, csrf: Annotated[str | None, Form()] = None) -> Response:
+    try:
+        _check_form(request, who, csrf)
+    except ApiError as exc:
+        return _error(request, exc, who)
+    sessions(request).end(request.cookies.get(COOKIE))
+    response = RedirectResponse("/ui/login", 303, headers=SECURITY_HEADERS)
+    response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/")
+def home(who: VIEWER) -> Response:
+    return RedirectResponse("/ui/admin" if who.token.admin else "/ui/files/", 303, headers=SECURITY_HEADERS)
+
+
+@router.get("/highlight.css")
+def highlight_css() -> Response:
+    return Response(render.stylesheet(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+# -------------------------------------------------------------------- files
+
+
+def _crumbs(path: str) -> list[tuple[str, str]]:
+    out, at = [("/", "/")], ""
+    for part in [p for p in path.split("/") if p]:
+        at += "/" + part
+        out.append((part, at))
+    return out
+
+
+@router.get("/files")
+@router.get("/files/{path:path}")
+def files(request: Request, who: VIEWER, path: str = "", offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+    try:
+        ws = _workspace(request, who)
+        path = clean_path(path)
+        st = ws.stat(path, follow=False)
+        common = {"path": path, "crumbs": _crumbs(path), "stat": st, "section": "files"}
+        if st["type"] == "directory":
+            listing = ws.list_dir(path, offset, PAGE)
+            return _page(
+                request,
+                "directory.html",
+                who=who,
+                listing=listing,
+                offset=offset,
+                page=PAGE,
+                join=lambda name: posixpath.join(path, name),
+                **common,
+            )
+        preview: dict = {"kind": "other"}
+        if st["type"] == "symlink":
+            preview = {"kind": "symlink", "target": ws.fs().readlink(path)}
+        elif st["type"] == "file":
+            head = ws.read(path, 0, render.PREVIEW_BYTES)
+            image = render.image_type(head[:16])
+            text = None if image else render.as_text(head)
+            if image:
+                preview = {"kind": "image", "type": image}
+            elif text is not None:
+                preview = {
+                    "kind": "text",
+                    "lines": render.highlighted_lines(path, text),
+                    "cut": st["size"] > render.PREVIEW_BYTES,
+                }
+            else:
+                preview = {"kind": "binary", "rows": render.hexdump(head[: render.HEX_BYTES])}
+        return _page(request, "file.html", who=who, preview=preview, **common)
+    except Exception as exc:  # noqa: BLE001 - every failure is a page, never a traceback
+        return _error(request, exc, who)
+
+
+@router.get("/raw/{path:path}")
+def raw(request: Request, who: VIEWER, path: str, inline: bool = False) -> Response:
+    """A file's bytes. Inline only for the image types the preview shows; everything
+    else is an attachment, and a sandbox policy keeps any of it from running script."""
+    try:
+        ws = _workspace(request, who)
+        path = clean_path(path)
+        fs = ws.fs()
+        st = fs.stat(path)
+        if not st.is_file:
+            raise ApiError(409, "EISDIR", f"not a regular file: {path}", 21)
+        f = fs.open(path, "rb")
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+    media = render.image_type(f.read(16)) if inline else None
+    f.seek(0)
+    name = posixpath.basename(path) or "file"
+    headers = {
+        "Content-Length": str(st.size),
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+        "Content-Disposition": ("inline" if media else "attachment") + f"; filename*=UTF-8''{quote(name)}",
+    }
+
+    def chunks():
+        try:
+            while data := f.read(CHUNK):
+                yield data
+        finally:
+            f.close()
+
+    return StreamingResponse(chunks(), headers=headers, media_type=media or "application/octet-stream")
+
+
+# ------------------------------------------------------------------ history
+
+
+@router.get("/history")
+def history(request: Request, who: VIEWER, offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+    try:
+        ws = _workspace(request, who)
+        layers = ws.layers()
+        branches = ws.branches()
+        rows, width = render.branch_graph(layers, branches["branches"])
+        current = ws.fs().current_layer().id
+        return _page(
+            request,
+            "history.html",
+            who=who,
+            section="history",
+            rows=rows[offset : offset + HISTORY_PAGE],
+            total=len(rows),
+            offset=offset,
+            page=HISTORY_PAGE,
+            width=width,
+            row_h=render.ROW_H,
+            current=current,
+            branch=branches["current"],
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+
+
+@router.get("/diff")
+def diff(
+    request: Request,
+    who: VIEWER,
+    a: Annotated[int, Query()],
+    b: Annotated[int | None, Query()] = None,
+    view: Annotated[str, Query(pattern="^(unified|split)$")] = "unified",
+) -> HTMLResponse:
+    try:
+        ws = _workspace(request, who)
+        changes = [render.file_diff(c) for c in ws.diff(a, b, patch=True)]
+        other = {"a": a, **({"b": b} if b is not None else {})}
+        return _page(
+            request,
+            "diff.html",
+            who=who,
+            section="history",
+            a=a,
+            b=b,
+            view=view,
+            changes=changes,
+            unified_url="/ui/diff?" + urlencode({**other, "view": "unified"}),
+            split_url="/ui/diff?" + urlencode({**other, "view": "split"}),
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+
+
+# ----------------------------------------------------------------- rollback
+
+
+def _rollback_plan(ws: Workspace, layer: int) -> list[dict]:
+    """What going back to ``layer`` changes in the current view: the diff from that
+    layer to now, read backwards."""
+    flip = {"added": "deleted", "deleted": "added", "modified": "modified"}
+    return [
+        {
+            "path": c["path"],
+            "kind": flip[c["kind"]],
+            "type": c["type"],
+            "size_before": c["size_after"],
+            "size_after": c["size_before"],
+        }
+        for c in ws.diff(layer)
+    ]
+
+
+@router.get("/rollback")
+def rollback_form(request: Request, who: VIEWER, layer: Annotated[int, Query()]) -> HTMLResponse:
+    try:
+        ws = _workspace(request, who)
+        ws.need_write()
+        target = next((x for x in ws.layers() if x["id"] == layer), None)
+        if target is None:
+            raise ApiError(404, "NO_LAYER", f"no layer {layer}")
+        return _page(
+            request,
+            "rollback.html",
+            who=who,
+            section="history",
+            target=target,
+            plan=_rollback_plan(ws, layer),
+            current=ws.fs().current_layer().id,
+            branch=ws.branches()["current"],
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+
+
+@router.post("/rollback")
+def rollback(
+    request: Request,
+    who: VIEWER,
+    layer: Annotated[int, Form()],
+    csrf: Annotated[str | None, Form()] = None,
+) -> Response:
+    try:
+        _check_form(request, who, csrf)
+        result = _workspace(request, who).switch(layer=layer)
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+    query = urlencode({"rolled_back": layer, "now": result["current_layer"]})
+    return RedirectResponse(f"/ui/history?{query}", 303, headers=SECURITY_HEADERS)
+
+
+# -------------------------------------------------------------- runs, audit
+
+
+@router.get("/runs")
+def run_list(request: Request, who: VIEWER) -> HTMLResponse:
+    try:
+        ws = _workspace(request, who)
+        found = runs.recent(request.app.state.tb, ws.tenant_id, limit=200)
+        return _page(request, "runs.html", who=who, section="runs", runs=found)
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+
+
+@router.get("/runs/{run_id}")
+def run_page(request: Request, who: VIEWER, run_id: str) -> HTMLResponse:
+    try:
+        ws = _workspace(request, who)
+        found = runs.get(request.app.state.tb, ws.tenant_id, run_id)
+        if found is None:
+            raise ApiError(404, "NO_RUN", f"no run {run_id}")
+        changed = [r for r in ws.audit(run_id=found.run_id) if r["op"] in _CHANGES]
+        return _page(
+            request,
+            "run.html",
+            who=who,
+            section="runs",
+            run=found,
+            changed=changed,
+            stdout=found.stdout.decode("utf-8", "replace"),
+            stderr=found.stderr.decode("utf-8", "replace"),
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+
+
+_CHANGES = {str(op) for op in AuditOp} - {str(AuditOp.OPEN)}
+
+
+@router.get("/audit")
+def audit(
+    request: Request,
+    who: VIEWER,
+    run: str = "",
+    path: str = "",
+    op: str = "",
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> HTMLResponse:
+    try:
+        ws = _workspace(request, who)
+        filters: dict = {"limit": limit, "newest_first": True}
+        if run:
+            try:
+                filters["run_id"] = uuid.UUID(run)
+            except ValueError:
+                raise ApiError(400, "INVALID", f"not a run id: {run!r}") from None
+        if path:
+            filters["path"] = path
+        if op:
+            if op not in {str(o) for o in AuditOp}:
+                raise ApiError(400, "INVALID", f"no such operation: {op!r}")
+            filters["op"] = op
+        records = ws.audit(**filters)
+        return _page(
+            request,
+            "audit.html",
+            who=who,
+            section="audit",
+            records=records,
+            run=run,
+            path=path,
+            op=op,
+            limit=limit,
+            ops=sorted(str(o) for o in AuditOp),
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
+
+
+# -------------------------------------------------------------------- admin
+
+
+@router.get("/admin")
+def admin(request: Request, who: VIEWER) -> HTMLResponse:
+    try:
+        if not who.token.admin:
+            raise ApiError(403, "NOT_ADMIN", "the tenants page needs an admin token")
+        tb = request.app.state.tb
+        tenants = [tb.describe_tenant(t) for t in tb.list_tenants()]
+        return _page(request, "admin.html", who=who, section="admin", tenants=tenants)
+    except Exception as exc:  # noqa: BLE001
+        return _error(request, exc, who)
