@@ -26,6 +26,7 @@ import pytest
 
 import tarbox
 from citus_cluster import CitusCluster, unavailable_reason
+from tarbox import runs
 from tarbox.errors import DatabaseError
 from tarbox.storage import citus
 from tarbox.wasi import WasiHost
@@ -311,3 +312,23 @@ def test_a_single_node_database_is_distributed_in_place_then_rebalanced_onto_a_n
         assert proc.returncode == 0, proc.stderr
         again = json.loads(proc.stdout)
         assert again["done"] == [] and again["keyed_workers"] == 2
+
+        # a table that a later migration adds to a distributed database is laid out like the
+        # others: as if this database predated 0014 (the run log)
+        with psycopg.connect(c.url, autocommit=True) as conn:
+            assert conn.execute("SELECT max(version) FROM tarbox.schema_version").fetchone()[0] == 14
+            conn.execute("DROP TABLE tarbox.runs")
+            conn.execute("DELETE FROM tarbox.schema_version WHERE version = 14")
+        tb = tarbox.connect(c.url)
+        try:
+            with psycopg.connect(c.url) as conn:
+                layout = conn.execute(
+                    "SELECT partmethod, column_to_column_name(logicalrelid, partkey) FROM pg_dist_partition"
+                    " WHERE logicalrelid = 'tarbox.runs'::regclass"
+                ).fetchone()
+            assert layout == ("h", "tenant_id")
+            ran = WasiHost(tb, tenants[0]).run(guest("writeback"), ["g", "churn", "2", "1"])
+            assert [(r.run_id, r.exit_code) for r in runs.recent(tb, tenants[0])] == [(ran.run_id, 0)]
+            assert runs.recent(tb, tenants[1]) == []
+        finally:
+            tb.close()

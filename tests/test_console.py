@@ -250,3 +250,17 @@ def test_pages_show_what_was_written(server, tb, tenant, fs):
     fs.write_file("/x.html", b"<script>alert(1)</script>")
     shown = c.get("/ui/files/x.html").text
     assert "<script>alert(1)</script>" not in shown and "alert" in shown
+
+
+def test_a_big_diff_lists_every_file_and_shows_lines_for_the_first_200(server, tb, tenant, fs):
+    first = fs.checkpoint("empty").id
+    with fs.batch():
+        for i in range(205):
+            fs.write_file(f"/f{i:03}.txt", f"line {i}\n".encode())
+    c = login(server, create_token(tb, tenant)[0])
+    html = c.get(f"/ui/diff?a={first}").text
+    listed = re.findall(r'<a href="#d\d+">(/f\d{3}\.txt)</a>', html)
+    assert listed == [f"/f{i:03}.txt" for i in range(205)]
+    assert html.count("line diff not shown") == 5
+    assert "+</span>" not in html  # the sign is plain text, the line highlighted
+    assert html.count("line 0\n") + html.count(">line 0<") + html.count("line 0</") >= 1

@@ -276,6 +276,20 @@ def test_runs_of_a_module_and_of_python(api, fs):
     by_path = api.post("/v1/runs", json={"wasm_path": "/workspace/g.wasm", "args": ["nothing"]}).json()
     assert by_path["status"] == "exited" and by_path["exit_code"] == 2
 
+    # the run log: every run above, newest first, each with its outcome and output
+    logged = api.get("/v1/runs").json()
+    assert [(x["run_id"], x["status"], x["exit_code"]) for x in logged[:2]] == [
+        (by_path["run_id"], "exited", 2),
+        (py["run_id"], "exited", 3),
+    ]
+    assert body["run_id"] in {x["run_id"] for x in logged}
+    one = api.get(f"/v1/runs/{body['run_id']}").json()
+    assert (one["stdout"], one["stdout_bytes"], one["checkpoint"]) == ("closed\n", 7, body["checkpoint"])
+    assert {"op": "create", "path": "/workspace/out.txt"} in one["changed"]
+    older = api.get("/v1/runs", params={"limit": 1, "before": logged[0]["started_at"]}).json()
+    assert [x["run_id"] for x in older] == [logged[1]["run_id"]]
+    assert error_of(api.get("/v1/runs/not-a-run"))["code"] == "NO_RUN"
+
 
 def test_run_output_streams_as_server_sent_events(api):
     code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"

@@ -72,12 +72,23 @@ def _patch(before: Store, after: Store, path: str, x: Inode | None, y: Inode | N
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
-def diff(before: Store, after: Store, *, patch: bool = False) -> list[Change]:
+def diff(before: Store, after: Store, *, patch: bool = False, patch_limit: int | None = None) -> list[Change]:
+    """The changes from ``before`` to ``after``; with ``patch``, unified diffs of the first
+    ``patch_limit`` changed files (all by default)."""
     changes = _diff(before, after)
     if not patch:
         return changes
     a, b = snapshot(before), snapshot(after)
-    return [replace(c, patch=_patch(before, after, c.path, a.get(c.path), b.get(c.path))) for c in changes]
+    out, patched = [], 0
+    for c in changes:
+        if c.type is FileType.FILE:
+            if patch_limit is None or patched < patch_limit:
+                patched += 1
+                c = replace(c, patch=_patch(before, after, c.path, a.get(c.path), b.get(c.path)))
+            else:
+                c = replace(c, patch_omitted=True)
+        out.append(c)
+    return out
 
 
 def _diff(before: Store, after: Store) -> list[Change]:

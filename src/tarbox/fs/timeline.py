@@ -195,9 +195,12 @@ class HistoryView:
         """The branch the view follows, or None when viewing a layer by id."""
         return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]
 
-    def diff(self, a: Layer | int, b: Layer | int | None = None, *, patch: bool = False) -> list[Change]:
+    def diff(
+        self, a: Layer | int, b: Layer | int | None = None, *, patch: bool = False, patch_limit: int | None = None
+    ) -> list[Change]:
         """Paths added, modified or deleted from layer ``a`` to layer ``b`` (default: the
-        current view); with ``patch``, each text file's change carries a unified diff."""
+        current view); with ``patch``, each text file's change carries a unified diff (the
+        first ``patch_limit`` files' only, if given)."""
         from tarbox.fs.diff import diff as _diff
 
         if self._view is None:
@@ -206,7 +209,7 @@ class HistoryView:
         sb = self._st if b is None else self._view(b.id if isinstance(b, Layer) else int(b))
         if b is None:
             self._st.commit()
-        return _diff(sa, sb, patch=patch)
+        return _diff(sa, sb, patch=patch, patch_limit=patch_limit)
 
 
 def _glob_to_like(glob: str) -> str:

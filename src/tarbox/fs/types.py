@@ -142,6 +142,7 @@ class Change:
     size_before: int | None
     size_after: int | None
     patch: str | None = None  # unified diff, for text files when asked
+    patch_omitted: bool = False  # asked for, but past the caller's patch_limit
 
 
 @dataclass(slots=True)

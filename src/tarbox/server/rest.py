@@ -350,6 +350,16 @@ async def run(body: RunBody, request: Request, ws: WS):
     return EventSourceResponse(stream())
 
 
+@router.get("/runs", summary="Recorded runs, newest first (?limit, ?before=ISO time for the next page)")
+def runs(ws: WS, limit: Annotated[int, Query(ge=1, le=1000)] = 50, before: datetime | None = None) -> list[dict]:
+    return ws.runs(limit, before)
+
+
+@router.get("/runs/{run_id}", summary="One run: status, exit code, the first 64 KiB of its output, files changed")
+def run_record(run_id: str, ws: WS) -> dict:
+    return ws.run_record(run_id)
+
+
 # ------------------------------------------------------------------------ tar
 
 

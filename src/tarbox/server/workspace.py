@@ -16,7 +16,9 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from tarbox import runs as run_log
 from tarbox.client import Tarbox
 from tarbox.errors import fs_error
 from tarbox.fs import AuditOp, Filesystem, Stat
@@ -77,6 +79,21 @@ def stat_dict(path: str, s: Stat) -> dict:
         "mtime_ns": s.mtime_ns,
         "ctime_ns": s.ctime_ns,
         "atime_ns": s.atime_ns,
+    }
+
+
+def run_dict(r: run_log.RunRecord) -> dict:
+    return {
+        "run_id": str(r.run_id),
+        "started_at": r.started_at.isoformat(),
+        "duration": r.duration,
+        "command": r.command,
+        "status": r.status,
+        "exit_code": r.exit_code,
+        "trap": r.trap,
+        "checkpoint": r.checkpoint,
+        "stdout_bytes": r.stdout_bytes,
+        "stderr_bytes": r.stderr_bytes,
     }
 
 
@@ -284,7 +301,7 @@ class Workspace:
         self.need_write()
         self.fs().delete_branch(name)
 
-    def diff(self, a: int, b: int | None = None, patch: bool = False) -> list[dict]:
+    def diff(self, a: int, b: int | None = None, patch: bool = False, patch_limit: int | None = None) -> list[dict]:
         """Paths changed from layer ``a`` to ``b`` (default: now). The CPython runtime that
         the first Python run installs into the tenant (under ``/opt/python``) is Tarbox's,
         not the caller's change, and is left out."""
@@ -298,8 +315,9 @@ class Workspace:
                 "size_before": c.size_before,
                 "size_after": c.size_after,
                 **({"patch": c.patch} if patch and c.patch is not None else {}),
+                **({"patch_omitted": True} if c.patch_omitted else {}),
             }
-            for c in self.fs().diff(a, b, patch=patch)
+            for c in self.fs().diff(a, b, patch=patch, patch_limit=patch_limit)
             if not (c.path == PREFIX or c.path.startswith(PREFIX + "/") or c.path == posixpath.dirname(PREFIX))
         ]
 
@@ -307,6 +325,27 @@ class Workspace:
         return [r.to_dict() for r in self.fs().audit(**filters)]
 
     # ------------------------------------------------------------------- runs
+
+    def runs(self, limit: int = 50, before: datetime | None = None) -> list[dict]:
+        """The tenant's recorded runs, newest first, without their output."""
+        return [run_dict(r) for r in run_log.recent(self.tb, self.tenant_id, limit=limit, before=before)]
+
+    def run_record(self, run_id: str) -> dict:
+        """One recorded run with the start of its output and the files it changed."""
+        found = run_log.get(self.tb, self.tenant_id, run_id)
+        if found is None:
+            raise ApiError(404, "NO_RUN", f"no run {run_id}")
+        changed = [
+            {"op": str(r.op), "path": r.path, **({"path2": r.path2} if r.path2 else {})}
+            for r in self.fs().audit(run_id=found.run_id)
+            if r.op in _MUTATIONS
+        ]
+        return {
+            **run_dict(found),
+            "stdout": found.stdout.decode("utf-8", "replace"),
+            "stderr": found.stderr.decode("utf-8", "replace"),
+            "changed": changed,
+        }
 
     def run(
         self,

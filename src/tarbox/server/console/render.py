@@ -17,6 +17,7 @@ from pygments.util import ClassNotFound
 
 PREVIEW_BYTES = 1 << 20  # text previews show at most this much
 HEX_BYTES = 256  # a binary file's preview: its first bytes
+PATCH_FILES = 200  # a diff page shows the lines of this many files at most
 IMAGE_TYPES = {  # shown inline; anything else is downloaded as octet-stream
     b"\x89PNG\r\n\x1a\n": "image/png",
     b"\xff\xd8\xff": "image/jpeg",
@@ -41,11 +42,13 @@ def human_size(n: int | None) -> str:
     return str(n)
 
 
-def when(value: datetime | int | None) -> str:
-    """A time as UTC text (``mtime_ns`` integers or datetimes)."""
+def when(value: datetime | int | str | None) -> str:
+    """A time as UTC text (``mtime_ns`` integers, ISO text or datetimes)."""
     if value is None:
         return ""
-    if isinstance(value, int):
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    elif isinstance(value, int):
         value = datetime.fromtimestamp(value / 1e9, UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -192,6 +195,8 @@ def file_diff(change: dict) -> FileDiff:
     fd = FileDiff(change["path"], change["kind"], change["type"], change["size_before"], change["size_after"])
     if change["type"] != "file":
         fd.note = change["type"]
+    elif change.get("patch_omitted"):
+        fd.note = f"line diff not shown: only the first {PATCH_FILES} files' are (tarbox diff --patch shows all)"
     elif change.get("patch"):
         fd.lines = diff_lines(change["path"], change["patch"])
     elif "patch" not in change:

@@ -12,6 +12,7 @@ console's origin.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import uuid
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tarbox import runs
 from tarbox.fs import AuditOp
+from tarbox.runs import OUTPUT_KEPT
 from tarbox.server.console import render
 from tarbox.server.console.sessions import COOKIE, LIFETIME, Session, SessionStore, csrf_ok
 from tarbox.server.errors import ApiError, describe
@@ -91,6 +92,20 @@ def _page(request: Request, template: str, status: int = 200, who: Viewer | None
 def _error(request: Request, exc: BaseException, who: Viewer | None) -> HTMLResponse:
     status, code, message, _ = describe(exc)
     return _page(request, "error.html", status, who, code=code, message=message)
+
+
+def _shown(handler):
+    """A page handler whose failures are error pages with the status that fits (as the
+    API's JSON errors), never a traceback."""
+
+    @functools.wraps(handler)
+    def page(**kwargs):
+        try:
+            return handler(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure is an answer
+            return _error(kwargs["request"], exc, kwargs.get("who"))
+
+    return page
 
 
 def _workspace(request: Request, who: Viewer) -> Workspace:
@@ -181,44 +196,42 @@ def _crumbs(path: str) -> list[tuple[str, str]]:
 
 @router.get("/files")
 @router.get("/files/{path:path}")
+@_shown
 def files(request: Request, who: VIEWER, path: str = "", offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
-    try:
-        ws = _workspace(request, who)
-        path = clean_path(path)
-        st = ws.stat(path, follow=False)
-        common = {"path": path, "crumbs": _crumbs(path), "stat": st, "section": "files"}
-        if st["type"] == "directory":
-            listing = ws.list_dir(path, offset, PAGE)
-            return _page(
-                request,
-                "directory.html",
-                who=who,
-                listing=listing,
-                offset=offset,
-                page=PAGE,
-                join=lambda name: posixpath.join(path, name),
-                **common,
-            )
-        preview: dict = {"kind": "other"}
-        if st["type"] == "symlink":
-            preview = {"kind": "symlink", "target": ws.fs().readlink(path)}
-        elif st["type"] == "file":
-            head = ws.read(path, 0, render.PREVIEW_BYTES)
-            image = render.image_type(head[:16])
-            text = None if image else render.as_text(head)
-            if image:
-                preview = {"kind": "image", "type": image}
-            elif text is not None:
-                preview = {
-                    "kind": "text",
-                    "lines": render.highlighted_lines(path, text),
-                    "cut": st["size"] > render.PREVIEW_BYTES,
-                }
-            else:
-                preview = {"kind": "binary", "rows": render.hexdump(head[: render.HEX_BYTES])}
-        return _page(request, "file.html", who=who, preview=preview, **common)
-    except Exception as exc:  # noqa: BLE001 - every failure is a page, never a traceback
-        return _error(request, exc, who)
+    ws = _workspace(request, who)
+    path = clean_path(path)
+    st = ws.stat(path, follow=False)
+    common = {"path": path, "crumbs": _crumbs(path), "stat": st, "section": "files"}
+    if st["type"] == "directory":
+        listing = ws.list_dir(path, offset, PAGE)
+        return _page(
+            request,
+            "directory.html",
+            who=who,
+            listing=listing,
+            offset=offset,
+            page=PAGE,
+            join=lambda name: posixpath.join(path, name),
+            **common,
+        )
+    preview: dict = {"kind": "other"}
+    if st["type"] == "symlink":
+        preview = {"kind": "symlink", "target": ws.fs().readlink(path)}
+    elif st["type"] == "file":
+        head = ws.read(path, 0, render.PREVIEW_BYTES)
+        image = render.image_type(head[:16])
+        text = None if image else render.as_text(head)
+        if image:
+            preview = {"kind": "image", "type": image}
+        elif text is not None:
+            preview = {
+                "kind": "text",
+                "lines": render.highlighted_lines(path, text),
+                "cut": st["size"] > render.PREVIEW_BYTES,
+            }
+        else:
+            preview = {"kind": "binary", "rows": render.hexdump(head[: render.HEX_BYTES])}
+    return _page(request, "file.html", who=who, preview=preview, **common)
 
 
 @router.get("/raw/{path:path}")
@@ -260,32 +273,31 @@ def raw(request: Request, who: VIEWER, path: str, inline: bool = False) -> Respo
 
 
 @router.get("/history")
+@_shown
 def history(request: Request, who: VIEWER, offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
-    try:
-        ws = _workspace(request, who)
-        layers = ws.layers()
-        branches = ws.branches()
-        rows, width = render.branch_graph(layers, branches["branches"])
-        current = ws.fs().current_layer().id
-        return _page(
-            request,
-            "history.html",
-            who=who,
-            section="history",
-            rows=rows[offset : offset + HISTORY_PAGE],
-            total=len(rows),
-            offset=offset,
-            page=HISTORY_PAGE,
-            width=width,
-            row_h=render.ROW_H,
-            current=current,
-            branch=branches["current"],
-        )
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    ws = _workspace(request, who)
+    layers = ws.layers()
+    branches = ws.branches()
+    rows, width = render.branch_graph(layers, branches["branches"])
+    current = ws.fs().current_layer().id
+    return _page(
+        request,
+        "history.html",
+        who=who,
+        section="history",
+        rows=rows[offset : offset + HISTORY_PAGE],
+        total=len(rows),
+        offset=offset,
+        page=HISTORY_PAGE,
+        width=width,
+        row_h=render.ROW_H,
+        current=current,
+        branch=branches["current"],
+    )
 
 
 @router.get("/diff")
+@_shown
 def diff(
     request: Request,
     who: VIEWER,
@@ -293,24 +305,21 @@ def diff(
     b: Annotated[int | None, Query()] = None,
     view: Annotated[str, Query(pattern="^(unified|split)$")] = "unified",
 ) -> HTMLResponse:
-    try:
-        ws = _workspace(request, who)
-        changes = [render.file_diff(c) for c in ws.diff(a, b, patch=True)]
-        other = {"a": a, **({"b": b} if b is not None else {})}
-        return _page(
-            request,
-            "diff.html",
-            who=who,
-            section="history",
-            a=a,
-            b=b,
-            view=view,
-            changes=changes,
-            unified_url="/ui/diff?" + urlencode({**other, "view": "unified"}),
-            split_url="/ui/diff?" + urlencode({**other, "view": "split"}),
-        )
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    ws = _workspace(request, who)
+    changes = [render.file_diff(c) for c in ws.diff(a, b, patch=True, patch_limit=render.PATCH_FILES)]
+    other = {"a": a, **({"b": b} if b is not None else {})}
+    return _page(
+        request,
+        "diff.html",
+        who=who,
+        section="history",
+        a=a,
+        b=b,
+        view=view,
+        changes=changes,
+        unified_url="/ui/diff?" + urlencode({**other, "view": "unified"}),
+        split_url="/ui/diff?" + urlencode({**other, "view": "split"}),
+    )
 
 
 # ----------------------------------------------------------------- rollback
@@ -333,39 +342,35 @@ def _rollback_plan(ws: Workspace, layer: int) -> list[dict]:
 
 
 @router.get("/rollback")
+@_shown
 def rollback_form(request: Request, who: VIEWER, layer: Annotated[int, Query()]) -> HTMLResponse:
-    try:
-        ws = _workspace(request, who)
-        ws.need_write()
-        target = next((x for x in ws.layers() if x["id"] == layer), None)
-        if target is None:
-            raise ApiError(404, "NO_LAYER", f"no layer {layer}")
-        return _page(
-            request,
-            "rollback.html",
-            who=who,
-            section="history",
-            target=target,
-            plan=_rollback_plan(ws, layer),
-            current=ws.fs().current_layer().id,
-            branch=ws.branches()["current"],
-        )
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    ws = _workspace(request, who)
+    ws.need_write()
+    target = next((x for x in ws.layers() if x["id"] == layer), None)
+    if target is None:
+        raise ApiError(404, "NO_LAYER", f"no layer {layer}")
+    return _page(
+        request,
+        "rollback.html",
+        who=who,
+        section="history",
+        target=target,
+        plan=_rollback_plan(ws, layer),
+        current=ws.fs().current_layer().id,
+        branch=ws.branches()["current"],
+    )
 
 
 @router.post("/rollback")
+@_shown
 def rollback(
     request: Request,
     who: VIEWER,
     layer: Annotated[int, Form()],
     csrf: Annotated[str | None, Form()] = None,
 ) -> Response:
-    try:
-        _check_form(request, who, csrf)
-        result = _workspace(request, who).switch(layer=layer)
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    _check_form(request, who, csrf)
+    result = _workspace(request, who).switch(layer=layer)
     query = urlencode({"rolled_back": layer, "now": result["current_layer"]})
     return RedirectResponse(f"/ui/history?{query}", 303, headers=SECURITY_HEADERS)
 
@@ -374,41 +379,21 @@ def rollback(
 
 
 @router.get("/runs")
+@_shown
 def run_list(request: Request, who: VIEWER) -> HTMLResponse:
-    try:
-        ws = _workspace(request, who)
-        found = runs.recent(request.app.state.tb, ws.tenant_id, limit=200)
-        return _page(request, "runs.html", who=who, section="runs", runs=found)
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    found = _workspace(request, who).runs(limit=200)
+    return _page(request, "runs.html", who=who, section="runs", runs=found)
 
 
 @router.get("/runs/{run_id}")
+@_shown
 def run_page(request: Request, who: VIEWER, run_id: str) -> HTMLResponse:
-    try:
-        ws = _workspace(request, who)
-        found = runs.get(request.app.state.tb, ws.tenant_id, run_id)
-        if found is None:
-            raise ApiError(404, "NO_RUN", f"no run {run_id}")
-        changed = [r for r in ws.audit(run_id=found.run_id) if r["op"] in _CHANGES]
-        return _page(
-            request,
-            "run.html",
-            who=who,
-            section="runs",
-            run=found,
-            changed=changed,
-            stdout=found.stdout.decode("utf-8", "replace"),
-            stderr=found.stderr.decode("utf-8", "replace"),
-        )
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
-
-
-_CHANGES = {str(op) for op in AuditOp} - {str(AuditOp.OPEN)}
+    found = _workspace(request, who).run_record(run_id)
+    return _page(request, "run.html", who=who, section="runs", run=found, kept=OUTPUT_KEPT)
 
 
 @router.get("/audit")
+@_shown
 def audit(
     request: Request,
     who: VIEWER,
@@ -417,47 +402,42 @@ def audit(
     op: str = "",
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> HTMLResponse:
-    try:
-        ws = _workspace(request, who)
-        filters: dict = {"limit": limit, "newest_first": True}
-        if run:
-            try:
-                filters["run_id"] = uuid.UUID(run)
-            except ValueError:
-                raise ApiError(400, "INVALID", f"not a run id: {run!r}") from None
-        if path:
-            filters["path"] = path
-        if op:
-            if op not in {str(o) for o in AuditOp}:
-                raise ApiError(400, "INVALID", f"no such operation: {op!r}")
-            filters["op"] = op
-        records = ws.audit(**filters)
-        return _page(
-            request,
-            "audit.html",
-            who=who,
-            section="audit",
-            records=records,
-            run=run,
-            path=path,
-            op=op,
-            limit=limit,
-            ops=sorted(str(o) for o in AuditOp),
-        )
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    ws = _workspace(request, who)
+    filters: dict = {"limit": limit, "newest_first": True}
+    if run:
+        try:
+            filters["run_id"] = uuid.UUID(run)
+        except ValueError:
+            raise ApiError(400, "INVALID", f"not a run id: {run!r}") from None
+    if path:
+        filters["path"] = path
+    if op:
+        if op not in {str(o) for o in AuditOp}:
+            raise ApiError(400, "INVALID", f"no such operation: {op!r}")
+        filters["op"] = op
+    records = ws.audit(**filters)
+    return _page(
+        request,
+        "audit.html",
+        who=who,
+        section="audit",
+        records=records,
+        run=run,
+        path=path,
+        op=op,
+        limit=limit,
+        ops=sorted(str(o) for o in AuditOp),
+    )
 
 
 # -------------------------------------------------------------------- admin
 
 
 @router.get("/admin")
+@_shown
 def admin(request: Request, who: VIEWER) -> HTMLResponse:
-    try:
-        if not who.token.admin:
-            raise ApiError(403, "NOT_ADMIN", "the tenants page needs an admin token")
-        tb = request.app.state.tb
-        tenants = [tb.describe_tenant(t) for t in tb.list_tenants()]
-        return _page(request, "admin.html", who=who, section="admin", tenants=tenants)
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    if not who.token.admin:
+        raise ApiError(403, "NOT_ADMIN", "the tenants page needs an admin token")
+    tb = request.app.state.tb
+    tenants = [tb.describe_tenant(t) for t in tb.list_tenants()]
+    return _page(request, "admin.html", who=who, section="admin", tenants=tenants)
