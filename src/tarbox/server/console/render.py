@@ -17,7 +17,9 @@ from pygments.util import ClassNotFound
 
 PREVIEW_BYTES = 1 << 20  # text previews show at most this much
 HEX_BYTES = 256  # a binary file's preview: its first bytes
+HIGHLIGHT_CHARS = 128 << 10  # longer previews are shown plain
 PATCH_FILES = 200  # a diff page shows the lines of this many files at most
+DIFF_LINES = 20_000  # ... and this many lines in all
 IMAGE_TYPES = {  # shown inline; anything else is downloaded as octet-stream
     b"\x89PNG\r\n\x1a\n": "image/png",
     b"\xff\xd8\xff": "image/jpeg",
@@ -79,8 +81,10 @@ def _lexer(path: str):
 
 
 def highlighted_lines(path: str, text: str) -> list[Markup]:
-    """``text`` highlighted for ``path``'s language, one safe HTML string a line."""
-    html = highlight(text, _lexer(path), _FORMATTER)
+    """``text`` highlighted for ``path``'s language, one safe HTML string a line (plain,
+    but escaped, past ``HIGHLIGHT_CHARS``: Pygments takes about 1 s a MiB of Python here)."""
+    lexer = _lexer(path) if len(text) <= HIGHLIGHT_CHARS else TextLexer(stripnl=False, ensurenl=False)
+    html = highlight(text, lexer, _FORMATTER)
     lines = html.split("\n")
     if text.endswith("\n") or not text:
         lines = lines[:-1] if lines and lines[-1] == "" else lines
@@ -160,12 +164,15 @@ class FileDiff:
         return rows
 
 
-def diff_lines(path: str, patch: str) -> list[DiffLine]:
-    """A unified patch as numbered lines, each highlighted for ``path``'s language."""
+def diff_lines(path: str, patch: str, max_lines: int | None = None) -> list[DiffLine]:
+    """A unified patch as numbered lines (the first ``max_lines``), each highlighted for
+    ``path``'s language."""
     lexer = _lexer(path)
     out: list[DiffLine] = []
     old_no = new_no = 0
     for raw in patch.splitlines():
+        if max_lines is not None and len(out) >= max_lines:
+            break
         if raw.startswith(("--- ", "+++ ")) and not out:
             continue
         if raw.startswith("@@"):
@@ -191,17 +198,28 @@ def diff_lines(path: str, patch: str) -> list[DiffLine]:
     return out
 
 
-def file_diff(change: dict) -> FileDiff:
-    fd = FileDiff(change["path"], change["kind"], change["type"], change["size_before"], change["size_after"])
-    if change["type"] != "file":
-        fd.note = change["type"]
-    elif change.get("patch_omitted"):
-        fd.note = f"line diff not shown: only the first {PATCH_FILES} files' are (tarbox diff --patch shows all)"
-    elif change.get("patch"):
-        fd.lines = diff_lines(change["path"], change["patch"])
-    elif "patch" not in change:
-        fd.note = "binary or over 1 MiB: no line diff"
-    return fd
+def file_diffs(changes: list[dict]) -> list[FileDiff]:
+    """The diff page's files; their lines stop at ``DIFF_LINES`` in all (a page stays
+    quick to make and to show), the rest listed with a note."""
+    out, left = [], DIFF_LINES
+    for change in changes:
+        fd = FileDiff(change["path"], change["kind"], change["type"], change["size_before"], change["size_after"])
+        if change["type"] != "file":
+            fd.note = change["type"]
+        elif change.get("patch_omitted"):
+            fd.note = f"line diff not shown: only the first {PATCH_FILES} files' are (tarbox diff --patch shows all)"
+        elif change.get("patch"):
+            if left <= 0:
+                fd.note = f"line diff not shown: the page shows {DIFF_LINES:,} lines (tarbox diff --patch shows all)"
+            else:
+                fd.lines = diff_lines(change["path"], change["patch"], left)
+                left -= len(fd.lines)
+                if left <= 0:
+                    fd.note = "the rest of this file's diff is not shown"
+        elif "patch" not in change:
+            fd.note = "binary or over 1 MiB: no line diff"
+        out.append(fd)
+    return out
 
 
 # ---------------------------------------------------------------- the graph

@@ -306,7 +306,7 @@ def diff(
     view: Annotated[str, Query(pattern="^(unified|split)$")] = "unified",
 ) -> HTMLResponse:
     ws = _workspace(request, who)
-    changes = [render.file_diff(c) for c in ws.diff(a, b, patch=True, patch_limit=render.PATCH_FILES)]
+    changes = render.file_diffs(ws.diff(a, b, patch=True, patch_limit=render.PATCH_FILES))
     other = {"a": a, **({"b": b} if b is not None else {})}
     return _page(
         request,
