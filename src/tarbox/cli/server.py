@@ -24,14 +24,17 @@ def serve(
     max_upload: Annotated[int, typer.Option(help="Largest file upload or tar import (bytes).")] = 16 << 30,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
-    """Serve the HTTP API (/v1) and MCP (/mcp) for agents anywhere: every request needs a
-    token (tarbox token create)."""
+    """Serve the HTTP API (/v1), MCP (/mcp) and the web console (/ui/) for agents and
+    people anywhere: every request needs a token (tarbox token create)."""
     from tarbox.server.app import serve as run_server
     from tarbox.server.workspace import Limits
 
     limits = Limits(
         run_timeout=run_timeout, run_memory=run_memory, runs_per_token=runs_per_token, max_upload=max_upload
     )
+    if port:
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(f"tarbox serve: API http://{shown}:{port}/v1, MCP /mcp, web console /ui/", err=True)
     run_server(ctx_of(ctx).tb(), host=host, port=port, limits=limits, log_level=log_level)
 
 
