@@ -161,3 +161,9 @@ def test_disk_full_is_enospc_and_keeps_what_was_written(server_url):
             conn.execute(f"DROP TABLESPACE IF EXISTS {ts}")
         subprocess.run(["umount", where], capture_output=True)
         os.rmdir(where)
+
+
+@pytest.mark.parametrize("wait", ["abc", "0", "-5", "inf", "nan"])
+def test_a_bad_db_wait_is_one_clear_line(server_url, monkeypatch, wait):
+    monkeypatch.setenv("TARBOX_DB_WAIT", wait)
+    assert_one_line(cli(server_url, "tenant", "list"), "TARBOX_DB_WAIT", "above 0")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 
 import httpx
+import psycopg
 import pytest
 
+import tarbox
 from server_support import start_server
+from tarbox.storage.server import ensure_database
 from tarbox.tokens import create_token, revoke_token
 
 
@@ -267,3 +271,48 @@ def test_a_big_diff_lists_every_file_and_shows_lines_within_its_limits(server, t
     assert html.count("the rest of this file&#39;s diff is not shown") == 1
     assert html.count("the page shows 20,000 lines") == 199
     assert html.count("only the first 200 files") == 6
+
+
+def _rename_database(server_url: str, old: str, new: str) -> None:
+    """Rename a database that a server's pool keeps connecting to: end its sessions and
+    rename before the pool reconnects (a few tries)."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for _ in range(50):
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (old,))
+            try:
+                conn.execute(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
+                return
+            except psycopg.errors.ObjectInUse:
+                continue
+    raise AssertionError(f"could not rename {old}")
+
+
+def test_the_database_gone_is_a_clear_page_and_loses_nothing(server_url, tmp_path, monkeypatch):
+    name = f"tarbox_ui_{uuid.uuid4().hex[:10]}"
+    url = ensure_database(server_url, name)
+    tb = tarbox.connect(url)
+    try:
+        t = tb.create_tenant("gone")
+        tb.filesystem(t).write_file("/kept", b"committed before")
+        token, _ = create_token(tb, t)
+    finally:
+        tb.close()
+    monkeypatch.setenv("TARBOX_DB_WAIT", "2")  # the server gives up on the database after 2 s
+    srv = start_server(url, tmp_path)
+    try:
+        c = login(srv, token)
+        assert c.get("/ui/files/kept").status_code == 200
+        _rename_database(server_url, name, f"{name}_away")  # the server's database vanishes
+        r = c.get("/ui/files/kept")
+        assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+        assert 'id="error-message"' in r.text and "Traceback" not in r.text
+        again = browser(srv).post("/ui/login", data={"token": token})
+        assert again.status_code == 503 and "set-cookie" not in again.headers
+        _rename_database(server_url, f"{name}_away", name)
+        assert c.get("/ui/files/kept").status_code == 200  # back, with what was committed
+        assert "committed before" in c.get("/ui/files/kept").text
+    finally:
+        srv.stop()
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}_away" WITH (FORCE)')

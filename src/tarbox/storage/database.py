@@ -32,6 +32,19 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _db_wait() -> float:
+    """Seconds an operation waits for a pooled connection ($TARBOX_DB_WAIT, default 30)
+    before failing with a DatabaseError: how long a request rides out a database restart."""
+    text = os.environ.get("TARBOX_DB_WAIT", "30")
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not 0 < wait < float("inf"):
+        raise DatabaseError(f"TARBOX_DB_WAIT must be a number of seconds above 0, not {text!r}")
+    return wait
+
+
 def db_error(exc: psycopg.Error) -> DatabaseError:
     """The one mapping of PostgreSQL errors about the database as a whole to Tarbox's
     (the filesystem adds its own SQLSTATEs, such as quota refusals, on top)."""
@@ -84,6 +97,7 @@ class Database:
             raise DatabaseError(f"preparing the database failed ({self._where}): {exc}".strip()) from exc
         self._closed = False
         self._lock = threading.Lock()
+        wait = _db_wait()
         self._admin = ConnectionPool(
             self.url,
             min_size=0,
@@ -93,7 +107,7 @@ class Database:
             # against a connection the server dropped (restart, terminated backend)
             check=ConnectionPool.check_connection,
             name="tarbox-admin",
-            timeout=30,
+            timeout=wait,
             open=True,
         )
         # the owner role for hot, read-only lookups (API tokens): no liveness check per
@@ -105,7 +119,7 @@ class Database:
             max_size=4,
             kwargs={"autocommit": True, "options": _OPTIONS, "prepare_threshold": None},
             name="tarbox-lookup",
-            timeout=30,
+            timeout=wait,
             open=True,
         )
         self._tokens: dict[uuid.UUID, str] = {}
@@ -129,7 +143,7 @@ class Database:
             connection_class=citus.BindingCarrier if self.distributed else psycopg.Connection,
             configure=self._configure_citus_app if self.distributed else self._configure_app,
             name="tarbox-app",
-            timeout=30,
+            timeout=wait,
             open=True,
         )
 

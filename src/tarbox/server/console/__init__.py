@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from tarbox.server.console.routes import router
+from tarbox.server.console.routes import PageError, page_error, router
 from tarbox.server.console.sessions import SessionStore
 
 
@@ -20,4 +20,5 @@ def install(app: FastAPI) -> None:
     """Serve the console on ``app`` (its sessions live in ``app.state``)."""
     app.state.console_sessions = SessionStore()
     app.include_router(router)
+    app.add_exception_handler(PageError, page_error)
     app.mount("/ui/static", StaticFiles(packages=[("tarbox.server.console", "static")]), name="console-static")

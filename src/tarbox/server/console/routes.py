@@ -70,6 +70,19 @@ class Viewer:
         return self.token.tenant.name if self.token.tenant is not None else None
 
 
+class PageError(Exception):
+    """A failure before a page's handler ran (checking the session's token): shown as an
+    error page by :func:`page_error`, which ``console.install`` registers."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def page_error(request: Request, exc: PageError) -> HTMLResponse:
+    return _error(request, exc.cause, None)
+
+
 def viewer(request: Request) -> Viewer:
     session = sessions(request).get(request.cookies.get(COOKIE))
     if session is not None:
@@ -77,6 +90,8 @@ def viewer(request: Request) -> Viewer:
             return Viewer(session, verify_token(request.app.state.tb, session.token_text))
         except TokenError:  # revoked or expired since login: the session ends with it
             sessions(request).end(request.cookies.get(COOKIE))
+        except Exception as exc:  # noqa: BLE001 - e.g. the database gone: a page that says so
+            raise PageError(exc) from exc
     raise StarletteHTTPException(303, "log in", headers={"Location": "/ui/login", **SECURITY_HEADERS})
 
 
@@ -145,6 +160,8 @@ def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
         info = verify_token(request.app.state.tb, token.strip())
     except TokenError as exc:
         return _page(request, "login.html", 401, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. the database gone
+        return _error(request, exc, None)
     # a new session id at every login, whatever cookie came with the request
     sessions(request).end(request.cookies.get(COOKIE))
     session_id, _ = sessions(request).create(token.strip())
