@@ -248,6 +248,7 @@ def test_pages_show_what_was_written(server, tb, tenant, fs):
     assert blob.content == bytes(range(256))
     hexdump = c.get("/ui/files/blob").text
     assert "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f" in hexdump
+    assert "rw-r--r-- (0644)" in hexdump  # write_file's default mode, as ls -l shows it
     code = c.get("/ui/files/code.py").text
     assert '<span class="kn">import</span>' in code  # Pygments' class for a keyword namespace
     assert "&lt;script&gt;" not in code
@@ -316,3 +317,26 @@ def test_the_database_gone_is_a_clear_page_and_loses_nothing(server_url, tmp_pat
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'DROP DATABASE IF EXISTS "{name}_away" WITH (FORCE)')
+
+
+def test_the_tree_opens_the_way_to_the_current_path(server, tb, tenant, fs):
+    fs.makedirs("/a/b/c")
+    fs.makedirs("/z")
+    fs.write_file("/a/b/c/file.txt", b"x")
+    fs.write_file("/top.txt", b"t")
+    with fs.batch():
+        for i in range(120):
+            fs.mkdir(f"/a/s{i:03}")
+    c = login(server, create_token(tb, tenant)[0])
+    html = c.get("/ui/files/a/b/c/file.txt").text
+    tree = html[html.index('id="tree"') : html.index("</nav>", html.index('id="tree"'))]
+    links = re.findall(r'href="/ui/files/([^"]*)" class="d(\d+)( open)?', tree)
+    assert links[0] == ("a", "0", " open") and ("z", "0", "") in links  # directories only: no top.txt
+    assert "top.txt" not in tree and "file.txt" not in tree
+    inside_a = [path for path, depth, _ in links if depth == "1"]
+    assert inside_a[:100] == ["a/b"] + [f"a/s{i:03}" for i in range(99)]  # the first 100, by name
+    assert "… 21 more" in tree  # 121 subdirectories of /a, 100 shown
+    assert ("a/b/c", "2", " open") in links
+    # a path past the first 100 is still shown on the way
+    deep = c.get("/ui/files/a/s119").text
+    assert 'href="/ui/files/a/s119" class="d1 open here"' in deep and "… 20 more" in deep

@@ -21,7 +21,7 @@ from datetime import datetime
 from tarbox import runs as run_log
 from tarbox.client import Tarbox
 from tarbox.errors import fs_error
-from tarbox.fs import AuditOp, Filesystem, Stat
+from tarbox.fs import AuditOp, Filesystem, FileType, Stat
 from tarbox.fs import paths as fspaths
 from tarbox.server.errors import ApiError
 from tarbox.tokens import TokenInfo
@@ -202,6 +202,31 @@ class Workspace:
             out.append(item)
         nxt = offset + len(page)
         return {"path": path, "entries": out, "total": len(entries), "next": nxt if nxt < len(entries) else None}
+
+    def tree(self, path: str, per_dir: int = 100) -> list[dict]:
+        """The directories from the root down to ``path``: each level's subdirectories
+        (the first ``per_dir``), the one on the way to ``path`` opened in place. Rows of
+        ``depth``, ``name``, ``path``, ``open`` (on the way), or ``more`` (left out)."""
+        fs = self.fs()
+        parts = [p for p in clean_path(path).split("/") if p]
+        rows: list[dict] = []
+
+        def level(at: str, depth: int) -> None:
+            dirs = [e.name for e in fs.scandir(at) if e.type is FileType.DIRECTORY]
+            nxt = parts[depth] if depth < len(parts) else None
+            shown = dirs[:per_dir]
+            if nxt in dirs and nxt not in shown:
+                shown.append(nxt)
+            for name in shown:
+                full = fspaths.join(at, name)
+                rows.append({"depth": depth, "name": name, "path": full, "open": name == nxt})
+                if name == nxt:
+                    level(full, depth + 1)
+            if len(dirs) > len(shown):
+                rows.append({"depth": depth, "more": len(dirs) - len(shown)})
+
+        level("/", 0)
+        return rows
 
     def mkdir(self, path: str, parents: bool = False) -> None:
         self.need_write()

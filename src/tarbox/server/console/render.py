@@ -5,6 +5,7 @@ side-by-side diff rows, and the branch graph of the layer history.
 
 from __future__ import annotations
 
+import stat
 import string
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,12 @@ def human_size(n: int | None) -> str:
             return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(n)
+
+
+def permissions(mode: str | int) -> str:
+    """``0o644`` as ``rw-r--r-- (0644)``."""
+    bits = (int(mode, 8) if isinstance(mode, str) else mode) & 0o7777
+    return f"{stat.filemode(stat.S_IFREG | bits)[1:]} ({bits:04o})"
 
 
 def when(value: datetime | int | str | None) -> str:

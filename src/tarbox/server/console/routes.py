@@ -51,7 +51,12 @@ _env = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
-_env.filters.update(size=render.human_size, when=render.when, q=lambda p: quote(p.lstrip("/"), safe="/"))
+_env.filters.update(
+    size=render.human_size,
+    when=render.when,
+    perm=render.permissions,
+    q=lambda p: quote(p.lstrip("/"), safe="/"),  # a tenant path in a /ui/files/ URL
+)
 
 
 def sessions(request: Request) -> SessionStore:
@@ -218,7 +223,7 @@ def files(request: Request, who: VIEWER, path: str = "", offset: Annotated[int, 
     ws = _workspace(request, who)
     path = clean_path(path)
     st = ws.stat(path, follow=False)
-    common = {"path": path, "crumbs": _crumbs(path), "stat": st, "section": "files"}
+    common = {"path": path, "crumbs": _crumbs(path), "stat": st, "section": "files", "tree": ws.tree(path)}
     if st["type"] == "directory":
         listing = ws.list_dir(path, offset, PAGE)
         return _page(
