@@ -250,6 +250,7 @@ def test_pages_show_what_was_written(server, tb, tenant, fs):
     assert "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f" in hexdump
     assert "rw-r--r-- (0644)" in hexdump  # write_file's default mode, as ls -l shows it
     code = c.get("/ui/files/code.py").text
+    assert "<title>/code.py · Tarbox</title>" in code
     assert '<span class="kn">import</span>' in code  # Pygments' class for a keyword namespace
     assert "&lt;script&gt;" not in code
     fs.write_file("/x.html", b"<script>alert(1)</script>")

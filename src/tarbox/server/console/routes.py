@@ -253,6 +253,7 @@ def files(request: Request, who: VIEWER, path: str = "", offset: Annotated[int, 
             }
         else:
             preview = {"kind": "binary", "rows": render.hexdump(head[: render.HEX_BYTES])}
+            preview["shown"] = min(len(head), render.HEX_BYTES)
     return _page(request, "file.html", who=who, preview=preview, **common)
 
 
