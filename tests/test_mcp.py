@@ -73,6 +73,11 @@ def test_an_agent_loop_over_http(server, tb, tenant):
             assert missing.is_error and "ENOENT" in value(missing) and "errno 2" in value(missing)
             log = (await call(c, "log"))["layers"]
             assert any(layer["message"] == "before the run" for layer in log)
+            # the agent looks back at its run: the log has it, with its output
+            recent = (await call(c, "runs"))["runs"]
+            assert (recent[0]["run_id"], recent[0]["exit_code"]) == (run["run_id"], 0)
+            again = await call(c, "runs", run_id=run["run_id"])
+            assert again["stdout"] == "summed 3\n" and again["changed"] == run["changed"]
 
     asyncio.run(agent())
     view = tb.filesystem(tenant)

@@ -26,7 +26,7 @@ from tarbox.server.errors import describe
 from tarbox.server.workspace import Limits, Workspace, text_or_base64
 from tarbox.tokens import TokenInfo
 
-READ_TOOLS = ("read_file", "list_dir", "stat", "glob", "grep", "log", "diff")
+READ_TOOLS = ("read_file", "list_dir", "stat", "glob", "grep", "log", "diff", "runs")
 WRITE_TOOLS = (
     "write_file",
     "edit_file",
@@ -212,6 +212,19 @@ def build(
     ) -> dict:
         """What changed between two layers: {"changes": [...]}, each path added, modified or deleted."""
         return {"changes": await call(ctx, "diff", lambda ws: ws.diff(from_layer, to_layer, patch))}
+
+    @tool
+    async def runs(
+        ctx: Context,
+        run_id: Annotated[str | None, Field(description="one run's id: its output and changed files")] = None,
+        limit: Annotated[int, Field(ge=1, le=200, description="how many recent runs")] = 20,
+    ) -> dict:
+        """Earlier sandbox runs of this workspace, newest first: {"runs": [...]}, each with its
+        status, exit code, start and duration; with run_id, that run with the first 64 KiB of its
+        stdout and stderr and the files it changed."""
+        if run_id is not None:
+            return await call(ctx, "runs", lambda ws: ws.run_record(run_id))
+        return {"runs": await call(ctx, "runs", lambda ws: ws.runs(limit))}
 
     @tool
     async def rollback(
