@@ -2,9 +2,10 @@
 history as a branch graph, diffs, runs and the audit log, and go back to any layer.
 
 ``routes`` serves the pages (Jinja2 templates, ``templates/``), ``sessions`` the
-login cookie, ``render`` what the pages compute (previews, highlighted diffs, the
-graph). Every asset is in ``static/`` inside the package: the console works
-offline. docs/console.md describes it.
+login cookie; ``preview``, ``diffview`` and ``graph`` compute what the pages show
+(file previews, highlighted diffs, the branch graph). Every asset is in
+``static/`` inside the package: the console works offline. docs/console.md
+describes it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tarbox.fs import AuditOp
 from tarbox.runs import OUTPUT_KEPT
-from tarbox.server.console import render
+from tarbox.server.console import diffview, graph, preview
 from tarbox.server.console.sessions import COOKIE, LIFETIME, Session, SessionStore, csrf_ok
 from tarbox.server.errors import ApiError, describe
 from tarbox.server.pipes import CHUNK
@@ -52,9 +52,9 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _env.filters.update(
-    size=render.human_size,
-    when=render.when,
-    perm=render.permissions,
+    size=preview.human_size,
+    when=preview.when,
+    perm=preview.permissions,
     q=lambda p: quote(p.lstrip("/"), safe="/"),  # a tenant path in a /ui/files/ URL
 )
 
@@ -202,7 +202,7 @@ def home(who: VIEWER) -> Response:
 
 @router.get("/highlight.css")
 def highlight_css() -> Response:
-    return Response(render.stylesheet(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+    return Response(preview.stylesheet(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
 
 # -------------------------------------------------------------------- files
@@ -236,25 +236,28 @@ def files(request: Request, who: VIEWER, path: str = "", offset: Annotated[int, 
             join=lambda name: posixpath.join(path, name),
             **common,
         )
-    preview: dict = {"kind": "other"}
+    shown: dict = {"kind": "other"}
     if st["type"] == "symlink":
-        preview = {"kind": "symlink", "target": ws.fs().readlink(path)}
+        shown = {"kind": "symlink", "target": ws.fs().readlink(path)}
     elif st["type"] == "file":
-        head = ws.read(path, 0, render.PREVIEW_BYTES)
-        image = render.image_type(head[:16])
-        text = None if image else render.as_text(head)
+        head = ws.read(path, 0, preview.PREVIEW_BYTES)
+        image = preview.image_type(head[:16])
+        text = None if image else preview.as_text(head)
         if image:
-            preview = {"kind": "image", "type": image}
+            shown = {"kind": "image", "type": image}
         elif text is not None:
-            preview = {
+            shown = {
                 "kind": "text",
-                "lines": render.highlighted_lines(path, text),
-                "cut": st["size"] > render.PREVIEW_BYTES,
+                "lines": preview.highlighted_lines(path, text),
+                "cut": st["size"] > preview.PREVIEW_BYTES,
             }
         else:
-            preview = {"kind": "binary", "rows": render.hexdump(head[: render.HEX_BYTES])}
-            preview["shown"] = min(len(head), render.HEX_BYTES)
-    return _page(request, "file.html", who=who, preview=preview, **common)
+            shown = {
+                "kind": "binary",
+                "rows": preview.hexdump(head[: preview.HEX_BYTES]),
+                "shown": min(len(head), preview.HEX_BYTES),
+            }
+    return _page(request, "file.html", who=who, preview=shown, **common)
 
 
 @router.get("/raw/{path:path}")
@@ -271,7 +274,7 @@ def raw(request: Request, who: VIEWER, path: str, inline: bool = False) -> Respo
         f = fs.open(path, "rb")
     except Exception as exc:  # noqa: BLE001
         return _error(request, exc, who)
-    media = render.image_type(f.read(16)) if inline else None
+    media = preview.image_type(f.read(16)) if inline else None
     f.seek(0)
     name = posixpath.basename(path) or "file"
     headers = {
@@ -301,7 +304,7 @@ def history(request: Request, who: VIEWER, offset: Annotated[int, Query(ge=0)] =
     ws = _workspace(request, who)
     layers = ws.layers()
     branches = ws.branches()
-    rows, width = render.branch_graph(layers, branches["branches"])
+    rows, width = graph.branch_graph(layers, branches["branches"])
     current = ws.fs().current_layer().id
     return _page(
         request,
@@ -313,7 +316,7 @@ def history(request: Request, who: VIEWER, offset: Annotated[int, Query(ge=0)] =
         offset=offset,
         page=HISTORY_PAGE,
         width=width,
-        row_h=render.ROW_H,
+        row_h=graph.ROW_H,
         current=current,
         branch=branches["current"],
     )
@@ -329,7 +332,7 @@ def diff(
     view: Annotated[str, Query(pattern="^(unified|split)$")] = "unified",
 ) -> HTMLResponse:
     ws = _workspace(request, who)
-    changes = render.file_diffs(ws.diff(a, b, patch=True, patch_limit=render.PATCH_FILES))
+    changes = diffview.file_diffs(ws.diff(a, b, patch=True, patch_limit=diffview.PATCH_FILES))
     other = {"a": a, **({"b": b} if b is not None else {})}
     return _page(
         request,
