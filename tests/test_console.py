@@ -58,6 +58,13 @@ def test_login_sets_a_strict_http_only_cookie_and_never_puts_the_token_in_a_url(
     assert page.headers["x-frame-options"] == "DENY"
 
 
+def test_behind_a_tls_proxy_the_cookie_is_secure(server, tb, tenant):
+    token, _ = create_token(tb, tenant)
+    # a TLS-terminating proxy on the same host says so; uvicorn trusts it from 127.0.0.1 only
+    r = browser(server).post("/ui/login", data={"token": token}, headers={"X-Forwarded-Proto": "https"})
+    assert r.status_code == 303 and "; Secure" in r.headers["set-cookie"]
+
+
 def test_bad_tokens_get_the_form_again_with_the_reason(server, tb, tenant):
     c = browser(server)
     good, info = create_token(tb, tenant)
