@@ -92,7 +92,7 @@ def record(
 
 def recent(tb: Tarbox, tenant: Tenant | str | uuid.UUID, *, limit: int = 50, before: datetime | None = None) -> list:
     """The tenant's runs, newest first (``before``: older than that start, for paging)."""
-    tid = tb.get_tenant(tenant).id if not isinstance(tenant, uuid.UUID) else tenant
+    tid = _tenant_id(tb, tenant)
     where, params = "tenant_id = %s", [tid]
     if before is not None:
         where += " AND started_at < %s"
@@ -105,7 +105,7 @@ def recent(tb: Tarbox, tenant: Tenant | str | uuid.UUID, *, limit: int = 50, bef
 
 
 def get(tb: Tarbox, tenant: Tenant | str | uuid.UUID, run_id: uuid.UUID | str) -> RunRecord | None:
-    tid = tb.get_tenant(tenant).id if not isinstance(tenant, uuid.UUID) else tenant
+    tid = _tenant_id(tb, tenant)
     try:
         rid = uuid.UUID(str(run_id))
     except ValueError:
@@ -115,7 +115,9 @@ def get(tb: Tarbox, tenant: Tenant | str | uuid.UUID, run_id: uuid.UUID | str) -
     return None if row is None else _record(row)
 
 
+def _tenant_id(tb: Tarbox, tenant: Tenant | str | uuid.UUID) -> uuid.UUID:
+    return tenant if isinstance(tenant, uuid.UUID) else tb.get_tenant(tenant).id  # an id needs no lookup
+
+
 def _record(row) -> RunRecord:
-    return RunRecord(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bytes(row[8]), bytes(row[9]), row[10], row[11]
-    )
+    return RunRecord(*row[:8], bytes(row[8]), bytes(row[9]), *row[10:])

@@ -1,5 +1,5 @@
 """Bounded streams between the event loop and the worker threads that read and
-write Tarbox (tar export and import, a run's output events): at most ``depth``
+write Tarbox (tar export and import, a run's output events, file downloads): at most ``depth``
 chunks (of about ``CHUNK`` bytes, for byte streams) wait in a pipe, so a 1 GiB
 transfer holds a few MiB of memory.
 
@@ -15,6 +15,22 @@ import threading
 
 CHUNK = 1 << 20
 _END = b""
+
+
+def file_chunks(f, start: int, end: int):
+    """Bytes ``start`` to ``end`` of an open file in ``CHUNK``-sized pieces (fewer if it
+    shrank meanwhile), closing it when done or abandoned: a streamed download's body."""
+    try:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                break
+            left -= len(data)
+            yield data
+    finally:
+        f.close()
 
 
 class Pipe:

@@ -26,7 +26,7 @@ from sse_starlette.sse import EventSourceResponse
 from tarbox.server.auth import token_of
 from tarbox.server.errors import ApiError, describe
 from tarbox.server.errors import body as error_body
-from tarbox.server.pipes import CHUNK, Pipe
+from tarbox.server.pipes import CHUNK, Pipe, file_chunks
 from tarbox.server.workspace import Limits, Workspace, clean_path
 
 router = APIRouter(prefix="/v1")
@@ -106,21 +106,11 @@ def get_file(path: str, request: Request, ws: WS) -> StreamingResponse:
     if rng is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
 
-    def chunks():
-        try:
-            f.seek(start)
-            left = end - start
-            while left > 0:
-                data = f.read(min(CHUNK, left))
-                if not data:
-                    break
-                left -= len(data)
-                yield data
-        finally:
-            f.close()
-
     return StreamingResponse(
-        chunks(), status_code=206 if rng else 200, headers=headers, media_type="application/octet-stream"
+        file_chunks(f, start, end),
+        status_code=206 if rng else 200,
+        headers=headers,
+        media_type="application/octet-stream",
     )
 
 

@@ -82,6 +82,15 @@ def stat_dict(path: str, s: Stat) -> dict:
     }
 
 
+def changes_of(records) -> list[dict]:
+    """What a run changed, from its audit records: each change's operation and path(s)."""
+    return [
+        {"op": str(r.op), "path": r.path, **({"path2": r.path2} if r.path2 else {})}
+        for r in records
+        if r.op in _MUTATIONS
+    ]
+
+
 def run_dict(r: run_log.RunRecord) -> dict:
     return {
         "run_id": str(r.run_id),
@@ -360,16 +369,11 @@ class Workspace:
         found = run_log.get(self.tb, self.tenant_id, run_id)
         if found is None:
             raise ApiError(404, "NO_RUN", f"no run {run_id}")
-        changed = [
-            {"op": str(r.op), "path": r.path, **({"path2": r.path2} if r.path2 else {})}
-            for r in self.fs().audit(run_id=found.run_id)
-            if r.op in _MUTATIONS
-        ]
         return {
             **run_dict(found),
             "stdout": found.stdout.decode("utf-8", "replace"),
             "stderr": found.stderr.decode("utf-8", "replace"),
-            "changed": changed,
+            "changed": changes_of(self.fs().audit(run_id=found.run_id)),
         }
 
     def run(
@@ -425,11 +429,6 @@ class Workspace:
                 result = host.run(wasm, argv, env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)
         finally:
             self.limits.end_run(self.token.id)
-        changed = [
-            {"op": str(r.op), "path": r.path, **({"path2": r.path2} if r.path2 else {})}
-            for r in result.audit
-            if r.op in _MUTATIONS
-        ]
         return {
             "run_id": str(result.run_id) if result.run_id else None,
             "status": result.status.value,
@@ -439,7 +438,7 @@ class Workspace:
             "duration": result.duration,
             "trap": result.trap,
             "checkpoint": result.checkpoint,
-            "changed": changed,
+            "changed": changes_of(result.audit),
         }
 
 

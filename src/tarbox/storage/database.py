@@ -63,6 +63,7 @@ class Database:
     def __init__(self, url: str | None = None, *, pool_size: int = 16, read_delegations: bool | None = None) -> None:
         url = url or os.environ.get("TARBOX_DATABASE_URL") or None
         self.embedded = url is None
+        wait = _db_wait()  # a bad setting is refused before anything connects
         self.url = url if url is not None else embedded_url()
         try:
             self._where = _describe(psycopg.conninfo.conninfo_to_dict(self.url))
@@ -97,7 +98,6 @@ class Database:
             raise DatabaseError(f"preparing the database failed ({self._where}): {exc}".strip()) from exc
         self._closed = False
         self._lock = threading.Lock()
-        wait = _db_wait()
         self._admin = ConnectionPool(
             self.url,
             min_size=0,

@@ -29,7 +29,7 @@ from tarbox.runs import OUTPUT_KEPT
 from tarbox.server.console import diffview, graph, preview
 from tarbox.server.console.sessions import COOKIE, LIFETIME, Session, SessionStore, csrf_ok
 from tarbox.server.errors import ApiError, describe
-from tarbox.server.pipes import CHUNK
+from tarbox.server.pipes import file_chunks
 from tarbox.server.workspace import Workspace, clean_path
 from tarbox.tokens import TokenError, TokenInfo, verify_token
 
@@ -261,21 +261,17 @@ def files(request: Request, who: VIEWER, path: str = "", offset: Annotated[int, 
 
 
 @router.get("/raw/{path:path}")
+@_shown
 def raw(request: Request, who: VIEWER, path: str, inline: bool = False) -> Response:
     """A file's bytes. Inline only for the image types the preview shows; everything
     else is an attachment, and a sandbox policy keeps any of it from running script."""
-    try:
-        ws = _workspace(request, who)
-        path = clean_path(path)
-        fs = ws.fs()
-        st = fs.stat(path)
-        if not st.is_file:
-            raise ApiError(409, "EISDIR", f"not a regular file: {path}", 21)
-        f = fs.open(path, "rb")
-    except Exception as exc:  # noqa: BLE001
-        return _error(request, exc, who)
+    path = clean_path(path)
+    fs = _workspace(request, who).fs()
+    st = fs.stat(path)
+    if not st.is_file:
+        raise ApiError(409, "EISDIR", f"not a regular file: {path}", 21)
+    f = fs.open(path, "rb")
     media = preview.image_type(f.read(16)) if inline else None
-    f.seek(0)
     name = posixpath.basename(path) or "file"
     headers = {
         "Content-Length": str(st.size),
@@ -284,15 +280,9 @@ def raw(request: Request, who: VIEWER, path: str, inline: bool = False) -> Respo
         "Cache-Control": "no-store",
         "Content-Disposition": ("inline" if media else "attachment") + f"; filename*=UTF-8''{quote(name)}",
     }
-
-    def chunks():
-        try:
-            while data := f.read(CHUNK):
-                yield data
-        finally:
-            f.close()
-
-    return StreamingResponse(chunks(), headers=headers, media_type=media or "application/octet-stream")
+    return StreamingResponse(
+        file_chunks(f, 0, st.size), headers=headers, media_type=media or "application/octet-stream"
+    )
 
 
 # ------------------------------------------------------------------ history
@@ -372,7 +362,8 @@ def _rollback_plan(ws: Workspace, layer: int) -> list[dict]:
 def rollback_form(request: Request, who: VIEWER, layer: Annotated[int, Query()]) -> HTMLResponse:
     ws = _workspace(request, who)
     ws.need_write()
-    target = next((x for x in ws.layers() if x["id"] == layer), None)
+    # the layer's own record: not ws.layers(), which counts the changes of every layer
+    target = next((x.to_dict() for x in ws.fs().layers() if x.id == layer), None)
     if target is None:
         raise ApiError(404, "NO_LAYER", f"no layer {layer}")
     return _page(
