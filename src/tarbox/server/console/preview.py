@@ -4,6 +4,7 @@ sizes, times and permissions that the templates use."""
 
 from __future__ import annotations
 
+import functools
 import stat
 import string
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ IMAGE_TYPES = {  # shown inline; anything else is downloaded as octet-stream
 FORMATTER = HtmlFormatter(nowrap=True)
 
 
+@functools.cache  # the same for every request
 def stylesheet() -> str:
     return HtmlFormatter(style="default").get_style_defs(".hl")
 

@@ -152,6 +152,11 @@ def _check_form(request: Request, who: Viewer, csrf: str | None) -> None:
 # ------------------------------------------------------------ login, logout
 
 
+def _home(token: TokenInfo) -> str:
+    """Where a token's console starts: an admin's has no files, only the tenants."""
+    return "/ui/admin" if token.admin else "/ui/files/"
+
+
 @router.get("/login")
 def login_form(request: Request) -> HTMLResponse:
     return _page(request, "login.html", error=None)
@@ -170,7 +175,7 @@ def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
     # a new session id at every login, whatever cookie came with the request
     sessions(request).end(request.cookies.get(COOKIE))
     session_id, _ = sessions(request).create(token.strip())
-    response = RedirectResponse("/ui/admin" if info.admin else "/ui/files/", 303, headers=SECURITY_HEADERS)
+    response = RedirectResponse(_home(info), 303, headers=SECURITY_HEADERS)
     response.set_cookie(
         COOKIE,
         session_id,
@@ -184,11 +189,9 @@ def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
 
 
 @router.post("/logout")
+@_shown
 def logout(request: Request, who: VIEWER, csrf: Annotated[str | None, Form()] = None) -> Response:
-    try:
-        _check_form(request, who, csrf)
-    except ApiError as exc:
-        return _error(request, exc, who)
+    _check_form(request, who, csrf)
     sessions(request).end(request.cookies.get(COOKIE))
     response = RedirectResponse("/ui/login", 303, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
@@ -197,7 +200,7 @@ def logout(request: Request, who: VIEWER, csrf: Annotated[str | None, Form()] = 
 
 @router.get("/")
 def home(who: VIEWER) -> Response:
-    return RedirectResponse("/ui/admin" if who.token.admin else "/ui/files/", 303, headers=SECURITY_HEADERS)
+    return RedirectResponse(_home(who.token), 303, headers=SECURITY_HEADERS)
 
 
 @router.get("/highlight.css")
