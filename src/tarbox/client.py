@@ -204,13 +204,21 @@ class Tarbox:
         read_only: bool = False,
         layer: int | None = None,
         hide_control: bool = False,
+        isolated: bool = False,
     ) -> Filesystem:
         """The filesystem of a tenant (given as Tenant, name or UUID).
 
         With ``layer``, a read-only view pinned at that layer, while writers go on at the head.
+        Views of a tenant share one store in a process (they see each other's writes at
+        once); ``isolated`` gives a store of its own, which sees the others' commits as
+        another process would (close-to-open) and whose pending writes and batches
+        are its own: what :meth:`Filesystem.atomic` needs.
         """
         t = self.get_tenant(tenant)
-        store = self._store(t.id) if layer is None else self._pinned(t.id, layer)
+        if isolated and layer is None:
+            store = Store(self.db, t.id, attr_timeout=self.attr_timeout, isolated=True)
+        else:
+            store = self._store(t.id) if layer is None else self._pinned(t.id, layer)
         store.refresh()
         return Filesystem(
             store,

@@ -20,8 +20,20 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (0: any free one).")] = 8765,
     run_timeout: Annotated[float, typer.Option(help="Longest a run may take (s); requests ask for less.")] = 60.0,
     run_memory: Annotated[int, typer.Option(help="Most linear memory a run may use (bytes).")] = 512 << 20,
-    runs_per_token: Annotated[int, typer.Option(help="Concurrent runs one token may have.")] = 4,
-    max_upload: Annotated[int, typer.Option(help="Largest file upload or tar import (bytes).")] = 16 << 30,
+    runs_per_token: Annotated[int, typer.Option(help="Concurrent runs one token may have.", min=1)] = 4,
+    runs_per_tenant: Annotated[int, typer.Option(help="Concurrent runs one tenant may have.", min=1)] = 8,
+    max_runs: Annotated[
+        int | None, typer.Option(help="Runs at once in the server; more wait (default: cores, at least 2).", min=1)
+    ] = None,
+    streams_per_tenant: Annotated[
+        int, typer.Option(help="Uploads, imports, exports and downloads one tenant may have at once.", min=1)
+    ] = 8,
+    calls_per_tenant: Annotated[
+        int, typer.Option(help="Other requests one tenant may have in progress; more wait, then 429.", min=1)
+    ] = 8,
+    body_timeout: Annotated[float, typer.Option(help="Longest pause in a request body (s).", min=0.1)] = 30.0,
+    header_timeout: Annotated[float, typer.Option(help="Longest wait for request headers (s).", min=0.1)] = 10.0,
+    max_upload: Annotated[int, typer.Option(help="Largest file upload or tar import (bytes).", min=1)] = 16 << 30,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the HTTP API (/v1), MCP (/mcp) and the web console (/ui/) for agents and
@@ -30,8 +42,18 @@ def serve(
     from tarbox.server.workspace import Limits
 
     limits = Limits(
-        run_timeout=run_timeout, run_memory=run_memory, runs_per_token=runs_per_token, max_upload=max_upload
+        run_timeout=run_timeout,
+        run_memory=run_memory,
+        runs_per_token=runs_per_token,
+        runs_per_tenant=runs_per_tenant,
+        streams_per_tenant=streams_per_tenant,
+        calls_per_tenant=calls_per_tenant,
+        body_timeout=body_timeout,
+        header_timeout=header_timeout,
+        max_upload=max_upload,
     )
+    if max_runs is not None:
+        limits.max_runs = max_runs
     if port:
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"tarbox serve: API http://{shown}:{port}/v1, MCP /mcp, web console /ui/", err=True)

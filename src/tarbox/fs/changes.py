@@ -4,8 +4,11 @@ blocks), removals. Only the dirty maps change here; nothing is sent."""
 
 from __future__ import annotations
 
+import errno
+
 import blake3
 
+from tarbox.errors import fs_error
 from tarbox.fs.records import (
     _DELETE,
     _INO_RANGE,
@@ -125,6 +128,8 @@ class Changes:
         n = len(data)
         if n == 0:
             return
+        if offset + n > node.size:
+            self.check_file_size(offset + n)
         xm, _ = self._content(node)
         bs = self.block_size
         mv = memoryview(data)
@@ -157,12 +162,25 @@ class Changes:
                 self.wbuf_bytes += grow
             i += 1
         now = _now()
-        node.size = max(node.size, end)
+        if end > node.size:
+            node.size = end
         node.mtime_ns = node.ctime_ns = now
         if self.wbuf_bytes > FLUSH_BYTES:
             self._seal(node.ino)
 
+    def check_file_size(self, size: int) -> None:
+        """Refuse (EFBIG) to make a file larger than the tenant's byte quota, or than
+        ``MAX_FILE_SIZE`` for a tenant without one: quotas count stored bytes, and a
+        sparse or deduplicated file could otherwise claim any apparent size."""
+        limit = self.file_size_limit()
+        if size > limit:
+            raise fs_error(
+                errno.EFBIG, None, f"a file of {size} bytes is over this tenant's limit of {limit} (its byte quota)"
+            )
+
     def truncate(self, node: Inode, size: int) -> None:
+        if size > node.size:
+            self.check_file_size(size)
         if size == node.size:
             node.mtime_ns = node.ctime_ns = _now()
             self.touch(node)

@@ -650,6 +650,19 @@ class Filesystem(HistoryView, PathWalk):
             raise fs_error(errno.EROFS, None, "read-only filesystem view")
         return self._st.batch()
 
+    def atomic(self):
+        """Everything inside is one commit, at the end, or nothing is (an exception
+        inside, a failed write, a crash). Unlike :meth:`batch` it never commits part
+        way, whatever its size; meanwhile the tenant's other writers, and readers
+        revalidating, wait for it. Only on a view with a store of its own
+        (``Tarbox.filesystem(..., isolated=True)``), so that no other thread's
+        operation joins the transaction."""
+        if self.read_only:
+            raise fs_error(errno.EROFS, None, "read-only filesystem view")
+        if not self._st.isolated:
+            raise ValueError("atomic() needs a filesystem with a store of its own (isolated=True)")
+        return self._st.batch(atomic=True)
+
     @contextmanager
     def write_back(self, seconds: float = 0.05) -> Iterator[WriteBack]:
         """Inside, changes collect in write-back windows committed at most ``seconds``
@@ -670,6 +683,11 @@ class Filesystem(HistoryView, PathWalk):
         finally:
             wb.windows = st.stats["windows"] - windows
             wb.lost = st.lost_windows - lost
+
+    def commit(self) -> None:
+        """Commit everything pending now (an open batch or write-back window of this
+        store included), without waiting for the WAL flush (see :meth:`sync`)."""
+        self._st.commit()
 
     def sync(self) -> None:
         """Commit everything pending and wait until it is durable (fsync)."""

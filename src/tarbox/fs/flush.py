@@ -44,6 +44,7 @@ class Flush:
         expect: int | None = None,
         in_delegation: bool = False,
         reshare: bool = False,
+        commit: bool = True,
     ) -> tuple | None:
         """Write every dirty row and COMMIT. With the tenant's lock held in ``conn``'s
         transaction (``expect`` None); or, for an operation that ran ahead of the lock,
@@ -51,10 +52,11 @@ class Flush:
         unless the tenant's generation is still ``expect``. ``in_delegation``:
         ``conn`` holds our read delegation; the flush commits in its transaction,
         which ends it, and ``reshare`` takes it again in the same round trip
-        (returns tarbox_try_share's row)."""
+        (returns tarbox_try_share's row). ``commit=False`` (an atomic batch past a
+        threshold) writes the rows and leaves the transaction open."""
         self._seal()
         if not self._has_dirty() and not durable:
-            if expect is None:
+            if expect is None and commit:
                 conn.execute("COMMIT")
             return None
         t, head = self.tid, self.head
@@ -160,7 +162,8 @@ class Flush:
                     cur = conn.execute(_FLUSH_SQL, args)
                     if not small:
                         self._send_blocks_in_slices(conn, blocks)
-                    conn.execute("COMMIT")
+                    if commit:
+                        conn.execute("COMMIT")
             row = cur.fetchone()
         except psycopg.Error as exc:
             raise translate_db_error(exc) from exc

@@ -86,7 +86,7 @@ from tarbox.fs.records import (  # noqa: F401 - re-exported: the filesystem and 
     _now,
 )
 from tarbox.fs.stages import Stages
-from tarbox.fs.txn import Conflict, Transactions, _flusher, translate_db_error  # noqa: F401 - re-exported
+from tarbox.fs.txn import _UNKNOWN, Conflict, Transactions, _flusher, translate_db_error  # noqa: F401 - re-exported
 from tarbox.storage import Database
 
 
@@ -110,9 +110,11 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         attr_timeout: float = 1.0,
         block_cache_bytes: int = 64 << 20,
         pinned_layer: int | None = None,
+        isolated: bool = False,
     ) -> None:
         self.db = db
         self.tid = tenant_id
+        self.isolated = isolated  # not shared with other views (Tarbox.filesystem(isolated=True))
         self.pinned = pinned_layer  # a read-only view of one layer instead of the head
         self.head_frozen = False
         self.attr_timeout = attr_timeout
@@ -160,6 +162,8 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self._txn: psycopg.Connection | None = None
         self._txn_cm = None
         self._batch_depth = 0
+        self._atomic = False  # the open batch is one transaction (Transactions.batch)
+        self._atomic_failed: BaseException | None = None  # ... and a write in it failed
         self._mutated = False
         self._running_ahead = False  # an operation is running ahead of the lock (Transactions.operation)
         self._ino_next = 0
@@ -169,6 +173,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self._window = False  # the open transaction is a window (not a batch, not one operation)
         self._window_id = 0
         self._room = (None, None)  # (bytes, inodes) left under the quotas when the lock was taken
+        self._byte_quota: object = _UNKNOWN  # the tenant's byte quota as last seen (None: none)
         self._rd: tuple[psycopg.Connection, object] | None = None  # a read delegation (see refresh)
         self._rd_id = 0
         self._rd_recallable = False  # held until recalled (else until the window delay passes)

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from tarbox.fs.store import Store
 from tarbox.storage import db_error
 
+# the largest file of a tenant without a byte quota (ext4's limit with 4 KiB blocks)
+MAX_FILE_SIZE = 16 << 40
+_UNKNOWN = object()
+
 
 class LockBusy(Exception):
     """The tenant's lock is held by another session (TBD01): recall delegations, then wait."""
@@ -272,6 +276,12 @@ class Transactions:
                     raise Conflict("a publishing operation inside one running ahead of the lock")
                 yield  # part of an operation running ahead of the lock: it commits it
                 return
+            if self._atomic_failed is not None:
+                raise fs_error(
+                    getattr(self._atomic_failed, "errno", None) or errno.EIO,
+                    None,
+                    f"an earlier write in the atomic batch failed ({self._atomic_failed})",
+                )
             if self._txn is None:
                 self._begin()
                 if publish or not self._wb or not self._roomy():
@@ -314,22 +324,49 @@ class Transactions:
         return self._txn is not None and self._txn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Defer commits: every operation inside shares one write-back window."""
+    def batch(self, *, atomic: bool = False) -> Iterator[None]:
+        """Defer commits: every operation inside shares one write-back window.
+
+        ``atomic``: everything inside is one transaction, committed at the end or not at
+        all. Past the flush thresholds dirty rows and blocks are sent without a COMMIT
+        (memory stays bounded; the tenant's lock stays held, so other writers and
+        revalidating readers of the tenant wait for the end). After a failed write
+        inside, every later write and the end raise the failure: nothing is committed.
+        Only for a store of its own (``Tarbox.filesystem(..., isolated=True)``): on a
+        shared store other threads' operations would join the transaction."""
         with self.lock:
             if self._batch_depth == 0:
                 if self._window:
                     self._close_window()
                 if self._txn is None:
                     self._begin()
+                self._atomic, self._atomic_failed = atomic, None
+            elif atomic and not self._atomic:
+                raise ValueError("an atomic batch cannot start inside a batch that is not atomic")
             self._batch_depth += 1
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             with self.lock:
                 self._batch_depth -= 1
-                if self._batch_depth == 0 and self._txn is not None:
-                    self._flush_and_end()
+                if self._batch_depth == 0:
+                    atomic_failure, self._atomic, self._atomic_failed = self._atomic_failed, False, None
+                    if self._txn is not None:
+                        if atomic and failed:
+                            self._abort()  # nothing of it is committed
+                            self._end()
+                        else:
+                            self._flush_and_end()
+                    if atomic_failure is not None and not failed:
+                        raise fs_error(
+                            getattr(atomic_failure, "errno", None) or errno.EIO,
+                            None,
+                            f"an earlier write in the atomic batch failed ({atomic_failure}); nothing was committed",
+                        )
 
     @contextmanager
     def write_back(self, seconds: float) -> Iterator[None]:
@@ -501,10 +538,20 @@ class Transactions:
             with self._using(conn):
                 self._open_child(self.head, "")
 
+    def file_size_limit(self) -> int:
+        """The largest apparent size a file may have: the tenant's byte quota (asked once
+        per store, then kept current by every lock and flush), or ``MAX_FILE_SIZE``."""
+        if self._byte_quota is _UNKNOWN:
+            rows = self._q("SELECT quota_bytes FROM tenant_state WHERE tenant_id = %s", (self.tid,))
+            self._byte_quota = rows[0][0] if rows else None
+        quota = self._byte_quota
+        return MAX_FILE_SIZE if quota is None else min(int(quota), MAX_FILE_SIZE)
+
     def _adopt_usage(self, row: tuple) -> None:
         """Remember how far the tenant is from its quotas: (gen, used bytes, byte quota,
         used inodes, inode quota) as the lock and the flush function return them."""
         _, used_bytes, quota_bytes, used_inodes, quota_inodes = row
+        self._byte_quota = quota_bytes
         self._room = (
             None if quota_bytes is None else quota_bytes - used_bytes,
             None if quota_inodes is None else quota_inodes - used_inodes,
@@ -553,6 +600,9 @@ class Transactions:
         conn = self._txn
         assert conn is not None
         try:
+            if self._atomic:  # past a threshold: send what is dirty, commit at the end
+                self._flush(conn, commit=False)
+                return
             self._flush(conn, durable)
             self._acquire(conn)
         except BaseException as exc:
@@ -578,7 +628,11 @@ class Transactions:
             self.d_unstage[st.sid] = ino  # its staging rows (if committed) go at the next flush
         self.stages.clear()
         self._forget_changes_and_caches()
-        if self._window:
+        if self._atomic:
+            # an atomic batch's earlier rows went with the rollback: nothing more may commit
+            self._atomic_failed = cause or fs_error(errno.EIO, None, "write failed")
+            self._end()
+        elif self._window:
             self._end()
         elif self._txn is not None and self._batch_depth > 0:
             # the batch keeps its connection: take the lock afresh

@@ -28,7 +28,10 @@ from tarbox.client import Tarbox
 from tarbox.errors import TarboxError
 from tarbox.server import console, errors, rest
 from tarbox.server import mcp as mcp_server
-from tarbox.server.auth import SCOPE_KEY, BodyLimit, TokenAuth
+from tarbox.server.auth import SCOPE_KEY, TokenAuth
+from tarbox.server.bodies import BodyGuard
+from tarbox.server.protocol import protocol_class
+from tarbox.server.workers import TenantShare, Workers
 from tarbox.server.workspace import Limits
 
 log = logging.getLogger("tarbox.server")
@@ -48,8 +51,9 @@ class _McpByToken:
 
 def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0.1") -> FastAPI:
     limits = limits or Limits()
+    workers = Workers(limits)
     mcp_apps = [
-        mcp_server.build(tb, limits, tools=tools).streamable_http_app(
+        mcp_server.build(tb, limits, workers, tools=tools).streamable_http_app(
             streamable_http_path="/mcp", stateless_http=True, json_response=True, host=host
         )
         for tools in (mcp_server.ALL_TOOLS, mcp_server.READ_TOOLS)
@@ -61,6 +65,7 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
             for sub in mcp_apps:
                 await stack.enter_async_context(sub.router.lifespan_context(sub))
             yield
+        workers.close()  # runs and streams in progress end first (each bounded by its own limits)
         log.info("tarbox serve: stopped; committing and closing the database pools")
 
     app = FastAPI(
@@ -71,7 +76,7 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
         docs_url=None,
         redoc_url=None,
     )
-    app.state.tb, app.state.limits = tb, limits
+    app.state.tb, app.state.limits, app.state.workers = tb, limits, workers
     app.include_router(rest.router)
     console.install(app)
     mcp_endpoint = _McpByToken(*(next(r.endpoint for r in sub.routes if r.path == "/mcp") for sub in mcp_apps))
@@ -96,8 +101,10 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
 
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_middleware(BodyLimit, limit=rest.limit_for(limits))
+    # outermost last: bodies are checked, then the token, then the tenant's share
+    app.add_middleware(TenantShare, limits=limits, scope_key=SCOPE_KEY)
     app.add_middleware(TokenAuth, tb=tb)
+    app.add_middleware(BodyGuard, limit=rest.limit_for(limits), streamed=rest.streamed, timeout=limits.body_timeout)
     return app
 
 
@@ -121,6 +128,7 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=int(limits.run_timeout) + 10,
         lifespan="on",
+        http=protocol_class(limits.header_timeout),
     )
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; the handler
     # it then finds turns that into a normal exit (status 0), after the pools are closed

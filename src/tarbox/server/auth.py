@@ -46,34 +46,3 @@ class TokenAuth:
             await errors.response(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-class BodyLimit:
-    """Refuses request bodies over ``limit(path, method)`` bytes with 413, by the declared
-    length up front and by counting what arrives (a chunked body declares none)."""
-
-    def __init__(self, app: ASGIApp, limit) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit(scope["path"], scope["method"])
-        declared = Headers(scope=scope).get("content-length")
-        too_big = errors.ApiError(413, "TOO_LARGE", f"request body over {limit} bytes")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await errors.response(too_big)(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise too_big
-            return message
-
-        await self.app(scope, counted, send)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno as E
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from tarbox.errors import DatabaseError, InvalidNameError, TenantExistsError, TenantNotFoundError
@@ -51,6 +51,8 @@ def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
     """(HTTP status, code, message, errno) of a failure."""
     if isinstance(exc, ApiError):
         return exc.status, exc.code, exc.message, exc.errno
+    if isinstance(exc, ClientDisconnect):
+        return 400, "DISCONNECTED", "the client went away before its request ended", None
     if isinstance(exc, TokenError):
         return 401, "UNAUTHENTICATED", str(exc), None
     if isinstance(exc, TenantNotFoundError):
@@ -71,10 +73,12 @@ def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
     return 500, "INTERNAL", f"internal error ({type(exc).__name__})", None
 
 
-def response(exc: BaseException) -> JSONResponse:
+def response(exc: BaseException, *, retry_after: int | None = None) -> JSONResponse:
     status, code, message, errno = describe(exc)
-    headers = {"WWW-Authenticate": 'Bearer realm="tarbox"'} if status == 401 else None
-    return JSONResponse(body(code, message, errno), status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": 'Bearer realm="tarbox"'} if status == 401 else {}
+    if status in (429, 503):
+        headers["Retry-After"] = str(retry_after or 1)
+    return JSONResponse(body(code, message, errno), status_code=status, headers=headers or None)
 
 
 async def handler(_request: Request, exc: Exception) -> JSONResponse:

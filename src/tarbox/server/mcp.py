@@ -23,6 +23,7 @@ from pydantic import Field
 from tarbox.client import Tarbox
 from tarbox.server.auth import SCOPE_KEY
 from tarbox.server.errors import describe
+from tarbox.server.workers import Workers
 from tarbox.server.workspace import Limits, Workspace, text_or_base64
 from tarbox.tokens import TokenInfo
 
@@ -39,6 +40,7 @@ WRITE_TOOLS = (
     "run_wasm",
 )
 ALL_TOOLS = READ_TOOLS + WRITE_TOOLS
+RUN_TOOLS = ("run_python", "run_wasm")  # in the server's run threads, under its run caps
 
 INSTRUCTIONS = """\
 Tools on a Tarbox workspace: a versioned filesystem of your own, stored in PostgreSQL.
@@ -50,6 +52,7 @@ changed since a checkpoint and `rollback` returns to it (nothing is ever destroy
 def build(
     tb: Tarbox,
     limits: Limits,
+    workers: Workers | None = None,
     *,
     fixed_token: TokenInfo | None = None,
     tools: tuple[str, ...] | None = None,
@@ -75,11 +78,15 @@ def build(
             raise ToolError("not authenticated")
         return Workspace(tb, token, limits)
 
+    runner = workers or Workers(limits)
+
     async def call(ctx: Context, name: str, fn: Callable[[Workspace], Any]) -> Any:
         try:
             ws = workspace(ctx)
             if name in WRITE_TOOLS and ws.read_only:
                 raise ToolError(f"{name}: this token is read-only")
+            if name in RUN_TOOLS:
+                return await runner.run(ws.tenant_id, ws.token.id, lambda: fn(ws))
             return await anyio.to_thread.run_sync(lambda: fn(ws))
         except ToolError:
             raise

@@ -1,5 +1,5 @@
 """Bounded streams between the event loop and the worker threads that read and
-write Tarbox (tar export and import, a run's output events, file downloads): at most ``depth``
+write Tarbox (tar export, a run's output events, file downloads): at most ``depth``
 chunks (of about ``CHUNK`` bytes, for byte streams) wait in a pipe, so a 1 GiB
 transfer holds a few MiB of memory.
 
@@ -9,8 +9,9 @@ the other side's next call raises :class:`BrokenPipeError` instead of waiting fo
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import io
-import queue
 import threading
 
 CHUNK = 1 << 20
@@ -34,30 +35,76 @@ def file_chunks(f, start: int, end: int):
 
 
 class Pipe:
+    """A bounded queue between one worker thread and the event loop. The thread side
+    (:meth:`put`, :meth:`get`) blocks; the event loop side (:meth:`aput`, :meth:`aget`)
+    awaits, holding no thread, however slow the client at the other end."""
+
     def __init__(self, depth: int = 4) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._broken = threading.Event()
+        self._items: collections.deque = collections.deque()
+        self._depth = depth
+        self._cv = threading.Condition()
+        self._broken = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+
+    def _changed(self) -> None:
+        """Wake both sides (with ``_cv`` held)."""
+        self._cv.notify_all()
+        for loop, fut in self._waiters:
+            loop.call_soon_threadsafe(_wake, fut)
+        self._waiters.clear()
 
     def put(self, data) -> None:
         """Hand ``data`` to the reader (``b""`` ends the stream); waits while the pipe is full."""
-        while True:
-            if self._broken.is_set():
+        with self._cv:
+            while not self._broken and len(self._items) >= self._depth:
+                self._cv.wait()
+            if self._broken:
                 raise BrokenPipeError("the reading side went away")
-            try:
-                self._q.put(data, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+            self._items.append(data)
+            self._changed()
 
     def get(self):
         """The next chunk, ``b""`` at the end; waits while the pipe is empty."""
-        while True:
-            if self._broken.is_set() and self._q.empty():
+        with self._cv:
+            while not self._items and not self._broken:
+                self._cv.wait()
+            if not self._items:
                 raise BrokenPipeError("the writing side went away")
-            try:
-                return self._q.get(timeout=0.2)
-            except queue.Empty:
-                continue
+            item = self._items.popleft()
+            self._changed()
+            return item
+
+    async def aput(self, data) -> None:
+        """:meth:`put` for the event loop."""
+        while True:
+            with self._cv:
+                if self._broken:
+                    raise BrokenPipeError("the reading side went away")
+                if len(self._items) < self._depth:
+                    self._items.append(data)
+                    self._changed()
+                    return
+                fut = self._wait_here()
+            await fut
+
+    async def aget(self):
+        """:meth:`get` for the event loop."""
+        while True:
+            with self._cv:
+                if self._items:
+                    item = self._items.popleft()
+                    self._changed()
+                    return item
+                if self._broken:
+                    raise BrokenPipeError("the writing side went away")
+                fut = self._wait_here()
+            await fut
+
+    def _wait_here(self) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiters.append((loop, fut))
+        return fut
 
     def close(self) -> None:
         """The writer is done."""
@@ -65,13 +112,20 @@ class Pipe:
 
     def break_(self) -> None:
         """Either side gives up; the other side's next call fails."""
-        self._broken.set()
+        with self._cv:
+            self._broken = True
+            self._changed()
 
     def writer(self) -> io.RawIOBase:
         return _Writer(self)
 
     def reader(self) -> io.RawIOBase:
         return _Reader(self)
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class _Writer(io.RawIOBase):

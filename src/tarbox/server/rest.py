@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import re
-import threading
 from datetime import datetime
 from email.utils import formatdate
 from typing import Annotated
@@ -23,10 +22,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
+from tarbox.server import bodies
 from tarbox.server.auth import token_of
 from tarbox.server.errors import ApiError, describe
 from tarbox.server.errors import body as error_body
 from tarbox.server.pipes import CHUNK, Pipe, file_chunks
+from tarbox.server.workers import Workers
 from tarbox.server.workspace import Limits, Workspace, clean_path
 
 router = APIRouter(prefix="/v1")
@@ -42,6 +43,10 @@ WS = Annotated[Workspace, Depends(workspace)]
 
 def _thread(fn, *args, **kwargs):
     return anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+def _workers(request: Request) -> Workers:
+    return request.app.state.workers
 
 
 # ------------------------------------------------------------------- who am I
@@ -92,26 +97,36 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 @router.get("/files/{path:path}", summary="Stream a file's content (Range supported)")
-def get_file(path: str, request: Request, ws: WS) -> StreamingResponse:
-    path = clean_path(path)
-    fs = ws.fs()
-    st = fs.stat(path)
-    if st.is_dir:
-        raise ApiError(409, "EISDIR", f"Is a directory: {path} (list it with /v1/dirs)", 21)
-    f = fs.open(path, "rb")
-    size = st.size
-    rng = _byte_range(request.headers.get("range"), size)
-    start, end = rng if rng is not None else (0, size)
+async def get_file(path: str, request: Request, ws: WS) -> StreamingResponse:
+    workers = _workers(request)
+    release = await workers.admit_stream(ws.tenant_id)
+    try:
+        path = clean_path(path)
+        fs = ws.fs()
+        st = await _thread(fs.stat, path)
+        if st.is_dir:
+            raise ApiError(409, "EISDIR", f"Is a directory: {path} (list it with /v1/dirs)", 21)
+        rng = _byte_range(request.headers.get("range"), st.size)
+        start, end = rng if rng is not None else (0, st.size)
+        f = await _thread(fs.open, path, "rb")
+    except BaseException:
+        release()
+        raise
     headers = {**_file_headers(path, st), "Content-Length": str(end - start)}
     if rng is not None:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{st.size}"
+    chunks = file_chunks(f, start, end)
 
-    return StreamingResponse(
-        file_chunks(f, start, end),
-        status_code=206 if rng else 200,
-        headers=headers,
-        media_type="application/octet-stream",
-    )
+    async def body():
+        try:
+            while data := await _thread(next, chunks, b""):
+                yield data
+        finally:
+            await _thread(chunks.close)
+            release()
+
+    status = 206 if rng else 200
+    return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")
 
 
 @router.head("/files/{path:path}", summary="A file's stat as headers")
@@ -121,28 +136,23 @@ def head_file(path: str, ws: WS) -> Response:
     return Response(headers={**_file_headers(path, st), "Content-Length": str(st.size)})
 
 
-@router.put("/files/{path:path}", summary="Upload a file (streamed; visible whole when complete)")
+@router.put("/files/{path:path}", status_code=201, summary="Upload a file (visible whole once committed)")
 async def put_file(path: str, request: Request, ws: WS, parents: bool = False) -> JSONResponse:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) <= CHUNK:  # small: one write, published whole at its commit
-        data = await request.body()
-        await _thread(ws.write, path, data, parents=parents)
-        return JSONResponse(await _thread(ws.stat, path), status_code=201)
-    upload = await _thread(ws.begin_upload, path, parents=parents)
-    try:
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) >= CHUNK:
-                await _thread(upload.write, bytes(buf))
-                buf.clear()
-        if buf:
-            await _thread(upload.write, bytes(buf))
-        stat = await _thread(upload.finish)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _thread(upload.abort)
-        raise
+    """The body is received whole before anything is written; the answer comes once the
+    file is committed (docs/server.md, "Writes")."""
+    ws.need_write()
+    workers = _workers(request)
+    async with workers.stream_slot(ws.tenant_id):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) <= CHUNK:  # small: one write, committed on its own
+            data = await request.body()
+            await _thread(ws.write, path, data, parents=parents)
+            return JSONResponse(await _thread(ws.stat, path), status_code=201)
+        spool = await bodies.receive(request)
+        try:
+            stat = await workers.stream(lambda: ws.upload(path, spool, parents=parents))
+        finally:
+            spool.close()
     return JSONResponse(stat, status_code=201)
 
 
@@ -310,8 +320,10 @@ async def run(body: RunBody, request: Request, ws: WS):
         "memory_limit": body.memory_limit,
         "checkpoint_before": body.checkpoint_before,
     }
+    workers = _workers(request)
     if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
-        return await _thread(ws.run, **kwargs)
+        return await workers.run(ws.tenant_id, ws.token.id, lambda: ws.run(**kwargs))
+    release = await workers.admit_run(ws.tenant_id, ws.token.id)  # a refusal is a 429, not an event
     events = Pipe(depth=256)  # (event, data) pairs; a full pipe holds the guest back
 
     def work() -> None:
@@ -328,11 +340,11 @@ async def run(body: RunBody, request: Request, ws: WS):
             events.put(("error", json.dumps(error_body(code, message, errno))))
         events.close()
 
-    threading.Thread(target=work, name="tarbox-run", daemon=True).start()
+    workers.start_run(work, release)
 
     async def stream():
         try:
-            while item := await _thread(events.get):
+            while item := await events.aget():
                 yield {"event": item[0], "data": item[1]}
         finally:
             events.break_()
@@ -355,14 +367,20 @@ def run_record(run_id: str, ws: WS) -> dict:
 
 @router.get("/export/{path:path}", summary="The tree under path as a tar stream (?compression=gz|zst)")
 @router.get("/export", summary="The whole tenant as a tar stream")
-async def export(ws: WS, path: str = "/", compression: str | None = None) -> StreamingResponse:
+async def export(request: Request, ws: WS, path: str = "/", compression: str | None = None) -> StreamingResponse:
     from tarbox.integrations.tar import export_tar
 
     if compression not in (None, "gz", "zst"):
         raise ApiError(400, "INVALID", "compression is gz or zst")
-    fs = ws.fs()
-    root = clean_path(path)
-    await _thread(fs.stat, root)  # a missing path is a 404 before the stream starts
+    workers = _workers(request)
+    release = await workers.admit_stream(ws.tenant_id)
+    try:
+        fs = ws.fs()
+        root = clean_path(path)
+        await _thread(fs.stat, root)  # a missing path is a 404 before the stream starts
+    except BaseException:
+        release()
+        raise
     pipe = Pipe()
 
     def produce() -> None:
@@ -373,56 +391,32 @@ async def export(ws: WS, path: str = "/", compression: str | None = None) -> Str
         except BaseException:
             pipe.break_()  # the client sees the stream end early (a truncated archive)
 
-    threading.Thread(target=produce, name="tarbox-export", daemon=True).start()
+    workers.start_stream(produce)
 
     async def chunks():
         try:
-            while data := await _thread(pipe.get):
+            while data := await pipe.aget():
                 yield data
         finally:
             pipe.break_()
+            release()
 
     media = {"gz": "application/gzip", "zst": "application/zstd"}.get(compression or "", "application/x-tar")
     return StreamingResponse(chunks(), media_type=media)
 
 
-@router.post("/import/{path:path}", summary="Extract a tar stream (plain, gz or zst) under path")
-@router.post("/import", summary="Extract a tar stream at the root")
+@router.post("/import/{path:path}", summary="Extract a tar archive (plain, gz or zst) under path, in one commit")
+@router.post("/import", summary="Extract a tar archive at the root, in one commit")
 async def import_(request: Request, ws: WS, path: str = "/") -> dict:
-    from tarbox.integrations.tar import import_tar
-
+    """The archive is received whole, then extracted in one commit: all of it or nothing."""
     ws.need_write()
-    fs = ws.fs()
-    root = clean_path(path)
-    pipe = Pipe()
-    result: dict = {}
-
-    def consume() -> None:
+    workers = _workers(request)
+    async with workers.stream_slot(ws.tenant_id):
+        spool = await bodies.receive(request)
         try:
-            stats = import_tar(fs, pipe.reader(), root)
-            result.update(files=stats.files, dirs=stats.dirs, symlinks=stats.symlinks, bytes=stats.bytes)
+            return await workers.stream(lambda: ws.import_archive(path, spool))
         finally:
-            pipe.break_()
-
-    async def feed() -> None:
-        try:
-            async for chunk in request.stream():
-                if chunk:
-                    await _thread(pipe.put, chunk)
-            await _thread(pipe.put, b"")
-        except BrokenPipeError:
-            pass  # the importer stopped (its own error is raised below)
-        except BaseException:
-            pipe.break_()
-            raise
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(feed)
-            await _thread(consume)
-    except BaseExceptionGroup as group:  # the importer's failure (or the upload's) is the answer
-        raise next((e for e in group.exceptions if not isinstance(e, BrokenPipeError)), group.exceptions[0]) from None
-    return result
+            spool.close()
 
 
 # -------------------------------------------------------------------- tenants
@@ -466,12 +460,15 @@ def delete_tenant(name: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
+def streamed(path: str, method: str) -> bool:
+    """Does the route read its body as a stream (a file or an archive)?"""
+    return (method == "PUT" and path.startswith("/v1/files/")) or (method == "POST" and path.startswith("/v1/import"))
+
+
 def limit_for(limits: Limits):
     """The body limit of a request: a file or an archive may be large, JSON may not."""
 
     def limit(path: str, method: str) -> int:
-        if (method == "PUT" and path.startswith("/v1/files/")) or path.startswith("/v1/import"):
-            return limits.max_upload
-        return limits.max_json
+        return limits.max_upload if streamed(path, method) else limits.max_json
 
     return limit

@@ -10,12 +10,13 @@ shapes of results that both front ends return. It does not know HTTP or MCP.
 from __future__ import annotations
 
 import base64
+import functools
+import os
 import posixpath
 import re
-import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from tarbox import runs as run_log
@@ -45,27 +46,38 @@ _MUTATIONS = {
 
 @dataclass
 class Limits:
-    """The server's bounds; a request may ask for less, never more."""
+    """The server's bounds; a request may ask for less, never more (docs/server.md, "Limits")."""
 
     run_timeout: float = 60.0  # seconds
     run_memory: int = 512 << 20  # bytes of linear memory
     runs_per_token: int = 4  # concurrent runs
+    runs_per_tenant: int = 8
+    max_runs: int = max(2, os.cpu_count() or 2)  # runs at once in the server; more wait in line
+    streams_per_tenant: int = 8  # imports, uploads, exports, downloads at once
+    max_streams: int = 16  # stream threads (applying imports and uploads, producing exports)
+    calls_per_tenant: int = 8  # other requests of one tenant in progress at once
+    queue_wait: float = 10.0  # seconds a request waits for a slot before 429
     max_upload: int = 16 << 30  # bytes of one PUT or import
     max_json: int = 64 << 20  # bytes of one JSON body (a module travels base64 in it)
+    body_timeout: float = 30.0  # seconds a request body may pause before 408
+    header_timeout: float = 10.0  # seconds a connection may take to send a request's headers
     read_limit: int = 16 << 20  # bytes one MCP read_file returns at most
-    _running: dict[uuid.UUID, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    output_to_model: int = 64 << 10  # bytes of a run's stdout (and stderr) an MCP answer carries
 
-    def begin_run(self, token: uuid.UUID) -> None:
-        with self._lock:
-            n = self._running.get(token, 0)
-            if n >= self.runs_per_token:
-                raise ApiError(429, "TOO_MANY_RUNS", f"this token already has {n} runs in progress")
-            self._running[token] = n + 1
 
-    def end_run(self, token: uuid.UUID) -> None:
-        with self._lock:
-            self._running[token] -= 1
+def _committed(method):
+    """A mutating call returns only once what it changed is committed: other views'
+    batches and write-back windows on the shared store (a run, an export) may have
+    taken it in, and an answer must never come before its commit."""
+
+    @functools.wraps(method)
+    def committed(self, *args, **kwargs):
+        out = method(self, *args, **kwargs)
+        if self._fs is not None:
+            self._fs.commit()
+        return out
+
+    return committed
 
 
 def stat_dict(path: str, s: Stat) -> dict:
@@ -154,6 +166,7 @@ class Workspace:
             f.seek(offset)
             return f.read(-1 if limit is None else limit)
 
+    @_committed
     def write(self, path: str, data: bytes, *, append: bool = False, parents: bool = False) -> int:
         self.need_write()
         path = clean_path(path)
@@ -162,27 +175,49 @@ class Workspace:
             fs.makedirs(posixpath.dirname(path.rstrip("/")) or "/", exist_ok=True)
         return fs.append_file(path, data) if append else fs.write_file(path, data)
 
-    def begin_upload(self, path: str, *, parents: bool = False) -> Upload:
-        """A streamed upload to ``path``, visible whole at :meth:`Upload.finish` or not at all."""
+    def isolated(self) -> Filesystem:
+        """A view of the tenant with a store of its own, for one atomic change (its
+        audit records carry this request's run id)."""
+        fs = self.tb.filesystem(self.token.tenant or self.tenant_id, hide_control=True, isolated=True)
+        fs.run_id = self.fs().run_id
+        return fs
+
+    def upload(self, path: str, src, *, parents: bool = False) -> dict:
+        """Write the whole of ``src`` (a received body) to ``path`` in one commit:
+        readers see the old file or the new one, whole, never a part."""
         self.need_write()
         path = clean_path(path)
-        fs = self.fs()
         parent = posixpath.dirname(path.rstrip("/")) or "/"
-        if parents:
-            fs.makedirs(parent, exist_ok=True)
-        if fs.is_dir(path):
-            raise fs_error(21, path)
-        quiet = self.tb.filesystem(self.tenant_id, hide_control=True)  # the hidden name stays out of the log
-        quiet.audited = False
-        return Upload(quiet, fs, path, fspaths.join(parent, f".tarbox-upload-{uuid.uuid4().hex[:16]}"))
+        fs = self.isolated()
+        with fs.atomic():
+            if parents:
+                fs.makedirs(parent, exist_ok=True)
+            if fs.is_dir(path):
+                raise fs_error(21, path)
+            with fs.open(path, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+        return stat_dict(path, fs.stat(path))
+
+    def import_archive(self, path: str, src) -> dict:
+        """Extract the tar archive ``src`` (a received body; plain, gz or zst) under
+        ``path`` in one commit: all of it, or nothing (an unsafe member, a cut-off
+        archive, the quota)."""
+        from tarbox.integrations.tar import import_tar
+
+        self.need_write()
+        fs = self.isolated()
+        with fs.atomic():
+            stats = import_tar(fs, src, clean_path(path))
+        return {"files": stats.files, "dirs": stats.dirs, "symlinks": stats.symlinks, "bytes": stats.bytes}
 
     def edit(self, path: str, old: str, new: str) -> int:
         """Replace the one occurrence of ``old`` by ``new`` (an error unless it occurs
         exactly once); returns the new size."""
         self.need_write()
         path = clean_path(path)
-        fs = self.fs()
-        with fs.batch():
+        fs = self.isolated()
+        with fs.atomic():
             text = fs.read_file(path).decode("utf-8")
             count = text.count(old) if old else 0
             if count != 1:
@@ -237,25 +272,39 @@ class Workspace:
         level("/", 0)
         return rows
 
+    @_committed
     def mkdir(self, path: str, parents: bool = False) -> None:
         self.need_write()
         self.fs().mkdir(clean_path(path), parents=parents, exist_ok=parents)
 
+    @_committed
     def remove(self, path: str, recursive: bool = False) -> None:
+        """Remove a file, symlink or empty directory; ``recursive``: a whole tree, in one
+        commit (all of it or, on any failure, nothing). The root cannot go: removing it
+        recursively empties it."""
         self.need_write()
         path = clean_path(path)
-        fs = self.fs()
         if recursive:
-            fs.remove_tree(path)
-        elif fs.lstat(path).is_dir:
+            tree = self.isolated()
+            with tree.atomic():
+                if tree.lstat(path).ino == tree.lstat("/").ino:
+                    for name in tree.listdir("/"):
+                        tree.remove_tree(fspaths.join("/", name))
+                else:
+                    tree.remove_tree(path)
+            return
+        fs = self.fs()
+        if fs.lstat(path).is_dir:
             fs.rmdir(path)
         else:
             fs.remove(path)
 
+    @_committed
     def rename(self, src: str, dst: str) -> None:
         self.need_write()
         self.fs().rename(clean_path(src), clean_path(dst))
 
+    @_committed
     def symlink(self, target: str, path: str) -> None:
         self.need_write()
         self.fs().symlink(target, clean_path(path))
@@ -304,6 +353,7 @@ class Workspace:
 
     # ---------------------------------------------------------------- history
 
+    @_committed
     def checkpoint(self, message: str = "") -> dict:
         self.need_write()
         return self.fs().checkpoint(message).to_dict()
@@ -311,6 +361,7 @@ class Workspace:
     def layers(self) -> list[dict]:
         return [layer.to_dict() for layer in self.fs().layers(counts=True)]
 
+    @_committed
     def switch(self, layer: int | None = None, branch: str | None = None) -> dict:
         """Roll back or forward: view ``layer`` (later writes branch from it) or follow
         ``branch``. Nothing is destroyed."""
@@ -327,10 +378,12 @@ class Workspace:
         fs = self.fs()
         return {"current": fs.current_branch(), "branches": fs.branches()}
 
+    @_committed
     def branch(self, name: str, from_layer: int | None = None) -> dict:
         self.need_write()
         return self.fs().branch(name, from_layer).to_dict()
 
+    @_committed
     def delete_branch(self, name: str) -> None:
         self.need_write()
         self.fs().delete_branch(name)
@@ -405,30 +458,26 @@ class Workspace:
         }
         if wasm_path is not None:
             wasm = self.fs().read_file(clean_path(wasm_path))
-        self.limits.begin_run(self.token.id)
-        try:
-            if python is not None:
-                from tarbox.wasi.python import PythonRuntime
+        if python is not None:
+            from tarbox.wasi.python import PythonRuntime
 
-                result = PythonRuntime().run(
-                    self.tb,
-                    self.tenant_id,
-                    python,
-                    args=args,
-                    env=env,
-                    stdin=stdin,
-                    on_stdout=on_stdout,
-                    on_stderr=on_stderr,
-                    **limits,
-                )
-            else:
-                from tarbox.wasi import WasiHost
+            result = PythonRuntime().run(
+                self.tb,
+                self.tenant_id,
+                python,
+                args=args,
+                env=env,
+                stdin=stdin,
+                on_stdout=on_stdout,
+                on_stderr=on_stderr,
+                **limits,
+            )
+        else:
+            from tarbox.wasi import WasiHost
 
-                host = WasiHost(self.tb, self.tenant_id, "/workspace", **limits)
-                argv = ["main.wasm", *(args or [])]
-                result = host.run(wasm, argv, env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)
-        finally:
-            self.limits.end_run(self.token.id)
+            host = WasiHost(self.tb, self.tenant_id, "/workspace", **limits)
+            argv = ["main.wasm", *(args or [])]
+            result = host.run(wasm, argv, env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)
         return {
             "run_id": str(result.run_id) if result.run_id else None,
             "status": result.status.value,
@@ -440,34 +489,6 @@ class Workspace:
             "checkpoint": result.checkpoint,
             "changed": changes_of(result.audit),
         }
-
-
-class Upload:
-    """Bytes streamed into a hidden file beside the target, renamed over it when complete
-    (readers see the old file or the new one, whole), removed when the upload fails.
-    The audit log gets one ``write`` of the target, with the caller's run id."""
-
-    def __init__(self, quiet: Filesystem, audited: Filesystem, path: str, temp: str) -> None:
-        self.fs, self.audited, self.path, self.temp = quiet, audited, path, temp
-        self.file = quiet.open(temp, "wb")
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-        self.size += len(data)
-
-    def finish(self) -> dict:
-        self.file.close()
-        with self.fs.batch():
-            self.fs.rename(self.temp, self.path)
-            self.audited.record(AuditOp.WRITE, self.path, nbytes=self.size)
-        return stat_dict(self.path, self.fs.stat(self.path))
-
-    def abort(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.fs.remove(self.temp)
 
 
 def _glob_regex(pattern: str) -> re.Pattern:

@@ -174,7 +174,7 @@ def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
         return _error(request, exc, None)
     # a new session id at every login, whatever cookie came with the request
     sessions(request).end(request.cookies.get(COOKIE))
-    session_id, _ = sessions(request).create(token.strip())
+    session_id, _ = sessions(request).create(token.strip(), info.id)
     response = RedirectResponse(_home(info), 303, headers=SECURITY_HEADERS)
     response.set_cookie(
         COOKIE,

@@ -1,0 +1,236 @@
+"""The threads that do the server's blocking work, and how much of it each tenant and
+token may hold at once, so that no tenant's work can starve another's.
+
+Three kinds of work, kept apart:
+
+* **calls**: the filesystem operations of ordinary requests (FastAPI runs them in
+  anyio's thread pool). :class:`TenantShare` lets a tenant have at most
+  ``calls_per_tenant`` requests in progress; more wait on the event loop (no thread
+  held) up to ``queue_wait`` seconds, then get 429.
+* **runs**: sandbox runs, in threads of their own at a lower CPU priority (nice 10,
+  so interactive requests win the CPU), at most ``max_runs`` at once (more wait in
+  line, on the event loop), and ``runs_per_tenant`` / ``runs_per_token`` each:
+  beyond that, 429 at once.
+* **streams**: imports and uploads being applied, exports being produced, in
+  threads of their own (nice 5), ``streams_per_tenant`` each (429 beyond),
+  ``max_streams`` at once.
+
+Nothing here waits for a client: bodies are received on the event loop before any
+thread starts (``bodies``), and pipes to slow readers are awaited there (``pipes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import anyio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tarbox.server import errors
+from tarbox.server.errors import ApiError
+
+T = TypeVar("T")
+
+
+def is_stream(method: str, path: str) -> bool:
+    """Is this a route whose work is capped by :class:`Workers` (a run, an import, an
+    export, an upload, a download), not by a call slot?"""
+    if path.startswith(("/v1/import", "/v1/export")):
+        return True
+    if path.startswith("/v1/files/"):
+        return method in ("GET", "PUT")
+    return path == "/v1/runs" and method == "POST"
+
+
+def _niced(level: int) -> Callable[[], None]:
+    def init() -> None:
+        with contextlib.suppress(OSError, AttributeError):  # per-thread nice: Linux
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), level)
+
+    return init
+
+
+class _Counts:
+    """Work in progress per key, with a cap (the event loop's thread only)."""
+
+    def __init__(self) -> None:
+        self._n: dict[object, int] = {}
+
+    def take(self, key: object, cap: int, what: str, code: str) -> None:
+        n = self._n.get(key, 0)
+        if n >= cap:
+            raise ApiError(429, code, f"{what}: {n} already in progress (at most {cap}); retry later")
+        self._n[key] = n + 1
+
+    def give(self, key: object) -> None:
+        n = self._n[key] - 1
+        if n:
+            self._n[key] = n
+        else:
+            del self._n[key]
+
+
+class Workers:
+    """The server's run and stream threads, and the caps on them (one per app)."""
+
+    def __init__(self, limits) -> None:
+        self.limits = limits
+        self._runs = ThreadPoolExecutor(limits.max_runs, "tarbox-run", initializer=_niced(10))
+        self._streams = ThreadPoolExecutor(limits.max_streams, "tarbox-stream", initializer=_niced(5))
+        self._run_slots: asyncio.Semaphore | None = None
+        self._runs_by_tenant, self._runs_by_token = _Counts(), _Counts()
+        self._streams_by_tenant = Shares(limits.streams_per_tenant, limits.queue_wait)
+
+    async def admit_run(self, tenant: uuid.UUID, token: uuid.UUID) -> Callable[[], None]:
+        """Take a run slot for this tenant and token (429 when either has its share, or
+        when no server slot frees within ``queue_wait``); returns its release, to be
+        called on the event loop's thread."""
+        self._runs_by_tenant.take(tenant, self.limits.runs_per_tenant, "runs of this tenant", "TOO_MANY_RUNS")
+        try:
+            self._runs_by_token.take(token, self.limits.runs_per_token, "runs of this token", "TOO_MANY_RUNS")
+        except ApiError:
+            self._runs_by_tenant.give(tenant)
+            raise
+
+        def release_counts() -> None:
+            self._runs_by_token.give(token)
+            self._runs_by_tenant.give(tenant)
+
+        if self._run_slots is None:
+            self._run_slots = asyncio.Semaphore(self.limits.max_runs)
+        try:
+            with anyio.fail_after(self.limits.queue_wait):
+                await self._run_slots.acquire()
+        except BaseException as exc:
+            release_counts()
+            if isinstance(exc, TimeoutError):
+                raise ApiError(429, "BUSY", "every run slot of the server is taken; retry later") from None
+            raise
+        slots = self._run_slots
+
+        def release() -> None:
+            slots.release()
+            release_counts()
+
+        return release
+
+    async def run(self, tenant: uuid.UUID, token: uuid.UUID, fn: Callable[[], T]) -> T:
+        """``fn`` (a sandbox run) in a run thread, once this tenant and token may start one."""
+        release = await self.admit_run(tenant, token)
+        try:
+            return await _shielded(self._runs, fn)
+        finally:
+            release()
+
+    def start_run(self, fn: Callable[[], None], release: Callable[[], None]) -> None:
+        """``fn`` in a run thread, not waited for; ``release`` (of :meth:`admit_run`) runs
+        on the event loop when it ends."""
+        loop = asyncio.get_running_loop()
+        self._runs.submit(fn).add_done_callback(lambda _: loop.call_soon_threadsafe(release))
+
+    async def admit_stream(self, tenant: uuid.UUID) -> Callable[[], None]:
+        """Take one of the tenant's stream slots, waiting up to ``queue_wait`` (then 429);
+        returns its release."""
+        return await self._streams_by_tenant.take(tenant, "streams", "TOO_MANY_STREAMS")
+
+    @contextlib.asynccontextmanager
+    async def stream_slot(self, tenant: uuid.UUID):
+        release = await self.admit_stream(tenant)
+        try:
+            yield
+        finally:
+            release()
+
+    async def stream(self, fn: Callable[[], T]) -> T:
+        """``fn`` (applying an import or upload) in a stream thread."""
+        return await _shielded(self._streams, fn)
+
+    def start_stream(self, fn: Callable[[], None]) -> None:
+        """``fn`` (producing an export) in a stream thread, not waited for."""
+        self._streams.submit(fn)
+
+    def close(self) -> None:
+        self._runs.shutdown(wait=True)
+        self._streams.shutdown(wait=True)
+
+
+async def _shielded(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    """``fn``'s result from ``pool``. If the request is cancelled (its client left), the
+    work still ends as it would have (a run is recorded, an import commits or not)."""
+    future = asyncio.wrap_future(pool.submit(fn))
+    return await asyncio.shield(future)
+
+
+class Shares:
+    """At most ``cap`` holders per key at once; more wait on the event loop up to
+    ``wait`` seconds, then get 429. Keys nobody holds or waits for are forgotten."""
+
+    def __init__(self, cap: int, wait: float) -> None:
+        self.cap, self.wait = cap, wait
+        self._slots: dict[object, asyncio.Semaphore] = {}
+        self._users: dict[object, int] = {}
+
+    async def take(self, key: object, what: str, code: str) -> Callable[[], None]:
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self.cap)
+        self._users[key] = self._users.get(key, 0) + 1
+
+        def leave() -> None:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._slots[key]
+
+        try:
+            with anyio.fail_after(self.wait):
+                await slots.acquire()
+        except BaseException as exc:
+            leave()
+            if isinstance(exc, TimeoutError):
+                raise ApiError(
+                    429, code, f"this tenant has {self.cap} {what} in progress and others waiting; retry later"
+                ) from None
+            raise
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                slots.release()
+                leave()
+
+        return release
+
+
+class TenantShare:
+    """ASGI middleware: at most ``calls_per_tenant`` requests of one tenant in progress
+    (streams, see :func:`is_stream`, are capped by :class:`Workers` instead); the rest
+    wait on the event loop, up to ``queue_wait`` seconds, then get 429."""
+
+    def __init__(self, app: ASGIApp, limits, scope_key: str) -> None:
+        self.app, self.key = app, scope_key
+        self._shares = Shares(limits.calls_per_tenant, limits.queue_wait)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = scope.get(self.key) if scope["type"] == "http" else None
+        tenant = getattr(token, "tenant_id", None)
+        if tenant is None or is_stream(scope.get("method", ""), scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        try:
+            release = await self._shares.take(tenant, "requests", "TOO_MANY_REQUESTS")
+        except ApiError as busy:
+            await errors.response(busy)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            release()
