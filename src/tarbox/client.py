@@ -64,6 +64,7 @@ class Tarbox:
         block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> Tenant:
         validate_tenant_name(name)
+        check_quotas(quota_bytes, quota_inodes)
         if block_size < 4096 or block_size > (8 << 20) or block_size & (block_size - 1):
             raise ValueError("block_size must be a power of two between 4 KiB and 8 MiB")
         tid = uuid.uuid4()
@@ -163,6 +164,7 @@ class Tarbox:
         quota_inodes: int | None = None,
     ) -> None:
         """Set (or with ``None`` remove) a tenant's quotas."""
+        check_quotas(quota_bytes, quota_inodes)
         t = self.get_tenant(tenant)
         with self.db.admin() as conn:
             conn.execute(
@@ -246,6 +248,20 @@ class Tarbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+QUOTA_MAX = (1 << 63) - 1  # what PostgreSQL's bigint holds
+
+
+def check_quotas(quota_bytes: int | None, quota_inodes: int | None) -> None:
+    """Refuse quotas that are not whole numbers from 0 to 2**63 - 1 (None: no quota)."""
+    for name, value in (("quota_bytes", quota_bytes), ("quota_inodes", quota_inodes)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number of {name.split('_')[1]}, not {value!r}")
+        if not 0 <= value <= QUOTA_MAX:
+            raise ValueError(f"{name} must be between 0 and {QUOTA_MAX}, not {value}")
 
 
 def connect(url: str | None = None, **kwargs) -> Tarbox:

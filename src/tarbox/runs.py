@@ -46,6 +46,12 @@ class RunRecord:
         return self.status == "exited" and self.exit_code == 0
 
 
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL's ``text`` can hold it: NUL as ``\\x00``, lone surrogates
+    (which JSON can carry) as ``\\udXXX`` escapes; every other character as it is."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
 def record(
     tb: Tarbox,
     tenant_id: uuid.UUID,
@@ -74,10 +80,10 @@ def record(
                     run_id,
                     started_at,
                     duration,
-                    command[:COMMAND_KEPT],
+                    storable(command)[:COMMAND_KEPT],
                     status,
                     exit_code,
-                    trap,
+                    None if trap is None else storable(trap),
                     checkpoint,
                     stdout[:OUTPUT_KEPT],
                     stderr[:OUTPUT_KEPT],

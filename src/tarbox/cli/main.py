@@ -13,7 +13,7 @@ import typer
 
 import tarbox
 from tarbox.cli import audit, db, files, layers, mount, run, server, tar, tenants
-from tarbox.cli.context import Ctx
+from tarbox.cli.context import Ctx, accept_global_options
 from tarbox.cli.output import err, out
 from tarbox.errors import TarboxError
 
@@ -31,6 +31,7 @@ app.add_typer(db.db_app, name="db")
 app.add_typer(server.token_app, name="token")
 app.command()(server.serve)
 app.command()(server.mcp)
+accept_global_options(app)
 
 
 def _version(value: bool) -> None:

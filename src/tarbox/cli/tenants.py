@@ -9,6 +9,7 @@ import typer
 
 from tarbox.cli.context import ctx_of, show
 from tarbox.cli.output import emit_json, json_option, out, print_table
+from tarbox.client import QUOTA_MAX
 
 tenant_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and delete tenants.")
 
@@ -18,8 +19,8 @@ tenant_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and d
 def tenant_create(
     ctx: typer.Context,
     name: str,
-    quota_bytes: Annotated[int | None, typer.Option(help="Maximum stored bytes.")] = None,
-    quota_inodes: Annotated[int | None, typer.Option(help="Maximum inodes.")] = None,
+    quota_bytes: Annotated[int | None, typer.Option(help="Maximum stored bytes.", min=0, max=QUOTA_MAX)] = None,
+    quota_inodes: Annotated[int | None, typer.Option(help="Maximum inodes.", min=0, max=QUOTA_MAX)] = None,
 ) -> None:
     """Create a tenant."""
     c = ctx_of(ctx)

@@ -11,6 +11,8 @@ read tools. Failures are tool errors naming the errno, never a traceback.
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -18,6 +20,7 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from tarbox.client import Tarbox
@@ -41,6 +44,58 @@ WRITE_TOOLS = (
 )
 ALL_TOOLS = READ_TOOLS + WRITE_TOOLS
 RUN_TOOLS = ("run_python", "run_wasm")  # in the server's run threads, under its run caps
+
+# (destructive, idempotent) of each tool that writes; the read tools are neither. No tool
+# reaches beyond the tenant's workspace (openWorldHint false): the sandbox has no network.
+_WRITE_HINTS = {
+    "write_file": (True, True),
+    "edit_file": (True, False),
+    "mkdir": (False, True),
+    "remove": (True, True),
+    "rename": (True, False),
+    "checkpoint": (False, False),
+    "rollback": (False, True),  # nothing is destroyed: the later layers stay
+    "run_python": (True, False),
+    "run_wasm": (True, False),
+}
+
+
+def _hints(name: str) -> ToolAnnotations:
+    if name in READ_TOOLS:
+        return ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+    destructive, idempotent = _WRITE_HINTS[name]
+    return ToolAnnotations(
+        read_only_hint=False, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=False
+    )
+
+
+def capped(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` cut to about ``limit`` bytes of UTF-8, its head and tail kept with a marker
+    between them; and whether anything was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text, False
+    half = limit // 2
+    head = data[:half].decode("utf-8", "ignore")
+    tail = data[-half:].decode("utf-8", "ignore")
+    return f"{head}\n[... {len(data) - 2 * half} bytes left out: the run log has them ...]\n{tail}", True
+
+
+def run_answer(result: dict, limit: int) -> CallToolResult:
+    """A run as a tool result: ``isError`` unless it exited 0, and stdout/stderr capped
+    to ``limit`` bytes each for the model's context (the run log keeps more: the
+    ``runs`` tool with the run's id)."""
+    shown = dict(result)
+    for name in ("stdout", "stderr"):
+        shown[name], cut = capped(result[name], limit)
+        if cut:
+            shown[f"{name}_truncated"] = True
+            shown[f"{name}_bytes"] = len(result[name].encode("utf-8"))
+    failed = result["status"] != "exited" or result["exit_code"] != 0
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(shown))], structured_content=shown, is_error=failed
+    )
+
 
 INSTRUCTIONS = """\
 Tools on a Tarbox workspace: a versioned filesystem of your own, stored in PostgreSQL.
@@ -96,7 +151,7 @@ def build(
 
     def tool(fn):
         if fn.__name__ in wanted:
-            server.tool()(fn)
+            server.tool(annotations=_hints(fn.__name__))(fn)
         return fn
 
     @tool
@@ -125,7 +180,15 @@ def build(
         append: Annotated[bool, Field(description="add to the end instead of replacing")] = False,
     ) -> dict:
         """Create or replace a file (or append to it). Returns the bytes written."""
-        data = base64.b64decode(content_base64) if content_base64 is not None else content.encode()
+        if content_base64 is not None:
+            try:
+                data = base64.b64decode(content_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise ToolError(
+                    "INVALID: content_base64 is not valid base64 (A-Z, a-z, 0-9, +, /, = padding)"
+                ) from None
+        else:
+            data = content.encode()
         n = await call(ctx, "write_file", lambda ws: ws.write(path, data, append=append, parents=True))
         return {"path": path, "bytes_written": n}
 
@@ -189,7 +252,7 @@ def build(
 
     @tool
     async def grep(
-        pattern: Annotated[str, Field(description="a Python regular expression")],
+        pattern: Annotated[str, Field(description="a regular expression (RE2: Python's, no backreferences)")],
         ctx: Context,
         path: str = "/workspace",
         glob: Annotated[str | None, Field(description="only files matching this glob")] = None,
@@ -250,14 +313,17 @@ def build(
         args: Annotated[list[str] | None, Field(description="sys.argv[1:]")] = None,
         timeout: Annotated[float | None, Field(gt=0, description="seconds (the server caps it)")] = None,
         checkpoint_before: Annotated[bool, Field(description="checkpoint first, to diff or undo the run")] = False,
-    ) -> dict:
+    ) -> CallToolResult:
         """Run Python in a WebAssembly sandbox whose only directory is /workspace (no network).
-        Returns exit code, stdout, stderr, status and the files it changed."""
-        return await call(
+        Returns exit code, stdout, stderr, status and the files it changed; an error result
+        unless it exited 0. Long output is cut to its head and tail (the runs tool with the
+        run_id shows more)."""
+        result = await call(
             ctx,
             "run_python",
             lambda ws: ws.run(python=code, args=args, timeout=timeout, checkpoint_before=checkpoint_before),
         )
+        return run_answer(result, limits.output_to_model)
 
     @tool
     async def run_wasm(
@@ -265,8 +331,21 @@ def build(
         ctx: Context,
         args: list[str] | None = None,
         timeout: Annotated[float | None, Field(gt=0)] = None,
-    ) -> dict:
-        """Run a WebAssembly program stored in the workspace, sandboxed on /workspace."""
-        return await call(ctx, "run_wasm", lambda ws: ws.run(wasm_path=path, args=args, timeout=timeout))
+    ) -> CallToolResult:
+        """Run a WebAssembly program stored in the workspace, sandboxed on /workspace. An error
+        result unless it exited 0 (a file that is no module, a trap, a limit included)."""
+        result = await call(ctx, "run_wasm", lambda ws: ws.run(wasm_path=path, args=args, timeout=timeout))
+        return run_answer(result, limits.output_to_model)
 
+    _one_of(server, "rollback", ["layer", "branch"])
     return server
+
+
+def _one_of(server: MCPServer, name: str, fields: list[str]) -> None:
+    """Say in a tool's input schema that exactly one of ``fields`` is given. The SDK
+    builds schemas from signatures, which cannot say that; its tool registry is internal
+    (mcp 2.x), so a registry without the expected shape leaves the schema as it is."""
+    tool = getattr(getattr(server, "_tool_manager", None), "get_tool", lambda _n: None)(name)
+    schema = getattr(tool, "parameters", None)
+    if isinstance(schema, dict):
+        schema["oneOf"] = [{"required": [f]} for f in fields]

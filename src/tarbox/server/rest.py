@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
+from tarbox.client import QUOTA_MAX
 from tarbox.server import bodies
 from tarbox.server.auth import token_of
 from tarbox.server.errors import ApiError, describe
@@ -431,8 +432,8 @@ def _admin(request: Request):
 
 class TenantBody(BaseModel):
     name: str
-    quota_bytes: int | None = None
-    quota_inodes: int | None = None
+    quota_bytes: int | None = Field(None, ge=0, le=QUOTA_MAX, description="bytes stored at most (none: unlimited)")
+    quota_inodes: int | None = Field(None, ge=0, le=QUOTA_MAX, description="inodes at most (none: unlimited)")
 
 
 @router.get("/tenants", summary="Every tenant with usage and quotas (admin tokens)")

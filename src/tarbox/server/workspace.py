@@ -327,11 +327,11 @@ class Workspace:
 
     def grep(self, pattern: str, path: str = "/", max_results: int = 100, glob: str | None = None) -> list[dict]:
         """Lines matching the regular expression ``pattern`` in the text files under
-        ``path`` (files over 8 MiB or not UTF-8 are skipped)."""
-        try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            raise ApiError(400, "BAD_PATTERN", f"invalid regular expression: {exc}") from None
+        ``path`` (files over 8 MiB or not UTF-8 are skipped). The pattern is RE2's
+        syntax (Python's without backreferences and lookaround), matched in time linear
+        in the text whatever the pattern: no pattern can make a search take exponential
+        time (``^(a+)+$`` included)."""
+        regex = _linear_regex(pattern)
         fs = self.fs()
         root = clean_path(path)
         files = [root] if fs.is_file(root) else self.glob(glob or "*", root, limit=1 << 30)
@@ -489,6 +489,22 @@ class Workspace:
             "checkpoint": result.checkpoint,
             "changed": changes_of(result.audit),
         }
+
+
+def _linear_regex(pattern: str):
+    """``pattern`` compiled by RE2 (google-re2), whose matching is linear in the text."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is the caller's error, not a log line
+    options.max_mem = 32 << 20  # the compiled program's memory
+    try:
+        return re2.compile(pattern, options=options)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ApiError(
+            400, "BAD_PATTERN", f"invalid regular expression (RE2 syntax: no backreferences or lookaround): {reason}"
+        ) from None
 
 
 def _glob_regex(pattern: str) -> re.Pattern:

@@ -299,6 +299,8 @@ class WasiHost:
             except (OSError, TarboxError) as exc:  # a buffered write failed at the final close (e.g. quota)
                 if status is RunStatus.EXITED and code == 0:
                     status, code, trap = RunStatus.EXITED, 1, f"closing files failed: {exc}"
+            finally:
+                p1.detach()
         return status, code, trap, p1
 
     def _classify(self, exc: BaseException, p1, store, memory) -> tuple[RunStatus, int, str | None]:

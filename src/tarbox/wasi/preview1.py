@@ -114,6 +114,15 @@ class Preview1(RunState):
         self._len = -1
         self._mv = memoryview(b"")
 
+    def detach(self) -> None:
+        """Let go of the run's store and memory. Wasmtime-py keeps host functions in a
+        process-wide table until their store is deleted, and ours (bound methods of this
+        object) would keep the store alive through ``self.store``: every run's linear
+        memory would stay allocated for good."""
+        self.store = self.memory = None
+        self._len = -1
+        self._mv = memoryview(b"")
+
     def _view(self, end: int) -> memoryview:
         """The guest memory, checked to reach ``end``. Refreshed only when memory grew."""
         if end <= self._len:

@@ -33,7 +33,11 @@ def build_c(source: str | Path, *extra: str) -> bytes:
     """Compile one C file to a WASI command module; returns the wasm bytes."""
     src = Path(source)
     cmd = [sys.executable, "-m", "ziglang", "cc", *FLAGS, *extra, "-o", "{out}", str(src)]
-    return _build(src, cmd, version("ziglang"))
+    # zig's caches go under Tarbox's own: zig looks for them under HOME otherwise, and
+    # fails where HOME is unset (a service, a container: "AppDataDirUnavailable")
+    caches = cache_dir().parent / "zig"
+    env = {"ZIG_GLOBAL_CACHE_DIR": str(caches / "global"), "ZIG_LOCAL_CACHE_DIR": str(caches / "local")}
+    return _build(src, cmd, version("ziglang"), env)
 
 
 RUSTC_ENV = "TARBOX_RUSTC"  # a rustc with the wasm32-wasi (or wasm32-wasip1) standard library
@@ -67,7 +71,7 @@ def build_rust(source: str | Path, *extra: str) -> bytes:
     return _build(src, cmd, tag)
 
 
-def _build(src: Path, cmd: list[str], tool: str) -> bytes:
+def _build(src: Path, cmd: list[str], tool: str, env: dict[str, str] | None = None) -> bytes:
     key = hashlib.sha256(src.read_bytes() + repr((cmd[1:], tool)).encode()).hexdigest()[:24]
     out = cache_dir().parent / "guests" / f"{src.stem}-{key}.wasm"
     if out.exists():
@@ -77,7 +81,8 @@ def _build(src: Path, cmd: list[str], tool: str) -> bytes:
             return out.read_bytes()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        proc = subprocess.run([str(tmp) if a == "{out}" else a for a in cmd], capture_output=True, text=True)
+        argv = [str(tmp) if a == "{out}" else a for a in cmd]
+        proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})})
         if proc.returncode != 0:
             raise RuntimeError(f"building {src} failed:\n{proc.stderr}")
         os.replace(tmp, out)
