@@ -129,7 +129,7 @@ class Changes:
         if n == 0:
             return
         if offset + n > node.size:
-            self.check_file_size(offset + n)
+            self.check_file_size(offset + n, errno.EDQUOT if offset <= node.size else errno.EFBIG)
         xm, _ = self._content(node)
         bs = self.block_size
         mv = memoryview(data)
@@ -168,15 +168,16 @@ class Changes:
         if self.wbuf_bytes > FLUSH_BYTES:
             self._seal(node.ino)
 
-    def check_file_size(self, size: int) -> None:
-        """Refuse (EFBIG) to make a file larger than the tenant's byte quota, or than
+    def check_file_size(self, size: int, code: int = errno.EFBIG) -> None:
+        """Refuse to make a file larger than the tenant's byte quota, or than
         ``MAX_FILE_SIZE`` for a tenant without one: quotas count stored bytes, and a
-        sparse or deduplicated file could otherwise claim any apparent size."""
+        sparse or deduplicated file could otherwise claim any apparent size. ``code``:
+        EFBIG for a size set (truncate, a write past a hole), EDQUOT for bytes written
+        on from the end (as a write over the quota fails anyway)."""
         limit = self.file_size_limit()
         if size > limit:
-            raise fs_error(
-                errno.EFBIG, None, f"a file of {size} bytes is over this tenant's limit of {limit} (its byte quota)"
-            )
+            what = "quota exceeded" if code == errno.EDQUOT else "file too large"
+            raise fs_error(code, None, f"{what}: a file of {size} bytes would be over this tenant's limit of {limit}")
 
     def truncate(self, node: Inode, size: int) -> None:
         if size > node.size:
