@@ -122,7 +122,10 @@ def test_connections_that_never_finish_their_headers_are_closed(server):
         t0 = time.monotonic()
         for sock in socks:
             sock.settimeout(max(0.1, 20 - (time.monotonic() - t0)))
-            assert answer_of(sock) == b""  # closed by the server, nothing answered
+            try:
+                assert sock.recv(1) == b""  # the server closed it, answering nothing
+            except TimeoutError:
+                raise AssertionError("a connection without its headers is still open after 20 s") from None
         # the server still answers, and a well-formed request on a new connection works
         assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
     finally:
@@ -268,7 +271,7 @@ def test_failed_imports_leave_nothing(server, tb, new_tenant):
     with client(server, tb, tenant) as api:
         cut = big[: len(big) // 2]
         r = api.post("/v1/import/in", content=cut)
-        assert r.status_code == 400, r.text
+        assert r.status_code == 422 and error_of(r)["code"] == "BAD_ARCHIVE", r.text
         r = api.post("/v1/import/in", content=big)  # 2.4 MB: over the quota after 2 members
         assert r.status_code == 507 and error_of(r)["code"] == "EDQUOT", r.text
         r = api.post("/v1/import/in", content=gzip.compress(big))

@@ -250,11 +250,13 @@ class Tarbox:
         self.close()
 
 
-QUOTA_MAX = (1 << 63) - 1  # what PostgreSQL's bigint holds
+# The largest quota: 2**53 - 1 (8 PiB of bytes), the largest integer every JSON client
+# reads exactly (I-JSON, RFC 7493: numbers are doubles); well inside PostgreSQL's bigint.
+QUOTA_MAX = (1 << 53) - 1
 
 
 def check_quotas(quota_bytes: int | None, quota_inodes: int | None) -> None:
-    """Refuse quotas that are not whole numbers from 0 to 2**63 - 1 (None: no quota)."""
+    """Refuse quotas that are not whole numbers from 0 to ``QUOTA_MAX`` (None: no quota)."""
     for name, value in (("quota_bytes", quota_bytes), ("quota_inodes", quota_inodes)):
         if value is None:
             continue

@@ -49,7 +49,13 @@ class Caches:
         """Run one statement. Outside a transaction a broken pooled connection
         (e.g. after a server restart) is retried once on a fresh one; the pool
         drops broken connections, so no liveness ping is paid per checkout. ``write``: a
-        statement that changes rows outside a write transaction (it commits on its own)."""
+        statement that changes rows outside a write transaction (it commits on its own).
+        Under the store's lock: the connection chosen may be the open transaction's or
+        the read delegation's, which another thread must not use at the same time."""
+        with self.lock:
+            return self._q_locked(sql, params, binary=binary, write=write)
+
+    def _q_locked(self, sql: str, params: tuple | dict, *, binary: bool, write: bool) -> list[tuple]:
         for attempt in (0, 1):
             self.stats["round_trips"] += 1
             try:

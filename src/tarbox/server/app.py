@@ -21,12 +21,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 import tarbox
 from tarbox.client import Tarbox
 from tarbox.errors import TarboxError
-from tarbox.server import console, errors, rest
+from tarbox.server import console, errors, openapi, rest
 from tarbox.server import mcp as mcp_server
 from tarbox.server.auth import SCOPE_KEY, TokenAuth
 from tarbox.server.bodies import BodyGuard
@@ -78,6 +79,7 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
     )
     app.state.tb, app.state.limits, app.state.workers = tb, limits, workers
     app.include_router(rest.router)
+    openapi.install(app)
     console.install(app)
     mcp_endpoint = _McpByToken(*(next(r.endpoint for r in sub.routes if r.path == "/mcp") for sub in mcp_apps))
     app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
@@ -96,8 +98,11 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse(errors.body("INVALID_REQUEST", f"{where}: {first.get('msg', 'invalid request')}"), 400)
 
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(errors.body("HTTP", str(exc.detail)), exc.status_code, headers=exc.headers)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of one route; a path may have several
+            headers["Allow"] = ", ".join(_methods_of(app, request.scope))
+        return JSONResponse(errors.body("HTTP", str(exc.detail)), exc.status_code, headers=headers or None)
 
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -106,6 +111,16 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
     app.add_middleware(TokenAuth, tb=tb)
     app.add_middleware(BodyGuard, limit=rest.limit_for(limits), streamed=rest.streamed, timeout=limits.body_timeout)
     return app
+
+
+def _methods_of(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route of the app answers at this request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "\0"})  # a method no route has: path matches only
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def serve(

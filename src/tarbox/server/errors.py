@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from tarbox.errors import DatabaseError, InvalidNameError, TenantExistsError, TenantNotFoundError
+from tarbox.integrations.tar import UnsafeArchiveError
 from tarbox.tokens import TokenError
 
 log = logging.getLogger("tarbox.server")
@@ -59,6 +60,8 @@ def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
         return 404, "NO_TENANT", str(exc), None
     if isinstance(exc, TenantExistsError):
         return 409, "TENANT_EXISTS", str(exc), None
+    if isinstance(exc, UnsafeArchiveError):  # a well-formed request whose archive cannot be applied
+        return 422, "BAD_ARCHIVE", str(exc), None
     if isinstance(exc, InvalidNameError):
         return 400, "INVALID_NAME", str(exc), None
     if isinstance(exc, OSError) and exc.errno:

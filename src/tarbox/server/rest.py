@@ -12,17 +12,20 @@ import base64
 import binascii
 import json
 import re
+import uuid
 from datetime import datetime
 from email.utils import formatdate
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from tarbox.client import QUOTA_MAX
+from tarbox.fs import AuditOp
 from tarbox.server import bodies
 from tarbox.server.auth import token_of
 from tarbox.server.errors import ApiError, describe
@@ -33,6 +36,43 @@ from tarbox.server.workspace import Limits, Workspace, clean_path
 
 router = APIRouter(prefix="/v1")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+# What a path may be (the filesystem decides the rest: ENOENT, ENAMETOOLONG, ...)
+_NO_NUL = r"^[^\x00]*$"
+TenantPath = Annotated[str, Field(pattern=_NO_NUL, max_length=4095, description="a path in the tenant")]
+PathIn = Annotated[str, PathParam(pattern=_NO_NUL, max_length=4095, description="a path in the tenant")]
+Text = Annotated[str, Field(pattern=_NO_NUL, max_length=1 << 20)]
+BranchName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="1-63 of a-z 0-9 . _ -")]
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+IsoTime = Annotated[
+    str | None,
+    Query(description="an ISO 8601 time, e.g. 2026-12-02T15:00:00+00:00", json_schema_extra={"format": "date-time"}),
+]
+
+
+def _json_integer(value):
+    """JSON Schema's integer: 3 and 3.0 are one, ``true`` and ``"3"`` are none."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("should be an integer")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_json_integer)]
+
+
+class Body(BaseModel):
+    """A JSON body: types taken strictly (``false`` is no number, ``"1"`` no integer)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+def _exactly_one(*fields: str) -> ConfigDict:
+    """A body model's schema saying that exactly one of ``fields`` is given."""
+    return ConfigDict(strict=True, json_schema_extra={"oneOf": [{"required": [f]} for f in fields]})
 
 
 def workspace(request: Request) -> Workspace:
@@ -98,7 +138,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 @router.get("/files/{path:path}", summary="Stream a file's content (Range supported)")
-async def get_file(path: str, request: Request, ws: WS) -> StreamingResponse:
+async def get_file(path: PathIn, request: Request, ws: WS) -> StreamingResponse:
     workers = _workers(request)
     release = await workers.admit_stream(ws.tenant_id)
     try:
@@ -131,14 +171,15 @@ async def get_file(path: str, request: Request, ws: WS) -> StreamingResponse:
 
 
 @router.head("/files/{path:path}", summary="A file's stat as headers")
-def head_file(path: str, ws: WS) -> Response:
+def head_file(path: PathIn, ws: WS) -> Response:
     path = clean_path(path)
     st = ws.fs().stat(path)
-    return Response(headers={**_file_headers(path, st), "Content-Length": str(st.size)})
+    headers = {**_file_headers(path, st), "Content-Length": str(st.size)}
+    return Response(headers=headers, media_type="application/octet-stream")
 
 
 @router.put("/files/{path:path}", status_code=201, summary="Upload a file (visible whole once committed)")
-async def put_file(path: str, request: Request, ws: WS, parents: bool = False) -> JSONResponse:
+async def put_file(path: PathIn, request: Request, ws: WS, parents: bool = False) -> JSONResponse:
     """The body is received whole before anything is written; the answer comes once the
     file is committed (docs/server.md, "Writes")."""
     ws.need_write()
@@ -157,14 +198,16 @@ async def put_file(path: str, request: Request, ws: WS, parents: bool = False) -
     return JSONResponse(stat, status_code=201)
 
 
-@router.delete("/files/{path:path}", summary="Remove a file, symlink or directory")
-def delete_file(path: str, ws: WS, recursive: bool = False) -> Response:
+@router.delete(
+    "/files/{path:path}", status_code=204, response_class=Response, summary="Remove a file, symlink or directory"
+)
+def delete_file(path: PathIn, ws: WS, recursive: bool = False) -> Response:
     ws.remove(path, recursive=recursive)
     return Response(status_code=204)
 
 
-class MkdirBody(BaseModel):
-    path: str
+class MkdirBody(Body):
+    path: TenantPath
     parents: bool = False
 
 
@@ -174,9 +217,9 @@ def mkdir(body: MkdirBody, ws: WS) -> dict:
     return ws.stat(body.path)
 
 
-class RenameBody(BaseModel):
-    src: str
-    dst: str
+class RenameBody(Body):
+    src: TenantPath
+    dst: TenantPath
 
 
 @router.post("/rename", summary="Rename (POSIX rules: replaces a file or an empty directory)")
@@ -185,9 +228,9 @@ def rename(body: RenameBody, ws: WS) -> dict:
     return ws.stat(body.dst, follow=False)
 
 
-class SymlinkBody(BaseModel):
-    target: str
-    path: str
+class SymlinkBody(Body):
+    target: TenantPath
+    path: TenantPath
 
 
 @router.post("/symlink", status_code=201, summary="Create a symbolic link")
@@ -197,26 +240,29 @@ def symlink(body: SymlinkBody, ws: WS) -> dict:
 
 
 @router.get("/stat/{path:path}", summary="Stat a path")
-def stat(path: str, ws: WS, follow: bool = True) -> dict:
+def stat(path: PathIn, ws: WS, follow: bool = True) -> dict:
     return ws.stat(path, follow=follow)
 
 
-@router.get("/dirs", summary="List the root directory")
+Offset = Annotated[int, Query(ge=0)]
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+
 @router.get("/dirs/{path:path}", summary="List a directory (paged)")
-def list_dir(
-    ws: WS,
-    path: str = "/",
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> dict:
+def list_dir(ws: WS, path: PathIn, offset: Offset = 0, limit: Limit = 1000) -> dict:
     return ws.list_dir(path, offset, limit)
+
+
+@router.get("/dirs", summary="List the root directory (paged)")
+def list_root(ws: WS, offset: Offset = 0, limit: Limit = 1000) -> dict:
+    return ws.list_dir("/", offset, limit)
 
 
 # ------------------------------------------------------------------- history
 
 
-class CheckpointBody(BaseModel):
-    message: str = ""
+class CheckpointBody(Body):
+    message: Text = ""
 
 
 @router.post("/checkpoints", status_code=201, summary="Freeze the current state (O(1))")
@@ -229,9 +275,11 @@ def layers(ws: WS) -> list[dict]:
     return ws.layers()
 
 
-class SwitchBody(BaseModel):
-    layer: int | None = None
-    branch: str | None = None
+class SwitchBody(Body):
+    # not nullable: a key given is the one chosen (the schema's oneOf counts keys)
+    model_config = _exactly_one("layer", "branch")
+    layer: Integer = None  # type: ignore[assignment]
+    branch: BranchName = None  # type: ignore[assignment]
 
 
 @router.post("/switch", summary="View a layer (later writes branch from it) or follow a branch")
@@ -244,9 +292,9 @@ def branches(ws: WS) -> dict:
     return ws.branches()
 
 
-class BranchBody(BaseModel):
-    name: str
-    from_layer: int | None = Field(None, alias="from")
+class BranchBody(Body):
+    name: BranchName
+    from_layer: Integer | None = Field(None, alias="from")
 
 
 @router.post("/branches", status_code=201, summary="Create a named branch")
@@ -254,7 +302,9 @@ def branch(body: BranchBody, ws: WS) -> dict:
     return ws.branch(body.name, body.from_layer)
 
 
-@router.delete("/branches/{name}", summary="Delete a branch (its layers stay)")
+@router.delete(
+    "/branches/{name}", status_code=204, response_class=Response, summary="Delete a branch (its layers stay)"
+)
 def delete_branch(name: str, ws: WS) -> Response:
     ws.delete_branch(name)
     return Response(status_code=204)
@@ -273,30 +323,32 @@ def diff(
 @router.get("/audit", summary="The audit log (the CLI's filters)")
 def audit(
     ws: WS,
-    run: str | None = None,
-    since: datetime | None = None,
-    path: str | None = None,
-    op: str | None = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    run: uuid.UUID | None = None,
+    since: IsoTime = None,
+    path: Annotated[str | None, Query(pattern=_NO_NUL, max_length=4095)] = None,
+    op: AuditOp | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> list[dict]:
-    return ws.audit(run_id=run, since=since, path=path, op=op, limit=limit)
+    when = _iso_time(since, "since") if since is not None else None
+    return ws.audit(run_id=run, since=when, path=path, op=op.value if op else None, limit=limit)
 
 
 # ----------------------------------------------------------------------- runs
 
 
-class RunBody(BaseModel):
+class RunBody(Body):
     """Exactly one of ``wasm_base64``, ``wasm_path`` or ``python``."""
 
-    wasm_base64: str | None = Field(None, description="a wasm32-wasip1 module or WASI 0.2 component, base64")
-    wasm_path: str | None = Field(None, description="a module or component stored in the tenant")
-    python: str | None = Field(None, description="Python source, run by CPython for WASI")
-    args: list[str] = []
-    env: dict[str, str] = {}
+    model_config = _exactly_one("wasm_base64", "wasm_path", "python")
+    wasm_base64: str = Field(None, pattern=_BASE64, description="a wasm32-wasip1 module or WASI 0.2 component, base64")
+    wasm_path: TenantPath = Field(None, description="a module or component stored in the tenant")
+    python: Text = Field(None, description="Python source, run by CPython for WASI")
+    args: list[Text] = []
+    env: dict[str, Text] = Field({}, description="names without NUL or '='")
     stdin: str = ""
-    stdin_base64: str | None = None
+    stdin_base64: str | None = Field(None, pattern=_BASE64)
     timeout: float | None = Field(None, gt=0, description="seconds (capped by the server)")
-    memory_limit: int | None = Field(None, gt=0, description="bytes (capped by the server)")
+    memory_limit: Integer | None = Field(None, gt=0, description="bytes (capped by the server)")
     checkpoint_before: bool = False
     stream: bool = Field(False, description="Server-Sent Events: stdout/stderr as they come, then the result")
 
@@ -354,21 +406,40 @@ async def run(body: RunBody, request: Request, ws: WS):
 
 
 @router.get("/runs", summary="Recorded runs, newest first (?limit, ?before=ISO time for the next page)")
-def runs(ws: WS, limit: Annotated[int, Query(ge=1, le=1000)] = 50, before: datetime | None = None) -> list[dict]:
-    return ws.runs(limit, before)
+def runs(
+    ws: WS,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    before: IsoTime = None,
+) -> list[dict]:
+    return ws.runs(limit, _iso_time(before, "before") if before is not None else None)
+
+
+def _iso_time(text: str, what: str) -> datetime:
+    """An ISO 8601 time, as the run log gives them (a bare number is not one)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, "INVALID", f"{what} is not an ISO 8601 time: {text!r}") from None
 
 
 @router.get("/runs/{run_id}", summary="One run: status, exit code, the first 64 KiB of its output, files changed")
-def run_record(run_id: str, ws: WS) -> dict:
+def run_record(run_id: Annotated[str, PathParam(description="a run's id (a UUID)")], ws: WS) -> dict:
     return ws.run_record(run_id)
 
 
 # ------------------------------------------------------------------------ tar
 
 
+Compression = Literal["gz", "zst"] | None
+
+
+@router.get("/export", summary="The whole tenant as a tar stream (?compression=gz|zst)")
+async def export_root(request: Request, ws: WS, compression: Compression = None) -> StreamingResponse:
+    return await export(request, ws, "/", compression)
+
+
 @router.get("/export/{path:path}", summary="The tree under path as a tar stream (?compression=gz|zst)")
-@router.get("/export", summary="The whole tenant as a tar stream")
-async def export(request: Request, ws: WS, path: str = "/", compression: str | None = None) -> StreamingResponse:
+async def export(request: Request, ws: WS, path: PathIn, compression: Compression = None) -> StreamingResponse:
     from tarbox.integrations.tar import export_tar
 
     if compression not in (None, "gz", "zst"):
@@ -406,9 +477,13 @@ async def export(request: Request, ws: WS, path: str = "/", compression: str | N
     return StreamingResponse(chunks(), media_type=media)
 
 
-@router.post("/import/{path:path}", summary="Extract a tar archive (plain, gz or zst) under path, in one commit")
 @router.post("/import", summary="Extract a tar archive at the root, in one commit")
-async def import_(request: Request, ws: WS, path: str = "/") -> dict:
+async def import_root(request: Request, ws: WS) -> dict:
+    return await import_(request, ws, "/")
+
+
+@router.post("/import/{path:path}", summary="Extract a tar archive (plain, gz or zst) under path, in one commit")
+async def import_(request: Request, ws: WS, path: PathIn) -> dict:
     """The archive is received whole, then extracted in one commit: all of it or nothing."""
     ws.need_write()
     workers = _workers(request)
@@ -430,10 +505,10 @@ def _admin(request: Request):
     return request.app.state.tb
 
 
-class TenantBody(BaseModel):
-    name: str
-    quota_bytes: int | None = Field(None, ge=0, le=QUOTA_MAX, description="bytes stored at most (none: unlimited)")
-    quota_inodes: int | None = Field(None, ge=0, le=QUOTA_MAX, description="inodes at most (none: unlimited)")
+class TenantBody(Body):
+    name: BranchName
+    quota_bytes: Integer | None = Field(None, ge=0, le=QUOTA_MAX, description="bytes stored at most (none: unlimited)")
+    quota_inodes: Integer | None = Field(None, ge=0, le=QUOTA_MAX, description="inodes at most (none: unlimited)")
 
 
 @router.get("/tenants", summary="Every tenant with usage and quotas (admin tokens)")
@@ -455,7 +530,12 @@ def tenant(name: str, request: Request) -> dict:
     return tb.describe_tenant(name)
 
 
-@router.delete("/tenants/{name}", summary="Delete a tenant and all its data (admin tokens)")
+@router.delete(
+    "/tenants/{name}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a tenant and all its data (admin tokens)",
+)
 def delete_tenant(name: str, request: Request) -> Response:
     _admin(request).delete_tenant(name)
     return Response(status_code=204)

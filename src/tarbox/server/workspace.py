@@ -381,7 +381,12 @@ class Workspace:
     @_committed
     def branch(self, name: str, from_layer: int | None = None) -> dict:
         self.need_write()
-        return self.fs().branch(name, from_layer).to_dict()
+        try:
+            return self.fs().branch(name, from_layer).to_dict()
+        except OSError as exc:
+            if exc.errno == 22:  # from a layer still open: its state is the conflict, not the request
+                raise ApiError(409, "EINVAL", exc.strerror or str(exc), 22) from None
+            raise
 
     @_committed
     def delete_branch(self, name: str) -> None:
@@ -448,6 +453,9 @@ class Workspace:
         the WASI sandbox on ``/workspace``, within the server's limits."""
         if sum(x is not None for x in (wasm, wasm_path, python)) != 1:
             raise ApiError(400, "INVALID", "give exactly one of wasm, wasm_path or python")
+        bad = [name for name in env or {} if not name or "=" in name or "\0" in name]
+        if bad:
+            raise ApiError(422, "INVALID_ENV", f"environment names may not be empty or hold '=' or NUL: {bad[0]!r}")
         if self.read_only and checkpoint_before:
             raise ApiError(403, "READ_ONLY_TOKEN", "a read-only token cannot checkpoint", 30)
         limits = {
