@@ -26,7 +26,7 @@ from pydantic import Field
 from tarbox.client import Tarbox
 from tarbox.server.auth import SCOPE_KEY
 from tarbox.server.errors import describe
-from tarbox.server.workers import Workers
+from tarbox.server.workers import CALL_SLOT, Workers
 from tarbox.server.workspace import Limits, Workspace, text_or_base64
 from tarbox.tokens import TokenInfo
 
@@ -141,6 +141,9 @@ def build(
             if name in WRITE_TOOLS and ws.read_only:
                 raise ToolError(f"{name}: this token is read-only")
             if name in RUN_TOOLS:
+                leave = CALL_SLOT.get()
+                if leave is not None:
+                    leave()  # the run's own caps apply from here
                 return await runner.run(ws.tenant_id, ws.token.id, lambda: fn(ws))
             return await anyio.to_thread.run_sync(lambda: fn(ws))
         except ToolError:

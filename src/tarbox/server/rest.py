@@ -184,17 +184,19 @@ async def put_file(path: PathIn, request: Request, ws: WS, parents: bool = False
     file is committed (docs/server.md, "Writes")."""
     ws.need_write()
     workers = _workers(request)
-    async with workers.stream_slot(ws.tenant_id):
+    release = await workers.admit_stream(ws.tenant_id)
+    try:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) <= CHUNK:  # small: one write, committed on its own
             data = await request.body()
             await _thread(ws.write, path, data, parents=parents)
             return JSONResponse(await _thread(ws.stat, path), status_code=201)
         spool = await bodies.receive(request)
-        try:
-            stat = await workers.stream(lambda: ws.upload(path, spool, parents=parents))
-        finally:
-            spool.close()
+    except BaseException:
+        release()
+        raise
+    # from here the slot and the spool are the upload's until it ends, client or no client
+    stat = await workers.stream(lambda: ws.upload(path, spool, parents=parents), release, spool.close)
     return JSONResponse(stat, status_code=201)
 
 
@@ -487,12 +489,13 @@ async def import_(request: Request, ws: WS, path: PathIn) -> dict:
     """The archive is received whole, then extracted in one commit: all of it or nothing."""
     ws.need_write()
     workers = _workers(request)
-    async with workers.stream_slot(ws.tenant_id):
+    release = await workers.admit_stream(ws.tenant_id)
+    try:
         spool = await bodies.receive(request)
-        try:
-            return await workers.stream(lambda: ws.import_archive(path, spool))
-        finally:
-            spool.close()
+    except BaseException:
+        release()
+        raise
+    return await workers.stream(lambda: ws.import_archive(path, spool), release, spool.close)
 
 
 # -------------------------------------------------------------------- tenants

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,11 @@ from tarbox.server import errors
 from tarbox.server.errors import ApiError
 
 T = TypeVar("T")
+
+
+# the release of the request's call slot (TenantShare): a request that goes on to wait
+# for a run (MCP's run tools) gives its slot back first, runs having caps of their own
+CALL_SLOT: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("tarbox_call_slot", default=None)
 
 
 def is_stream(method: str, path: str) -> bool:
@@ -122,50 +129,59 @@ class Workers:
         return release
 
     async def run(self, tenant: uuid.UUID, token: uuid.UUID, fn: Callable[[], T]) -> T:
-        """``fn`` (a sandbox run) in a run thread, once this tenant and token may start one."""
+        """``fn`` (a sandbox run) in a run thread, once this tenant and token may start one.
+        The slot is given back when the run ends, even if the client left before."""
         release = await self.admit_run(tenant, token)
-        try:
-            return await _shielded(self._runs, fn)
-        finally:
-            release()
+        return await _in_pool(self._runs, fn, release)
 
     def start_run(self, fn: Callable[[], None], release: Callable[[], None]) -> None:
         """``fn`` in a run thread, not waited for; ``release`` (of :meth:`admit_run`) runs
         on the event loop when it ends."""
-        loop = asyncio.get_running_loop()
-        self._runs.submit(fn).add_done_callback(lambda _: loop.call_soon_threadsafe(release))
+        _when_done(self._runs.submit(fn), release)
 
     async def admit_stream(self, tenant: uuid.UUID) -> Callable[[], None]:
         """Take one of the tenant's stream slots, waiting up to ``queue_wait`` (then 429);
         returns its release."""
         return await self._streams_by_tenant.take(tenant, "streams", "TOO_MANY_STREAMS")
 
-    @contextlib.asynccontextmanager
-    async def stream_slot(self, tenant: uuid.UUID):
-        release = await self.admit_stream(tenant)
-        try:
-            yield
-        finally:
-            release()
+    async def stream(self, fn: Callable[[], T], *after: Callable[[], None]) -> T:
+        """``fn`` (applying an import or upload) in a stream thread; each of ``after`` (a
+        slot's release, closing the spool ``fn`` reads) runs when ``fn`` has ended, even
+        if the client left before."""
+        return await _in_pool(self._streams, fn, *after)
 
-    async def stream(self, fn: Callable[[], T]) -> T:
-        """``fn`` (applying an import or upload) in a stream thread."""
-        return await _shielded(self._streams, fn)
-
-    def start_stream(self, fn: Callable[[], None]) -> None:
+    def start_stream(self, fn: Callable[[], None], *after: Callable[[], None]) -> None:
         """``fn`` (producing an export) in a stream thread, not waited for."""
-        self._streams.submit(fn)
+        _when_done(self._streams.submit(fn), *after)
 
     def close(self) -> None:
         self._runs.shutdown(wait=True)
         self._streams.shutdown(wait=True)
 
 
-async def _shielded(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+def _when_done(future, *after: Callable[[], None]) -> None:
+    """Run each of ``after`` on the event loop once ``future`` (of a pool) is done."""
+    loop = asyncio.get_running_loop()
+
+    def done(_) -> None:
+        for fn in after:
+            loop.call_soon_threadsafe(fn)
+
+    future.add_done_callback(done)
+
+
+async def _in_pool(pool: ThreadPoolExecutor, fn: Callable[[], T], *after: Callable[[], None]) -> T:
     """``fn``'s result from ``pool``. If the request is cancelled (its client left), the
-    work still ends as it would have (a run is recorded, an import commits or not)."""
-    future = asyncio.wrap_future(pool.submit(fn))
-    return await asyncio.shield(future)
+    work still ends as it would have (a run is recorded, an import commits or not), and
+    what it holds is given back only then."""
+    try:
+        future = pool.submit(fn)
+    except BaseException:
+        for cleanup in after:
+            cleanup()
+        raise
+    _when_done(future, *after)
+    return await asyncio.shield(asyncio.wrap_future(future))
 
 
 class Shares:
@@ -210,14 +226,98 @@ class Shares:
         return release
 
 
+class FairShares:
+    """Requests in progress per tenant, shared fairly: a tenant alone on the server may
+    have ``cap`` at once; while other tenants are active (a request in progress or
+    waiting, or one ended less than ``ACTIVE`` seconds ago), each may have only
+    ``contended`` at once. Python runs one thread at a time, so a tenant with eight
+    requests in progress against another's one would get eight times the server;
+    this way each active tenant gets about an equal part, and a tenant alone gets all
+    of it. Waiters wait on the event loop up to ``wait`` seconds, then get 429."""
+
+    ACTIVE = 0.5
+
+    def __init__(self, cap: int, contended: int, wait: float) -> None:
+        self.cap, self.contended, self.wait = cap, max(1, min(contended, cap)), wait
+        self._in: dict[object, int] = {}
+        self._waiting: dict[object, int] = {}
+        self._seen: dict[object, float] = {}  # tenant -> monotonic time its last request ended
+        self._changed = asyncio.Condition()
+
+    def _active(self, now: float) -> int:
+        """Tenants with a request in progress or waiting, or one that ended just now."""
+        recent = {k for k, t in self._seen.items() if now - t < self.ACTIVE}
+        return len(recent | self._in.keys() | self._waiting.keys())
+
+    def cap_of(self, now: float) -> int:
+        return self.cap if self._active(now) <= 1 else self.contended
+
+    async def take(self, key: object, what: str, code: str) -> Callable[[], None]:
+        async with self._changed:
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            try:
+                ok = await _wait_for(
+                    self._changed, lambda: self._in.get(key, 0) < self.cap_of(time.monotonic()), self.wait
+                )
+            finally:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
+            if not ok:
+                self._changed.notify_all()
+                raise ApiError(
+                    429, code, f"this tenant has its share of {what} in progress and more waiting; retry later"
+                )
+            self._in[key] = self._in.get(key, 0) + 1
+            self._changed.notify_all()  # others' share may have shrunk or grown
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            self._in[key] -= 1
+            if not self._in[key]:
+                del self._in[key]
+            now = time.monotonic()
+            self._seen[key] = now
+            if len(self._seen) > 1024:  # forget tenants long gone
+                self._seen = {k: t for k, t in self._seen.items() if now - t < self.ACTIVE}
+            asyncio.ensure_future(self._notify())
+
+        return release
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+async def _wait_for(cond: asyncio.Condition, predicate: Callable[[], bool], timeout: float) -> bool:
+    """``cond.wait_for(predicate)`` for at most ``timeout`` seconds, looking again every
+    ``FairShares.ACTIVE`` seconds (a share grows back when others fall idle, which no
+    one announces). Called with ``cond`` held; returns whether ``predicate`` held."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            with anyio.fail_after(min(left, FairShares.ACTIVE)):
+                await cond.wait()
+        except TimeoutError:
+            pass
+    return True
+
+
 class TenantShare:
-    """ASGI middleware: at most ``calls_per_tenant`` requests of one tenant in progress
-    (streams, see :func:`is_stream`, are capped by :class:`Workers` instead); the rest
-    wait on the event loop, up to ``queue_wait`` seconds, then get 429."""
+    """ASGI middleware: a tenant's requests in progress, shared fairly with the other
+    tenants' (:class:`FairShares`: ``calls_per_tenant`` alone, ``fair_calls`` while
+    others are active; streams, see :func:`is_stream`, are capped by :class:`Workers`)."""
 
     def __init__(self, app: ASGIApp, limits, scope_key: str) -> None:
         self.app, self.key = app, scope_key
-        self._shares = Shares(limits.calls_per_tenant, limits.queue_wait)
+        self._shares = FairShares(limits.calls_per_tenant, limits.fair_calls, limits.queue_wait)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = scope.get(self.key) if scope["type"] == "http" else None
@@ -230,7 +330,9 @@ class TenantShare:
         except ApiError as busy:
             await errors.response(busy)(scope, receive, send)
             return
+        held = CALL_SLOT.set(release)
         try:
             await self.app(scope, receive, send)
         finally:
+            CALL_SLOT.reset(held)
             release()

@@ -55,7 +55,8 @@ class Limits:
     max_runs: int = max(2, os.cpu_count() or 2)  # runs at once in the server; more wait in line
     streams_per_tenant: int = 8  # imports, uploads, exports, downloads at once
     max_streams: int = 16  # stream threads (applying imports and uploads, producing exports)
-    calls_per_tenant: int = 8  # other requests of one tenant in progress at once
+    calls_per_tenant: int = 8  # other requests of one tenant in progress at once, alone on the server
+    fair_calls: int = 1  # ... and while other tenants are active (workers.FairShares)
     queue_wait: float = 10.0  # seconds a request waits for a slot before 429
     max_upload: int = 16 << 30  # bytes of one PUT or import
     max_json: int = 64 << 20  # bytes of one JSON body (a module travels base64 in it)
@@ -142,6 +143,7 @@ class Workspace:
         if token.admin:
             raise ApiError(403, "ADMIN_TOKEN", "an admin token manages tenants; use a tenant's token for its files")
         self.tenant_id = token.tenant_id
+        self.run_id = uuid.uuid4()  # this request, in the audit log
         self._fs: Filesystem | None = None
 
     @property
@@ -152,7 +154,7 @@ class Workspace:
         if self._fs is None:
             tenant = self.token.tenant or self.tenant_id  # verified tokens carry the tenant: no lookup
             self._fs = self.tb.filesystem(tenant, read_only=self.read_only, hide_control=True)
-            self._fs.run_id = uuid.uuid4()  # this request, in the audit log
+            self._fs.run_id = self.run_id
         return self._fs
 
     def need_write(self) -> None:
@@ -179,7 +181,7 @@ class Workspace:
         """A view of the tenant with a store of its own, for one atomic change (its
         audit records carry this request's run id)."""
         fs = self.tb.filesystem(self.token.tenant or self.tenant_id, hide_control=True, isolated=True)
-        fs.run_id = self.fs().run_id
+        fs.run_id = self.run_id
         return fs
 
     def upload(self, path: str, src, *, parents: bool = False) -> dict:
