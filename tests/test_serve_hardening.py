@@ -111,6 +111,25 @@ def test_slow_importers_of_one_tenant_do_not_stop_another(server, tb, new_tenant
     assert tb.filesystem(a).listdir("/") == []  # nothing imported, nothing half-made
 
 
+def test_stream_slots_come_back_after_every_kind_of_stream(server, tb, tenant):
+    """Each upload, download, export and import holds one of its tenant's 8 stream
+    slots while it lasts, and gives it back when it ends, whichever way it ends."""
+    with client(server, tb, tenant) as api:
+        for i in range(12):
+            assert api.put(f"/v1/files/s/{i}", content=b"x" * 10, params={"parents": 1}).status_code == 201
+            assert api.put(f"/v1/files/s/big{i}", content=b"y" * (2 << 20)).status_code == 201
+            assert api.get(f"/v1/files/s/{i}").content == b"x" * 10
+            assert api.get(f"/v1/files/s/{i}", headers={"Range": "bytes=50-60"}).status_code == 416
+            assert api.get("/v1/files/s").status_code == 409  # a directory
+            assert api.get("/v1/export/s").status_code == 200
+            assert api.get("/v1/export/missing").status_code == 404
+            assert api.post("/v1/import/t", content=tar_of({f"f{i}": b"z"})).status_code == 200
+            assert api.post("/v1/import/t", content=b"no archive").status_code == 422
+        with api.stream("GET", "/v1/files/s/big0") as r:  # a reader that leaves early
+            next(r.iter_bytes(1024))
+        assert api.get("/v1/files/s/0").status_code == 200
+
+
 def test_connections_that_never_finish_their_headers_are_closed(server):
     """Defect 15: connections trickling an unfinished request stayed open for good."""
     socks = []
@@ -231,14 +250,27 @@ def test_recursive_delete_of_the_root_empties_it_and_says_so(server, tb, tenant)
     assert tb.filesystem(tenant).listdir("/") == []
 
 
-def test_a_run_with_nul_in_its_arguments_is_recorded(server, tb, tenant):
-    """Defect 6: the run log refused NUL (PostgreSQL text), so the run had no record."""
+def test_a_run_with_nul_in_its_arguments_is_recorded_or_refused_whole(server, tb, tenant):
+    """Defect 6: a run with NUL in ``args`` ran (its file written) but left no record
+    (PostgreSQL text holds no NUL). A guest's arguments are NUL-terminated strings, so
+    the API now refuses such a run before anything runs; a host that is given one
+    anyway (the Python API) runs it with what the guest can see and records it."""
+    from tarbox.wasi import WasiHost
+
+    wasm = guest("writeback")
     with client(server, tb, tenant) as api:
-        r = api.post("/v1/runs", json={"wasm_base64": b64(guest("limits")), "args": ["exit", "0", "a\u0000b"]})
-        assert r.status_code == 200, r.text
-        record = api.get(f"/v1/runs/{r.json()['run_id']}")
+        before = api.get("/v1/runs").json()
+        r = api.post("/v1/runs", json={"wasm_base64": b64(wasm), "args": ["churn", "1\u00002", "0"]})
+        assert r.status_code == 400, r.text  # the description says an argument holds no NUL
+        env = {"wasm_base64": b64(wasm), "args": ["churn", "1", "0"], "env": {"X": "a\u0000b"}}
+        assert api.post("/v1/runs", json=env).status_code == 400
+        assert api.get("/v1/runs").json() == before and not tb.filesystem(tenant).exists("/workspace/f0")
+    result = WasiHost(tb, tenant, "/workspace").run(wasm, ["writeback", "churn", "1\x002", "0"])
+    assert result.exit_code == 0 and tb.filesystem(tenant).exists("/workspace/f0")
+    with client(server, tb, tenant) as api:
+        record = api.get(f"/v1/runs/{result.run_id}")
         assert record.status_code == 200, record.text
-        assert record.json()["command"].endswith("'a\\x00b'")
+        assert record.json()["command"] == "writeback churn '1\\x002' 0"
 
 
 # -------------------------------------------------------------- 7: console sessions
@@ -387,8 +419,12 @@ def test_mcp_tools_say_what_they_do_and_runs_report_failure(server, tb, tenant):
             shown = json.loads(r.content[0].text)
             assert not r.is_error and shown["stdout_truncated"] and shown["stdout_bytes"] == 300_001
             assert len(shown["stdout"].encode()) < 70_000 and shown["stdout"].startswith("yyy")
-            full = json.loads((await c.call_tool("runs", {"run_id": shown["run_id"]})).content[0].text)
-            assert full["stdout"].startswith("y" * 60_000)  # the run log keeps more
+            logged = json.loads((await c.call_tool("runs", {"run_id": shown["run_id"]})).content[0].text)
+            assert logged["stdout"] == "y" * 65536 and logged["stdout_next"] == 65536  # the log has it all
+            rest = json.loads(
+                (await c.call_tool("runs", {"run_id": shown["run_id"], "offset": 262144})).content[0].text
+            )
+            assert rest["stdout"] == "y" * (300_000 - 262144) + "\n" and "stdout_next" not in rest
 
     asyncio.run(go())
     assert not tb.filesystem(tenant).exists("/workspace/x")

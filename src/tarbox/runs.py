@@ -15,7 +15,7 @@ from datetime import datetime
 
 from tarbox.client import Tarbox, Tenant
 
-OUTPUT_KEPT = 64 << 10  # bytes of stdout and of stderr kept per run
+OUTPUT_KEPT = 1 << 20  # bytes of stdout and of stderr kept per run (MCP answers carry less)
 COMMAND_KEPT = 400  # characters of the command line kept
 RECORD_WAIT = 2.0  # seconds a finished run waits for a connection to record itself
 log = logging.getLogger("tarbox.runs")

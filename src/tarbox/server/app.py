@@ -107,7 +107,7 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     # outermost last: bodies are checked, then the token, then the tenant's share
-    app.add_middleware(TenantShare, limits=limits, scope_key=SCOPE_KEY)
+    app.add_middleware(TenantShare, limits=limits, scope_key=SCOPE_KEY, activity=workers.activity)
     app.add_middleware(TokenAuth, tb=tb)
     app.add_middleware(BodyGuard, limit=rest.limit_for(limits), streamed=rest.streamed, timeout=limits.body_timeout)
     return app

@@ -291,13 +291,22 @@ def build(
         ctx: Context,
         run_id: Annotated[str | None, Field(description="one run's id: its output and changed files")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="how many recent runs")] = 20,
+        offset: Annotated[int, Field(ge=0, description="with run_id: first byte of the output to show")] = 0,
     ) -> dict:
         """Earlier sandbox runs of this workspace, newest first: {"runs": [...]}, each with its
-        status, exit code, start and duration; with run_id, that run with the first 64 KiB of its
-        stdout and stderr and the files it changed."""
-        if run_id is not None:
-            return await call(ctx, "runs", lambda ws: ws.run_record(run_id))
-        return {"runs": await call(ctx, "runs", lambda ws: ws.runs(limit))}
+        status, exit code, start and duration; with run_id, that run with its stdout and stderr
+        (the log keeps the first MiB of each; shown from offset, 64 KiB at a time:
+        stdout_next is the offset of the rest) and the files it changed."""
+        if run_id is None:
+            return {"runs": await call(ctx, "runs", lambda ws: ws.runs(limit))}
+        record = await call(ctx, "runs", lambda ws: ws.run_record(run_id))
+        for name in ("stdout", "stderr"):
+            data = record[name].encode("utf-8")
+            page = data[offset : offset + limits.output_to_model]
+            record[name] = page.decode("utf-8", "ignore")
+            if offset + len(page) < len(data):
+                record[f"{name}_next"] = offset + len(page)
+        return record
 
     @tool
     async def rollback(

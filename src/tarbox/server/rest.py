@@ -185,12 +185,15 @@ async def put_file(path: PathIn, request: Request, ws: WS, parents: bool = False
     ws.need_write()
     workers = _workers(request)
     release = await workers.admit_stream(ws.tenant_id)
-    try:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) <= CHUNK:  # small: one write, committed on its own
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= CHUNK:  # small: one write, committed on its own
+        try:
             data = await request.body()
             await _thread(ws.write, path, data, parents=parents)
             return JSONResponse(await _thread(ws.stat, path), status_code=201)
+        finally:
+            release()
+    try:
         spool = await bodies.receive(request)
     except BaseException:
         release()
@@ -424,7 +427,7 @@ def _iso_time(text: str, what: str) -> datetime:
         raise ApiError(400, "INVALID", f"{what} is not an ISO 8601 time: {text!r}") from None
 
 
-@router.get("/runs/{run_id}", summary="One run: status, exit code, the first 64 KiB of its output, files changed")
+@router.get("/runs/{run_id}", summary="One run: status, exit code, the first MiB of its output, files changed")
 def run_record(run_id: Annotated[str, PathParam(description="a run's id (a UUID)")], ws: WS) -> dict:
     return ws.run_record(run_id)
 

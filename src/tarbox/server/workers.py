@@ -4,19 +4,22 @@ token may hold at once, so that no tenant's work can starve another's.
 Three kinds of work, kept apart:
 
 * **calls**: the filesystem operations of ordinary requests (FastAPI runs them in
-  anyio's thread pool). :class:`TenantShare` lets a tenant have at most
-  ``calls_per_tenant`` requests in progress; more wait on the event loop (no thread
+  anyio's thread pool). :class:`TenantShare` shares them fairly (:class:`FairShares`):
+  a tenant alone may have ``calls_per_tenant`` requests in progress, and each of
+  several active tenants ``fair_calls``; more wait on the event loop (no thread
   held) up to ``queue_wait`` seconds, then get 429.
-* **runs**: sandbox runs, in threads of their own at a lower CPU priority (nice 10,
-  so interactive requests win the CPU), at most ``max_runs`` at once (more wait in
-  line, on the event loop), and ``runs_per_tenant`` / ``runs_per_token`` each:
-  beyond that, 429 at once.
+* **runs**: sandbox runs, in threads of their own at the lowest CPU priority (nice
+  19: interactive requests win the CPU), ``runs_per_tenant`` / ``runs_per_token``
+  admitted each (beyond that, 429 at once); of those, a tenant alone may execute
+  ``max_runs`` at once and each of several active tenants half as many; more wait
+  in line on the event loop.
 * **streams**: imports and uploads being applied, exports being produced, in
-  threads of their own (nice 5), ``streams_per_tenant`` each (429 beyond),
-  ``max_streams`` at once.
+  threads of their own (nice 10), ``streams_per_tenant`` each (more wait, then
+  429), ``max_streams`` at once.
 
 Nothing here waits for a client: bodies are received on the event loop before any
 thread starts (``bodies``), and pipes to slow readers are awaited there (``pipes``).
+A slot is given back when its work ends, not when its client leaves.
 """
 
 from __future__ import annotations
@@ -89,16 +92,20 @@ class Workers:
 
     def __init__(self, limits) -> None:
         self.limits = limits
-        self._runs = ThreadPoolExecutor(limits.max_runs, "tarbox-run", initializer=_niced(10))
-        self._streams = ThreadPoolExecutor(limits.max_streams, "tarbox-stream", initializer=_niced(5))
+        self._runs = ThreadPoolExecutor(limits.max_runs, "tarbox-run", initializer=_niced(19))
+        self._streams = ThreadPoolExecutor(limits.max_streams, "tarbox-stream", initializer=_niced(10))
         self._run_slots: asyncio.Semaphore | None = None
         self._runs_by_tenant, self._runs_by_token = _Counts(), _Counts()
+        self.activity = Activity()  # which tenants are active, for every fair share of the app
+        # runs executing per tenant: all of the server's alone, half while others are active
+        self._running = FairShares(limits.max_runs, max(1, limits.max_runs // 2), limits.queue_wait, self.activity)
         self._streams_by_tenant = Shares(limits.streams_per_tenant, limits.queue_wait)
 
     async def admit_run(self, tenant: uuid.UUID, token: uuid.UUID) -> Callable[[], None]:
-        """Take a run slot for this tenant and token (429 when either has its share, or
-        when no server slot frees within ``queue_wait``); returns its release, to be
-        called on the event loop's thread."""
+        """Take a run slot for this tenant and token: 429 at once when either has its
+        share of runs admitted; then wait (up to ``queue_wait`` each, then 429) for the
+        tenant's fair share of runs executing (:class:`FairShares`) and for one of the
+        server's ``max_runs``. Returns its release, to be called on the event loop."""
         self._runs_by_tenant.take(tenant, self.limits.runs_per_tenant, "runs of this tenant", "TOO_MANY_RUNS")
         try:
             self._runs_by_token.take(token, self.limits.runs_per_token, "runs of this token", "TOO_MANY_RUNS")
@@ -110,12 +117,18 @@ class Workers:
             self._runs_by_token.give(token)
             self._runs_by_tenant.give(tenant)
 
+        try:
+            release_share = await self._running.take(tenant, "runs", "TOO_MANY_RUNS")
+        except BaseException:
+            release_counts()
+            raise
         if self._run_slots is None:
             self._run_slots = asyncio.Semaphore(self.limits.max_runs)
         try:
             with anyio.fail_after(self.limits.queue_wait):
                 await self._run_slots.acquire()
         except BaseException as exc:
+            release_share()
             release_counts()
             if isinstance(exc, TimeoutError):
                 raise ApiError(429, "BUSY", "every run slot of the server is taken; retry later") from None
@@ -124,6 +137,7 @@ class Workers:
 
         def release() -> None:
             slots.release()
+            release_share()
             release_counts()
 
         return release
@@ -193,6 +207,10 @@ class Shares:
         self._slots: dict[object, asyncio.Semaphore] = {}
         self._users: dict[object, int] = {}
 
+    def held(self) -> int:
+        """Keys with work in progress or waiting (each is forgotten once it has none)."""
+        return len(self._users)
+
     async def take(self, key: object, what: str, code: str) -> Callable[[], None]:
         slots = self._slots.get(key)
         if slots is None:
@@ -226,50 +244,72 @@ class Shares:
         return release
 
 
+class Activity:
+    """Which tenants are active on the server: with a request or run in progress or
+    waiting, or one that ended less than ``ACTIVE`` seconds ago (a client sending one
+    request after another is active between them). Shared by every :class:`FairShares`
+    of an app, so that a tenant's runs count as activity for its calls' share too."""
+
+    ACTIVE = 0.5
+
+    def __init__(self) -> None:
+        self._live: dict[object, int] = {}
+        self._seen: dict[object, float] = {}
+
+    def enter(self, key: object) -> None:
+        self._live[key] = self._live.get(key, 0) + 1
+
+    def leave(self, key: object) -> None:
+        self._live[key] -= 1
+        if not self._live[key]:
+            del self._live[key]
+        now = time.monotonic()
+        self._seen[key] = now
+        if len(self._seen) > 1024:  # forget tenants long gone
+            self._seen = {k: t for k, t in self._seen.items() if now - t < self.ACTIVE}
+
+    def count(self, now: float) -> int:
+        recent = {k for k, t in self._seen.items() if now - t < self.ACTIVE}
+        return len(recent | self._live.keys())
+
+
 class FairShares:
-    """Requests in progress per tenant, shared fairly: a tenant alone on the server may
-    have ``cap`` at once; while other tenants are active (a request in progress or
-    waiting, or one ended less than ``ACTIVE`` seconds ago), each may have only
-    ``contended`` at once. Python runs one thread at a time, so a tenant with eight
+    """Work in progress per tenant, shared fairly: a tenant alone on the server may
+    have ``cap`` at once; while other tenants are active (:class:`Activity`), each may
+    have only ``contended``. Python runs one thread at a time, so a tenant with eight
     requests in progress against another's one would get eight times the server;
     this way each active tenant gets about an equal part, and a tenant alone gets all
     of it. Waiters wait on the event loop up to ``wait`` seconds, then get 429."""
 
-    ACTIVE = 0.5
-
-    def __init__(self, cap: int, contended: int, wait: float) -> None:
+    def __init__(self, cap: int, contended: int, wait: float, activity: Activity | None = None) -> None:
         self.cap, self.contended, self.wait = cap, max(1, min(contended, cap)), wait
+        self.activity = activity or Activity()
         self._in: dict[object, int] = {}
-        self._waiting: dict[object, int] = {}
-        self._seen: dict[object, float] = {}  # tenant -> monotonic time its last request ended
         self._changed = asyncio.Condition()
 
-    def _active(self, now: float) -> int:
-        """Tenants with a request in progress or waiting, or one that ended just now."""
-        recent = {k for k, t in self._seen.items() if now - t < self.ACTIVE}
-        return len(recent | self._in.keys() | self._waiting.keys())
-
     def cap_of(self, now: float) -> int:
-        return self.cap if self._active(now) <= 1 else self.contended
+        return self.cap if self.activity.count(now) <= 1 else self.contended
+
+    def held(self) -> int:
+        """Work in progress, all tenants together."""
+        return sum(self._in.values())
 
     async def take(self, key: object, what: str, code: str) -> Callable[[], None]:
-        async with self._changed:
-            self._waiting[key] = self._waiting.get(key, 0) + 1
-            try:
+        self.activity.enter(key)
+        try:
+            async with self._changed:
                 ok = await _wait_for(
                     self._changed, lambda: self._in.get(key, 0) < self.cap_of(time.monotonic()), self.wait
                 )
-            finally:
-                self._waiting[key] -= 1
-                if not self._waiting[key]:
-                    del self._waiting[key]
-            if not ok:
-                self._changed.notify_all()
-                raise ApiError(
-                    429, code, f"this tenant has its share of {what} in progress and more waiting; retry later"
-                )
-            self._in[key] = self._in.get(key, 0) + 1
-            self._changed.notify_all()  # others' share may have shrunk or grown
+                if not ok:
+                    raise ApiError(
+                        429, code, f"this tenant has its share of {what} in progress and more waiting; retry later"
+                    )
+                self._in[key] = self._in.get(key, 0) + 1
+                self._changed.notify_all()  # others' share may have shrunk or grown
+        except BaseException:
+            self.activity.leave(key)
+            raise
         done = False
 
         def release() -> None:
@@ -280,10 +320,7 @@ class FairShares:
             self._in[key] -= 1
             if not self._in[key]:
                 del self._in[key]
-            now = time.monotonic()
-            self._seen[key] = now
-            if len(self._seen) > 1024:  # forget tenants long gone
-                self._seen = {k: t for k, t in self._seen.items() if now - t < self.ACTIVE}
+            self.activity.leave(key)
             asyncio.ensure_future(self._notify())
 
         return release
@@ -295,7 +332,7 @@ class FairShares:
 
 async def _wait_for(cond: asyncio.Condition, predicate: Callable[[], bool], timeout: float) -> bool:
     """``cond.wait_for(predicate)`` for at most ``timeout`` seconds, looking again every
-    ``FairShares.ACTIVE`` seconds (a share grows back when others fall idle, which no
+    ``Activity.ACTIVE`` seconds (a share grows back when others fall idle, which no
     one announces). Called with ``cond`` held; returns whether ``predicate`` held."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -303,7 +340,7 @@ async def _wait_for(cond: asyncio.Condition, predicate: Callable[[], bool], time
         if left <= 0:
             return False
         try:
-            with anyio.fail_after(min(left, FairShares.ACTIVE)):
+            with anyio.fail_after(min(left, Activity.ACTIVE)):
                 await cond.wait()
         except TimeoutError:
             pass
@@ -315,9 +352,9 @@ class TenantShare:
     tenants' (:class:`FairShares`: ``calls_per_tenant`` alone, ``fair_calls`` while
     others are active; streams, see :func:`is_stream`, are capped by :class:`Workers`)."""
 
-    def __init__(self, app: ASGIApp, limits, scope_key: str) -> None:
+    def __init__(self, app: ASGIApp, limits, scope_key: str, activity: Activity) -> None:
         self.app, self.key = app, scope_key
-        self._shares = FairShares(limits.calls_per_tenant, limits.fair_calls, limits.queue_wait)
+        self._shares = FairShares(limits.calls_per_tenant, limits.fair_calls, limits.queue_wait, activity)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = scope.get(self.key) if scope["type"] == "http" else None

@@ -458,6 +458,10 @@ class Workspace:
         bad = [name for name in env or {} if not name or "=" in name or "\0" in name]
         if bad:
             raise ApiError(422, "INVALID_ENV", f"environment names may not be empty or hold '=' or NUL: {bad[0]!r}")
+        # a guest gets its arguments and environment as NUL-terminated strings: one holding
+        # a NUL would reach it cut short, so it is refused before anything runs
+        if any("\0" in a for a in args or []) or any("\0" in v for v in (env or {}).values()):
+            raise ApiError(422, "INVALID_ARGS", "arguments and environment values may not hold NUL")
         if self.read_only and checkpoint_before:
             raise ApiError(403, "READ_ONLY_TOKEN", "a read-only token cannot checkpoint", 30)
         limits = {
