@@ -13,10 +13,10 @@ upload waits until it has arrived whole.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import Callable
 
-import anyio
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,13 +77,29 @@ class _Guarded:
     async def _next(self) -> Message:
         if self._done:  # the body is complete: what is left to wait for is the disconnect
             return await self._receive()
+        # A timer that cancels this task, instead of a cancel scope per message: a large
+        # body arrives in many small messages, and a scope costs more than the message.
+        task = asyncio.current_task()
+        assert task is not None
+        fired = False
+
+        def pause_too_long() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self._timeout, pause_too_long)
         try:
-            with anyio.fail_after(self._timeout):
-                message = await self._receive()
-        except TimeoutError:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not fired:
+                raise
+            task.uncancel()
             raise _Refused(
                 ApiError(408, "BODY_TIMEOUT", f"the request body paused for more than {self._timeout:g} s")
             ) from None
+        finally:
+            timer.cancel()
         if message["type"] == "http.request":
             self._seen += len(message.get("body", b""))
             if self._seen > self._limit:
