@@ -70,7 +70,7 @@ def schemathesis(server, token: str, *only: str) -> subprocess.CompletedProcess:
         "--seed",
         "20261202",
         "--max-examples",
-        "15",
+        "10",
         "--workers",
         "1",  # hypothesis's ast.parse is not thread-safe on CPython 3.11
         "--request-timeout",

@@ -224,10 +224,11 @@ def test_grep_is_linear_time_even_from_a_read_only_token(server, tb, tenant):
 # ---------------------------------------------------------------- 4: memory soak
 
 
-def test_memory_stays_flat_over_200_runs(tb, tenant):
+def test_memory_stays_flat_over_runs(tb, tenant):
     """Defect 4: every run kept its linear memory (a run at its memory limit ~the
-    limit), so RSS grew without end. 200 runs, a third at the memory limit and a third
-    timing out: RSS after them is within 64 MiB of RSS after a warm-up of 20."""
+    limit), so RSS grew without end. 120 runs, a third at the memory limit and a third
+    timing out: RSS after them is within 64 MiB of RSS after a warm-up of 20 (17b9f85:
+    +1,559 MiB over 200; bench/serve_load.py soaks 200 through the API)."""
     import psutil
 
     from tarbox.wasi import WasiHost
@@ -244,10 +245,10 @@ def test_memory_stays_flat_over_200_runs(tb, tenant):
     for i in range(20):
         run(i)
     warm = proc.memory_info().rss
-    for i in range(200):
+    for i in range(120):
         run(i)
     grown = proc.memory_info().rss - warm
-    assert grown < 64 << 20, f"RSS grew {grown >> 20} MiB over 200 runs (~67 runs at a 64 MiB limit)"
+    assert grown < 64 << 20, f"RSS grew {grown >> 20} MiB over 120 runs (40 at a 64 MiB limit)"
 
 
 # ------------------------------------------------------------ 5, 6: wrong answers
