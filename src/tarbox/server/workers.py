@@ -9,8 +9,8 @@ Three kinds of work, kept apart:
   several active tenants ``fair_calls``; more wait on the event loop (no thread
   held) up to ``queue_wait`` seconds, then get 429.
 * **runs**: sandbox runs, in threads of their own at the lowest CPU priority (nice
-  19: interactive requests win the CPU), ``runs_per_tenant`` / ``runs_per_token``
-  admitted each (beyond that, 429 at once); of those, a tenant alone may execute
+  19: interactive requests win the CPU), ``runs_per_token`` each (beyond that, 429
+  at once) and ``runs_per_tenant`` (more wait in line); of those, a tenant alone may execute
   ``max_runs`` at once and each of several active tenants half as many; more wait
   in line on the event loop.
 * **streams**: imports and uploads being applied, exports being produced, in
@@ -95,27 +95,29 @@ class Workers:
         self._runs = ThreadPoolExecutor(limits.max_runs, "tarbox-run", initializer=_niced(19))
         self._streams = ThreadPoolExecutor(limits.max_streams, "tarbox-stream", initializer=_niced(10))
         self._run_slots: asyncio.Semaphore | None = None
-        self._runs_by_tenant, self._runs_by_token = _Counts(), _Counts()
+        self._runs_by_token = _Counts()
+        self._runs_by_tenant = Shares(limits.runs_per_tenant, limits.queue_wait)
         self.activity = Activity()  # which tenants are active, for every fair share of the app
         # runs executing per tenant: all of the server's alone, half while others are active
         self._running = FairShares(limits.max_runs, max(1, limits.max_runs // 2), limits.queue_wait, self.activity)
         self._streams_by_tenant = Shares(limits.streams_per_tenant, limits.queue_wait)
 
     async def admit_run(self, tenant: uuid.UUID, token: uuid.UUID) -> Callable[[], None]:
-        """Take a run slot for this tenant and token: 429 at once when either has its
-        share of runs admitted; then wait (up to ``queue_wait`` each, then 429) for the
-        tenant's fair share of runs executing (:class:`FairShares`) and for one of the
-        server's ``max_runs``. Returns its release, to be called on the event loop."""
-        self._runs_by_tenant.take(tenant, self.limits.runs_per_tenant, "runs of this tenant", "TOO_MANY_RUNS")
+        """Take a run slot for this tenant and token: 429 at once when the token has
+        ``runs_per_token``; then wait (up to ``queue_wait`` each, then 429) for one of the
+        tenant's ``runs_per_tenant``, for its fair share of runs executing
+        (:class:`FairShares`) and for one of the server's ``max_runs``. Returns its
+        release, to be called on the event loop."""
+        self._runs_by_token.take(token, self.limits.runs_per_token, "runs of this token", "TOO_MANY_RUNS")
         try:
-            self._runs_by_token.take(token, self.limits.runs_per_token, "runs of this token", "TOO_MANY_RUNS")
-        except ApiError:
-            self._runs_by_tenant.give(tenant)
+            release_tenant = await self._runs_by_tenant.take(tenant, "runs", "TOO_MANY_RUNS")
+        except BaseException:
+            self._runs_by_token.give(token)
             raise
 
         def release_counts() -> None:
             self._runs_by_token.give(token)
-            self._runs_by_tenant.give(tenant)
+            release_tenant()
 
         try:
             release_share = await self._running.take(tenant, "runs", "TOO_MANY_RUNS")
