@@ -319,11 +319,17 @@ class Descriptor:
         with self._mutating():
             self.fs.remove(self._path(rel))
 
+    def _other_dir(self, new_dir: Descriptor, new: str) -> None:
+        """The second directory of a rename or link: one of this tenant's, writable."""
+        if not isinstance(new_dir, Descriptor) or new_dir.fs._st is not self.fs._st:
+            raise fs_error(errno.EXDEV, new, "not on the same filesystem")
+        new_dir._dir()
+        if new_dir.read_only:
+            raise fs_error(errno.EROFS, new, "read-only preopen")
+
     def rename_at(self, old: str, new_dir: Descriptor, new: str) -> None:
         with self._mutating():
-            new_dir._dir()
-            if new_dir.read_only:
-                raise fs_error(errno.EROFS, new, "read-only preopen")
+            self._other_dir(new_dir, new)
             self.fs.rename(self._final_path(old), new_dir._final_path(new))
 
     def symlink_at(self, target: str, rel: str) -> None:
@@ -345,7 +351,7 @@ class Descriptor:
             # wasmtime refuses to follow here before looking at anything (confinement fuzzer's oracle)
             raise fs_error(errno.EINVAL, old, "link_at does not follow symlinks")
         with self._mutating():
-            new_dir._dir()
+            self._other_dir(new_dir, new)
             # wasmtime's order (differential tests): a source written with a trailing slash is
             # looked up whole first; then the target's directories; then a missing source or
             # one whose name is over NAME_MAX (only its directories are walked before)

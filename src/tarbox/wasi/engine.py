@@ -34,9 +34,17 @@ def is_component(wasm: bytes) -> bool:
 
 TICK = 0.01  # seconds per epoch tick
 
+# The wasm stack of guests that need more than wasmtime's default 512 KiB: CPython's C
+# recursion (json, re, pickle of nested data) stops with RecursionError within 8 MiB, as
+# natively, where 512 KiB traps first. Such a guest runs on a thread of its own with
+# room for the host's frames below its own (``on_big_stack``).
+BIG_STACK = 8 << 20
+_THREAD_STACK = BIG_STACK + (2 << 20)
+
 _lock = threading.Lock()
-_engines: dict[bool, wasmtime.Engine] = {}
+_engines: dict[tuple[bool, bool], wasmtime.Engine] = {}
 _ticker: threading.Thread | None = None
+_stack_size_lock = threading.Lock()
 
 
 def _tick_forever() -> None:
@@ -46,25 +54,59 @@ def _tick_forever() -> None:
             engine.increment_epoch()
 
 
-def engine(fuel: bool = False) -> wasmtime.Engine:
-    """The process-wide engine for this configuration (and the ticker thread)."""
+def engine(fuel: bool = False, big_stack: bool = False) -> wasmtime.Engine:
+    """The process-wide engine for this configuration (and the ticker thread).
+    ``big_stack``: guests get a ``BIG_STACK`` wasm stack (run them ``on_big_stack``)."""
     global _ticker
     with _lock:
-        eng = _engines.get(fuel)
+        eng = _engines.get((fuel, big_stack))
         if eng is None:
             cfg = wasmtime.Config()
             cfg.epoch_interruption = True
             cfg.consume_fuel = fuel
             cfg.cranelift_opt_level = "speed"
-            eng = _engines[fuel] = wasmtime.Engine(cfg)
+            if big_stack:
+                # wasmtime refuses (aborts, in wasmtime-py) a max_wasm_stack above its async
+                # stack size, which wasmtime-py 50 exposes only in its C binding
+                from wasmtime import _ffi
+
+                _ffi.wasmtime_config_async_stack_size_set(cfg.ptr(), BIG_STACK + (1 << 20))
+                cfg.max_wasm_stack = BIG_STACK
+            eng = _engines[(fuel, big_stack)] = wasmtime.Engine(cfg)
         if _ticker is None:
             _ticker = threading.Thread(target=_tick_forever, name="tarbox-wasm-epoch", daemon=True)
             _ticker.start()
         return eng
 
 
-def engine_key(fuel: bool) -> str:
-    return f"wasmtime-{version('wasmtime')}-epoch-{'fuel' if fuel else 'nofuel'}-speed"
+def engine_key(fuel: bool, big_stack: bool = False) -> str:
+    stack = "-stack8m" if big_stack else ""
+    return f"wasmtime-{version('wasmtime')}-epoch-{'fuel' if fuel else 'nofuel'}-speed{stack}"
+
+
+def on_big_stack(fn, *args):
+    """``fn(*args)`` on a new thread whose stack holds a ``BIG_STACK`` guest and the host
+    calls beneath it; returns or raises what ``fn`` does. ``threading.stack_size`` is
+    process-wide, so it is set only while this thread starts."""
+    box: dict = {}
+
+    def body() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            box["error"] = exc
+
+    with _stack_size_lock:
+        old = threading.stack_size(_THREAD_STACK)
+        try:
+            thread = threading.Thread(target=body, name="tarbox-wasm-guest", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(old)
+    thread.join()
+    if "error" in box:
+        raise box.pop("error")
+    return box["value"]
 
 
 def cache_dir() -> Path:
@@ -81,6 +123,7 @@ class ModuleCache:
         self.capacity = capacity
         self._mem: OrderedDict[tuple[str, str], wasmtime.Module] = OrderedDict()
         self._lock = threading.Lock()
+        self._compiling: dict[tuple[str, str], threading.Lock] = {}
         self.stats = {"memory_hits": 0, "disk_hits": 0, "compiled": 0}
 
     def load(self, wasm: bytes, *, fuel: bool = False, digest: str | None = None):
@@ -96,26 +139,38 @@ class ModuleCache:
         ``name``: ``produce`` (returning its bytes) runs only when no compiled copy exists."""
         return self._load(name + ".component", wasmtime.component.Component, produce, fuel)
 
-    def _load(self, name: str, kind, produce, fuel: bool):
-        key = (engine_key(fuel), name)
+    def load_file(self, path: Path, digest: str, *, fuel: bool = False, big_stack: bool = False):
+        """The core module in the file ``path``, whose SHA-256 the caller vouches for (a
+        runtime checked once when it was unpacked): its bytes are read only to compile."""
+        return self._load(digest, wasmtime.Module, path.read_bytes, fuel, big_stack)
+
+    def _load(self, name: str, kind, produce, fuel: bool, big_stack: bool = False):
+        key = (engine_key(fuel, big_stack), name)
         with self._lock:
             mod = self._mem.get(key)
             if mod is not None:
                 self._mem.move_to_end(key)
                 self.stats["memory_hits"] += 1
                 return mod
-        eng = engine(fuel)
-        mod = self._from_disk(eng, key, kind)
-        if mod is None:
-            mod = kind(eng, produce())
-            self.stats["compiled"] += 1
-            self._to_disk(mod, key)
-        else:
-            self.stats["disk_hits"] += 1
-        with self._lock:
-            self._mem[key] = mod
-            while len(self._mem) > self.capacity:
-                self._mem.popitem(last=False)
+            guard = self._compiling.setdefault(key, threading.Lock())
+        with guard:  # one thread compiles a module; the others wait for it, not compile it too
+            with self._lock:
+                mod = self._mem.get(key)
+            if mod is not None:
+                return mod
+            eng = engine(fuel, big_stack)
+            mod = self._from_disk(eng, key, kind)
+            if mod is None:
+                mod = kind(eng, produce())
+                self.stats["compiled"] += 1
+                self._to_disk(mod, key)
+            else:
+                self.stats["disk_hits"] += 1
+            with self._lock:
+                self._mem[key] = mod
+                while len(self._mem) > self.capacity:
+                    self._mem.popitem(last=False)
+                self._compiling.pop(key, None)
         return mod
 
     def _path(self, key: tuple[str, str]) -> Path:

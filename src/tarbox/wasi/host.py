@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import wasmtime
 import wasmtime.component as wc
@@ -25,6 +26,7 @@ from tarbox.fs import Filesystem
 from tarbox.wasi import component_shim
 from tarbox.wasi import engine as engines
 from tarbox.wasi.core import Descriptor
+from tarbox.wasi.memtree import MemoryTree
 from tarbox.wasi.preview1 import Preview1
 from tarbox.wasi.preview2 import CloseFailed, Preview2, Refused
 from tarbox.wasi.state import GuestExit, LimitExceeded, Output
@@ -40,6 +42,32 @@ class Mount:
     guest: str
     path: str
     read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TreeMount:
+    """A preopened directory outside the tenant's files (``memtree.MemoryTree``): ``tree``
+    is one shared tree (a runtime's read-only image) or a function making one per run (a
+    scratch ``/tmp``). Preview 1 modules only."""
+
+    guest: str
+    tree: MemoryTree | Callable[[], MemoryTree]
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A guest kept as a file the host has checked (a runtime it serves), not bytes a
+    caller sends: compiled from ``path`` once per engine, its SHA-256 ``digest`` vouched
+    for by whoever unpacked it. ``entry``: the export that runs it, ``_start`` for a
+    command or ``run`` for a reactor whose ``run`` returns the exit code. ``big_stack``:
+    it needs an ``engine.BIG_STACK`` wasm stack. ``stub_imports``: (module, name) pairs it
+    imports beyond WASI, each answered -1 (none provided)."""
+
+    path: Path
+    digest: str
+    entry: str = "_start"
+    big_stack: bool = False
+    stub_imports: tuple[tuple[str, str], ...] = ()
 
 
 class WasiHost:
@@ -98,7 +126,7 @@ class WasiHost:
 
     async def run_wasm(
         self,
-        wasm: bytes,
+        wasm: bytes | Program,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         stdin: bytes = b"",
@@ -111,15 +139,17 @@ class WasiHost:
 
     def run(
         self,
-        wasm: bytes,
+        wasm: bytes | Program,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         stdin: bytes = b"",
         *,
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
+        command: str | None = None,
     ) -> RunResult:
-        """The blocking form of :meth:`run_wasm`."""
+        """The blocking form of :meth:`run_wasm`. ``command``: what the run log shows as
+        the command (default: the arguments)."""
         t0 = time.monotonic()
         started_at = datetime.now(UTC)
         out = Output(self.output_limit, on_stdout, on_stderr)
@@ -130,10 +160,15 @@ class WasiHost:
                 r.stats = p1.stats
             return r
 
-        component = engines.is_component(wasm)
+        program = wasm if isinstance(wasm, Program) else None
+        component = program is None and engines.is_component(wasm)
         try:
-            digest = hashlib.sha256(wasm).hexdigest()
-            module = self.cache.load(wasm, fuel=self.fuel is not None, digest=digest)
+            if program is not None:
+                fuel = self.fuel is not None
+                module = self.cache.load_file(program.path, program.digest, fuel=fuel, big_stack=program.big_stack)
+            else:
+                digest = hashlib.sha256(wasm).hexdigest()
+                module = self.cache.load(wasm, fuel=self.fuel is not None, digest=digest)
             if component:
                 module = self._with_shim(wasm, digest, module)
         except wasmtime.WasmtimeError as exc:
@@ -149,8 +184,14 @@ class WasiHost:
             wb = None
             if self.write_back > 0 and not self.read_only:
                 wb = stack.enter_context(fs.write_back(self.write_back))
-            execute = self._execute_component if component else self._execute
-            status, code, trap, p1 = execute(fs, module, args, env, stdin, out, t0)
+            if component:
+                status, code, trap, p1 = self._execute_component(fs, module, args, env, stdin, out, t0)
+            elif program is not None and program.big_stack:
+                status, code, trap, p1 = engines.on_big_stack(
+                    self._execute, fs, module, args, env, stdin, out, t0, program
+                )
+            else:
+                status, code, trap, p1 = self._execute(fs, module, args, env, stdin, out, t0, program)
             try:
                 stack.close()  # commits what the run left pending
             except (OSError, TarboxError) as exc:  # e.g. the database went away
@@ -174,7 +215,7 @@ class WasiHost:
                 run_id=r.run_id,
                 started_at=started_at,
                 duration=r.duration,
-                command=shlex.join(args or []),
+                command=command if command is not None else shlex.join(args or []),
                 status=r.status.value,
                 exit_code=r.exit_code,
                 trap=r.trap,
@@ -203,6 +244,12 @@ class WasiHost:
         """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""
         preopens = []
         for m in self.mounts:
+            if isinstance(m, TreeMount):
+                if cls is not Preview1:
+                    raise TypeError("a TreeMount serves Preview 1 modules only")
+                tree = m.tree if isinstance(m.tree, MemoryTree) else m.tree()
+                preopens.append((m.guest, tree.descriptor()))
+                continue
             if not self.read_only and not m.read_only:
                 fs.mkdir(m.path, parents=True, exist_ok=True)
             preopens.append((m.guest, Descriptor.preopen(fs, m.path, read_only=self.read_only or m.read_only)))
@@ -218,9 +265,9 @@ class WasiHost:
             deadline=None if self.timeout is None else t0 + self.timeout,
         )
 
-    def _store(self) -> wasmtime.Store:
+    def _store(self, big_stack: bool = False) -> wasmtime.Store:
         """A store with this host's memory, fuel and wall-clock limits."""
-        store = wasmtime.Store(engines.engine(self.fuel is not None))
+        store = wasmtime.Store(engines.engine(self.fuel is not None, big_stack))
         if self.memory_limit is not None:
             store.set_limits(memory_size=self.memory_limit)
         if self.fuel is not None:
@@ -271,13 +318,20 @@ class WasiHost:
                     status, code, trap = RunStatus.EXITED, 1, f"closing files failed: {exc}"
         return status, code, trap, p2
 
-    def _execute(self, fs: Filesystem, module, args, env, stdin: bytes, out: Output, t0: float):
+    def _execute(
+        self, fs: Filesystem, module, args, env, stdin: bytes, out: Output, t0: float, program: Program | None = None
+    ):
         """Instantiate and run; returns (status, exit code, trap message, preview1 state)."""
         p1 = self._state(Preview1, fs, args, env, stdin, out, t0)
-        eng = engines.engine(self.fuel is not None)
-        store = self._store()
+        big_stack = program is not None and program.big_stack
+        eng = engines.engine(self.fuel is not None, big_stack)
+        store = self._store(big_stack)
         linker = wasmtime.Linker(eng)
         p1.define(linker)
+        for where, name in program.stub_imports if program is not None else ():
+            i32 = wasmtime.ValType.i32()
+            linker.define_func(where, name, wasmtime.FuncType([i32] * 4, [i32]), _no_host)
+        entry = program.entry if program is not None else "_start"
         status, code, trap = RunStatus.EXITED, 0, None
         try:
             instance = self._instantiate(linker, store, module)
@@ -286,11 +340,13 @@ class WasiHost:
             exports = instance.exports(store)
             memory = exports.get("memory")
             p1.attach(store, memory if isinstance(memory, wasmtime.Memory) else None)
-            start = exports.get("_start")
+            start = exports.get(entry)
             if not isinstance(start, wasmtime.Func):
                 return RunStatus.INVALID_MODULE, -1, "module has no _start function (not a WASI command)", p1
             try:
-                start(store)
+                returned = start(store)
+                if entry != "_start":
+                    code = returned & 0xFF if isinstance(returned, int) else 0
             except BaseException as exc:  # noqa: BLE001 - classified from the run's own state below
                 status, code, trap = self._classify(exc, p1, store, memory)
         finally:
@@ -342,3 +398,8 @@ class WasiHost:
         if self.memory_limit is None or not isinstance(memory, wasmtime.Memory):
             return False
         return memory.data_len(store) * 2 > self.memory_limit
+
+
+def _no_host(*_args) -> int:
+    """A stubbed import (a runtime's tool door, say): -1, nothing is provided."""
+    return -1
