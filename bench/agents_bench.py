@@ -1,7 +1,7 @@
-"""Agents in C, Rust and Python (CPython for WASI): one run of each example agent
+"""Agents in C and Rust: one run of each example agent
 on Tarbox against the same module on wasmtime's own WASI over a local
 directory, in one run; median of ``--runs`` after a warm-up (compiled modules
-cached), seconds.
+cached), seconds. Python agents: bench/python_bench.py.
 
     python bench/agents_bench.py [--runs 20]
 """
@@ -22,7 +22,6 @@ from rich.table import Table
 
 import tarbox
 from tarbox.wasi import WasiHost
-from tarbox.wasi.python import GUEST_LIB, PythonRuntime
 from tarbox.wasi.toolchain import build_c, build_rust, rustc
 
 ROOT = Path(__file__).parent.parent
@@ -30,7 +29,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from wasi_support import run_native  # noqa: E402
 
 FILES = {f"notes/n{i}.txt": f"note {i} with a few words\n".encode() * 20 for i in range(50)}
-ENV = {"PYTHONHOME": "/usr/local", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def main() -> None:
@@ -38,12 +36,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     tb = tarbox.connect()
-    py = PythonRuntime().ensure()
     agents = [("C (examples/agent.c, needs input.txt)", build_c(ROOT / "examples" / "agent.c"), ["agent", "t"], {})]
     if rustc() is not None:
         agents.append(("Rust (examples/agent.rs)", build_rust(ROOT / "examples" / "agent.rs"), ["agent", "t"], {}))
-    agents.append(("Python (examples/agent.py)", py.wasm(), ["python", "/workspace/agent.py", "t"], ENV))
-    agents.append(('Python: python -c "print(1)"', py.wasm(), ["python", "-c", "print(1)"], ENV))
     table = Table(title=f"example agents over 50 small files, median of {args.runs} runs (seconds)")
     for col in ("agent", "wasmtime WASI, local disk", "Tarbox", "Tarbox / native"):
         table.add_column(col, justify="right")
@@ -51,19 +46,17 @@ def main() -> None:
         work = Path(tempfile.mkdtemp())
         tenant = tb.create_tenant(f"ab-{uuid.uuid4().hex[:8]}")
         fs = tb.filesystem(tenant)
-        seed = {**FILES, "input.txt": b"one two\nthree\n", "agent.py": (ROOT / "examples" / "agent.py").read_bytes()}
+        seed = {**FILES, "input.txt": b"one two\nthree\n"}
         for rel, data in seed.items():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             (work / rel).write_bytes(data)
             fs.makedirs(str(Path("/workspace", rel).parent))
             fs.write_file(f"/workspace/{rel}", data)
-        host = py.host(tb, tenant) if env else WasiHost(tb, tenant)
-        if env:
-            py.install(fs)
+        host = WasiHost(tb, tenant)
         native, ours = [], []
         for i in range(args.runs + 1):
             t = time.perf_counter()
-            o = run_native(wasm, work, argv[1:], env, preopens={GUEST_LIB: py.lib_path.parent}, argv0=argv[0])
+            o = run_native(wasm, work, argv[1:], env, argv0=argv[0])
             native.append(time.perf_counter() - t)
             t = time.perf_counter()
             r = host.run(wasm, argv, env)

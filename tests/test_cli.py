@@ -197,7 +197,7 @@ def test_run_python_and_rust_agents_from_source(run):
     p = run(*t, "run", str(examples / "agent.py"), "--", "py")
     assert p.stdout == b"task py: 1 text files, 3 words\n"
     assert json.loads(run(*t, "cat", "/workspace/out/report.json").stdout)["words"] == {"n.txt": 3}
-    assert b"agent.py" in run(*t, "ls", "/opt/agents").stdout  # the script is kept, read-only to runs
+    assert run(*t, "ls", "/").stdout.split() == [b"workspace/"]  # the script is served, not copied in
     if rustc() is not None:
         p = run(*t, "run", str(examples / "agent.rs"), "--", "rs")
         assert p.stdout == b"task rs: 2 text files, 8 words\n"  # n.txt (3) and out/log.txt (5)
@@ -263,3 +263,24 @@ def test_json_after_the_subcommand(run, command):
     after = json.loads(run("--tenant", name, *command, "--json").stdout)
     before = json.loads(run("--json", "--tenant", name, *command).stdout)
     assert type(after) is type(before) and (isinstance(after, dict) or len(after) == len(before))
+
+
+def test_tarbox_run_serves_the_scripts_directory(run, tmp_path):
+    """`tarbox run dir/main.py`: main imports its sibling; the tenant holds only what the
+    script wrote; a script already in the tenant runs where it lies."""
+    (tmp_path / "helper.py").write_text("NAME = 'helper'\n")
+    (tmp_path / "main.py").write_text(
+        "import sys, helper\nopen('out.txt', 'w').write(helper.NAME + ' ' + ' '.join(sys.argv[1:]))\n"
+        "print(helper.NAME, sys.argv[1:])\n"
+    )
+    name = f"cli-py-{os.urandom(4).hex()}"
+    run("tenant", "create", name)
+    t = ["--tenant", name]
+    run(*t, "mkdir", "/workspace")
+    p = run(*t, "run", str(tmp_path / "main.py"), "--", "a", "b")
+    assert p.stdout == b"helper ['a', 'b']\n"
+    assert run(*t, "cat", "/workspace/out.txt").stdout == b"helper a b"
+    assert run(*t, "ls", "/").stdout.split() == [b"workspace/"]
+    run(*t, "write", "/workspace/inside.py", "print(open('out.txt').read())")
+    assert run(*t, "run", "/workspace/inside.py").stdout == b"helper a b\n"
+    run("tenant", "delete", "--yes", name)

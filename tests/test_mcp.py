@@ -188,3 +188,34 @@ def test_stdio_server_spawned_by_the_sdk_client(db_url, tb, tenant):
             assert {t.name for t in (await c.list_tools()).tools} == set(READ_TOOLS)
 
     asyncio.run(read_only())
+
+
+def test_run_python_takes_stdin_env_and_cwd_and_reports_failure(server, tb, tenant):
+    """run_python as an agent uses it: stdin, environment and a working directory beneath
+    /workspace; a non-zero exit is an error result; a cwd outside the workspace is refused."""
+    token, _ = create_token(tb, tenant)
+    fs = tb.filesystem(tenant)
+    fs.makedirs("/workspace/data")
+    fs.write_file("/workspace/data/in.csv", b"a,b\n1,2\n3,4\n")
+
+    async def agent():
+        async with over_http(server, token) as c:
+            code = (
+                "import os, sys, pandas as pd\n"
+                "df = pd.read_csv('in.csv')\n"
+                "print(os.getcwd(), os.environ['MODE'], sys.stdin.read().strip(), int(df.b.sum()))\n"
+            )
+            r = await c.call_tool(
+                "run_python", {"code": code, "stdin": "from stdin\n", "env": {"MODE": "test"}, "cwd": "/workspace/data"}
+            )
+            shown = value(r)
+            assert not r.is_error and shown["stdout"] == "/workspace/data test from stdin 6\n", shown
+            r = await c.call_tool("run_python", {"code": "import sys; print('partial'); sys.exit(4)"})
+            shown = json.loads(r.content[0].text)
+            assert r.is_error and (shown["exit_code"], shown["stdout"]) == (4, "partial\n")
+            r = await c.call_tool("run_python", {"code": "raise KeyError('gone')"})
+            assert r.is_error and "KeyError: 'gone'" in json.loads(r.content[0].text)["stderr"]
+            r = await c.call_tool("run_python", {"code": "print(1)", "cwd": "/workspace/../etc"})
+            assert r.is_error and "cwd must be /workspace" in r.content[0].text
+
+    asyncio.run(agent())

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import tarbox
-from tarbox.cli import audit, db, files, layers, mount, run, server, tar, tenants
+from tarbox.cli import audit, db, files, layers, mount, python, run, server, tar, tenants
 from tarbox.cli.context import Ctx, accept_global_options
 from tarbox.cli.output import err, out
 from tarbox.errors import TarboxError
@@ -29,6 +29,7 @@ app.add_typer(layers.layer_app, name="layer")
 app.add_typer(tenants.tenant_app, name="tenant")
 app.add_typer(db.db_app, name="db")
 app.add_typer(server.token_app, name="token")
+app.add_typer(python.python_app, name="python")
 app.command()(server.serve)
 app.command()(server.mcp)
 accept_global_options(app)

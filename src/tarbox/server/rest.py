@@ -347,11 +347,12 @@ class RunBody(Body):
     model_config = _exactly_one("wasm_base64", "wasm_path", "python")
     wasm_base64: str = Field(None, pattern=_BASE64, description="a wasm32-wasip1 module or WASI 0.2 component, base64")
     wasm_path: TenantPath = Field(None, description="a module or component stored in the tenant")
-    python: Text = Field(None, description="Python source, run by CPython for WASI")
+    python: Text = Field(None, description="Python source, run by CPython 3.15 for WASI (numpy, pandas, ...)")
     args: list[Text] = []
     env: dict[str, Text] = Field({}, description="names without NUL or '='")
     stdin: str = ""
     stdin_base64: str | None = Field(None, pattern=_BASE64)
+    cwd: TenantPath | None = Field(None, description="Python's working directory: /workspace (default) or beneath")
     timeout: float | None = Field(None, gt=0, description="seconds (capped by the server)")
     memory_limit: Integer | None = Field(None, gt=0, description="bytes (capped by the server)")
     checkpoint_before: bool = False
@@ -374,6 +375,7 @@ async def run(body: RunBody, request: Request, ws: WS):
         "args": body.args,
         "env": body.env,
         "stdin": _decode(body.stdin_base64, "stdin_base64") if body.stdin_base64 else body.stdin.encode(),
+        "cwd": body.cwd,
         "timeout": body.timeout,
         "memory_limit": body.memory_limit,
         "checkpoint_before": body.checkpoint_before,

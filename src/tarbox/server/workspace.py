@@ -396,11 +396,7 @@ class Workspace:
         self.fs().delete_branch(name)
 
     def diff(self, a: int, b: int | None = None, patch: bool = False, patch_limit: int | None = None) -> list[dict]:
-        """Paths changed from layer ``a`` to ``b`` (default: now). The CPython runtime that
-        the first Python run installs into the tenant (under ``/opt/python``) is Tarbox's,
-        not the caller's change, and is left out."""
-        from tarbox.wasi.python import PREFIX
-
+        """Paths changed from layer ``a`` to ``b`` (default: now)."""
         return [
             {
                 "path": c.path,
@@ -412,7 +408,6 @@ class Workspace:
                 **({"patch_omitted": True} if c.patch_omitted else {}),
             }
             for c in self.fs().diff(a, b, patch=patch, patch_limit=patch_limit)
-            if not (c.path == PREFIX or c.path.startswith(PREFIX + "/") or c.path == posixpath.dirname(PREFIX))
         ]
 
     def audit(self, **filters) -> list[dict]:
@@ -445,6 +440,7 @@ class Workspace:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         stdin: bytes = b"",
+        cwd: str | None = None,
         timeout: float | None = None,
         memory_limit: int | None = None,
         checkpoint_before: bool = False,
@@ -452,9 +448,16 @@ class Workspace:
         on_stderr: Callable[[bytes], None] | None = None,
     ) -> dict:
         """Run a module or component (bytes, or a path in the tenant) or Python source in
-        the WASI sandbox on ``/workspace``, within the server's limits."""
+        the WASI sandbox on ``/workspace``, within the server's limits. ``cwd``: Python's
+        working directory, ``/workspace`` or beneath it."""
         if sum(x is not None for x in (wasm, wasm_path, python)) != 1:
             raise ApiError(400, "INVALID", "give exactly one of wasm, wasm_path or python")
+        if cwd is not None:
+            if python is None:
+                raise ApiError(400, "INVALID", "cwd is for Python runs (a WASI module has no working directory)")
+            cwd = posixpath.normpath(clean_path(cwd))
+            if cwd != "/workspace" and not cwd.startswith("/workspace/"):
+                raise ApiError(400, "INVALID_PATH", f"cwd must be /workspace or beneath it, not {cwd}")
         bad = [name for name in env or {} if not name or "=" in name or "\0" in name]
         if bad:
             raise ApiError(422, "INVALID_ENV", f"environment names may not be empty or hold '=' or NUL: {bad[0]!r}")
@@ -482,6 +485,7 @@ class Workspace:
                 args=args,
                 env=env,
                 stdin=stdin,
+                cwd=cwd,
                 on_stdout=on_stdout,
                 on_stderr=on_stderr,
                 **limits,
