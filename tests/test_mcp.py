@@ -219,3 +219,39 @@ def test_run_python_takes_stdin_env_and_cwd_and_reports_failure(server, tb, tena
             assert r.is_error and "cwd must be /workspace" in r.content[0].text
 
     asyncio.run(agent())
+
+
+def test_run_python_sessions_and_images(server, tb, tenant):
+    """run_python with ``session``: a variable lives across three calls; a session is the
+    token's own (another token's call of the same name starts afresh); end_session ends
+    it. A PNG the code saves comes back as image content, the picture matplotlib drew."""
+    import base64
+    import struct
+
+    token, _ = create_token(tb, tenant)
+    other, _ = create_token(tb, tenant)
+
+    async def agent():
+        async with over_http(server, token) as c, over_http(server, other) as o:
+            for code in ("x = 1", "x += 1", "x * 10"):
+                r = await c.call_tool("run_python", {"code": code, "session": "nb"})
+                assert not r.is_error, r.content
+            assert value(r)["stdout"] == "20\n"
+            r = await o.call_tool("run_python", {"code": "x", "session": "nb"})
+            assert r.is_error and "NameError" in json.loads(r.content[0].text)["stderr"]
+            await c.call_tool("end_session", {"session": "nb"})
+            r = await c.call_tool("run_python", {"code": "x", "session": "nb"})
+            assert r.is_error and "NameError" in json.loads(r.content[0].text)["stderr"]  # a new interpreter
+            code = (
+                "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                "fig = plt.figure(figsize=(3, 2), dpi=40)\nplt.plot([0, 1], [1, 0])\nfig.savefig('plot.png')\n"
+            )
+            r = await c.call_tool("run_python", {"code": code})
+            assert not r.is_error, value(r)
+            images = [part for part in r.content if part.type == "image"]
+            assert [i.mime_type for i in images] == ["image/png"] and value(r)["images"] == ["/workspace/plot.png"]
+            png = base64.b64decode(images[0].data)
+            assert png == tb.filesystem(tenant).read_file("/workspace/plot.png")
+            assert struct.unpack(">II", png[16:24]) == (120, 80)  # IHDR: 3x2 inches at 40 dpi
+
+    asyncio.run(agent())

@@ -304,3 +304,70 @@ def test_pure_python_packages_from_wheels(tb, tenant, ws, py):
     assert (r.exit_code, r.stdout) == (0, b"hi dir\n")
     r = py.run(tb, tenant, "import urllib.request; urllib.request.urlopen('http://pypi.org')")
     assert r.exit_code == 1
+
+
+# ------------------------------------------------------------------ sessions
+
+
+def test_a_session_keeps_state_and_commits_each_turn(tb, tenant, ws, py):
+    """Three turns share one interpreter (a name, an import, an open file); what a turn
+    wrote is visible to another view of the tenant as soon as the turn returns; each
+    turn has its own stdin and its own record in the run log; an exception is the turn's
+    exit 1, not the session's end."""
+    from tarbox import runs
+    from tarbox.wasi.python_session import PythonSession
+
+    with PythonSession(tb, tenant, runtime=py, name="nb") as s:
+        r1 = s.run("import json\nx = 40\nlog = open('log.txt', 'w')\nlog.write('one\\n'); log.flush()")
+        assert r1.ok, r1.stderr
+        assert tb.filesystem(tenant).read_file("/workspace/log.txt") == b"one\n"  # flushed: committed
+        r2 = s.run("x += 1\nlog.write(input() + '\\n'); log.flush()\nx", stdin=b"two\n")
+        assert (r2.ok, r2.stdout) == (True, b"41\n")  # the trailing expression is shown
+        assert tb.filesystem(tenant).read_file("/workspace/log.txt") == b"one\ntwo\n"
+        r3 = s.run("raise ValueError(x)")
+        assert r3.exit_code == 1 and b"ValueError: 41" in r3.stderr and s.ended is None
+        r4 = s.run("print(json.dumps({'x': x + 1}))")
+        assert r4.stdout == b'{"x": 42}\n'
+    assert s.ended == "closed"
+    commands = [r.command for r in runs.recent(tb, tenant)]
+    assert sum("session nb" in c for c in commands) == 4, commands
+    assert {r1.run_id, r2.run_id, r3.run_id, r4.run_id} <= {r.run_id for r in runs.recent(tb, tenant)}
+
+
+def test_a_session_ends_at_its_limits(tb, tenant, ws, py):
+    """The idle limit ends a session between turns (Python's atexit runs, its write kept);
+    a turn past its time ends it (wasm unwound the interpreter); the lifetime stops a turn
+    that would outlive it; a second turn at once is refused; quit() ends it."""
+    import time
+
+    from tarbox.wasi.python_session import PythonSession, SessionBusy, SessionEnded
+
+    idle = PythonSession(tb, tenant, runtime=py, idle_timeout=0.5)
+    assert idle.run("import atexit\natexit.register(lambda: open('bye.txt', 'w').write('bye'))").ok
+    time.sleep(1.5)
+    assert idle.ended == "idle"
+    with pytest.raises(SessionEnded, match="idle"):
+        idle.run("1")
+    assert tb.filesystem(tenant).read_file("/workspace/bye.txt") == b"bye"
+
+    slow = PythonSession(tb, tenant, runtime=py, timeout=0.5)
+    r = slow.run("while True: pass")
+    assert r.status is RunStatus.TIMEOUT and slow.ended == "timeout"
+    with pytest.raises(SessionEnded):
+        slow.run("1")
+
+    short = PythonSession(tb, tenant, runtime=py, lifetime=1.5, timeout=60)
+    t = time.monotonic()
+    r = short.run("while True: pass")
+    assert r.status is RunStatus.TIMEOUT and short.ended == "lifetime" and time.monotonic() - t < 10
+
+    busy = PythonSession(tb, tenant, runtime=py)
+    started = threading.Event()
+    worker = threading.Thread(target=lambda: (started.set(), busy.run("import time; time.sleep(1)")))
+    worker.start()
+    started.wait()
+    time.sleep(0.2)
+    with pytest.raises(SessionBusy):
+        busy.run("1")
+    worker.join()
+    assert busy.run("quit()").ok and busy.ended == "quit"

@@ -479,3 +479,37 @@ def test_fifty_concurrent_clients(server, tb, tenant, fs):
     assert sorted(n for n in view.listdir("/") if n.startswith("c")) == sorted(f"c{i}" for i in range(50))
     assert all(view.read_file(f"/c{i}/f{j}") == f"{i}:{j}".encode() for i in range(50) for j in range(4))
     assert sorted(view.listdir("/workspace")) == sorted(f"r{i}" for i in range(0, 50, 5))
+
+
+def test_python_sessions_over_rest(server, tb, tenant, fs):
+    """/v1/sessions: a session keeps state across turns, belongs to the token that opened
+    it (another token of the same tenant gets 404), is bounded per token, refuses bad
+    names and a cwd outside /workspace, and after DELETE answers 410 with the reason."""
+    fs.makedirs("/workspace/sub")
+    with client(server, tb, tenant) as api, client(server, tb, tenant) as other:
+        r = api.post("/v1/sessions", json={"name": "nb", "cwd": "/workspace/sub", "env": {"MODE": "x"}})
+        assert r.status_code == 201 and r.json()["session"] == "nb", r.text
+        assert api.post("/v1/sessions", json={"name": "nb"}).json()["error"]["code"] == "SESSION_EXISTS"
+        r = api.post("/v1/sessions/nb/turns", json={"code": "import os\nn = 1\nopen('t.txt', 'w').write(os.getcwd())"})
+        assert r.status_code == 200 and r.json()["exit_code"] == 0, r.text
+        assert fs.read_file("/workspace/sub/t.txt") == b"/workspace/sub"  # committed before the answer
+        assert {"op": "create", "path": "/workspace/sub/t.txt"} in r.json()["changed"]
+        r = api.post(
+            "/v1/sessions/nb/turns", json={"code": "n += 1\nprint(n, os.environ['MODE'], input())", "stdin": "in"}
+        )
+        assert r.json()["stdout"] == "2 x in\n", r.text
+        assert [s["session"] for s in api.get("/v1/sessions").json()] == ["nb"]
+        assert api.get("/v1/sessions/nb").json()["turns"] == 2
+        assert other.get("/v1/sessions").json() == []
+        assert other.post("/v1/sessions/nb/turns", json={"code": "n"}).status_code == 404
+        assert other.delete("/v1/sessions/nb").status_code == 404
+        assert api.post("/v1/sessions", json={"name": "../x"}).status_code == 400
+        assert error_of(api.post("/v1/sessions", json={"cwd": "/etc"}))["code"] == "INVALID_PATH"
+        extra = [api.post("/v1/sessions", json={}) for _ in range(4)]
+        assert [x.status_code for x in extra] == [201, 201, 201, 429]  # four per token, nb included
+        assert extra[-1].json()["error"]["code"] == "TOO_MANY_SESSIONS"
+        for x in extra[:3]:
+            assert api.delete(f"/v1/sessions/{x.json()['session']}").status_code == 204
+        assert api.delete("/v1/sessions/nb").status_code == 204
+        r = api.post("/v1/sessions/nb/turns", json={"code": "n"})
+        assert r.status_code == 410 and "closed" in error_of(r)["message"]

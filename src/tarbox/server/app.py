@@ -32,6 +32,7 @@ from tarbox.server import mcp as mcp_server
 from tarbox.server.auth import SCOPE_KEY, TokenAuth
 from tarbox.server.bodies import BodyGuard
 from tarbox.server.protocol import protocol_class
+from tarbox.server.sessions import Sessions
 from tarbox.server.workers import TenantShare, Workers
 from tarbox.server.workspace import Limits
 
@@ -53,8 +54,9 @@ class _McpByToken:
 def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0.1") -> FastAPI:
     limits = limits or Limits()
     workers = Workers(limits)
+    sessions = Sessions(limits)
     mcp_apps = [
-        mcp_server.build(tb, limits, workers, tools=tools).streamable_http_app(
+        mcp_server.build(tb, limits, workers, tools=tools, sessions=sessions).streamable_http_app(
             streamable_http_path="/mcp", stateless_http=True, json_response=True, host=host
         )
         for tools in (mcp_server.ALL_TOOLS, mcp_server.READ_TOOLS)
@@ -66,6 +68,7 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
             for sub in mcp_apps:
                 await stack.enter_async_context(sub.router.lifespan_context(sub))
             yield
+        sessions.close_all()  # each one's Python shuts down and its writes commit
         workers.close()  # runs and streams in progress end first (each bounded by its own limits)
         log.info("tarbox serve: stopped; committing and closing the database pools")
 
@@ -77,7 +80,7 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
         docs_url=None,
         redoc_url=None,
     )
-    app.state.tb, app.state.limits, app.state.workers = tb, limits, workers
+    app.state.tb, app.state.limits, app.state.workers, app.state.sessions = tb, limits, workers, sessions
     app.include_router(rest.router)
     openapi.install(app)
     console.install(app)

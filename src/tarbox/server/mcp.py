@@ -20,12 +20,13 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from tarbox.client import Tarbox
 from tarbox.server.auth import SCOPE_KEY
-from tarbox.server.errors import describe
+from tarbox.server.errors import ApiError, describe
+from tarbox.server.sessions import Sessions
 from tarbox.server.workers import CALL_SLOT, Workers
 from tarbox.server.workspace import Limits, Workspace, text_or_base64
 from tarbox.tokens import TokenInfo
@@ -40,10 +41,11 @@ WRITE_TOOLS = (
     "checkpoint",
     "rollback",
     "run_python",
+    "end_session",
     "run_wasm",
 )
 ALL_TOOLS = READ_TOOLS + WRITE_TOOLS
-RUN_TOOLS = ("run_python", "run_wasm")  # in the server's run threads, under its run caps
+RUN_TOOLS = ("run_python", "run_wasm", "end_session")  # in the server's run threads, under its run caps
 
 # (destructive, idempotent) of each tool that writes; the read tools are neither. No tool
 # reaches beyond the tenant's workspace (openWorldHint false): the sandbox has no network.
@@ -56,6 +58,7 @@ _WRITE_HINTS = {
     "checkpoint": (False, False),
     "rollback": (False, True),  # nothing is destroyed: the later layers stay
     "run_python": (True, False),
+    "end_session": (False, True),
     "run_wasm": (True, False),
 }
 
@@ -81,11 +84,13 @@ def capped(text: str, limit: int) -> tuple[str, bool]:
     return f"{head}\n[... {len(data) - 2 * half} bytes left out: the run log has them ...]\n{tail}", True
 
 
-def run_answer(result: dict, limit: int) -> CallToolResult:
+def run_answer(result: dict, limit: int, images: list[dict] | None = None) -> CallToolResult:
     """A run as a tool result: ``isError`` unless it exited 0, and stdout/stderr capped
     to ``limit`` bytes each for the model's context (the run log keeps more: the
-    ``runs`` tool with the run's id)."""
+    ``runs`` tool with the run's id); ``images`` (``Workspace.images``) after the text."""
     shown = dict(result)
+    if images:
+        shown["images"] = [i["path"] for i in images]
     for name in ("stdout", "stderr"):
         shown[name], cut = capped(result[name], limit)
         if cut:
@@ -93,7 +98,12 @@ def run_answer(result: dict, limit: int) -> CallToolResult:
             shown[f"{name}_bytes"] = len(result[name].encode("utf-8"))
     failed = result["status"] != "exited" or result["exit_code"] != 0
     return CallToolResult(
-        content=[TextContent(type="text", text=json.dumps(shown))], structured_content=shown, is_error=failed
+        content=[
+            TextContent(type="text", text=json.dumps(shown)),
+            *(ImageContent(type="image", data=i["data"], mime_type=i["mime"]) for i in images or ()),
+        ],
+        structured_content=shown,
+        is_error=failed,
     )
 
 
@@ -111,6 +121,7 @@ def build(
     *,
     fixed_token: TokenInfo | None = None,
     tools: tuple[str, ...] | None = None,
+    sessions: Sessions | None = None,
 ) -> MCPServer:
     """An MCP server offering ``tools`` (default: all; only the read tools when
     ``fixed_token`` is read-only). Over HTTP the token comes with each request;
@@ -134,6 +145,7 @@ def build(
         return Workspace(tb, token, limits)
 
     runner = workers or Workers(limits)
+    live = sessions or Sessions(limits)
 
     async def call(ctx: Context, name: str, fn: Callable[[Workspace], Any]) -> Any:
         try:
@@ -320,34 +332,66 @@ def build(
 
     @tool
     async def run_python(
-        code: Annotated[str, Field(description="Python 3.15 source, run as python -c")],
+        code: Annotated[str, Field(description="Python 3.15 source, run as python -c (or a turn of the session)")],
         ctx: Context,
-        args: Annotated[list[str] | None, Field(description="sys.argv[1:]")] = None,
+        session: Annotated[
+            str | None,
+            Field(
+                pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                description="a name of your choosing: calls with the same name share one interpreter "
+                "(variables, imports), opened by the first; omit for a fresh interpreter",
+            ),
+        ] = None,
+        args: Annotated[list[str] | None, Field(description="sys.argv[1:] (not with session)")] = None,
         stdin: Annotated[str, Field(description="text on standard input")] = "",
-        env: Annotated[dict[str, str] | None, Field(description="environment variables")] = None,
-        cwd: Annotated[str | None, Field(description="working directory, /workspace (default) or beneath")] = None,
+        env: Annotated[dict[str, str] | None, Field(description="environment (a session: at opening)")] = None,
+        cwd: Annotated[
+            str | None, Field(description="working directory, /workspace (default) or beneath (a session: at opening)")
+        ] = None,
         timeout: Annotated[float | None, Field(gt=0, description="seconds (the server caps it)")] = None,
         checkpoint_before: Annotated[bool, Field(description="checkpoint first, to diff or undo the run")] = False,
     ) -> CallToolResult:
         """Run Python in a WebAssembly sandbox: /workspace (the working directory) and a
         scratch /tmp, no network. numpy, pandas, scipy, scikit-learn, statsmodels,
-        matplotlib, sqlite3 and the standard library are there. Returns exit code, stdout,
-        stderr, status and the files it changed; an error result unless it exited 0. Long
-        output is cut to its head and tail (the runs tool with the run_id shows more)."""
-        result = await call(
-            ctx,
-            "run_python",
-            lambda ws: ws.run(
-                python=code,
-                args=args,
-                stdin=stdin.encode(),
-                env=env,
-                cwd=cwd,
-                timeout=timeout,
-                checkpoint_before=checkpoint_before,
-            ),
-        )
-        return run_answer(result, limits.output_to_model)
+        matplotlib, sqlite3 and the standard library are there. With ``session``, state
+        lives on between calls like a notebook (a trailing expression's value is printed);
+        a session ends after some idle minutes, at a trap or limit, or with end_session.
+        Returns exit code, stdout, stderr, status and the files it changed; an error result
+        unless it exited 0. Long output is cut to its head and tail (the runs tool with
+        the run_id shows more). Images the code saves in /workspace (PNG, JPEG, GIF,
+        WebP; plt.savefig('plot.png')) come back as image content."""
+
+        def work(ws: Workspace) -> dict:
+            if session is None:
+                result = ws.run(
+                    python=code,
+                    args=args,
+                    stdin=stdin.encode(),
+                    env=env,
+                    cwd=cwd,
+                    timeout=timeout,
+                    checkpoint_before=checkpoint_before,
+                )
+            else:
+                if args:
+                    raise ApiError(400, "INVALID", "args are for a fresh interpreter, not a session's turn")
+                if checkpoint_before:
+                    ws.checkpoint(f"before a turn of session {session}")
+                live.get_or_open(ws, session, env=env, cwd=cwd)
+                result = live.turn(ws, session, code, stdin=stdin.encode(), timeout=timeout)
+            return result, ws.images(result["changed"])
+
+        result, images = await call(ctx, "run_python", work)
+        return run_answer(result, limits.output_to_model, images)
+
+    @tool
+    async def end_session(
+        session: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a run_python session")],
+        ctx: Context,
+    ) -> dict:
+        """End a run_python session: its interpreter shuts down and what it wrote is kept."""
+        await call(ctx, "end_session", lambda ws: live.close(ws, session))
+        return {"ended": session}
 
     @tool
     async def run_wasm(

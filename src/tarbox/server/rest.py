@@ -434,6 +434,69 @@ def run_record(run_id: Annotated[str, PathParam(description="a run's id (a UUID)
     return ws.run_record(run_id)
 
 
+# ------------------------------------------------------------------- sessions
+
+
+def _sessions(request: Request):
+    return request.app.state.sessions
+
+
+SessionName = Annotated[str, PathParam(description="the session's name", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class SessionBody(Body):
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="default: one made up")
+    env: dict[str, Text] = Field({}, description="names without NUL or '='")
+    cwd: TenantPath | None = Field(None, description="the working directory: /workspace (default) or beneath")
+    idle_timeout: float | None = Field(None, gt=0, description="seconds unused before it ends (capped)")
+    lifetime: float | None = Field(None, gt=0, description="seconds it may live (capped)")
+    timeout: float | None = Field(None, gt=0, description="each turn's default seconds (capped)")
+    memory_limit: Integer | None = Field(None, gt=0, description="bytes of the interpreter's memory (capped)")
+
+
+class TurnBody(Body):
+    code: Text = Field(description="Python source, run in the session's __main__")
+    stdin: str = ""
+    stdin_base64: str | None = Field(None, pattern=_BASE64)
+    timeout: float | None = Field(None, gt=0, description="seconds (capped by the server)")
+
+
+@router.post("/sessions", status_code=201, summary="Open a Python session (state kept across turns)")
+async def open_session(body: SessionBody, request: Request, ws: WS) -> dict:
+    options = body.model_dump(exclude={"name"})
+    return await _workers(request).run(
+        ws.tenant_id, ws.token.id, lambda: _sessions(request).open(ws, body.name, **options)
+    )
+
+
+@router.get("/sessions", summary="This token's open Python sessions")
+async def list_sessions(request: Request, ws: WS) -> list[dict]:
+    return _sessions(request).list(ws)
+
+
+@router.get("/sessions/{name}", summary="One Python session")
+async def get_session(name: SessionName, request: Request, ws: WS) -> dict:
+    from tarbox.server.sessions import describe as describe_session
+
+    return describe_session(_sessions(request).get(ws, name))
+
+
+@router.post("/sessions/{name}/turns", summary="Run code in a session; the turn's writes commit when it ends")
+async def session_turn(name: SessionName, body: TurnBody, request: Request, ws: WS) -> dict:
+    stdin = _decode(body.stdin_base64, "stdin_base64") if body.stdin_base64 else body.stdin.encode()
+    sessions = _sessions(request)
+    sessions.get(ws, name)  # 404/410 before waiting for a run slot
+    return await _workers(request).run(
+        ws.tenant_id, ws.token.id, lambda: sessions.turn(ws, name, body.code, stdin=stdin, timeout=body.timeout)
+    )
+
+
+@router.delete("/sessions/{name}", status_code=204, summary="End a session (Python shuts down, writes commit)")
+async def close_session(name: SessionName, request: Request, ws: WS) -> Response:
+    await _thread(_sessions(request).close, ws, name)
+    return Response(status_code=204)
+
+
 # ------------------------------------------------------------------------ tar
 
 

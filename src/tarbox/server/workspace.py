@@ -64,6 +64,10 @@ class Limits:
     header_timeout: float = 10.0  # seconds a connection may take to send a request's headers
     read_limit: int = 16 << 20  # bytes one MCP read_file returns at most
     output_to_model: int = 64 << 10  # bytes of a run's stdout (and stderr) an MCP answer carries
+    sessions_per_token: int = 4  # Python sessions open at once (each holds an interpreter)
+    max_sessions: int = 32  # ... in the whole server
+    session_idle: float = 600.0  # seconds a session may sit unused before it ends
+    session_lifetime: float = 3600.0  # seconds a session may live
 
 
 def _committed(method):
@@ -431,6 +435,48 @@ class Workspace:
             "changed": changes_of(self.fs().audit(run_id=found.run_id)),
         }
 
+    def images(self, changed: list[dict], *, most: int = 4, max_bytes: int = 4 << 20) -> list[dict]:
+        """The images among files a run wrote (``changed``), as an MCP answer carries
+        them: the first ``most`` still there, each at most ``max_bytes``, its type told
+        by its first bytes (not its name). Rows of ``path``, ``mime``, ``data`` (base64)."""
+        fs, out, seen = self.fs(), [], set()
+        for change in changed:
+            path = change.get("path2") or change["path"]
+            if path in seen or not path.lower().endswith(_IMAGE_SUFFIXES):
+                continue
+            seen.add(path)
+            try:
+                st = fs.lstat(path)
+                if not st.is_file or st.size > max_bytes:
+                    continue
+                data = fs.read_file(path)
+            except OSError:
+                continue  # removed or renamed again since
+            mime = _image_type(data)
+            if mime is not None:
+                out.append({"path": path, "mime": mime, "data": base64.b64encode(data).decode()})
+                if len(out) >= most:
+                    break
+        return out
+
+    def python_cwd(self, cwd: str) -> str:
+        """A Python working directory: ``/workspace`` or beneath it, normalised."""
+        cwd = posixpath.normpath(clean_path(cwd))
+        if cwd != "/workspace" and not cwd.startswith("/workspace/"):
+            raise ApiError(400, "INVALID_PATH", f"cwd must be /workspace or beneath it, not {cwd}")
+        return cwd
+
+    def check_args(self, args: list[str] | None, env: dict[str, str] | None) -> None:
+        """Refuse what a guest could not receive whole: NUL in arguments or environment,
+        names that are empty or hold '='."""
+        bad = [name for name in env or {} if not name or "=" in name or "\0" in name]
+        if bad:
+            raise ApiError(422, "INVALID_ENV", f"environment names may not be empty or hold '=' or NUL: {bad[0]!r}")
+        # a guest gets its arguments and environment as NUL-terminated strings: one holding
+        # a NUL would reach it cut short, so it is refused before anything runs
+        if any("\0" in a for a in args or []) or any("\0" in v for v in (env or {}).values()):
+            raise ApiError(422, "INVALID_ARGS", "arguments and environment values may not hold NUL")
+
     def run(
         self,
         *,
@@ -455,16 +501,8 @@ class Workspace:
         if cwd is not None:
             if python is None:
                 raise ApiError(400, "INVALID", "cwd is for Python runs (a WASI module has no working directory)")
-            cwd = posixpath.normpath(clean_path(cwd))
-            if cwd != "/workspace" and not cwd.startswith("/workspace/"):
-                raise ApiError(400, "INVALID_PATH", f"cwd must be /workspace or beneath it, not {cwd}")
-        bad = [name for name in env or {} if not name or "=" in name or "\0" in name]
-        if bad:
-            raise ApiError(422, "INVALID_ENV", f"environment names may not be empty or hold '=' or NUL: {bad[0]!r}")
-        # a guest gets its arguments and environment as NUL-terminated strings: one holding
-        # a NUL would reach it cut short, so it is refused before anything runs
-        if any("\0" in a for a in args or []) or any("\0" in v for v in (env or {}).values()):
-            raise ApiError(422, "INVALID_ARGS", "arguments and environment values may not hold NUL")
+            cwd = self.python_cwd(cwd)
+        self.check_args(args, env)
         if self.read_only and checkpoint_before:
             raise ApiError(403, "READ_ONLY_TOKEN", "a read-only token cannot checkpoint", 30)
         limits = {
@@ -496,17 +534,37 @@ class Workspace:
             host = WasiHost(self.tb, self.tenant_id, "/workspace", **limits)
             argv = ["main.wasm", *(args or [])]
             result = host.run(wasm, argv, env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)
-        return {
-            "run_id": str(result.run_id) if result.run_id else None,
-            "status": result.status.value,
-            "exit_code": result.exit_code,
-            "stdout": result.stdout.decode("utf-8", "replace"),
-            "stderr": result.stderr.decode("utf-8", "replace"),
-            "duration": result.duration,
-            "trap": result.trap,
-            "checkpoint": result.checkpoint,
-            "changed": changes_of(result.audit),
-        }
+        return result_dict(result)
+
+
+def result_dict(result) -> dict:
+    """A run's result (``tarbox.wasi.RunResult``) as both front ends return it."""
+    return {
+        "run_id": str(result.run_id) if result.run_id else None,
+        "status": result.status.value,
+        "exit_code": result.exit_code,
+        "stdout": result.stdout.decode("utf-8", "replace"),
+        "stderr": result.stderr.decode("utf-8", "replace"),
+        "duration": result.duration,
+        "trap": result.trap,
+        "checkpoint": result.checkpoint,
+        "changed": changes_of(result.audit),
+    }
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+
+
+def _image_type(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
 
 
 def _linear_regex(pattern: str):
