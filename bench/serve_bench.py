@@ -201,7 +201,7 @@ def main() -> None:
         from tarbox.wasi.python import PythonRuntime
 
         py = PythonRuntime()
-        py.run(tb, tenant, "print(1)")  # installs the stdlib once, warms the module cache
+        py.run(tb, tenant, "print(1)")  # fetches and compiles the runtime once per machine (cached on disk)
         api.post("/v1/runs", json={"python": "print(1)"}).raise_for_status()  # warms the server's
         local = timed_each(lambda i: py.run(tb, tenant, "print(1)"), 5)
         remote = timed_each(lambda i: api.post("/v1/runs", json={"python": "print(1)"}).raise_for_status(), 5)
