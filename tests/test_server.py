@@ -505,6 +505,8 @@ def test_python_sessions_over_rest(server, tb, tenant, fs):
         assert other.delete("/v1/sessions/nb").status_code == 404
         assert api.post("/v1/sessions", json={"name": "../x"}).status_code == 400
         assert error_of(api.post("/v1/sessions", json={"cwd": "/etc"}))["code"] == "INVALID_PATH"
+        small = api.post("/v1/sessions", json={"memory_limit": 65536})  # below the interpreter's own size
+        assert small.status_code == 422 and error_of(small)["code"] == "SESSION_FAILED", small.text
         extra = [api.post("/v1/sessions", json={}) for _ in range(4)]
         assert [x.status_code for x in extra] == [201, 201, 201, 429]  # four per token, nb included
         assert extra[-1].json()["error"]["code"] == "TOO_MANY_SESSIONS"

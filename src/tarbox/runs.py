@@ -52,6 +52,24 @@ def storable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
 
 
+def record_result(tb: Tarbox, tenant_id: uuid.UUID, result, *, started_at: datetime, command: str) -> None:
+    """``record`` of a finished ``tarbox.wasi.RunResult``."""
+    record(
+        tb,
+        tenant_id,
+        run_id=result.run_id,
+        started_at=started_at,
+        duration=result.duration,
+        command=command,
+        status=result.status.value,
+        exit_code=result.exit_code,
+        trap=result.trap,
+        checkpoint=result.checkpoint,
+        stdout=result.stdout,
+        stderr=result.stderr,
+    )
+
+
 def record(
     tb: Tarbox,
     tenant_id: uuid.UUID,

@@ -34,6 +34,10 @@ def serve(
     body_timeout: Annotated[float, typer.Option(help="Longest pause in a request body (s).", min=0.1)] = 30.0,
     header_timeout: Annotated[float, typer.Option(help="Longest wait for request headers (s).", min=0.1)] = 10.0,
     max_upload: Annotated[int, typer.Option(help="Largest file upload or tar import (bytes).", min=1)] = 16 << 30,
+    sessions_per_token: Annotated[int, typer.Option(help="Python sessions one token may hold.", min=0)] = 4,
+    max_sessions: Annotated[int, typer.Option(help="Python sessions in the whole server.", min=0)] = 32,
+    session_idle: Annotated[float, typer.Option(help="Longest a session may sit unused (s).", min=1)] = 600.0,
+    session_lifetime: Annotated[float, typer.Option(help="Longest a session may live (s).", min=1)] = 3600.0,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the HTTP API (/v1), MCP (/mcp) and the web console (/ui/) for agents and
@@ -51,6 +55,10 @@ def serve(
         body_timeout=body_timeout,
         header_timeout=header_timeout,
         max_upload=max_upload,
+        sessions_per_token=sessions_per_token,
+        max_sessions=max_sessions,
+        session_idle=session_idle,
+        session_lifetime=session_lifetime,
     )
     if max_runs is not None:
         limits.max_runs = max_runs

@@ -35,7 +35,7 @@ _ERRORS = {
     "400": "Bad request: a malformed parameter, path or body, or one the operation cannot apply",
     "401": "Missing, malformed, unknown, expired or revoked token",
     "403": "Not allowed with this token (read-only, admin, or a tenant token on /v1/tenants)",
-    "404": "No such file, directory, layer, branch, run or tenant",
+    "404": "No such file, directory, layer, branch, run, session or tenant",
     "409": "Conflicts with what exists (EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, ...)",
     "413": "Body over the server's limit, or a file over the tenant's size limit (EFBIG)",
     "422": "Well-formed, but its content cannot be applied (not a tar archive, a bad environment name)",
@@ -44,6 +44,7 @@ _ERRORS = {
     "507": "The tenant's quota is exhausted (EDQUOT; nothing was changed)",
 }
 _BODY_ERRORS = {"408": "The request body paused for longer than the server's body timeout"}
+_SESSION_ERRORS = {"410": "The session has ended (the message says why); after ten minutes, 404"}
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ARCHIVE = {"application/x-tar": _BINARY, "application/gzip": _BINARY, "application/zstd": _BINARY}
@@ -113,6 +114,7 @@ def complete(spec: dict) -> None:
             for status, text in {
                 **_ERRORS,
                 **(_BODY_ERRORS if "requestBody" in op or (path, method) in _RAW_BODIES else {}),
+                **(_SESSION_ERRORS if path.startswith("/v1/sessions/") else {}),
             }.items():
                 responses.setdefault(status, {"description": text, "content": error_ref})
             for status, response in _CONTENT.get((path, method), {}).items():

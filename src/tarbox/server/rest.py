@@ -21,7 +21,7 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sse_starlette.sse import EventSourceResponse
 
 from tarbox.client import QUOTA_MAX
@@ -62,6 +62,10 @@ def _json_integer(value):
 
 
 Integer = Annotated[int, BeforeValidator(_json_integer)]
+# pydantic writes a bound on Integer as a bare "gt" (no JSON Schema keyword): say it here
+PositiveInteger = Annotated[
+    int, BeforeValidator(_json_integer), Field(gt=0), WithJsonSchema({"type": "integer", "exclusiveMinimum": 0})
+]
 
 
 class Body(BaseModel):
@@ -354,7 +358,7 @@ class RunBody(Body):
     stdin_base64: str | None = Field(None, pattern=_BASE64)
     cwd: TenantPath | None = Field(None, description="Python's working directory: /workspace (default) or beneath")
     timeout: float | None = Field(None, gt=0, description="seconds (capped by the server)")
-    memory_limit: Integer | None = Field(None, gt=0, description="bytes (capped by the server)")
+    memory_limit: PositiveInteger | None = Field(None, description="bytes (capped by the server)")
     checkpoint_before: bool = False
     stream: bool = Field(False, description="Server-Sent Events: stdout/stderr as they come, then the result")
 
@@ -451,7 +455,7 @@ class SessionBody(Body):
     idle_timeout: float | None = Field(None, gt=0, description="seconds unused before it ends (capped)")
     lifetime: float | None = Field(None, gt=0, description="seconds it may live (capped)")
     timeout: float | None = Field(None, gt=0, description="each turn's default seconds (capped)")
-    memory_limit: Integer | None = Field(None, gt=0, description="bytes of the interpreter's memory (capped)")
+    memory_limit: PositiveInteger | None = Field(None, description="bytes of the interpreter's memory (capped)")
 
 
 class TurnBody(Body):
@@ -576,10 +580,18 @@ def _admin(request: Request):
     return request.app.state.tb
 
 
+Quota = Annotated[
+    int,
+    BeforeValidator(_json_integer),
+    Field(ge=0, le=QUOTA_MAX),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": QUOTA_MAX}),
+]
+
+
 class TenantBody(Body):
     name: BranchName
-    quota_bytes: Integer | None = Field(None, ge=0, le=QUOTA_MAX, description="bytes stored at most (none: unlimited)")
-    quota_inodes: Integer | None = Field(None, ge=0, le=QUOTA_MAX, description="inodes at most (none: unlimited)")
+    quota_bytes: Quota | None = Field(None, description="bytes stored at most (none: unlimited)")
+    quota_inodes: Quota | None = Field(None, description="inodes at most (none: unlimited)")
 
 
 @router.get("/tenants", summary="Every tenant with usage and quotas (admin tokens)")

@@ -17,7 +17,7 @@ import uuid
 
 from tarbox.server.errors import ApiError
 from tarbox.server.workspace import Workspace, result_dict
-from tarbox.wasi.python_session import PythonSession, SessionBusy, SessionEnded
+from tarbox.wasi.python_session import PythonSession, SessionBusy, SessionEnded, SessionFailed
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 KEEP_ENDED = 600.0  # seconds an ended session's reason stays to be told
@@ -79,6 +79,8 @@ class Sessions:
                 read_only=ws.read_only,
                 name=name,
             )
+        except SessionFailed as exc:
+            raise ApiError(422, "SESSION_FAILED", str(exc)) from None
         finally:
             with self._lock:
                 self._opening[ws.token.id] -= 1

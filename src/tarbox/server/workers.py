@@ -56,6 +56,8 @@ def is_stream(method: str, path: str) -> bool:
         return True
     if path.startswith("/v1/files/"):
         return method in ("GET", "PUT")
+    if path == "/v1/sessions" or path.endswith("/turns"):  # opening a session, a turn: runs
+        return method == "POST" and path.startswith("/v1/sessions")
     return path == "/v1/runs" and method == "POST"
 
 

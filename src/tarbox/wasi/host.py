@@ -209,20 +209,8 @@ class WasiHost:
         r.run_id = fs.run_id
         r._audit_of = fs
         if self.record_run:
-            runs.record(
-                self.tb,
-                fs.tenant_id,
-                run_id=r.run_id,
-                started_at=started_at,
-                duration=r.duration,
-                command=command if command is not None else shlex.join(args or []),
-                status=r.status.value,
-                exit_code=r.exit_code,
-                trap=r.trap,
-                checkpoint=checkpoint,
-                stdout=r.stdout,
-                stderr=r.stderr,
-            )
+            command = command if command is not None else shlex.join(args or [])
+            runs.record_result(self.tb, fs.tenant_id, r, started_at=started_at, command=command)
         return r
 
     def _with_shim(self, wasm: bytes, digest: str, component):

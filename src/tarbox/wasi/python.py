@@ -247,7 +247,7 @@ class PythonRuntime:
         user = ["-c", code] if code is not None else [script_path]
         user += args or []
         host = self.host(tb, tenant, workspace, **host_kwargs)
-        command = shlex.join(["python", *(user if code is None else ["-c", _abbreviated(code), *(args or [])])])
+        command = shlex.join(["python", *(user if code is None else ["-c", abbreviated(code), *(args or [])])])
         return host.run(
             self.program(),
             self.argv(user, cwd),
@@ -283,5 +283,6 @@ def local_tree(directory: Path, *, max_files: int = 10_000, max_bytes: int = 256
     return tree
 
 
-def _abbreviated(code: str, limit: int = 200) -> str:
+def abbreviated(code: str, limit: int = 200) -> str:
+    """Code as a run log's command shows it: its first ``limit`` characters."""
     return code if len(code) <= limit else code[:limit] + "..."

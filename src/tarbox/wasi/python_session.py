@@ -34,7 +34,7 @@ from tarbox.wasi import engine as engines
 from tarbox.wasi.core import DescriptorFlags
 from tarbox.wasi.host import _no_host
 from tarbox.wasi.preview1 import Preview1
-from tarbox.wasi.python import ARGV0, PythonRuntime
+from tarbox.wasi.python import ARGV0, PythonRuntime, abbreviated
 from tarbox.wasi.state import Output
 from tarbox.wasi.types import RunResult, RunStatus
 
@@ -57,6 +57,10 @@ class SessionEnded(TarboxError):
     def __init__(self, session_id: str, reason: str) -> None:
         super().__init__(f"python session {session_id} has ended ({reason})")
         self.reason = reason
+
+
+class SessionFailed(TarboxError):
+    """The interpreter could not start (a memory limit below what it needs, say)."""
 
 
 class SessionBusy(TarboxError):
@@ -109,7 +113,7 @@ class PythonSession:
         error = engines.on_big_stack(self._open, self.runtime.env(env, self.cwd))
         if error is not None:
             self._release()
-            raise TarboxError(f"the Python session could not start: {error}")
+            raise SessionFailed(f"the Python session could not start: {error}")
         self._arm_reaper()
 
     # ----------------------------------------------------------------- opening
@@ -203,20 +207,8 @@ class PythonSession:
         r = RunResult(status, code_, bytes(self._out.stdout), bytes(self._out.stderr), time.monotonic() - t0, trap)
         r.stats, r.checkpoint, r.run_id, r._audit_of = stats, checkpoint, fs.run_id, fs
         if self._host.record_run:
-            runs.record(
-                self._host.tb,
-                fs.tenant_id,
-                run_id=r.run_id,
-                started_at=started_at,
-                duration=r.duration,
-                command=shlex.join(["python", "session", self.name, f"turn {self.turns}", _abbreviated(code)]),
-                status=r.status.value,
-                exit_code=r.exit_code,
-                trap=r.trap,
-                checkpoint=checkpoint,
-                stdout=r.stdout,
-                stderr=r.stderr,
-            )
+            command = shlex.join(["python", "session", self.name, f"turn {self.turns}", abbreviated(code)])
+            runs.record_result(self._host.tb, fs.tenant_id, r, started_at=started_at, command=command)
         return r
 
     def _call_turn(self, code: str, timeout: float | None) -> tuple[RunStatus, int, str | None]:
@@ -265,7 +257,8 @@ class PythonSession:
             return
         if self._reaper is not None:
             self._reaper.cancel()
-        self._reaper = threading.Timer(max(0.0, min(due) - time.monotonic()), self._reap)
+        # at most a day at a time (threading's waits overflow on huge ones); _reap re-arms
+        self._reaper = threading.Timer(min(86400.0, max(0.0, min(due) - time.monotonic())), self._reap)
         self._reaper.daemon = True
         self._reaper.start()
 
@@ -328,7 +321,3 @@ class PythonSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _abbreviated(code: str, limit: int = 200) -> str:
-    return code if len(code) <= limit else code[:limit] + "..."
