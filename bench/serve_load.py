@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import multiprocessing
 import os
 import socket
 import statistics
@@ -92,7 +93,9 @@ def slow_imports(url: str, token: str, stop: threading.Event, n: int = 100) -> N
         s.close()
 
 
-def runs_at_limits(url: str, tokens: list[str], stop: threading.Event, wasm: str, n: int = 20) -> None:
+def runs_at_limits(url: str, tokens: list[str], stop: threading.Event, n: int = 20) -> None:
+    wasm = base64.b64encode(guest("limits")).decode()
+
     def loop(i: int) -> None:
         args = ["spin"] if i % 2 else ["alloc"]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"}) as api:
@@ -140,11 +143,28 @@ def redos_greps(url: str, token: str, stop: threading.Event, n: int = 8) -> None
         t.join(30)
 
 
+LOADS = {"imports": slow_imports, "runs": runs_at_limits, "greps": redos_greps}
+
+
+def _load_process(kind: str, args: tuple, stop, nice: int) -> None:
+    """A's load in a process of its own (its clients share no interpreter with B's)."""
+    if nice:
+        os.nice(nice)
+    LOADS[kind](*args, stop)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--probes", type=int, default=300)
     ap.add_argument("--soak", type=int, default=200)
     ap.add_argument("--only", default="", help="comma-separated scenario numbers (1-3), e.g. 2")
+    ap.add_argument(
+        "--load-in",
+        choices=("process", "thread"),
+        default="process",
+        help="A's clients in a process of their own (default), or in threads of B's (shared GIL)",
+    )
+    ap.add_argument("--load-nice", type=int, default=0, help="nice level of A's load process")
     a = ap.parse_args()
 
     url = ensure_database(embedded_server_url(), f"tarbox_load_{uuid.uuid4().hex[:8]}")
@@ -159,9 +179,9 @@ def main() -> None:
     wasm = base64.b64encode(guest("limits")).decode()
     scenarios = [
         ("idle", None),
-        ("A: 100 slow imports", lambda stop: slow_imports(server.url, tokens_a[0], stop)),
-        ("A: 20 runs at their limits", lambda stop: runs_at_limits(server.url, tokens_a, stop, wasm)),
-        ("A: ReDoS greps (8 MCP clients)", lambda stop: redos_greps(server.url, tokens_a[0], stop)),
+        ("A: 100 slow imports", ("imports", (server.url, tokens_a[0]))),
+        ("A: 20 runs at their limits", ("runs", (server.url, tokens_a))),
+        ("A: ReDoS greps (8 MCP clients)", ("greps", (server.url, tokens_a[0]))),
     ]
     if a.only:
         keep = {int(x) for x in a.only.split(",")}
@@ -170,9 +190,17 @@ def main() -> None:
     try:
         probe(server.url, token_b, 30)  # warm-up
         idle_p99 = None
+        spawn = multiprocessing.get_context("spawn")
         for name, load in scenarios:
-            stop = threading.Event()
-            t = threading.Thread(target=load, args=(stop,), daemon=True) if load else None
+            t = None
+            if load is None:
+                stop = threading.Event()
+            elif a.load_in == "thread":
+                stop = threading.Event()
+                t = threading.Thread(target=LOADS[load[0]], args=(*load[1], stop), daemon=True)
+            else:
+                stop = spawn.Event()
+                t = spawn.Process(target=_load_process, args=(load[0], load[1], stop, a.load_nice), daemon=True)
             if t:
                 t.start()
                 time.sleep(3)  # let the load take hold
@@ -200,7 +228,9 @@ def main() -> None:
     finally:
         server.stop()
         tb.close()
-    table = Table(title="tenant B's latency while tenant A loads the server (ms, one client, sequential)")
+    where = "A's clients in a process of their own" if a.load_in == "process" else "A's clients in threads of B's"
+    where += f", nice {a.load_nice}" if a.load_nice else ""
+    table = Table(title=f"tenant B's latency while tenant A loads the server (ms, one client, sequential; {where})")
     for col in ("scenario", "B p50", "B p99", "p99 / idle p99", "target <= 2x"):
         table.add_column(col, justify="right" if col != "scenario" else "left")
     for row in rows:
