@@ -78,3 +78,50 @@ def test_plain_shares_cap_each_key_and_forget_idle_ones():
         assert shares.held() == 0
 
     asyncio.run(go())
+
+
+def test_a_tenants_waiters_go_first_come_first_served():
+    async def go():
+        shares = FairShares(cap=1, contended=1, wait=5)
+        held = await shares.take("a", "requests", "X")
+        order: list[int] = []
+
+        async def wait_then_note(i: int) -> None:
+            release = await shares.take("a", "requests", "X")
+            order.append(i)
+            await asyncio.sleep(0.01)
+            release()
+
+        waiters = []
+        for i in range(6):
+            waiters.append(asyncio.ensure_future(wait_then_note(i)))
+            await asyncio.sleep(0)  # each one in line before the next comes
+        await asyncio.sleep(0.05)
+        assert order == []  # the one slot is still held
+        held()
+        await asyncio.wait_for(asyncio.gather(*waiters), 5)
+        assert order == list(range(6))
+        assert shares.held() == 0 and not shares._lines  # nothing left in line
+
+    asyncio.run(go())
+
+
+def test_a_tenant_with_work_waiting_pauses_as_long_as_its_last_took_while_another_is_active():
+    async def go():
+        shares = FairShares(cap=4, contended=1, wait=5, paced=True)
+        release_b = await shares.take("b", "requests", "X")  # b is active
+        first = await shares.take("a", "requests", "X")
+        second = asyncio.ensure_future(shares.take("a", "requests", "X"))  # a's backlog
+        await asyncio.sleep(0.2)  # a's first takes 0.2 s
+        first()
+        released = time.monotonic()
+        release_second = await asyncio.wait_for(second, 5)
+        assert time.monotonic() - released >= 0.2 * 0.9  # a paused as long as its work took
+        release_second()
+        # b, with nothing waiting, is not paced: its next starts at once
+        release_b()
+        t0 = time.monotonic()
+        (await shares.take("b", "requests", "X"))()
+        assert time.monotonic() - t0 < 0.1
+
+    asyncio.run(go())

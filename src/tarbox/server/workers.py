@@ -25,6 +25,7 @@ A slot is given back when its work ends, not when its client leaves.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import os
@@ -283,13 +284,26 @@ class FairShares:
     have only ``contended``. Python runs one thread at a time, so a tenant with eight
     requests in progress against another's one would get eight times the server;
     this way each active tenant gets about an equal part, and a tenant alone gets all
-    of it. Waiters wait on the event loop up to ``wait`` seconds, then get 429."""
+    of it. A tenant's waiters stand in line on the event loop, first come first
+    served, up to ``wait`` seconds, then get 429; only the first of the line is woken
+    when one of the tenant's slots is given back (waking them all would cost the loop
+    as much as a flood's requests themselves).
 
-    def __init__(self, cap: int, contended: int, wait: float, activity: Activity | None = None) -> None:
+    ``paced``: a tenant that has more waiting when one of its slots is given back,
+    while ``n`` tenants are active, pauses ``n - 1`` times as long as that work took
+    (at most ``Activity.ACTIVE``) before its next starts. A count of slots is not a
+    share of the event loop: a flood of cheap requests, one in progress at a time,
+    still had the loop nearly all the time; paced, it has at most its ``1/n``."""
+
+    def __init__(
+        self, cap: int, contended: int, wait: float, activity: Activity | None = None, *, paced: bool = False
+    ) -> None:
         self.cap, self.contended, self.wait = cap, max(1, min(contended, cap)), wait
         self.activity = activity or Activity()
+        self.paced = paced
         self._in: dict[object, int] = {}
-        self._changed = asyncio.Condition()
+        self._lines: dict[object, collections.deque[_InLine]] = {}
+        self._not_before: dict[object, float] = {}  # paced tenants: when the next may start
 
     def cap_of(self, now: float) -> int:
         return self.cap if self.activity.count(now) <= 1 else self.contended
@@ -301,54 +315,77 @@ class FairShares:
     async def take(self, key: object, what: str, code: str) -> Callable[[], None]:
         self.activity.enter(key)
         try:
-            async with self._changed:
-                ok = await _wait_for(
-                    self._changed, lambda: self._in.get(key, 0) < self.cap_of(time.monotonic()), self.wait
-                )
-                if not ok:
-                    raise ApiError(
-                        429, code, f"this tenant has its share of {what} in progress and more waiting; retry later"
-                    )
-                self._in[key] = self._in.get(key, 0) + 1
-                self._changed.notify_all()  # others' share may have shrunk or grown
+            await self._wait_in_line(key, what, code)
         except BaseException:
             self.activity.leave(key)
             raise
         done = False
+        started = time.monotonic()
 
         def release() -> None:
             nonlocal done
             if done:
                 return
             done = True
+            now = time.monotonic()
+            active = self.activity.count(now)
+            if self.paced and key in self._lines and active > 1:
+                # its share of time, as each of the others could have had as much
+                self._not_before[key] = now + min((active - 1) * (now - started), Activity.ACTIVE)
             self._in[key] -= 1
             if not self._in[key]:
                 del self._in[key]
             self.activity.leave(key)
-            asyncio.ensure_future(self._notify())
+            self._ring(key)
 
         return release
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-
-async def _wait_for(cond: asyncio.Condition, predicate: Callable[[], bool], timeout: float) -> bool:
-    """``cond.wait_for(predicate)`` for at most ``timeout`` seconds, looking again every
-    ``Activity.ACTIVE`` seconds (a share grows back when others fall idle, which no
-    one announces). Called with ``cond`` held; returns whether ``predicate`` held."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
+    async def _wait_in_line(self, key: object, what: str, code: str) -> None:
+        """Return holding one of ``key``'s slots, once it is first in line and has room."""
+        deadline = time.monotonic() + self.wait
+        line = self._lines.setdefault(key, collections.deque())
+        me = _InLine()
+        line.append(me)
         try:
-            with anyio.fail_after(min(left, Activity.ACTIVE)):
-                await cond.wait()
-        except TimeoutError:
-            pass
-    return True
+            while True:
+                now = time.monotonic()
+                pause = self._not_before.get(key, 0.0) - now
+                if line[0] is me and self._in.get(key, 0) < self.cap_of(now) and pause <= 0:
+                    break
+                left = deadline - now
+                if left <= 0:
+                    raise ApiError(
+                        429, code, f"this tenant has its share of {what} in progress and more waiting; retry later"
+                    )
+                me.bell = asyncio.get_running_loop().create_future()
+                # looked at again every ACTIVE seconds: a share grows back when the
+                # other tenants fall idle, which no one announces
+                await asyncio.wait((me.bell,), timeout=min(left, Activity.ACTIVE, pause if pause > 0 else left))
+            self._not_before.pop(key, None)
+            self._in[key] = self._in.get(key, 0) + 1
+        finally:
+            line.remove(me)
+            if not line:
+                del self._lines[key]
+                self._not_before.pop(key, None)
+            self._ring(key)  # the next in line may have room too
+
+    def _ring(self, key: object) -> None:
+        """Wake the first of ``key``'s line (it looks whether it may go)."""
+        line = self._lines.get(key)
+        if line:
+            bell = line[0].bell
+            if bell is not None and not bell.done():
+                bell.set_result(None)
+
+
+class _InLine:
+    """One waiter of :class:`FairShares`: the future it sleeps on."""
+
+    __slots__ = ("bell",)
+
+    def __init__(self) -> None:
+        self.bell: asyncio.Future[None] | None = None
 
 
 class TenantShare:
@@ -358,7 +395,7 @@ class TenantShare:
 
     def __init__(self, app: ASGIApp, limits, scope_key: str, activity: Activity) -> None:
         self.app, self.key = app, scope_key
-        self._shares = FairShares(limits.calls_per_tenant, limits.fair_calls, limits.queue_wait, activity)
+        self._shares = FairShares(limits.calls_per_tenant, limits.fair_calls, limits.queue_wait, activity, paced=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = scope.get(self.key) if scope["type"] == "http" else None
