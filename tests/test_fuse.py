@@ -126,7 +126,33 @@ def script(root: Path) -> list:
     do("open missing", lambda: open(r / "nope"))  # noqa: SIM115
     do("excl create", lambda: os.close(os.open(r / "h", os.O_CREAT | os.O_EXCL | os.O_WRONLY)))
     do("big dir", lambda: [(r / f"n{i:04}").write_bytes(b"") for i in range(1500)] and len(os.listdir(r)))
+    # owners, special files and times (as root: the suite's runs are)
+    do("chown", lambda: os.chown(r / "h", 123, 456))
+    do("owner", lambda: (os.lstat(r / "h").st_uid, os.lstat(r / "h").st_gid))
+    do("chown keeps with -1", lambda: os.chown(r / "h", -1, 789) or os.lstat(r / "h").st_uid)
+    do("setgid dir", lambda: os.mkdir(r / "g2") or os.chown(r / "g2", -1, 777) or os.chmod(r / "g2", 0o2775))
+    do("inherits group", lambda: (r / "g2" / "f").write_bytes(b"") or os.lstat(r / "g2" / "f").st_gid)
+    do("inherits setgid", lambda: os.mkdir(r / "g2" / "sub") or oct(os.lstat(r / "g2" / "sub").st_mode))
+    do("mkfifo", lambda: os.mkfifo(r / "fifo", 0o640) or oct(os.lstat(r / "fifo").st_mode))
+    do("mknod regular", lambda: os.mknod(r / "reg", 0o600 | 0o100000) or oct(os.lstat(r / "reg").st_mode))
+    do("mknod char", lambda: os.mknod(r / "chr", 0o600 | 0o20000, os.makedev(1, 3)) or os.lstat(r / "chr").st_rdev)
+    do("socket", lambda: _bind_unix(r / "sock") or oct(os.lstat(r / "sock").st_mode))
+    do("listdir types", lambda: sorted((e.name, e.is_file(follow_symlinks=False)) for e in _scan(r) if len(e.name) < 5))
+    do("touch now", lambda: os.utime(r / "reg") or os.lstat(r / "reg").st_mtime_ns > 1_600_000_000 * 10**9)
+    do("unlink fifo", lambda: os.unlink(r / "fifo"))
     return out
+
+
+def _bind_unix(p: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(p))
+
+
+def _scan(p: Path) -> list:
+    with os.scandir(p) as it:
+        return [e for e in it]
 
 
 def _pwrite(p: Path, data: bytes, off: int) -> int:
@@ -244,6 +270,33 @@ def test_sigterm_unmounts_cleanly_and_kill_9_leaves_a_recoverable_mount(db_url, 
     fs = tb.filesystem(tenant)
     assert not fs.exists("/partial.bin") or fs.stat("/partial.bin").size in (0, 4 << 20)
     assert tb.fsck(tenant)[0].ok
+
+
+def test_umount_returns_once_the_mount_process_has_committed_and_ended(db_url, tb, tenant, tmp_path, backend):
+    import threading
+
+    import psycopg
+
+    m = Mounted(db_url, tenant, tmp_path / "u", backend=backend)
+    pid = m.pid()
+    blocker = psycopg.connect(db_url)
+    writer = threading.Thread(target=(m.path / "last.txt").write_bytes, args=(b"written as it was unmounted",))
+    try:
+        # the tenant's write lock held elsewhere: the mount's commit of this write waits for it
+        blocker.execute("SELECT 1 FROM tarbox.tenant_state WHERE tenant_id = %s FOR UPDATE", (tenant.id,))
+        writer.start()
+        time.sleep(0.5)
+        env = {**os.environ, "TARBOX_DATABASE_URL": db_url}
+        umount = subprocess.Popen(["tarbox", "umount", str(m.path)], env=env, stderr=subprocess.PIPE)
+        time.sleep(3)
+        assert umount.poll() is None, "umount returned while the mount was still committing"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    writer.join(60)
+    assert umount.wait(60) == 0, umount.stderr.read() if umount.stderr else ""
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    assert tb.filesystem(tenant).read_file("/last.txt") == b"written as it was unmounted"
 
 
 def test_mount_refuses_clearly(db_url, tenant, tmp_path):

@@ -54,7 +54,7 @@ def mount(
             raise TarboxError(f"branch {branch!r} does not exist (try: tarbox -t {c.tenant} branch)")
         if branch != fs.current_branch():
             layer = heads[branch]
-    args = [str(mountpoint), "--tenant", c.tenant]
+    args = [str(mountpoint.absolute()), "--tenant", c.tenant]  # absolute: umount finds the process by it
     args += ["--url", c.url] if c.url else []
     args += ["--layer", str(layer)] if layer is not None else []
     args += ["--read-only"] if read_only else []
@@ -86,12 +86,50 @@ def mount(
 
 @app.command()
 def umount(ctx: typer.Context, mountpoint: Path) -> None:
-    """Unmount a Tarbox mount (also one whose process died: a stale mount point)."""
+    """Unmount a Tarbox mount (also one whose process died: a stale mount point).
+    Returns once the mount's process has committed everything and ended."""
     import subprocess
+    import time
 
+    servers = _mount_processes(str(mountpoint.absolute()))
     p = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
     if p.returncode != 0:
         lazy = subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True, text=True)
         if lazy.returncode != 0:
             raise TarboxError(f"umount failed: {(p.stderr or lazy.stderr).strip()}")
+    deadline = time.monotonic() + UMOUNT_WAIT
+    while (alive := [pid for pid in servers if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive:
+        raise TarboxError(
+            f"unmounted {mountpoint}, but its process (pid {alive[0]}) is still committing after {UMOUNT_WAIT:.0f} s;"
+            " its log is in $TARBOX_HOME (mount-*.log)"
+        )
     out.print(f"unmounted {mountpoint}")
+
+
+UMOUNT_WAIT = 300.0  # seconds for a mount's final commit (a large last window to a slow database)
+
+
+def _mount_processes(mountpoint: str) -> list[int]:
+    """The ``tarbox mount`` processes serving ``mountpoint`` (Linux: read off /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if "tarbox.integrations.mount" in args and os.path.normpath(mountpoint) in map(os.path.normpath, args):
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False

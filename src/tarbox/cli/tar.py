@@ -85,6 +85,7 @@ def _report_tar(c: Ctx, verb: str, stats, where: str, layer: int | None = None) 
         "symlinks": stats.symlinks,
         "hardlinks": stats.hardlinks,
         "skipped": stats.skipped,
+        "special": stats.special,
         "bytes": stats.bytes,
     }
     if layer is not None:
@@ -93,7 +94,8 @@ def _report_tar(c: Ctx, verb: str, stats, where: str, layer: int | None = None) 
         emit_json(record)
         return
     tail = f", checkpoint {layer}" if layer is not None else ""
-    skipped = f", {stats.skipped} skipped (devices/FIFOs)" if stats.skipped else ""
+    skipped = f", {stats.special} FIFOs or devices" if stats.special else ""
+    skipped += f", {stats.skipped} skipped (devices on import, sockets on export)" if stats.skipped else ""
     err.print(
         f"{verb} {stats.files} files, {stats.dirs} directories, {stats.symlinks} symlinks, "
         f"{stats.hardlinks} hard links ({stats.bytes:,} bytes){skipped}{tail}",

@@ -300,7 +300,8 @@ class Caches:
         if node is not None:
             return node
         rows = self._newest(
-            "SELECT layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns, target, content_layer"
+            "SELECT layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns, target, content_layer,"
+            " uid, gid, rdev"
             " FROM inodes WHERE tenant_id = %s AND ino = %s",
             (self.tid, ino),
             1,
@@ -308,7 +309,7 @@ class Caches:
         if not rows:
             return None
         r = rows[0]
-        node = Inode(ino, FileType(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[0], r[9])
+        node = Inode(ino, FileType(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[0], r[9], r[10], r[11], r[12])
         self.icache[ino] = node
         return node
 
@@ -325,13 +326,15 @@ class Caches:
         if missing:
             rows = self._q(
                 "SELECT DISTINCT ON (ino) ino, layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns,"
-                " target, content_layer FROM inodes"
+                " target, content_layer, uid, gid, rdev FROM inodes"
                 " WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id = ANY(%s) ORDER BY ino, layer_id DESC",
                 (self.tid, missing, self.chain_ids),
             )
             for r in rows:
                 ino = r[0]
-                node = Inode(ino, FileType(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[1], r[10])
+                node = Inode(
+                    ino, FileType(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[1], r[10], r[11], r[12], r[13]
+                )
                 self.icache[ino] = node
                 out[ino] = node
         return out

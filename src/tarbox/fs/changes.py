@@ -32,7 +32,17 @@ class Changes:
         self._ino_next += 1
         return ino
 
-    def create_inode(self, kind: FileType, mode: int, *, target: str | None = None, nlink: int = 1) -> Inode:
+    def create_inode(
+        self,
+        kind: FileType,
+        mode: int,
+        *,
+        target: str | None = None,
+        nlink: int = 1,
+        uid: int = 0,
+        gid: int = 0,
+        rdev: int = 0,
+    ) -> Inode:
         self._mutated = True
         now = _now()
         size = len(target.encode()) if target is not None else 0
@@ -48,6 +58,9 @@ class Changes:
             target,
             self.head,
             self.head if kind is FileType.FILE else None,
+            uid,
+            gid,
+            rdev,
         )
         self.icache[node.ino] = node
         self.d_inodes[node.ino] = node

@@ -39,7 +39,7 @@ def _same(a: Inode, b: Inode) -> bool:
     if a.kind is not b.kind:
         return False
     if a.kind is FileType.DIRECTORY:
-        return a.mode == b.mode
+        return (a.mode, a.uid, a.gid) == (b.mode, b.uid, b.gid)
     return (a.ino, a.layer_id) == (b.ino, b.layer_id)
 
 

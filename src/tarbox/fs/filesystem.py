@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import io
 import os
+import stat as stat_mod
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -62,6 +64,20 @@ class Filesystem(HistoryView, PathWalk):
         self.run_id: uuid.UUID | None = None
         self.audited = True  # False: this view's operations leave no records (benchmarks, tools)
         self.audit_reads = False
+        # who new inodes belong to: (uid, gid), per thread or task (acting_as); root by default
+        self._acting: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("tarbox_acting", default=(0, 0))
+
+    @contextmanager
+    def acting_as(self, uid: int, gid: int) -> Iterator[None]:
+        """Inodes created inside (in this thread or task) belong to ``uid:gid``, as a
+        process's belong to its fsuid and fsgid (a directory with the set-group-ID bit
+        gives them its group instead). A FUSE mount acts as each request's caller.
+        Permission checks are the caller's to make (the kernel's, on a mount)."""
+        token = self._acting.set((uid, gid))
+        try:
+            yield
+        finally:
+            self._acting.reset(token)
 
     @property
     def tenant_id(self) -> uuid.UUID:
@@ -217,6 +233,8 @@ class Filesystem(HistoryView, PathWalk):
             assert node is not None
             if node.kind is FileType.DIRECTORY:
                 raise fs_error(errno.EISDIR, os.fspath(path))
+            if node.kind.is_special:
+                raise fs_error(errno.ENXIO, os.fspath(path), "a FIFO, socket or device node has no content")
             return self._st.read(node, 0, node.size)
 
     def read_text(self, path: str | os.PathLike, encoding: str = "utf-8") -> str:
@@ -240,12 +258,22 @@ class Filesystem(HistoryView, PathWalk):
 
     # ----------------------------------------------------------------- writes
 
-    def _create(self, res: Resolution, kind: FileType, mode: int, path: str, *, target: str | None = None) -> Inode:
+    def _create(
+        self, res: Resolution, kind: FileType, mode: int, path: str, *, target: str | None = None, rdev: int = 0
+    ) -> Inode:
         st = self._st
         assert res.parent is not None and res.name is not None
         paths.check_name(res.name, path)
         _check_reserved(res.parent, res.name, path)
-        node = st.create_inode(kind, mode, target=target, nlink=2 if kind is FileType.DIRECTORY else 1)
+        uid, gid = self._acting.get()
+        parent = st.inode(res.parent)
+        if parent is not None and parent.mode & stat_mod.S_ISGID:  # Linux: the group of the directory
+            gid = parent.gid
+            if kind is FileType.DIRECTORY:
+                mode |= stat_mod.S_ISGID
+        node = st.create_inode(
+            kind, mode, target=target, nlink=2 if kind is FileType.DIRECTORY else 1, uid=uid, gid=gid, rdev=rdev
+        )
         st.set_dentry(res.parent, res.name, node.ino)
         self._touch_dir(res.parent, 1 if kind is FileType.DIRECTORY else 0)
         if kind is FileType.DIRECTORY:
@@ -263,7 +291,7 @@ class Filesystem(HistoryView, PathWalk):
             if self.is_dir(text):
                 return
         if parents:
-            sp = paths.split(text)
+            sp = paths.split(text, self.path_max)
             prefix = ""
             for part in sp.parts:
                 prefix += "/" + part
@@ -307,6 +335,8 @@ class Filesystem(HistoryView, PathWalk):
             raise fs_error(errno.EISDIR, path)
         if node.kind is FileType.SYMLINK:  # only reachable with excl, handled above
             raise fs_error(errno.ELOOP, path)
+        if node.kind.is_special:
+            raise fs_error(errno.ENXIO, path, "a FIFO, socket or device node: only the kernel opens it (on a mount)")
         if trunc and node.size:
             self._st.truncate(node, 0)
             return node, AuditOp.TRUNCATE
@@ -424,6 +454,8 @@ class Filesystem(HistoryView, PathWalk):
             assert node is not None
             if node.kind is FileType.DIRECTORY:
                 raise fs_error(errno.EISDIR, text)
+            if node.kind.is_special:
+                raise fs_error(errno.EINVAL, text, "a FIFO, socket or device node has no size")
             st.truncate(node, size)
             st.touch(node)
 
@@ -604,6 +636,55 @@ class Filesystem(HistoryView, PathWalk):
 
         self._mutate(body, d, AuditOp.LINK, s)
 
+    def mknod(self, path: str | os.PathLike, mode: int = 0o600 | stat_mod.S_IFREG, device: int = 0) -> None:
+        """``os.mknod``: a regular file (empty), FIFO, socket or device node, by the type
+        bits of ``mode`` (none: a regular file). Tarbox keeps the entry and its metadata;
+        I/O on a FIFO, socket or device is the kernel's, on a mount (which is ``nodev``)."""
+        text = os.fspath(path)
+        fmt = stat_mod.S_IFMT(mode) or stat_mod.S_IFREG
+        if fmt == stat_mod.S_IFDIR:
+            raise fs_error(errno.EPERM, text, "mknod cannot make a directory (mkdir does)")
+        try:
+            kind = FileType.of_mode(fmt)
+        except ValueError:
+            raise fs_error(errno.EINVAL, text, f"no such file type: {fmt:#o}") from None
+        if kind is FileType.SYMLINK:
+            raise fs_error(errno.EINVAL, text, "mknod cannot make a symbolic link (symlink does)")
+        self._no_ctl(text)
+
+        def body(st: Store) -> None:
+            res = self._resolve(text, follow=False)
+            if res.node is not None or res.name is None:
+                raise fs_error(errno.EEXIST, text)
+            if text.endswith("/"):
+                raise fs_error(errno.ENOENT, text)
+            rdev = device if kind in (FileType.CHAR_DEVICE, FileType.BLOCK_DEVICE) else 0
+            self._create(res, kind, stat_mod.S_IMODE(mode), text, rdev=rdev)
+
+        self._mutate(body, text, AuditOp.MKNOD)
+
+    def chown(self, path: str | os.PathLike, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+        """``os.chown``: ``-1`` keeps that one. ctime becomes now (even when nothing
+        changes, as on Linux). Who may do it is the caller's to check (the kernel's, on
+        a mount); Tarbox's API acts as the tenant's owner, who may."""
+        text = os.fspath(path)
+        for n in (uid, gid):
+            if not -1 <= n < 1 << 32 or n == (1 << 32) - 1:
+                raise fs_error(errno.EINVAL, text, f"no such user or group id: {n}")
+        self._no_ctl(text)
+
+        def body(st: Store) -> None:
+            node = self._existing(text, follow=follow_symlinks).node
+            assert node is not None
+            if uid != -1:
+                node.uid = uid
+            if gid != -1:
+                node.gid = gid
+            node.ctime_ns = _now()
+            st.touch(node)
+
+        self._mutate(body, text, AuditOp.CHOWN)
+
     def chmod(self, path: str | os.PathLike, mode: int, *, follow_symlinks: bool = True) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
@@ -620,19 +701,28 @@ class Filesystem(HistoryView, PathWalk):
     def utime(
         self,
         path: str | os.PathLike,
-        ns: tuple[int, int] | None = None,
+        ns: tuple[int | None, int | None] | None = None,
         *,
         follow_symlinks: bool = True,
     ) -> None:
-        """Set (atime_ns, mtime_ns); ``None`` sets both to now. ctime becomes now."""
+        """Set (atime_ns, mtime_ns); ``None`` sets both to now, a ``None`` in the pair
+        keeps that one (``utimensat``'s UTIME_OMIT). ctime becomes now, unless both
+        are kept: then nothing changes (as on Linux)."""
         text = os.fspath(path)
         self._no_ctl(text)
+        if ns is not None and ns[0] is None and ns[1] is None:
+            (self.stat if follow_symlinks else self.lstat)(text)  # ENOENT still applies
+            return
 
         def body(st: Store) -> None:
             node = self._existing(text, follow=follow_symlinks).node
             assert node is not None
             now = _now()
-            node.atime_ns, node.mtime_ns = ns if ns is not None else (now, now)
+            atime, mtime = ns if ns is not None else (now, now)
+            if atime is not None:
+                node.atime_ns = atime
+            if mtime is not None:
+                node.mtime_ns = mtime
             node.ctime_ns = now
             st.touch(node)
 

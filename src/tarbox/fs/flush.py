@@ -1,6 +1,6 @@
 """The flush: every dirty inode, directory entry, extent, stage, audit record and
 block of a tenant's store as the arrays of one call of the server-side function
-``tarbox_flush`` (migration 0011), sent with COMMIT in one round trip when small.
+``tarbox_flush`` (migrations 0011, 0013, 0015), sent with COMMIT in one round trip when small.
 A large flush sends its blocks after the call, in slices."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tarbox.fs.txn import translate_db_error
 _FLUSH_SQL = (
     "SELECT * FROM tarbox_flush(%s, %s, %s, %s::int8[],"
     " %s::int8[], %s::int2[], %s::int4[], %s::int4[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
-    " %s::text[], %s::int8[],"
+    " %s::text[], %s::int8[], %s::int4[], %s::int4[], %s::int8[],"
     " %s::int8[], %s::text[], %s::int8[], %s::text[], %s::int8[],"
     " %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
     " %s::int8[], %s::int8[], %s::int8[], %b::bytea[],"
@@ -113,6 +113,7 @@ class Flush:
             [n.ctime_ns for n in ins],
             [n.target for n in ins],
             [shown[n.ino][1] if n.ino in shown else n.content_layer for n in ins],
+            *self._owner_columns(ins),
             [k[0] for k in de_del],
             [k[1] for k in de_del],
             [k[0] for k, _ in de_set],
@@ -182,6 +183,14 @@ class Flush:
         self.d_unstage.clear()
         self._clear_dirty(held)
         return share.fetchone() if share is not None else None
+
+    @staticmethod
+    def _owner_columns(ins: list) -> tuple[list | None, list | None, list | None]:
+        """uid, gid and rdev of the inode versions written; None (all 0) when every one
+        is root's and no device, as most are: nothing to send."""
+        if not any(n.owned for n in ins):
+            return None, None, None
+        return [n.uid for n in ins], [n.gid for n in ins], [n.rdev for n in ins]
 
     @staticmethod
     def _send_blocks_in_slices(conn: psycopg.Connection, blocks: dict[bytes, bytes]) -> None:

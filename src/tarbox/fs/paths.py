@@ -43,13 +43,16 @@ def encoded_len(text: str, path: str) -> int:
         raise fs_error(errno.EILSEQ, path, "path is not valid UTF-8") from None
 
 
-def split(path: str | bytes | os.PathLike) -> SplitPath:
+def split(path: str | bytes | os.PathLike, limit: int | None = PATH_MAX) -> SplitPath:
+    """``path`` in parts; longer than ``limit`` bytes is ENAMETOOLONG (``None``: no
+    limit, for a FUSE mount, whose paths are put together from the mount's root while
+    the kernel has checked PATH_MAX on what each caller passed)."""
     text = to_text(path)
     if "\x00" in text:
         raise fs_error(errno.EINVAL, text.replace("\x00", "\\0"), "path contains a NUL byte")
     if text == "":
         raise fs_error(errno.ENOENT, text, "empty path")
-    if encoded_len(text, text) > PATH_MAX:
+    if limit is not None and encoded_len(text, text) > limit:
         raise fs_error(errno.ENAMETOOLONG, text[:64] + "...", "path longer than 4096 bytes")
     parts = tuple(p for p in text.split("/") if p)
     return SplitPath(text.startswith("/"), parts, text.endswith("/") and len(text) > 1)

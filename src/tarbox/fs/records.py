@@ -43,9 +43,29 @@ class Inode:
     target: str | None
     layer_id: int  # layer of the version this record is (head once modified)
     content_layer: int | None  # layer whose extents hold the bytes
+    uid: int = 0
+    gid: int = 0
+    rdev: int = 0
 
     def to_stat(self) -> Stat:
-        return Stat(self.ino, self.kind, self.mode, self.nlink, self.size, self.atime_ns, self.mtime_ns, self.ctime_ns)
+        return Stat(
+            self.ino,
+            self.kind,
+            self.mode,
+            self.nlink,
+            self.size,
+            self.atime_ns,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.uid,
+            self.gid,
+            self.rdev,
+        )
+
+    @property
+    def owned(self) -> bool:
+        """Owner or device number other than the default (root's, none): stored apart."""
+        return bool(self.uid or self.gid or self.rdev)
 
 
 @dataclass(slots=True)

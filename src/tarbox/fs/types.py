@@ -15,10 +15,38 @@ class FileType(IntEnum):
     FILE = 1
     DIRECTORY = 2
     SYMLINK = 3
+    FIFO = 4  # special files (mknod, mkfifo, bind): a name and metadata, no content
+    SOCKET = 5
+    CHAR_DEVICE = 6
+    BLOCK_DEVICE = 7
 
     @property
     def mode_bits(self) -> int:
-        return {1: _stat.S_IFREG, 2: _stat.S_IFDIR, 3: _stat.S_IFLNK}[int(self)]
+        return _MODE_BITS[self]
+
+    @property
+    def is_special(self) -> bool:
+        """A FIFO, socket or device node: the kernel serves its I/O, Tarbox only its entry."""
+        return self.value >= 4
+
+    @classmethod
+    def of_mode(cls, mode: int) -> FileType:
+        """The type ``mode``'s ``S_IFMT`` bits name (ValueError for none of them)."""
+        for kind, bits in _MODE_BITS.items():
+            if _stat.S_IFMT(mode) == bits:
+                return kind
+        raise ValueError(f"no file type in mode {mode:#o}")
+
+
+_MODE_BITS = {
+    FileType.FILE: _stat.S_IFREG,
+    FileType.DIRECTORY: _stat.S_IFDIR,
+    FileType.SYMLINK: _stat.S_IFLNK,
+    FileType.FIFO: _stat.S_IFIFO,
+    FileType.SOCKET: _stat.S_IFSOCK,
+    FileType.CHAR_DEVICE: _stat.S_IFCHR,
+    FileType.BLOCK_DEVICE: _stat.S_IFBLK,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +61,9 @@ class Stat:
     atime_ns: int
     mtime_ns: int
     ctime_ns: int
+    uid: int = 0  # owner, as Linux keeps them (docs/fuse.md)
+    gid: int = 0
+    rdev: int = 0  # a device node's device number (os.makedev)
 
     @property
     def st_mode(self) -> int:
@@ -168,6 +199,8 @@ class AuditOp(StrEnum):
     SYMLINK = "symlink"  # path2: the target
     LINK = "link"  # path2: the existing name
     CHMOD = "chmod"
+    CHOWN = "chown"
+    MKNOD = "mknod"  # a FIFO, socket or device node
     UTIME = "utime"
     OPEN = "open"  # an open for reading (only when reads are audited)
     CHECKPOINT = "checkpoint"  # layer_id: the frozen layer

@@ -37,9 +37,12 @@ class PathWalk:
     """Resolution of paths for one Filesystem's store."""
 
     _st: Store
+    path_max: int | None = paths.PATH_MAX  # a whole path's limit in bytes (None: a mount's, see paths.split)
 
     def _resolve(self, path: str | os.PathLike, *, follow: bool = True, defer_long_name: bool = False) -> Resolution:
-        return self._walk(paths.split(path), os.fspath(path), follow, [ROOT_INO], [], None, defer_long_name)
+        return self._walk(
+            paths.split(path, self.path_max), os.fspath(path), follow, [ROOT_INO], [], None, defer_long_name
+        )
 
     def _walk(
         self,
@@ -140,7 +143,7 @@ class PathWalk:
             start = self._resolve(base)
             assert start.node is not None
             stack = [*start.ancestors, start.node.ino]
-            sp = paths.split(rel)
+            sp = paths.split(rel, self.path_max)
             res = self._walk(sp, rel, follow, stack, names, len(names) + 1, defer_long_name)
             out = "/" + "/".join(names)
             if sp.trailing_slash and out != "/":

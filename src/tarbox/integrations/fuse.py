@@ -6,9 +6,12 @@ store's caches, quotas, audit log, staged publication and ``/.tarbox``
 control files. The mount runs inside write-back windows (50 ms), like a WASI
 run: other processes see a file the mount closed when they open it.
 
-Choices (docs/fuse.md): ownership is not kept (every file belongs to the
-user who mounted; chown succeeds and changes nothing, so tools that restore
-owners work); the kernel checks permission bits (``default_permissions``);
+Choices (docs/fuse.md): owners are kept as Linux keeps them, and new inodes
+belong to the calling process's uid and gid (mounted by a user other than root,
+that user stands for root's 0 in both directions, so files the API made are the
+mounting user's); the kernel checks permissions against them and enforces chown
+and chmod rules and sticky directories (``default_permissions``); FIFOs, sockets
+and device nodes are entries the kernel serves (the mount is ``nodev``);
 ``flock``/POSIX locks are local to the mount (the kernel's default); rename
 flags: RENAME_NOREPLACE is honoured, RENAME_EXCHANGE is EINVAL.
 
@@ -22,7 +25,9 @@ import errno
 import os
 import stat as stat_mod
 import threading
+import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -40,6 +45,7 @@ CONTROL = "/.tarbox"
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _BLOCK = 4096
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2  # utimensat's tv_nsec markers
 
 
 def available() -> str | None:
@@ -70,9 +76,14 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
 
     use_ns = True
 
-    def __init__(self, fs: Filesystem, *, write_back: float = 0.05) -> None:
+    def __init__(
+        self, fs: Filesystem, *, write_back: float = 0.05, caller: Callable[[], tuple[int, int]] | None = None
+    ) -> None:
         self.fs = fs
+        fs.path_max = None  # the kernel checks PATH_MAX on what callers pass; ours start at the mount's root
         self.uid, self.gid = os.getuid(), os.getgid()
+        self._squash = self.uid != 0  # the mounting user stands for root (see the module's docstring)
+        self._caller = caller or _mfusepy_caller
         self._handles: dict[int, _Handle] = {}
         self._next = 1
         self._lock = threading.Lock()
@@ -102,14 +113,32 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
 
     # ------------------------------------------------------------- metadata
 
+    # ------------------------------------------------------------- owners
+
+    def _shown(self, uid: int, gid: int) -> tuple[int, int]:
+        if not self._squash:
+            return uid, gid
+        return (self.uid if uid == 0 else uid), (self.gid if gid == 0 else gid)
+
+    def _stored(self, uid: int, gid: int) -> tuple[int, int]:
+        if not self._squash:
+            return uid, gid
+        return (0 if uid == self.uid else uid), (0 if gid == self.gid else gid)
+
+    def _as_caller(self):
+        """New inodes of this request belong to the process that made it."""
+        return self.fs.acting_as(*self._stored(*self._caller()))
+
     def _attrs(self, st: Stat) -> dict[str, Any]:
+        uid, gid = self._shown(st.uid, st.gid)
         return {
             "st_mode": st.st_mode,
             "st_ino": st.ino,
             "st_nlink": st.nlink,
             "st_size": st.size,
-            "st_uid": self.uid,
-            "st_gid": self.gid,
+            "st_uid": uid,
+            "st_gid": gid,
+            "st_rdev": st.rdev,
             "st_atime": st.atime_ns,
             "st_mtime": st.mtime_ns,
             "st_ctime": st.ctime_ns,
@@ -162,11 +191,19 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
         return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
-        self.fs.lstat(path)  # ENOENT still applies; owners are not kept
+        """-1 keeps that one (the kernel has checked that the caller may)."""
+        su, sg = self._stored(uid, gid)
+        self.fs.chown(path, -1 if uid == -1 else su, -1 if gid == -1 else sg, follow_symlinks=False)
         return 0
 
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+    def utimens(self, path: str, times: tuple[int | None, int | None] | None = None) -> int:
+        """``None`` in ``times``: keep that one (UTIME_OMIT)."""
         self.fs.utime(path, times, follow_symlinks=False)
+        return 0
+
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        with self._as_caller():
+            self.fs.mknod(path, mode, dev)
         return 0
 
     def access(self, path: str, amode: int) -> int:
@@ -178,7 +215,8 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
     # -------------------------------------------------------------- names
 
     def mkdir(self, path: str, mode: int) -> int:
-        self.fs.mkdir(path, stat_mod.S_IMODE(mode))
+        with self._as_caller():
+            self.fs.mkdir(path, stat_mod.S_IMODE(mode))
         return 0
 
     def rmdir(self, path: str) -> int:
@@ -191,7 +229,8 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
 
     def symlink(self, target: str, source: str) -> int:
         # mfusepy passes (link path, its target)
-        self.fs.symlink(source, target)
+        with self._as_caller():
+            self.fs.symlink(source, target)
         return 0
 
     def link(self, target: str, source: str) -> int:
@@ -244,15 +283,16 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
         acc = flags & os.O_ACCMODE
         if path.startswith(CONTROL + "/"):
             return self._add(self.fs.open(path, "wb"))
-        f = self.fs.open_file(
-            path,
-            read=acc == os.O_RDWR,
-            write=True,
-            append=bool(flags & os.O_APPEND),
-            create=True,
-            exclusive=bool(flags & os.O_EXCL),
-            truncate=bool(flags & os.O_TRUNC),
-        )
+        with self._as_caller():
+            f = self.fs.open_file(
+                path,
+                read=acc == os.O_RDWR,
+                write=True,
+                append=bool(flags & os.O_APPEND),
+                create=True,
+                exclusive=bool(flags & os.O_EXCL),
+                truncate=bool(flags & os.O_TRUNC),
+            )
         if stat_mod.S_IMODE(mode) != 0o644:
             self.fs.chmod(path, stat_mod.S_IMODE(mode))
         return self._add(f)
@@ -302,16 +342,35 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
         return 0
 
 
+def _mfusepy_caller() -> tuple[int, int]:
+    """The uid and gid of the process whose request mfusepy is serving."""
+    uid, gid, _pid = _fuse.fuse_get_context()
+    return uid, gid
+
+
+def _time_of(ts) -> int | None:
+    """A ``timespec`` of utimensat in ns: UTIME_NOW is now, UTIME_OMIT is None (keep)."""
+    if ts.tv_nsec == UTIME_OMIT:
+        return None
+    if ts.tv_nsec == UTIME_NOW:
+        return time.time_ns()
+    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+
+
 if _fuse is not None:
 
     class _FUSE(_fuse.FUSE):
-        """Passes rename's flags to the operations (mfusepy drops them) and turns
-        Tarbox's exceptions into errnos."""
+        """Passes rename's flags and utimensat's UTIME_NOW/UTIME_OMIT to the
+        operations (mfusepy drops the first and reads the others as times)."""
 
         def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
             return self.operations.rename(
                 old.decode(self.encoding, self.errors), new.decode(self.encoding, self.errors), flags
             )
+
+        def utimens_fuse_3(self, path: bytes | None, buf, fip) -> int:
+            times = (_time_of(buf.contents.actime), _time_of(buf.contents.modtime)) if buf else None
+            return self.operations.utimens(None if path is None else path.decode(self.encoding, self.errors), times)
 
 
 def mount(

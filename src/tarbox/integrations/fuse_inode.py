@@ -38,6 +38,7 @@ def _entry(attrs: dict[str, Any], timeout: float = 1.0) -> pyfuse3.EntryAttribut
     e.st_atime_ns = attrs["st_atime"]
     e.st_mtime_ns = attrs["st_mtime"]
     e.st_ctime_ns = attrs["st_ctime"]
+    e.st_rdev = attrs["st_rdev"]
     e.st_blksize = attrs["st_blksize"]
     e.st_blocks = attrs["st_blocks"]
     e.entry_timeout = timeout
@@ -67,7 +68,8 @@ class InodeOperations(pyfuse3.Operations):
 
     def __init__(self, fs: Filesystem) -> None:
         super().__init__()
-        self.core = TarboxOperations(fs)
+        self._ids = (0, 0)  # the uid and gid of the request being served (one at a time)
+        self.core = TarboxOperations(fs, caller=lambda: self._ids)
         self.names: dict[int, set[tuple[int, str]]] = {ROOT: {(0, "")}}  # ino -> (parent, name) it is known by
         self.dirs: dict[int, list] = {}
         self._next_dir = 1
@@ -116,25 +118,35 @@ class InodeOperations(pyfuse3.Operations):
 
     @_served
     def getattr(self, inode, ctx=None):
-        if inode not in self.names:  # an open file that lost its names (unlinked)
-            for fh, h in self.core._handles.items():
-                if getattr(h.f, "_ino", None) == inode:
-                    return _entry(self.core.getattr(None, fh))
+        fh = self._open_unnamed(inode)
+        if fh is not None:
+            return _entry(self.core.getattr(None, fh))
         return _entry(self.core.getattr(self._path(inode)))
+
+    def _open_unnamed(self, inode: int) -> int | None:
+        """A handle of ``inode`` when it has lost every name (unlinked while open):
+        its metadata is reached through the open file then, as on Linux."""
+        if self.names.get(inode):
+            return None
+        for fh, h in self.core._handles.items():
+            if getattr(h.f, "_ino", None) == inode:
+                return fh
+        return None
 
     @_served
     def setattr(self, inode, attr, fields, fh, ctx):
-        path = self._path(inode) if inode in self.names else None
+        if fh is None:
+            fh = self._open_unnamed(inode)
+        path = self._path(inode) if self.names.get(inode) else None
         if fields.update_size:
             self.core.truncate(path, attr.st_size, fh)
         if fields.update_mode:
             self.core.chmod(path, attr.st_mode)
         if fields.update_uid or fields.update_gid:
-            self.core.chown(path, attr.st_uid, attr.st_gid)
+            self.core.chown(path, attr.st_uid if fields.update_uid else -1, attr.st_gid if fields.update_gid else -1)
         if fields.update_atime or fields.update_mtime:
-            cur = self.core.getattr(path)
-            atime = attr.st_atime_ns if fields.update_atime else cur["st_atime"]
-            mtime = attr.st_mtime_ns if fields.update_mtime else cur["st_mtime"]
+            atime = attr.st_atime_ns if fields.update_atime else None
+            mtime = attr.st_mtime_ns if fields.update_mtime else None
             self.core.utimens(path, (atime, mtime))
         return _entry(self.core.getattr(path, fh if path is None else None))
 
@@ -179,12 +191,16 @@ class InodeOperations(pyfuse3.Operations):
     @_served
     def mkdir(self, parent_inode, name, mode, ctx):
         path = self._child(parent_inode, name)
+        self._ids = (ctx.uid, ctx.gid)
         self.core.mkdir(path, mode)
         return self._learn(parent_inode, name, self.core.getattr(path))
 
     @_served
     def mknod(self, parent_inode, name, mode, rdev, ctx):
-        raise pyfuse3.FUSEError(errno.EPERM)  # no devices or FIFOs in Tarbox
+        path = self._child(parent_inode, name)
+        self._ids = (ctx.uid, ctx.gid)
+        self.core.mknod(path, mode, rdev)
+        return self._learn(parent_inode, name, self.core.getattr(path))
 
     @_served
     def unlink(self, parent_inode, name, ctx):
@@ -199,6 +215,7 @@ class InodeOperations(pyfuse3.Operations):
     @_served
     def symlink(self, parent_inode, name, target, ctx):
         path = self._child(parent_inode, name)
+        self._ids = (ctx.uid, ctx.gid)
         self.core.symlink(path, os.fsdecode(target))
         return self._learn(parent_inode, name, self.core.getattr(path))
 
@@ -230,6 +247,7 @@ class InodeOperations(pyfuse3.Operations):
     @_served
     def create(self, parent_inode, name, mode, flags, ctx):
         path = self._child(parent_inode, name)
+        self._ids = (ctx.uid, ctx.gid)
         fh = self.core.create(path, mode, flags)
         return pyfuse3.FileInfo(fh=fh), self._learn(parent_inode, name, self.core.getattr(path))
 

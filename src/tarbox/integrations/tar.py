@@ -10,14 +10,18 @@ absolute or climbs out of the import root, hard links to anything but an
 earlier member. A seekable archive (a file) is checked completely before
 anything is written, so a refused archive changes nothing; a stream (stdin) is
 checked member by member, and what came before the bad member stays (the error
-says how many). Members Tarbox cannot hold (devices, FIFOs) are skipped and
-counted. Owners are not kept (a tenant is one owner).
+says how many). Owners (numeric uid and gid) are kept both ways, as ``tar`` run by
+root keeps them; FIFOs are kept both ways; device nodes are exported, and skipped
+and counted on import (an uploaded archive does not make devices; ``mknod`` on a
+mount, by root, does); sockets, which tar cannot hold, are skipped on export.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import posixpath
+import stat as stat_mod
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -43,8 +47,9 @@ class TarStats:
     dirs: int = 0
     symlinks: int = 0
     hardlinks: int = 0
-    skipped: int = 0  # devices, FIFOs: nothing Tarbox can hold
+    skipped: int = 0  # import: device nodes; export: sockets
     bytes: int = 0
+    special: int = 0  # FIFOs (and, exported, device nodes)
 
 
 def compression_for(name: str) -> str | None:
@@ -110,7 +115,15 @@ def _add(fs: Filesystem, tar: tarfile.TarFile, full: str, name: str, seen, stats
     info = tarfile.TarInfo(name)
     info.mode = st.mode
     info.mtime = st.mtime_ns / 1e9
-    if st.type is FileType.DIRECTORY:
+    info.uid, info.gid = st.uid, st.gid
+    if st.type is FileType.SOCKET:
+        stats.skipped += 1
+    elif st.type.is_special:
+        info.type = _SPECIAL_TYPES[st.type]
+        info.devmajor, info.devminor = os.major(st.rdev), os.minor(st.rdev)
+        tar.addfile(info)
+        stats.special += 1
+    elif st.type is FileType.DIRECTORY:
         info.type = tarfile.DIRTYPE
         tar.addfile(info)
         stats.dirs += 1
@@ -131,6 +144,13 @@ def _add(fs: Filesystem, tar: tarfile.TarFile, full: str, name: str, seen, stats
             tar.addfile(info, _Counted(f, progress) if progress else f)
         stats.files += 1
         stats.bytes += st.size
+
+
+_SPECIAL_TYPES = {
+    FileType.FIFO: tarfile.FIFOTYPE,
+    FileType.CHAR_DEVICE: tarfile.CHRTYPE,
+    FileType.BLOCK_DEVICE: tarfile.BLKTYPE,
+}
 
 
 class _Counted(io.RawIOBase):
@@ -248,7 +268,8 @@ def import_tar(
                 raise UnsafeArchiveError(f"{exc}; stopped after {done} members (they were imported)") from None
             earlier.add(rel)
             dst = root if not rel else posixpath.join(root, rel)
-            _extract(fs, tar, m, dst, root, stats, dir_times, progress)
+            with fs.acting_as(m.uid, m.gid):  # what it creates is the member's owner's
+                _extract(fs, tar, m, dst, root, stats, dir_times, progress)
     for dst, mode, mtime in reversed(dir_times):  # children changed their directories' times
         fs.chmod(dst, mode)
         ns = int(mtime * 1e9)
@@ -267,7 +288,7 @@ def _extract(fs: Filesystem, tar, m: tarfile.TarInfo, dst: str, root: str, stats
         dir_times.append((dst, m.mode & 0o7777, m.mtime))
         stats.dirs += 1
         return
-    if (m.issym() or m.islnk() or m.isfile()) and fs.lexists(dst):
+    if (m.issym() or m.islnk() or m.isfile() or m.isfifo()) and fs.lexists(dst):
         if fs.lstat(dst).is_dir:
             raise UnsafeArchiveError(f"member {m.name!r}: a directory of that name exists")
         fs.remove(dst)  # replaced, as tar does (a symlink is replaced, never followed)
@@ -289,5 +310,9 @@ def _extract(fs: Filesystem, tar, m: tarfile.TarInfo, dst: str, root: str, stats
         fs.utime(dst, (ns, ns))
         stats.files += 1
         stats.bytes += m.size
+    elif m.isfifo():
+        fs.mknod(dst, stat_mod.S_IFIFO | (m.mode & 0o7777))
+        fs.utime(dst, (ns, ns))
+        stats.special += 1
     else:
         stats.skipped += 1

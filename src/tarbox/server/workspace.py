@@ -40,6 +40,8 @@ _MUTATIONS = {
     AuditOp.SYMLINK,
     AuditOp.LINK,
     AuditOp.CHMOD,
+    AuditOp.CHOWN,
+    AuditOp.MKNOD,
     AuditOp.UTIME,
 }
 
@@ -92,6 +94,8 @@ def stat_dict(path: str, s: Stat) -> dict:
         "size": s.size,
         "mode": oct(s.mode),
         "nlink": s.nlink,
+        "uid": s.uid,
+        "gid": s.gid,
         "ino": s.ino,
         "mtime_ns": s.mtime_ns,
         "ctime_ns": s.ctime_ns,

@@ -35,6 +35,10 @@ _TYPES = {
     FileType.FILE: DescriptorType.REGULAR_FILE,
     FileType.DIRECTORY: DescriptorType.DIRECTORY,
     FileType.SYMLINK: DescriptorType.SYMBOLIC_LINK,
+    FileType.FIFO: DescriptorType.FIFO,
+    FileType.SOCKET: DescriptorType.SOCKET,
+    FileType.CHAR_DEVICE: DescriptorType.CHARACTER_DEVICE,
+    FileType.BLOCK_DEVICE: DescriptorType.BLOCK_DEVICE,
 }
 
 
@@ -51,6 +55,7 @@ _ERRNO_CODES = {
     errno.EISDIR: ErrorCode.IS_DIRECTORY,
     errno.ELOOP: ErrorCode.LOOP,
     errno.ENAMETOOLONG: ErrorCode.NAME_TOO_LONG,
+    errno.ENXIO: ErrorCode.NO_SUCH_DEVICE,
     errno.ENOENT: ErrorCode.NO_ENTRY,
     errno.ENOTDIR: ErrorCode.NOT_DIRECTORY,
     errno.ENOTEMPTY: ErrorCode.NOT_EMPTY,

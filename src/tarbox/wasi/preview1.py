@@ -55,9 +55,25 @@ MODULE = "wasi_snapshot_preview1"
 ESCAPE = WASI_ERRNO["PERM"]  # what wasmtime returns for a path leaving the preopen (differential test)
 
 # filetype
-FT_UNKNOWN, FT_CHAR, FT_DIR, FT_FILE, FT_SYMLINK = 0, 2, 3, 4, 7
-_FT = {FileType.FILE: FT_FILE, FileType.DIRECTORY: FT_DIR, FileType.SYMLINK: FT_SYMLINK}
-_DT = {DescriptorType.REGULAR_FILE: FT_FILE, DescriptorType.DIRECTORY: FT_DIR, DescriptorType.SYMBOLIC_LINK: FT_SYMLINK}
+FT_UNKNOWN, FT_BLOCK, FT_CHAR, FT_DIR, FT_FILE, FT_SOCKET_STREAM, FT_SYMLINK = 0, 1, 2, 3, 4, 6, 7
+_FT = {  # preview1 has no FIFO type: unknown, as wasmtime says
+    FileType.FILE: FT_FILE,
+    FileType.DIRECTORY: FT_DIR,
+    FileType.SYMLINK: FT_SYMLINK,
+    FileType.FIFO: FT_UNKNOWN,
+    FileType.SOCKET: FT_SOCKET_STREAM,
+    FileType.CHAR_DEVICE: FT_CHAR,
+    FileType.BLOCK_DEVICE: FT_BLOCK,
+}
+_DT = {
+    DescriptorType.REGULAR_FILE: FT_FILE,
+    DescriptorType.DIRECTORY: FT_DIR,
+    DescriptorType.SYMBOLIC_LINK: FT_SYMLINK,
+    DescriptorType.FIFO: FT_UNKNOWN,
+    DescriptorType.SOCKET: FT_SOCKET_STREAM,
+    DescriptorType.CHARACTER_DEVICE: FT_CHAR,
+    DescriptorType.BLOCK_DEVICE: FT_BLOCK,
+}
 # fdflags / oflags / fstflags / whence
 FDF_APPEND, FDF_DSYNC, FDF_NONBLOCK, FDF_RSYNC, FDF_SYNC = 1, 2, 4, 8, 16
 FST_ATIM, FST_ATIM_NOW, FST_MTIM, FST_MTIM_NOW = 1, 2, 4, 8

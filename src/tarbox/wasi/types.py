@@ -13,6 +13,10 @@ class DescriptorType(enum.Enum):
     DIRECTORY = "directory"
     REGULAR_FILE = "regular-file"
     SYMBOLIC_LINK = "symbolic-link"
+    BLOCK_DEVICE = "block-device"
+    CHARACTER_DEVICE = "character-device"
+    FIFO = "fifo"
+    SOCKET = "socket"
 
 
 class ErrorCode(enum.Enum):
@@ -30,6 +34,7 @@ class ErrorCode(enum.Enum):
     IS_DIRECTORY = "is-directory"
     LOOP = "loop"
     NAME_TOO_LONG = "name-too-long"
+    NO_SUCH_DEVICE = "no-such-device"  # ENXIO: opening a FIFO, socket or device node
     NO_ENTRY = "no-entry"
     NOT_DIRECTORY = "not-directory"
     NOT_EMPTY = "not-empty"
