@@ -3,13 +3,14 @@
 -- are FIFOs, sockets, character and block devices: a name and metadata, no content.
 -- Existing inodes become root's, which is what every mount showed them as when
 -- mounted by root.
-ALTER TABLE inodes
-    ADD COLUMN uid integer NOT NULL DEFAULT 0,
-    ADD COLUMN gid integer NOT NULL DEFAULT 0,
-    ADD COLUMN rdev bigint NOT NULL DEFAULT 0;
+-- (Written to apply again over itself: tests replay the migrations after 0013 on a
+-- distributed database.)
+ALTER TABLE inodes ADD COLUMN IF NOT EXISTS uid integer NOT NULL DEFAULT 0;
+ALTER TABLE inodes ADD COLUMN IF NOT EXISTS gid integer NOT NULL DEFAULT 0;
+ALTER TABLE inodes ADD COLUMN IF NOT EXISTS rdev bigint NOT NULL DEFAULT 0;
 
 -- tarbox_flush (0013) with the owners and device numbers of the inode versions it writes.
-DROP FUNCTION tarbox_flush(
+DROP FUNCTION IF EXISTS tarbox_flush(
     uuid, bigint, bigint, bigint[],
     bigint[], smallint[], integer[], integer[], bigint[], bigint[], bigint[], bigint[], text[], bigint[],
     bigint[], text[], bigint[], text[], bigint[],
@@ -19,7 +20,7 @@ DROP FUNCTION tarbox_flush(
     bigint[], uuid[], text[], text[], text[], bigint[], bigint[],
     bytea[], bytea[], bytea[], boolean, boolean);
 
-CREATE FUNCTION tarbox_flush(
+CREATE OR REPLACE FUNCTION tarbox_flush(
     p_tenant uuid, p_gen bigint, p_head bigint,
     -- inodes: deleted at the head; upserted at the head
     p_ino_del bigint[],
