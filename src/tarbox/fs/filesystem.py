@@ -280,6 +280,16 @@ class Filesystem(HistoryView, PathWalk):
             st.note_new_dir(node.ino)
         return node
 
+    def _new_name(self, text: str) -> Resolution:
+        """Where a new non-directory ``text`` goes: EEXIST if the name is taken (a
+        symlink is not followed), ENOENT for ``name/`` (Linux: only a directory)."""
+        res = self._resolve(text, follow=False)
+        if res.node is not None or res.name is None:
+            raise fs_error(errno.EEXIST, text)
+        if text.endswith("/"):
+            raise fs_error(errno.ENOENT, text)
+        return res
+
     def mkdir(
         self, path: str | os.PathLike, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False
     ) -> None:
@@ -602,12 +612,7 @@ class Filesystem(HistoryView, PathWalk):
         self._no_ctl(text)
 
         def body(st: Store) -> None:
-            res = self._resolve(text, follow=False)
-            if res.node is not None or res.name is None:
-                raise fs_error(errno.EEXIST, text)
-            if text.endswith("/"):
-                raise fs_error(errno.ENOENT, text)
-            self._create(res, FileType.SYMLINK, 0o777, text, target=target)
+            self._create(self._new_name(text), FileType.SYMLINK, 0o777, text, target=target)
 
         self._mutate(body, text, AuditOp.SYMLINK, target)
 
@@ -653,13 +658,8 @@ class Filesystem(HistoryView, PathWalk):
         self._no_ctl(text)
 
         def body(st: Store) -> None:
-            res = self._resolve(text, follow=False)
-            if res.node is not None or res.name is None:
-                raise fs_error(errno.EEXIST, text)
-            if text.endswith("/"):
-                raise fs_error(errno.ENOENT, text)
             rdev = device if kind in (FileType.CHAR_DEVICE, FileType.BLOCK_DEVICE) else 0
-            self._create(res, kind, stat_mod.S_IMODE(mode), text, rdev=rdev)
+            self._create(self._new_name(text), kind, stat_mod.S_IMODE(mode), text, rdev=rdev)
 
         self._mutate(body, text, AuditOp.MKNOD)
 
