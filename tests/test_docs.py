@@ -82,3 +82,26 @@ def test_cli_examples_run(doc, server_url, tmp_path):
 def test_every_doc_with_examples_is_covered():
     assert sum(len(blocks(d)) for d in DOCS) >= 7
     assert sum(len(shell_blocks(d)) for d in DOCS) >= 1
+
+
+# where a user imports from: the package and its public subpackages (their __all__)
+PUBLIC_MODULES = ("tarbox", "tarbox.wasi", "tarbox.server", "tarbox.integrations.fsspec")
+_IMPORT = re.compile(r"^\s*from (tarbox[\w.]*) import ([\w, ()]+)$|^\s*import (tarbox[\w.]*)", re.M)
+
+
+def test_every_import_in_the_docs_is_of_a_public_name():
+    import importlib
+
+    code = [b for d in DOCS + [ROOT / "docs" / "server.md"] for b in blocks(d)]
+    code += [p.read_text() for p in (ROOT / "examples").glob("*.py")]
+    seen = 0
+    for text in code:
+        for m in _IMPORT.finditer(text):
+            module = m.group(1) or m.group(3)
+            assert module in PUBLIC_MODULES, f"the docs import {module}, an implementation module"
+            exported = getattr(importlib.import_module(module), "__all__", None)
+            for name in (m.group(2) or "").replace("(", "").replace(")", "").split(","):
+                if name.strip():
+                    assert exported is not None and name.strip() in exported, f"{module}.{name.strip()} is not public"
+                    seen += 1
+    assert seen >= 5  # the docs do import names (the pattern still matches them)

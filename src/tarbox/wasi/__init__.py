@@ -1,6 +1,11 @@
-"""WASI host: run WebAssembly agents on a tenant's Tarbox filesystem (see docs/wasi.md)."""
+"""WASI host: run WebAssembly agents on a tenant's Tarbox filesystem (see docs/wasi.md),
+Python agents on it (docs/agents.md), and the toolchain that builds C, Rust and
+component guests. What the docs import is here; the submodules are the implementation."""
 
 from tarbox.wasi.host import Mount, WasiHost
+from tarbox.wasi.python import PythonRuntime, RuntimeMissing
+from tarbox.wasi.python_session import PythonSession, SessionBusy, SessionEnded, SessionFailed
+from tarbox.wasi.toolchain import build_c, build_component, build_rust
 from tarbox.wasi.types import (
     DescriptorFlags,
     DescriptorStat,
@@ -23,8 +28,17 @@ __all__ = [
     "Mount",
     "OpenFlags",
     "PathFlags",
+    "PythonRuntime",
+    "PythonSession",
     "RunResult",
     "RunStats",
     "RunStatus",
+    "RuntimeMissing",
+    "SessionBusy",
+    "SessionEnded",
+    "SessionFailed",
     "WasiHost",
+    "build_c",
+    "build_component",
+    "build_rust",
 ]
