@@ -4,7 +4,8 @@
     python bench/fuse_bench.py [--files 10000] [--dd-mib 1024]
 
 untar a source-like tree of ``--files`` files (1-8 KiB text in nested
-directories), ``grep -r`` over it, ``dd`` a ``--dd-mib`` file of random bytes
+directories), ``grep -r`` over it, rename 1,000 of its files (the mount knows
+every name by then), ``dd`` a ``--dd-mib`` file of random bytes
 in (bs=1M) and out again (after dropping the kernel's page cache where allowed;
 Tarbox's own block cache stays warm, as a long-lived mount's would).
 """
@@ -68,6 +69,7 @@ def main() -> None:
         ops = [
             (f"untar {args.files:,} files", lambda d: ["tar", "-xf", str(w / "src.tar"), "-C", str(d)]),
             ("grep -r (count matches)", lambda d: ["grep", "-rc", "needle", str(d)]),
+            ("rename 1,000 files (tree walked)", lambda d: [sys.executable, "-c", _RENAMES, str(d)]),
             (f"dd write {args.dd_mib} MiB (bs=1M)", lambda d: ["dd", f"if={blob}", f"of={d}/big", "bs=1M"]),
             (f"dd read {args.dd_mib} MiB (bs=1M)", lambda d: ["dd", f"if={d}/big", "of=/dev/null", "bs=1M"]),
         ]
@@ -105,6 +107,18 @@ def main() -> None:
             row.append(cell)
         table.add_row(*row)
     Console(width=140).print(table)
+
+
+# one rename in each of the first 1,000 files' directories, after grep -r made the mount
+# learn every name (a backend that scans what it knows per rename pays for all of them)
+_RENAMES = """
+import os, sys
+d = sys.argv[1]
+for i in range(1000):
+    p = f"{d}/pkg{i % 40}/mod{i % 7}/"
+    if os.path.exists(p + f"f{i}.py"):
+        os.rename(p + f"f{i}.py", p + f"r{i}.py")
+"""
 
 
 def backends() -> list[str]:

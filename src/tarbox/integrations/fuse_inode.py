@@ -71,6 +71,8 @@ class InodeOperations(pyfuse3.Operations):
         self._ids = (0, 0)  # the uid and gid of the request being served (one at a time)
         self.core = TarboxOperations(fs, caller=lambda: self._ids)
         self.names: dict[int, set[tuple[int, str]]] = {ROOT: {(0, "")}}  # ino -> (parent, name) it is known by
+        self.named: dict[tuple[int, str], int] = {}  # the reverse: (parent, name) -> ino, so that
+        # a rename or an unlink costs one lookup, not a scan of every name the kernel knows
         self.dirs: dict[int, list] = {}
         self._next_dir = 1
 
@@ -95,14 +97,25 @@ class InodeOperations(pyfuse3.Operations):
         return posixpath.join(self._path(parent), os.fsdecode(name))
 
     def _learn(self, parent: int, name: bytes, attrs: dict[str, Any]) -> pyfuse3.EntryAttributes:
-        self.names.setdefault(attrs["st_ino"], set()).add((parent, os.fsdecode(name)))
+        self._name(attrs["st_ino"], (parent, os.fsdecode(name)))
         return _entry(attrs)
 
+    def _name(self, ino: int, key: tuple[int, str]) -> None:
+        """``key`` (parent, name) now names ``ino`` (and no other inode)."""
+        before = self.named.get(key)
+        if before is not None and before != ino:
+            self.names.get(before, set()).discard(key)
+        self.named[key] = ino
+        self.names.setdefault(ino, set()).add(key)
+
     def _forget_name(self, parent: int, name: bytes) -> None:
-        key = (parent, os.fsdecode(name))
-        for ino, names in list(self.names.items()):
-            if key in names and ino != ROOT:
-                names.discard(key)
+        self._unname((parent, os.fsdecode(name)))
+
+    def _unname(self, key: tuple[int, str]) -> int | None:
+        ino = self.named.pop(key, None)
+        if ino is not None and ino != ROOT:
+            self.names.get(ino, set()).discard(key)
+        return ino
 
     # ------------------------------------------------------------ lookups
 
@@ -161,7 +174,7 @@ class InodeOperations(pyfuse3.Operations):
         for name, _, _ in self.core.readdir(path, 0)[2:]:
             attrs = self.core.getattr(posixpath.join(path, name))
             # the kernel may keep these entries (readdirplus) without a lookup
-            self.names.setdefault(attrs["st_ino"], set()).add((inode, name))
+            self._name(attrs["st_ino"], (inode, name))
             entries.append((name, attrs))
         fh = self._next_dir
         self._next_dir += 1
@@ -224,11 +237,9 @@ class InodeOperations(pyfuse3.Operations):
         old, new = self._child(parent_inode_old, name_old), self._child(parent_inode_new, name_new)
         self.core.rename(old, new, flags)
         self._forget_name(parent_inode_new, name_new)
-        key, moved = (parent_inode_old, os.fsdecode(name_old)), (parent_inode_new, os.fsdecode(name_new))
-        for names in self.names.values():
-            if key in names:
-                names.discard(key)
-                names.add(moved)
+        ino = self._unname((parent_inode_old, os.fsdecode(name_old)))
+        if ino is not None:
+            self._name(ino, (parent_inode_new, os.fsdecode(name_new)))
 
     @_served
     def link(self, inode, new_parent_inode, new_name, ctx):
@@ -278,7 +289,9 @@ class InodeOperations(pyfuse3.Operations):
     async def forget(self, inode_list):
         for ino, _ in inode_list:
             if ino != ROOT:
-                self.names.pop(ino, None)
+                for key in self.names.pop(ino, ()):
+                    if self.named.get(key) == ino:
+                        del self.named[key]
 
 
 def serve(fs: Filesystem, mountpoint: str, *, allow_other: bool = False, debug: bool = False) -> None:
