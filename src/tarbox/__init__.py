@@ -24,7 +24,9 @@ from tarbox.fs import (
     Layer,
     LayerCounts,
     Stat,
+    TarboxFile,
     Usage,
+    WriteBack,
 )
 
 __version__ = "0.1.0"
@@ -48,10 +50,12 @@ __all__ = [
     "SchemaVersionError",
     "Stat",
     "Tarbox",
+    "TarboxFile",
     "TarboxError",
     "Tenant",
     "TenantExistsError",
     "TenantNotFoundError",
     "Usage",
+    "WriteBack",
     "connect",
 ]
