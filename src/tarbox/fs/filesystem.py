@@ -68,6 +68,30 @@ class Filesystem(HistoryView, PathWalk):
         self._acting: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("tarbox_acting", default=(0, 0))
 
     @contextmanager
+    def locked(self, *, refresh: bool = False) -> Iterator[None]:
+        """Hold this view's store for a sequence of calls, so that no other thread of
+        this process comes between them (WASI's append: finding the end, writing
+        there). ``refresh``: first catch up with what other processes committed."""
+        with self._st.lock:
+            if refresh:
+                self._st.refresh()
+            yield
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """``locked``, and inside one write transaction of the tenant: what the calls
+        inside decide from what they read cannot be overtaken (a WASI call that
+        resolves a path, then changes it). The operations inside check that the view
+        may write."""
+        with self._st.lock, self._st.writing():
+            yield
+
+    def same_store(self, other: Filesystem) -> bool:
+        """Do both views share one store (one tenant, one process's caches), so that
+        a rename or link between them is one operation?"""
+        return self._st is other._st
+
+    @contextmanager
     def acting_as(self, uid: int, gid: int) -> Iterator[None]:
         """Inodes created inside (in this thread or task) belong to ``uid:gid``, as a
         process's belong to its fsuid and fsgid (a directory with the set-group-ID bit

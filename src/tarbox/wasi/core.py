@@ -147,13 +147,12 @@ class Descriptor:
         """Resolve and mutate inside one write transaction of the tenant."""
         if self.read_only:
             raise fs_error(errno.EROFS, self.path, "read-only preopen")
-        st = self.fs._st
-        with st.lock, st.writing():
+        with self.fs.writing():
             yield
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
-        with self.fs._st.lock:
+        with self.fs.locked():
             yield
 
     # --------------------------------------------------------- descriptor ops
@@ -186,20 +185,20 @@ class Descriptor:
 
     def read(self, length: int, offset: int) -> bytes:
         f = self._file(DescriptorFlags.READ)
-        with self.fs._st.lock:
+        with self.fs.locked():
             f.seek(offset)
             return f.read(length)
 
     def readinto(self, buf: memoryview, offset: int) -> int:
         f = self._file(DescriptorFlags.READ)
-        with self.fs._st.lock:
+        with self.fs.locked():
             f.seek(offset)
             return f.readinto(buf)
 
     def write(self, data, offset: int) -> int:
         """Write at ``offset`` (or at the end, for an append descriptor). Returns bytes written."""
         f = self._file(DescriptorFlags.WRITE)
-        with self.fs._st.lock:
+        with self.fs.locked():
             f.seek(offset)
             return f.write(data)
 
@@ -215,7 +214,7 @@ class Descriptor:
 
     def set_size(self, size: int) -> None:
         f = self._file(DescriptorFlags.WRITE)
-        with self.fs._st.lock:
+        with self.fs.locked():
             pos = f.tell()
             f.truncate(size)
             f.seek(pos)
@@ -255,9 +254,7 @@ class Descriptor:
         if self.read_only and (create or trunc or write or flags & DescriptorFlags.MUTATE_DIRECTORY):
             raise fs_error(errno.EROFS, rel, "read-only preopen")
         fs = self.fs
-        st = fs._st
-        with st.lock:
-            st.refresh()
+        with fs.locked(refresh=True):
             if create and paths.without_trailing_slash(rel)[1]:
                 # Linux: O_CREAT with a trailing slash is EISDIR before the final name is
                 # looked at (even one over NAME_MAX); the directories' errors come first
@@ -326,7 +323,7 @@ class Descriptor:
 
     def _other_dir(self, new_dir: Descriptor, new: str) -> None:
         """The second directory of a rename or link: one of this tenant's, writable."""
-        if not isinstance(new_dir, Descriptor) or new_dir.fs._st is not self.fs._st:
+        if not isinstance(new_dir, Descriptor) or not new_dir.fs.same_store(self.fs):
             raise fs_error(errno.EXDEV, new, "not on the same filesystem")
         new_dir._dir()
         if new_dir.read_only:
@@ -423,7 +420,7 @@ class OutputStream:
         return self.WRITE_BUDGET
 
     def write(self, data: bytes | memoryview) -> None:
-        with self.desc.fs._st.lock:  # finding the end and writing there are one step
+        with self.desc.fs.locked():  # finding the end and writing there are one step
             at = self.desc.end() if self.append else self.offset
             self.offset = at + self.desc.write(data, at)
 
