@@ -43,7 +43,7 @@ class Changes:
         gid: int = 0,
         rdev: int = 0,
     ) -> Inode:
-        self._mutated = True
+        self.note_write()
         now = _now()
         size = len(target.encode()) if target is not None else 0
         node = Inode(
@@ -70,7 +70,7 @@ class Changes:
 
     def touch(self, node: Inode) -> Inode:
         """Make ``node`` the head version (copy-on-write of the inode row) and mark it dirty."""
-        self._mutated = True
+        self.note_write()
         node.layer_id = self.head
         self.d_inodes[node.ino] = node
         self.icache[node.ino] = node
@@ -78,7 +78,7 @@ class Changes:
 
     def set_dentry(self, parent: int, name: str, ino: int | None) -> None:
         """Point ``name`` at ``ino``, or remove it (``None``), in the head layer."""
-        self._mutated = True
+        self.note_write()
         self.pcache.clear()
         d = self.dentry(parent, name)
         head = self.head
@@ -105,7 +105,7 @@ class Changes:
 
     def drop_inode(self, node: Inode) -> None:
         """The inode lost its last link: delete its head version and release its blocks."""
-        self._mutated = True
+        self.note_write()
         if node.kind is FileType.FILE and (node.content_layer == self.head or node.ino in self.d_ext):
             xm = self.xmap(node)
             ext = self._ext(node)

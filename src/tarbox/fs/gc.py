@@ -18,7 +18,7 @@ STAGE_LEASE = 3600.0  # seconds without renewal after which a stage counts as ab
 def collect(store: Store, stale_after: float = STAGE_LEASE) -> tuple[int, int]:
     """Delete abandoned stages and unreferenced blocks of the tenant; returns (blocks, bytes) freed."""
     with store.writing(publish=True):
-        store._mutated = True
+        store.note_write()
         store._q(
             """WITH s AS (
                    DELETE FROM stages WHERE tenant_id = %(t)s AND renewed_at <= now() - make_interval(secs => %(a)s)

@@ -40,7 +40,7 @@ class History:
         with self.lock:
             self.commit()  # what is pending belongs to the layer being frozen
             with self.writing(publish=True):
-                self._mutated = True
+                self.note_write()
                 frozen = self.head
                 self._q(
                     "UPDATE layers SET frozen = true, message = %s"
@@ -77,7 +77,7 @@ class History:
                         raise fs_error(errno.ENOENT, None, f"layer {target} does not exist")
                     branch = None
                 layer_id, frozen = rows[0]
-                self._mutated = True
+                self.note_write()
                 self._q(
                     "UPDATE tenant_state SET head_layer = %s, branch = %s WHERE tenant_id = %s RETURNING head_layer",
                     (layer_id, branch, self.tid),
@@ -102,7 +102,7 @@ class History:
                     raise fs_error(errno.EINVAL, None, f"layer {from_layer} is open; branch from a checkpoint")
                 if self._q("SELECT 1 FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, name)):
                     raise fs_error(errno.EEXIST, None, f"branch {name!r} already exists")
-                self._mutated = True
+                self.note_write()
                 return self._q(
                     """WITH n AS (
                            INSERT INTO layers (tenant_id, layer_id, parent_id, message)
@@ -144,7 +144,7 @@ class History:
                 if held:
                     names = ", ".join(r[0] for r in held)
                     raise fs_error(errno.EBUSY, None, f"branch {names} has its head there; delete the branch first")
-                self._mutated = True
+                self.note_write()
                 released = self._q(
                     """WITH d AS (DELETE FROM extents WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING hash)
                        SELECT DISTINCT hash FROM d""",
@@ -177,6 +177,6 @@ class History:
         with self.lock, self.writing(publish=True):
             if name == self._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self.tid,))[0][0]:
                 raise fs_error(errno.EBUSY, None, f"branch {name!r} is the current branch; switch away first")
-            self._mutated = True
+            self.note_write()
             if not self._q("DELETE FROM branches WHERE tenant_id = %s AND name = %s RETURNING name", (self.tid, name)):
                 raise fs_error(errno.ENOENT, None, f"branch {name!r} does not exist")

@@ -149,6 +149,11 @@ class Transactions:
             and not self._has_dirty()
         )
 
+    def note_write(self) -> None:
+        """The transaction in progress has changed something (a row, a counter): it
+        ends in a commit or a rollback, never just by being left."""
+        self._mutated = True
+
     def _run_ahead(self, body: Callable[[], None]) -> bool:
         """Run ``body`` without the lock and commit it if the caches were current.
         Returns whether it committed (False: run it again under the lock)."""
