@@ -32,10 +32,10 @@ class FileType(IntEnum):
     @classmethod
     def of_mode(cls, mode: int) -> FileType:
         """The type ``mode``'s ``S_IFMT`` bits name (ValueError for none of them)."""
-        for kind, bits in _MODE_BITS.items():
-            if _stat.S_IFMT(mode) == bits:
-                return kind
-        raise ValueError(f"no file type in mode {mode:#o}")
+        try:
+            return _OF_MODE_BITS[_stat.S_IFMT(mode)]
+        except KeyError:
+            raise ValueError(f"no file type in mode {mode:#o}") from None
 
 
 _MODE_BITS = {
@@ -47,6 +47,7 @@ _MODE_BITS = {
     FileType.CHAR_DEVICE: _stat.S_IFCHR,
     FileType.BLOCK_DEVICE: _stat.S_IFBLK,
 }
+_OF_MODE_BITS = {bits: kind for kind, bits in _MODE_BITS.items()}
 
 
 @dataclass(frozen=True, slots=True)

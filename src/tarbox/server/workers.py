@@ -360,7 +360,8 @@ class FairShares:
                 me.bell = asyncio.get_running_loop().create_future()
                 # looked at again every ACTIVE seconds: a share grows back when the
                 # other tenants fall idle, which no one announces
-                await asyncio.wait((me.bell,), timeout=min(left, Activity.ACTIVE, pause if pause > 0 else left))
+                nap = min(left, Activity.ACTIVE, pause) if pause > 0 else min(left, Activity.ACTIVE)
+                await asyncio.wait((me.bell,), timeout=nap)
             self._not_before.pop(key, None)
             self._in[key] = self._in.get(key, 0) + 1
         finally:

@@ -31,7 +31,7 @@ from tarbox.wasi.types import (
     PathFlags,
 )
 
-_TYPES = {
+DESCRIPTOR_TYPES = {  # what each Tarbox file type is to a guest
     FileType.FILE: DescriptorType.REGULAR_FILE,
     FileType.DIRECTORY: DescriptorType.DIRECTORY,
     FileType.SYMLINK: DescriptorType.SYMBOLIC_LINK,
@@ -75,7 +75,7 @@ def error_code(exc: OSError) -> ErrorCode:
 
 
 def _descriptor_stat(s: Stat) -> DescriptorStat:
-    return DescriptorStat(_TYPES[s.type], s.ino, s.nlink, s.size, s.atime_ns, s.mtime_ns, s.ctime_ns)
+    return DescriptorStat(DESCRIPTOR_TYPES[s.type], s.ino, s.nlink, s.size, s.atime_ns, s.mtime_ns, s.ctime_ns)
 
 
 class Descriptor:
@@ -303,7 +303,7 @@ class Descriptor:
     def read_directory(self) -> list[DirectoryEntry]:
         self._dir()
         with self._reading():
-            return [DirectoryEntry(_TYPES[e.type], e.name, e.ino) for e in self.fs.scandir(self.path)]
+            return [DirectoryEntry(DESCRIPTOR_TYPES[e.type], e.name, e.ino) for e in self.fs.scandir(self.path)]
 
     def create_directory_at(self, rel: str) -> None:
         with self._mutating():

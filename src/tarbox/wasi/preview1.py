@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import wasmtime
 
 from tarbox.errors import DatabaseError, QuotaExceededError, SandboxEscapeError, TarboxError
-from tarbox.fs import FileType
-from tarbox.wasi.core import Descriptor
+from tarbox.wasi.core import DESCRIPTOR_TYPES, Descriptor
 from tarbox.wasi.preview1_errno import (
     BADF,
     FAULT,
@@ -56,16 +55,7 @@ ESCAPE = WASI_ERRNO["PERM"]  # what wasmtime returns for a path leaving the preo
 
 # filetype
 FT_UNKNOWN, FT_BLOCK, FT_CHAR, FT_DIR, FT_FILE, FT_SOCKET_STREAM, FT_SYMLINK = 0, 1, 2, 3, 4, 6, 7
-_FT = {  # preview1 has no FIFO type: unknown, as wasmtime says
-    FileType.FILE: FT_FILE,
-    FileType.DIRECTORY: FT_DIR,
-    FileType.SYMLINK: FT_SYMLINK,
-    FileType.FIFO: FT_UNKNOWN,
-    FileType.SOCKET: FT_SOCKET_STREAM,
-    FileType.CHAR_DEVICE: FT_CHAR,
-    FileType.BLOCK_DEVICE: FT_BLOCK,
-}
-_DT = {
+_DT = {  # preview1 has no FIFO type: unknown, as wasmtime says
     DescriptorType.REGULAR_FILE: FT_FILE,
     DescriptorType.DIRECTORY: FT_DIR,
     DescriptorType.SYMBOLIC_LINK: FT_SYMLINK,
@@ -74,6 +64,7 @@ _DT = {
     DescriptorType.CHARACTER_DEVICE: FT_CHAR,
     DescriptorType.BLOCK_DEVICE: FT_BLOCK,
 }
+_FT = {kind: _DT[t] for kind, t in DESCRIPTOR_TYPES.items()}
 # fdflags / oflags / fstflags / whence
 FDF_APPEND, FDF_DSYNC, FDF_NONBLOCK, FDF_RSYNC, FDF_SYNC = 1, 2, 4, 8, 16
 FST_ATIM, FST_ATIM_NOW, FST_MTIM, FST_MTIM_NOW = 1, 2, 4, 8
