@@ -336,7 +336,9 @@ class Descriptor:
 
     def symlink_at(self, target: str, rel: str) -> None:
         with self._mutating():
-            if paths.split(target).absolute:
+            # wasmtime's order: an absolute target, then a new name outside the preopen
+            # (both ENOTCAPABLE), then an empty target (ENOENT)
+            if target and paths.split(target).absolute:
                 raise SandboxEscapeError(target)
             self.fs.symlink(target, self._path(rel))
 
