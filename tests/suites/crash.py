@@ -273,7 +273,18 @@ def restart_trial(tb) -> SuiteResult:
             result.fail("the run in flight did not end within 90 s")
             return result
         said = (r.trap or "") + r.stdout.decode(errors="replace")[-200:]
-        if r.ok or not ("failed" in said or "lost" in said or "database" in said):
+        if r.ok:
+            # The restart fell between its commits (the pool reconnected): a run that says
+            # it succeeded must then have every file it wrote.
+            fs = tb.filesystem(tenant)
+            wrong = [
+                i
+                for i in range(600)
+                if not fs.exists(f"/workspace/f{i}") or fs.read_file(f"/workspace/f{i}") != f"f{i}".encode()
+            ]
+            if wrong:
+                result.fail(f"the run succeeded across the restart but {len(wrong)} files are wrong, e.g. f{wrong[0]}")
+        elif not ("failed" in said or "lost" in said or "database" in said):
             result.fail(f"the run in flight did not fail clearly: status={r.status} code={r.exit_code} {said!r}")
         result.figures["in-flight run ended with"] = (
             f"exit {r.exit_code}: {(r.trap or said.strip().splitlines()[-1])[:80]}"
