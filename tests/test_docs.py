@@ -85,7 +85,7 @@ def test_every_doc_with_examples_is_covered():
 
 
 # where a user imports from: the package and its public subpackages (their __all__)
-PUBLIC_MODULES = ("tarbox", "tarbox.wasi", "tarbox.server", "tarbox.integrations.fsspec")
+PUBLIC_MODULES = ("tarbox", "tarbox.wasi", "tarbox.sandbox", "tarbox.server", "tarbox.integrations.fsspec")
 _IMPORT = re.compile(r"^\s*from (tarbox[\w.]*) import ([\w, ()]+)$|^\s*import (tarbox[\w.]*)", re.M)
 
 

@@ -1,5 +1,5 @@
 """The shape of the code: no import cycles in ``src/``, and layers import only downward
-(storage < fs < client < wasi < integrations, server < cli; docs/design.md).
+(storage < fs < client < wasi, sandbox < integrations, server < cli; docs/design.md).
 
 Imports are read from the source with ``ast``, at any depth (a function-level import
 is still a dependency); imports under ``if TYPE_CHECKING:`` are left out, as they
@@ -13,19 +13,22 @@ from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src"
 
+# the layers beside each other above the client (WASI runs, native runs)
+ON_THE_CLIENT = {
+    "tarbox.errors",
+    "tarbox.names",
+    "tarbox.storage",
+    "tarbox.fs",
+    "tarbox.client",
+    "tarbox.runs",
+    "tarbox",
+}
 # a module may import from its own layer and the ones listed after its name
 LAYERS = {
     "tarbox.storage": {"tarbox.errors"},
     "tarbox.fs": {"tarbox.errors", "tarbox.names", "tarbox.storage"},
-    "tarbox.wasi": {
-        "tarbox.errors",
-        "tarbox.names",
-        "tarbox.storage",
-        "tarbox.fs",
-        "tarbox.client",
-        "tarbox.runs",
-        "tarbox",
-    },
+    "tarbox.wasi": ON_THE_CLIENT,
+    "tarbox.sandbox": ON_THE_CLIENT,
     "tarbox.server": {"*", "-tarbox.cli"},
     "tarbox.integrations": {"*", "-tarbox.cli", "-tarbox.server"},
 }

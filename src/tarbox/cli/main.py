@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import tarbox
-from tarbox.cli import audit, db, files, layers, mount, python, run, server, tar, tenants
+from tarbox.cli import audit, db, exec, files, layers, mount, python, run, server, tar, tenants
 from tarbox.cli.context import Ctx, accept_global_options
 from tarbox.cli.output import err, out
 from tarbox.errors import TarboxError
@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Tarbox: a versioned, multi-tenant filesystem in PostgreSQL for AI agents.",
 )
-for group in (db.app, mount.app, files.app, audit.app, tar.app, layers.app, run.app):
+for group in (db.app, mount.app, files.app, audit.app, tar.app, layers.app, run.app, exec.app):
     app.add_typer(group)
 app.add_typer(layers.layer_app, name="layer")
 app.add_typer(tenants.tenant_app, name="tenant")

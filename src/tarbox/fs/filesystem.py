@@ -107,6 +107,14 @@ class Filesystem(HistoryView, PathWalk):
     def tenant_id(self) -> uuid.UUID:
         return self._st.tid
 
+    @property
+    def generation(self) -> int | None:
+        """The tenant's generation as this view last saw it: every commit of the tenant
+        bumps it by one. Inside :meth:`atomic` the tenant is locked and this is the one
+        the batch will publish, so one less is the last commit of anyone before it (a
+        native run's write-back tells by it whether the tenant moved meanwhile)."""
+        return self._st.gen
+
     def _writable(self, path: str | os.PathLike | None) -> None:
         if self.read_only:
             raise fs_error(errno.EROFS, None if path is None else os.fspath(path), "read-only filesystem view")

@@ -191,6 +191,42 @@ class HistoryView:
         self._st.commit()  # what this process did is part of the log
         return [AuditRecord(r[0], r[1], r[2], AuditOp(r[3]), *r[4:]) for r in self._st._q(sql, tuple(params))]
 
+    def rows_changed(self, a: Layer | int, b: Layer | int) -> tuple[dict[tuple[int, str], int | None], set[int]] | None:
+        """What the layers after ``a`` up to ``b`` wrote, by row, when ``a`` is an ancestor
+        of ``b`` (else None): each directory entry ``(parent ino, name)`` they wrote, with
+        the inode it names at ``b`` (None: removed there), and each inode they wrote a
+        version of (content, mode, times). Proportional to what changed, where
+        :meth:`diff` walks both trees; paths are the caller's to find (a local copy's
+        index: the sandbox's lower tree)."""
+        a_id = a.id if isinstance(a, Layer) else int(a)
+        b_id = b.id if isinstance(b, Layer) else int(b)
+        st = self._st
+        with st.lock:
+            parent = {r[0]: r[1] for r in self._layer_rows()}
+            after, cur = [], b_id
+            while cur is not None and cur != a_id:
+                after.append(cur)
+                cur = parent.get(cur)
+            if cur != a_id:
+                return None
+            if not after:
+                return {}, set()
+            entries = {
+                (r[0], r[1]): r[2]
+                for r in st._q(
+                    "SELECT DISTINCT ON (parent_ino, name) parent_ino, name, ino FROM dirents"
+                    " WHERE tenant_id = %s AND layer_id = ANY(%s) ORDER BY parent_ino, name, layer_id DESC",
+                    (st.tid, after),
+                )
+            }
+            inodes = {
+                r[0]
+                for r in st._q(
+                    "SELECT DISTINCT ino FROM inodes WHERE tenant_id = %s AND layer_id = ANY(%s)", (st.tid, after)
+                )
+            }
+            return entries, inodes
+
     def current_branch(self) -> str | None:
         """The branch the view follows, or None when viewing a layer by id."""
         return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]

@@ -1,0 +1,10 @@
+"""Native commands (git, bash, python, gcc, node from the host's /usr) sandboxed over a
+tenant's workspace: bubblewrap namespaces, seccomp and cgroup limits, an overlay on a
+local copy of the workspace at a checkpoint, and the changes written back in one atomic
+commit (docs/exec.md)."""
+
+from tarbox.sandbox.host import NativeHost, SandboxUnavailable, unavailable_reason
+from tarbox.sandbox.limits import Limits
+from tarbox.sandbox.result import ExecResult, ExecStatus
+
+__all__ = ["ExecResult", "ExecStatus", "Limits", "NativeHost", "SandboxUnavailable", "unavailable_reason"]

@@ -1,0 +1,461 @@
+"""The lower layer of native runs: a tenant's workspace materialised on local disk at a
+frozen layer, kept between runs and brought forward by what changed.
+
+``<home>/exec/<tenant>/trees/<n>/`` holds the workspace as it is at one layer;
+``current`` says which tree, at which layer. A run leases the tree (a shared
+``flock`` on ``trees/<n>.lock``) for as long as overlayfs uses it as its lower
+layer, which must not change meanwhile. Bringing it to a newer layer applies only
+``diff(old, new)``: in place when no run holds it, else on a clone made of hard links
+(files are always replaced, never written through, so a clone never changes its
+origin). A tree no run holds and ``current`` does not name is removed. A crash part
+way through an update leaves ``current`` marked dirty, and the next lease rebuilds.
+
+The trees are a cache of what the database holds: losing them costs one export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import stat as stat_mod
+from dataclasses import dataclass
+from pathlib import Path
+
+from tarbox.client import Tarbox
+from tarbox.errors import TarboxError
+from tarbox.fs import Filesystem, FileType
+
+CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class Lease:
+    """A tree held for one run: ``path`` stays as it is until :meth:`release`."""
+
+    path: Path
+    layer: int
+    _fd: int
+    _trees: LowerTrees
+    exported: int = 0  # paths written to bring the tree to ``layer`` (0: reused as it was)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._trees.collect()
+
+
+class LowerTrees:
+    """The materialised trees of one tenant's workspace (see the module docstring)."""
+
+    def __init__(self, base: Path, tb: Tarbox, tenant_id, root: str = "/workspace") -> None:
+        self.base, self.tb, self.tenant_id, self.root = base, tb, tenant_id, root.rstrip("/") or "/"
+        (base / "trees").mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o700)
+
+    def lease(self, layer: int) -> Lease:
+        """The workspace at ``layer`` (a frozen layer), held until released."""
+        with self._managing():
+            cur = self._current()
+            if cur is not None and cur["layer"] == layer:
+                fd = self._lock(cur["tree"], fcntl.LOCK_SH)
+                return Lease(self._tree(cur["tree"]), layer, fd, self)
+            view = self.tb.filesystem(self.tenant_id, layer=layer, hide_control=True)
+            if cur is not None:
+                lease = self._bring_forward(cur, layer, view)
+                if lease is not None:
+                    return lease
+            return self._rebuild(layer, view)
+
+    def _bring_forward(self, cur: dict, layer: int, view: Filesystem) -> Lease | None:
+        """``cur``'s tree moved to ``layer`` by the rows the layers between wrote; None
+        when they cannot tell (another branch, a layer dropped, no index): the caller
+        rebuilds."""
+        history = self.tb.filesystem(self.tenant_id, hide_control=True)
+        try:
+            rows = history.rows_changed(cur["layer"], layer)
+            root_ino = view.lstat(self.root).ino if view.is_dir(self.root) else None
+        except (TarboxError, OSError):
+            return None
+        if rows is None or root_ino != cur.get("root_ino"):
+            return None
+        entries, inodes = rows
+        if not entries and not inodes:  # only checkpoints since: the tree is this layer
+            self._write_current({**cur, "layer": layer})
+            return Lease(self._tree(cur["tree"]), layer, self._lock(cur["tree"], fcntl.LOCK_SH), self)
+        index = self._load_index(cur["tree"])
+        if index is None:
+            return None
+        fd = self._lock(cur["tree"], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fd >= 0:  # nobody holds it: update in place
+            n = cur["tree"]
+        else:
+            n = self._next_number()
+            _clone(self._tree(cur["tree"]), self._tree(n))
+            fd = self._lock(n, fcntl.LOCK_EX)
+        self._write_current({**cur, "tree": n, "dirty": True})
+        written = apply_rows(view, self.root, root_ino, entries, inodes, self._tree(n), index)
+        self._save_index(n, index)
+        self._write_current({"tree": n, "layer": layer, "root_ino": root_ino})
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return Lease(self._tree(n), layer, fd, self, written)
+
+    def _rebuild(self, layer: int, view: Filesystem) -> Lease:
+        n = self._next_number()
+        fd = self._lock(n, fcntl.LOCK_EX)
+        self._write_current({"tree": n, "layer": layer, "dirty": True})
+        index: dict[str, list] = {}
+        written = export_tree(view, self.root, self._tree(n), index)
+        root_ino = view.lstat(self.root).ino if view.is_dir(self.root) else None
+        self._save_index(n, index)
+        self._write_current({"tree": n, "layer": layer, "root_ino": root_ino})
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return Lease(self._tree(n), layer, fd, self, written)
+
+    def _load_index(self, n: int) -> dict | None:
+        try:
+            return json.loads((self.base / "trees" / f"{n}.index").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _save_index(self, n: int, index: dict) -> None:
+        tmp = self.base / "trees" / f"{n}.index.tmp"
+        tmp.write_text(json.dumps(index, separators=(",", ":")))
+        os.replace(tmp, self.base / "trees" / f"{n}.index")
+
+    def merge(self, layer: int, upper_dir: Path, ops) -> bool:
+        """Move a written-back run's changes (``ops`` from ``upper_dir``) into the tree at
+        ``layer``, if it is still the current one and no run holds it, so that the next
+        lease finds them in place instead of reading them back. The tree keeps its label:
+        the next diff lists these changes, and the quick check skips them."""
+        from tarbox.sandbox.upper import OpKind
+
+        with self._managing():
+            cur = self._current()
+            if cur is None or cur["layer"] != layer:
+                return False
+            fd = self._lock(cur["tree"], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fd < 0:
+                return False
+            try:
+                tree = self._tree(cur["tree"])
+                self._write_current({**cur, "dirty": True})
+                dirs = []
+                for op in ops:
+                    local = _local(tree, self.root, op.path)
+                    if local is None or local == tree:
+                        continue
+                    if op.kind is OpKind.DELETE:
+                        _remove_path(local)
+                    elif op.kind in (OpKind.DIR, OpKind.REPLACE_DIR):
+                        stale = local.is_symlink() or (local.exists() and not local.is_dir())
+                        if op.kind is OpKind.REPLACE_DIR or stale:
+                            _remove_path(local)
+                        local.mkdir(mode=0o700, exist_ok=True)
+                        dirs.append((local, op))
+                    else:
+                        _remove_path(local)
+                        if op.kind is OpKind.FILE:
+                            os.rename(op.local, local)  # one filesystem: the file moves, nothing is copied
+                        elif op.kind is OpKind.SYMLINK:
+                            os.symlink(op.target, local)
+                        elif op.kind is OpKind.LINK:
+                            os.link(_local(tree, self.root, op.target), local)
+                        else:
+                            os.mkfifo(local, op.mode)
+                for local, op in reversed(dirs):
+                    os.chmod(local, op.mode)
+                    os.utime(local, ns=(op.mtime_ns, op.mtime_ns))
+                self._write_current(cur)
+                return True
+            finally:
+                os.close(fd)
+
+    def collect(self) -> None:
+        """Remove the trees nobody holds that ``current`` does not name."""
+        with self._managing():
+            cur = self._current()
+            keep = None if cur is None else cur["tree"]
+            for entry in (self.base / "trees").iterdir():
+                if not entry.is_dir() or not entry.name.isdigit() or int(entry.name) == keep:
+                    continue
+                fd = self._lock(int(entry.name), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if fd < 0:
+                    continue
+                try:
+                    _remove_tree(entry)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._lock_path(int(entry.name)))
+                finally:
+                    os.close(fd)
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _inside(self, path: str) -> bool:
+        return self.root == "/" or path == self.root or path.startswith(self.root + "/")
+
+    def _tree(self, n: int) -> Path:
+        return self.base / "trees" / str(n)
+
+    def _lock_path(self, n: int) -> Path:
+        return self.base / "trees" / f"{n}.lock"
+
+    def _lock(self, n: int, how: int) -> int:
+        """An fd holding ``how`` on tree ``n``'s lock file, or -1 (LOCK_NB, held elsewhere)."""
+        fd = os.open(self._lock_path(n), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, how)
+        except BlockingIOError:
+            os.close(fd)
+            return -1
+        return fd
+
+    @contextlib.contextmanager
+    def _managing(self):
+        fd = os.open(self.base / "manage.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _current(self) -> dict | None:
+        try:
+            cur = json.loads((self.base / "current").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if cur.get("dirty") or not self._tree(cur.get("tree", -1)).is_dir():
+            return None  # a crash part way through an update: rebuilt
+        return cur
+
+    def _write_current(self, cur: dict) -> None:
+        tmp = self.base / "current.tmp"
+        tmp.write_text(json.dumps(cur))
+        os.replace(tmp, self.base / "current")
+
+    def _next_number(self) -> int:
+        taken = [int(e.name) for e in (self.base / "trees").iterdir() if e.name.isdigit()]
+        return max(taken, default=0) + 1
+
+
+# ---------------------------------------------------------------- copying out
+
+
+def export_tree(view: Filesystem, root: str, dst: Path, index: dict[str, list]) -> int:
+    """The subtree ``root`` of ``view`` written to the empty or absent ``dst``, each
+    entry put in ``index`` (relative path -> [ino, is a directory]). Returns the number
+    of paths written."""
+    if dst.exists():
+        _remove_tree(dst)
+    dst.mkdir(mode=0o700, parents=True)
+    if not view.is_dir(root):
+        return 0
+    return _export_dir(view, root, "", dst, index)
+
+
+def _export_dir(view: Filesystem, path: str, rel: str, local: Path, index: dict[str, list]) -> int:
+    """The directory ``path`` (``rel`` below the root, made at ``local``) filled from
+    ``view``, depth first; its times and mode set after its entries."""
+    count = 0
+    listing = view.scandir(path)
+    for stale in set(os.listdir(local)) - {e.name for e in listing}:  # a run's merge left it
+        _remove_path(local / stale)
+    for e in listing:
+        child, child_rel = f"{path.rstrip('/')}/{e.name}", f"{rel}/{e.name}" if rel else e.name
+        is_dir = e.type is FileType.DIRECTORY
+        index[child_rel] = [e.ino, is_dir]
+        count += 1
+        there = local / e.name
+        if is_dir:
+            if there.is_symlink() or (there.exists() and not there.is_dir()):
+                _remove_path(there)
+            there.mkdir(mode=0o700, exist_ok=True)
+            count += _export_dir(view, child, child_rel, there, index)
+        elif not _same_file(there, view.lstat(child)):
+            if there.is_dir() and not there.is_symlink():
+                _remove_path(there)
+            _copy_out(view, child, there)
+    _set_meta(view, path, local)
+    return count
+
+
+def apply_rows(
+    view: Filesystem,
+    root: str,
+    root_ino: int,
+    entries: dict[tuple[int, str], int | None],
+    inodes: set[int],
+    dst: Path,
+    index: dict[str, list],
+) -> int:
+    """Bring ``dst`` (the subtree ``root`` at an older layer, described by ``index``) to
+    ``view``, given the rows the layers between wrote (``Filesystem.rows_changed``).
+    Touches only the paths those rows name (and the whole of a directory that appeared
+    or moved). ``index`` is updated to ``view``. Returns the number of paths written."""
+    dirs = {ino: rel for rel, (ino, is_dir) in index.items() if is_dir}
+    dirs[root_ino] = ""
+    touched: set[str] = set()
+
+    def drop(rel: str) -> None:
+        _remove_path(dst / rel)
+        for key in [k for k in index if k == rel or k.startswith(rel + "/")]:
+            ino, is_dir = index.pop(key)
+            if is_dir and dirs.get(ino) == key:
+                del dirs[ino]
+        touched.add(rel)
+
+    # names that no longer hold what they held (removed, replaced, moved away): away
+    # first, so that every directory still in ``dirs`` keeps its old path in ``view``
+    for (parent, name), ino in entries.items():
+        if parent in dirs:
+            rel = _join(dirs[parent], name)
+            if rel in index and index[rel][0] != ino:
+                drop(rel)
+    # then what the names hold now: parents before children (a new directory comes
+    # whole, so its own entries are found made already)
+    pending = [(parent, name, ino) for (parent, name), ino in entries.items() if ino is not None]
+    count = 0
+    while pending:
+        later = []
+        for parent, name, ino in pending:
+            if parent not in dirs:
+                later.append((parent, name, ino))
+                continue
+            rel = _join(dirs[parent], name)
+            if rel in index:
+                continue  # the same inode: its content, if changed, is an inode row below
+            path = f"{root.rstrip('/')}/{rel}"
+            if not view.lexists(path):
+                continue
+            st = view.lstat(path)
+            index[rel] = [st.ino, st.type is FileType.DIRECTORY]
+            touched.add(rel)
+            count += 1
+            if st.type is FileType.DIRECTORY:
+                if (dst / rel).is_symlink() or ((dst / rel).exists() and not (dst / rel).is_dir()):
+                    _remove_path(dst / rel)
+                (dst / rel).mkdir(mode=0o700, exist_ok=True)  # a run's merge may have made it
+                dirs[st.ino] = rel
+                count += _export_dir(view, path, rel, dst / rel, index)
+                for key, (kino, kdir) in index.items():
+                    if kdir and key.startswith(rel + "/"):
+                        dirs[kino] = key
+            elif not _same_file(dst / rel, st):
+                if (dst / rel).is_dir() and not (dst / rel).is_symlink():
+                    _remove_path(dst / rel)
+                _copy_out(view, path, dst / rel)
+        if len(later) == len(pending):
+            break  # the rest are under directories that are gone
+        pending = later
+    if inodes:
+        by_ino: dict[int, list[str]] = {}
+        for rel, (ino, _) in index.items():
+            by_ino.setdefault(ino, []).append(rel)
+        by_ino.setdefault(root_ino, []).append("")
+        for ino in inodes:
+            for rel in by_ino.get(ino, ()):
+                path = f"{root.rstrip('/')}/{rel}" if rel else root
+                local = dst / rel if rel else dst
+                if not index.get(rel, [0, True])[1] and not _same_file(local, st := view.lstat(path)):
+                    _copy_out(view, path, local)
+                    count += 1
+                touched.add(rel)
+    parents = {os.path.dirname(rel) for rel in touched} | {rel for rel in touched if rel in dirs.values()}
+    for rel in sorted(parents, key=len, reverse=True):  # children first: their writes move the times
+        path = f"{root.rstrip('/')}/{rel}" if rel else root
+        local = dst / rel if rel else dst
+        if local.is_dir() and not local.is_symlink() and view.is_dir(path):
+            _set_meta(view, path, local)
+    return count
+
+
+def _join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
+def _local(dst: Path, root: str, path: str) -> Path | None:
+    if path == root:
+        return dst
+    rel = path[len(root) :].lstrip("/") if root != "/" else path.lstrip("/")
+    return dst / rel if rel else dst
+
+
+def _same_file(local: Path, st) -> bool:
+    """rsync's quick check: a regular file of the same size, mtime and mode is the one
+    the tree has already (a run's own change, merged into the tree after its write-back)."""
+    try:
+        have = os.lstat(local)
+    except FileNotFoundError:
+        return False
+    return (
+        st.type is FileType.FILE
+        and stat_mod.S_ISREG(have.st_mode)
+        and have.st_nlink == 1
+        and (have.st_size, have.st_mtime_ns, stat_mod.S_IMODE(have.st_mode)) == (st.size, st.mtime_ns, st.mode)
+    )
+
+
+def _copy_out(view: Filesystem, path: str, local: Path) -> None:
+    """One non-directory of ``view`` at ``local``, replacing whatever was there (a new
+    inode: a hard-linked clone keeps the old one)."""
+    st = view.lstat(path)
+    tmp = local.with_name(f".{local.name}.tarbox-tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    if st.type is FileType.FILE:
+        with view.open(path, "rb") as src, open(tmp, "xb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+    elif st.type is FileType.SYMLINK:
+        os.symlink(view.readlink(path), tmp)
+    elif st.type is FileType.FIFO:
+        os.mkfifo(tmp, 0o600)
+    else:
+        return  # sockets and device nodes are not materialised (docs/exec.md)
+    os.replace(tmp, local)
+    _set_meta(view, path, local, st)
+
+
+def _set_meta(view: Filesystem, path: str, local: Path, st=None) -> None:
+    st = st or view.lstat(path)
+    if st.type is not FileType.SYMLINK:
+        os.chmod(local, st.mode)
+    os.utime(local, ns=(st.atime_ns, st.mtime_ns), follow_symlinks=False)
+
+
+def _clone(src: Path, dst: Path) -> None:
+    """``src`` again at ``dst``: directories made anew, everything else hard-linked."""
+    dst.mkdir(mode=0o700)
+    for top, subdirs, files in os.walk(src):
+        local = dst / os.path.relpath(top, src)
+        for name in subdirs:
+            st = os.lstat(os.path.join(top, name))
+            (local / name).mkdir(mode=0o700)
+            os.chmod(local / name, stat_mod.S_IMODE(st.st_mode))
+        for name in files:
+            os.link(os.path.join(top, name), local / name, follow_symlinks=False)
+    for top, subdirs, _ in os.walk(src, topdown=False):
+        for name in subdirs + ["."]:
+            st = os.lstat(os.path.join(top, name))
+            os.utime(dst / os.path.relpath(os.path.join(top, name), src), ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(dst, 0o700)
+
+
+def _remove_path(local: Path) -> None:
+    if local.is_dir() and not local.is_symlink():
+        _remove_tree(local)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local)
+
+
+def _remove_tree(path: Path) -> None:
+    def writable_then_retry(func, p, info):  # a read-only directory of the tenant's
+        if not isinstance(info[1], PermissionError):
+            raise info[1]
+        os.chmod(os.path.dirname(p), 0o700)
+        func(p)
+
+    shutil.rmtree(path, onerror=writable_then_retry)
