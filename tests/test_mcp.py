@@ -17,6 +17,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from server_support import start_server
+from tarbox.sandbox import unavailable_reason
 from tarbox.server.mcp import ALL_TOOLS, READ_TOOLS
 from tarbox.tokens import create_token
 
@@ -53,7 +54,7 @@ def test_an_agent_loop_over_http(server, tb, tenant):
     async def agent():
         async with over_http(server, token) as c:
             names = {t.name for t in (await c.list_tools()).tools}
-            assert names == set(ALL_TOOLS)
+            assert names == set(ALL_TOOLS) - ({"bash"} if unavailable_reason() else set())
             await call(c, "write_file", path="/workspace/data.txt", content="3\n4\n5\n")
             cp = await call(c, "checkpoint", message="before the run")
             code = (
@@ -255,3 +256,32 @@ def test_run_python_sessions_and_images(server, tb, tenant):
             assert struct.unpack(">II", png[16:24]) == (120, 80)  # IHDR: 3x2 inches at 40 dpi
 
     asyncio.run(agent())
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason="no sandbox here")
+def test_bash_tool_runs_native_commands_and_rollback_undoes_them(server, tb, tenant):
+    """The ``bash`` tool as an agent uses it: git over a file it wrote, a failing command
+    as an error result, the checkpoint it took undone by ``rollback``; read-only tokens
+    do not get it."""
+    token, _ = create_token(tb, tenant)
+    ro_token, _ = create_token(tb, tenant, read_only=True)
+
+    async def agent():
+        async with over_http(server, token) as c:
+            await call(c, "write_file", path="/workspace/app.py", content="print('hi')\n")
+            git = "git init -q && git add app.py && git -c user.name=a -c user.email=a@b commit -qm one"
+            git += " && git log --oneline | wc -l"
+            done = await call(c, "bash", command=git)
+            assert (done["exit_code"], done["stdout"]) == (0, "1\n"), done
+            assert "/workspace/.git/HEAD" in done["changed"]
+            out = await call(c, "bash", command="python3 app.py && rm app.py")
+            assert out["stdout"] == "hi\n"
+            failed = await c.call_tool("bash", {"command": "ls missing"})
+            assert failed.is_error and json.loads(failed.content[0].text)["exit_code"] == 2
+            await call(c, "rollback", layer=out["checkpoint"])
+            assert (await call(c, "read_file", path="/workspace/app.py"))["text"] == "print('hi')\n"
+        async with over_http(server, ro_token) as c:
+            assert "bash" not in {t.name for t in (await c.list_tools()).tools}
+
+    asyncio.run(agent())
+    assert tb.filesystem(tenant).is_dir("/workspace/.git")

@@ -12,9 +12,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -404,3 +406,150 @@ def test_the_local_tree_follows_every_kind_of_change_between_runs(tb, tenant, ho
         r = host.run(LISTING)
         assert r.ok, r.stderr
         assert r.stdout.decode() == expected_listing(tb.filesystem(tenant)).decode(), f"round {round_}"
+
+
+def test_a_host_killed_mid_run_publishes_nothing_and_leaves_nothing_running(tb, tenant, tmp_path, db_url):
+    """kill -9 of the process running a native run: the run's writes were never
+    committed, its processes die with it (bubblewrap's --die-with-parent, the PID
+    namespace), and the next run collects its directory and cgroup."""
+    fs = tb.filesystem(tenant)
+    seed(fs, {"before.txt": b"b"})
+    home = tmp_path / "home"
+    marker = f"tarbox-kill-{uuid.uuid4().hex[:8]}"
+    script = (
+        "import sys, tarbox\n"
+        "from pathlib import Path\n"
+        "from tarbox.sandbox import NativeHost\n"
+        f"tb = tarbox.connect({db_url!r})\n"
+        f"NativeHost(tb, {tenant.name!r}, home=Path({str(home)!r})).run("
+        f"'echo half > a.txt; exec -a {marker} sleep 30')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    runs_dir = home / "exec" / str(tenant.id) / "runs"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _running(marker):
+        time.sleep(0.05)
+    assert _running(marker), "the run did not start"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(marker):
+        time.sleep(0.05)
+    assert not _running(marker), "the sandbox outlived its host"
+    assert not tb.filesystem(tenant).exists("/workspace/a.txt")
+    assert len(list(runs_dir.iterdir())) == 1  # left behind by the dead host
+    r = NativeHost(tb, tenant, home=home).run("cat before.txt; ls")
+    assert r.ok and r.stdout == b"bbefore.txt\n"
+    assert list(runs_dir.iterdir()) == []
+
+
+def _running(marker: str) -> bool:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(marker.encode()):
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+def test_many_tenants_at_once(tb, new_tenant, tmp_path):
+    tenants = [new_tenant() for _ in range(4)]
+    for i, t in enumerate(tenants):
+        seed(tb.filesystem(t), {"who": f"tenant {i}\n".encode()})
+    results = {}
+
+    def run(i, t):
+        host = NativeHost(tb, t, home=tmp_path / "home")
+        results[i] = [host.run(f"cat who; echo {i}-{k} > out{k}") for k in range(2)]
+
+    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(tenants)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    for i, t in enumerate(tenants):
+        assert [r.stdout for r in results[i]] == [f"tenant {i}\n".encode()] * 2
+        fs = tb.filesystem(t)
+        assert sorted(fs.listdir("/workspace")) == ["out0", "out1", "who"]
+        assert fs.read_file("/workspace/out1") == f"{i}-1\n".encode()
+
+
+def test_network_only_to_the_allow_list(tb, tenant, tmp_path):
+    """With an allow-list, the run reaches those destinations through the host's proxy
+    (HTTP and CONNECT) and nothing else: another port of the same host is refused by
+    the proxy, a direct connection finds no network, and without a list there is no
+    proxy at all."""
+    import http.server
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = f"hello {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.connect(("10.255.255.255", 1))  # no packet: the address this host would send from
+    addr = probe.getsockname()[0]
+    probe.close()
+    if addr.startswith("127."):
+        pytest.skip("no address outside the loopback to serve the test's web server on")
+    web = http.server.ThreadingHTTPServer((addr, 0), Hello)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    other = socket.create_server((addr, 0))
+    port, other_port = web.server_address[1], other.getsockname()[1]
+    code = f"""
+import http.client, os, socket, urllib.request
+print(urllib.request.urlopen("http://{addr}:{port}/plain", timeout=10).read().decode())
+tunnel = http.client.HTTPConnection("127.0.0.1", 3128, timeout=10)
+tunnel.set_tunnel("{addr}", {port})
+tunnel.request("GET", "/tunnelled")
+print(tunnel.getresponse().read().decode())
+try:
+    urllib.request.urlopen("http://{addr}:{other_port}/", timeout=10)
+except urllib.error.HTTPError as e:
+    print("refused", e.code)
+try:
+    socket.create_connection(("{addr}", {port}), timeout=3)
+    print("direct connection made")
+except OSError:
+    print("no direct route")
+"""
+    try:
+        host = NativeHost(tb, tenant, home=tmp_path / "home", network=[f"{addr}:{port}"])
+        r = host.run(["python3", "-c", code])
+        assert r.ok, r.stderr.decode()
+        assert r.stdout.decode().splitlines() == [
+            "hello /plain",
+            "hello /tunnelled",
+            "refused 403",
+            "no direct route",
+        ]
+        assert r.network_denied == [f"{addr}:{other_port}"]
+        r = NativeHost(tb, tenant, home=tmp_path / "home").run(
+            ["python3", "-c", f"import urllib.request; urllib.request.urlopen('http://{addr}:{port}/', timeout=3)"]
+        )
+        assert r.exit_code != 0 and b"URLError" in r.stderr
+    finally:
+        web.shutdown()
+        other.close()
+    with pytest.raises(ValueError):
+        NativeHost(tb, tenant, network=["no-port"])
+
+
+def test_the_proxy_refuses_names_that_resolve_to_this_hosts_networks(tmp_path):
+    from tarbox.sandbox.network import EgressProxy
+
+    proxy = EgressProxy(tmp_path / "p.sock", ["localhost:*", "*.example.invalid:443"])
+    try:
+        assert "resolves to" in proxy._why_not("localhost", 5432)  # a name for the loopback: no way in
+        assert "allow-list" in proxy._why_not("example.com", 443)
+        assert proxy._why_not("a.example.invalid", 80) is not None  # the port is not on the list
+    finally:
+        proxy.close()

@@ -515,3 +515,50 @@ def test_python_sessions_over_rest(server, tb, tenant, fs):
         assert api.delete("/v1/sessions/nb").status_code == 204
         r = api.post("/v1/sessions/nb/turns", json={"code": "n"})
         assert r.status_code == 410 and "closed" in error_of(r)["message"]
+
+
+@pytest.mark.skipif(__import__("tarbox.sandbox").sandbox.unavailable_reason() is not None, reason="no sandbox here")
+def test_native_commands_over_rest(server, tb, tenant, fs, new_tenant):
+    """POST /v1/exec: a native command over the token's tenant, committed when it ends;
+    bad input refused before anything runs; a read-only token and another tenant's
+    files out of reach."""
+    fs.makedirs("/workspace")
+    fs.write_file("/workspace/in.txt", b"3 4\n")
+    other = new_tenant()
+    tb.filesystem(other).makedirs("/workspace")
+    tb.filesystem(other).write_file("/workspace/secret", b"s")
+    with client(server, tb, tenant) as api:
+        r = api.post("/v1/exec", json={"command": "read a b < in.txt; echo $((a * b)) | tee out.txt; ls /workspace"})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert (got["status"], got["exit_code"], got["stdout"]) == ("exited", 0, "12\nin.txt\nout.txt\n"), got
+        assert got["changed"] == ["/workspace/out.txt"] and got["checkpoint"] is not None
+        assert tb.filesystem(tenant).read_file("/workspace/out.txt") == b"12\n"
+        r = api.post("/v1/exec", json={"command": ["wc", "-c"], "stdin": "hello", "cwd": "/workspace"})
+        assert r.json()["stdout"].split() == ["5"]
+        r = api.post("/v1/exec", json={"command": "exit 3"})
+        assert (r.status_code, r.json()["status"], r.json()["exit_code"]) == (200, "exited", 3)
+        assert error_of(api.post("/v1/exec", json={"command": ["echo", "a\u0000b"]}))["code"] == "INVALID_REQUEST"
+        assert error_of(api.post("/v1/exec", json={"command": "true", "cwd": "/etc"}))["code"] == "INVALID"
+        assert error_of(api.post("/v1/exec", json={"command": []}))["code"] == "INVALID_ARGS"
+        r = api.post("/v1/exec", json={"command": ["ls", "/"]})
+        assert set(r.json()["stdout"].split()) <= {
+            "bin",
+            "dev",
+            "etc",
+            "lib",
+            "lib32",
+            "lib64",
+            "libx32",
+            "proc",
+            "sbin",
+            "tmp",
+            "usr",
+            "workspace",
+        }
+        runs = api.get("/v1/runs").json()
+        assert runs[0]["command"] == "exec: ls /" and runs[0]["status"] == "exited"
+    with client(server, tb, tenant, read_only=True) as ro:
+        r = ro.post("/v1/exec", json={"command": "touch x"})
+        assert r.status_code == 403 and error_of(r)["code"] == "READ_ONLY_TOKEN"
+    assert not tb.filesystem(tenant).exists("/workspace/x")

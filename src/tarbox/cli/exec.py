@@ -24,6 +24,10 @@ def exec_(
     memory: Annotated[int, typer.Option(help="Memory limit in bytes (the whole process tree).")] = 1 << 30,
     pids: Annotated[int, typer.Option(help="Process limit.")] = 256,
     env: Annotated[list[str] | None, typer.Option("--env", help="K=V, repeatable.")] = None,
+    allow_net: Annotated[
+        list[str] | None,
+        typer.Option("--allow-net", help="HOST:PORT the command may reach (via a proxy), repeatable; default: none."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="One-line summary on stderr.")] = False,
 ) -> None:
     """Run a native command sandboxed over the tenant's workspace: tarbox -t T exec -- CMD ARGS.
@@ -38,7 +42,10 @@ def exec_(
     if not ctx.args:
         raise typer.BadParameter("no command: tarbox -t T exec -- CMD ARGS")
     limits = Limits(wall_seconds=timeout, cpu_seconds=cpu, memory_bytes=memory, pids=pids)
-    host = NativeHost(c.tb(), c.tenant, dir, limits=limits)
+    try:
+        host = NativeHost(c.tb(), c.tenant, dir, limits=limits, network=allow_net)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     try:
         r = host.run(
             list(ctx.args),

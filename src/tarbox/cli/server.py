@@ -38,6 +38,10 @@ def serve(
     max_sessions: Annotated[int, typer.Option(help="Python sessions in the whole server.", min=0)] = 32,
     session_idle: Annotated[float, typer.Option(help="Longest a session may sit unused (s).", min=1)] = 600.0,
     session_lifetime: Annotated[float, typer.Option(help="Longest a session may live (s).", min=1)] = 3600.0,
+    exec_allow_net: Annotated[
+        list[str] | None,
+        typer.Option(help="HOST:PORT every native command (POST /v1/exec, MCP bash) may reach; repeatable."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the HTTP API (/v1), MCP (/mcp) and the web console (/ui/) for agents and
@@ -59,6 +63,7 @@ def serve(
         max_sessions=max_sessions,
         session_idle=session_idle,
         session_lifetime=session_lifetime,
+        exec_allow_net=tuple(exec_allow_net or ()),
     )
     if max_runs is not None:
         limits.max_runs = max_runs

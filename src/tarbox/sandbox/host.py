@@ -20,6 +20,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -29,9 +30,10 @@ from pathlib import Path
 from tarbox import runs
 from tarbox.client import Tarbox, Tenant
 from tarbox.errors import TarboxError
-from tarbox.sandbox import jail, seccomp, upper
+from tarbox.sandbox import jail, network, seccomp, upper
 from tarbox.sandbox.limits import Cgroup, Limits, ulimit_script
 from tarbox.sandbox.lower import LowerTrees
+from tarbox.sandbox.network import Destination
 from tarbox.sandbox.result import ExecResult, ExecStatus
 from tarbox.storage.server import home_dir
 
@@ -66,6 +68,7 @@ class NativeHost:
         guest_dir: str = "/workspace",
         *,
         limits: Limits | None = None,
+        network: list[str] | None = None,
         record_run: bool = True,
         audit: bool = True,
         home: Path | None = None,
@@ -74,6 +77,11 @@ class NativeHost:
         self.tenant = tb.get_tenant(tenant)
         self.guest_dir = "/" + guest_dir.strip("/") if guest_dir.strip("/") else "/"
         self.limits = limits or Limits()
+        # HOST:PORT destinations the run may reach through the egress proxy; None or
+        # empty: no network at all (network.py)
+        self.network = list(network or [])
+        for destination in self.network:
+            Destination.parse(destination)  # a malformed entry is refused here, before any run
         self.record_run = record_run
         self.audit = audit
         self.base = (home or home_dir()) / "exec" / str(self.tenant.id)
@@ -167,6 +175,10 @@ class NativeHost:
         enforced = [f"cgroup:{c}" for c in sorted(cgroup.controls)]
         ulimits = ulimit_script(limits, cgroup.controls)
         enforced += [f"rlimit:{w}" for w, c in (("memory", "memory"), ("cpu", "cpuacct")) if c not in cgroup.controls]
+        net_dir = None
+        if self.network:
+            net_dir = Path(tempfile.mkdtemp(prefix="tarbox-net-"))  # short: a socket's path has 108 bytes
+            env = {**_proxy_env(), **env}
         filter_r, filter_w = os.pipe()
         status_r, status_w = os.pipe()
         os.write(filter_w, seccomp.deny_list_program())
@@ -185,9 +197,16 @@ class NativeHost:
             seccomp_fd=filter_r,
             status_fd=status_w,
             tmp_bytes=limits.tmp_bytes,
+            net_dir=net_dir,
         )
         out = _Output(limits.output_bytes)
         status, error = ExecStatus.EXITED, None
+        proxy = None
+        if net_dir is not None:
+            (net_dir / "bridge.py").write_text(
+                network.BRIDGE % {"port": network.PROXY_PORT, "sock": f"{jail.NET_DIR}/proxy.sock"}
+            )
+            proxy = network.EgressProxy(net_dir / "proxy.sock", self.network)
         try:
             proc = subprocess.Popen(
                 argv_full,
@@ -240,18 +259,19 @@ class NativeHost:
             memory_hit = cgroup.memory_limit_hit()
             cgroup.remove()
             status_lines.close()
+            if proxy is not None:
+                proxy.close()
+                shutil.rmtree(net_dir, ignore_errors=True)
         code = proc.returncode
         if status is ExecStatus.EXITED:
             if memory_hit:
                 status, error = ExecStatus.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes} bytes"
-            elif "child-pid" not in status_lines.seen or (
-                code == jail.SETUP_FAILED and "exit-code" not in status_lines.seen
-            ):
+            elif "exit-code" not in status_lines.seen:  # bubblewrap failed before the command ran
                 status = ExecStatus.FAILED
                 error = "the sandbox did not start: " + out.text("stderr")[-500:].strip()
-            elif "exit-code" in status_lines.seen:
+            else:
                 code = status_lines.seen["exit-code"]
-        return ExecResult(
+        result = ExecResult(
             status,
             code if status is ExecStatus.EXITED else (code if code is not None else -1),
             bytes(out.stdout),
@@ -261,6 +281,9 @@ class NativeHost:
             error=error,
             limits_enforced=enforced,
         )
+        if proxy is not None:
+            result.network_denied = proxy.denied
+        return result
 
     # ------------------------------------------------------------ write-back
 
@@ -311,6 +334,19 @@ class NativeHost:
             pid = entry.name.rsplit("-", 1)[-1]
             if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
                 _remove_run_dir(entry)
+                Cgroup.leftover(entry.name.rsplit("-", 1)[0])
+
+
+def _proxy_env() -> dict[str, str]:
+    url = f"http://127.0.0.1:{network.PROXY_PORT}"
+    return {
+        "HTTP_PROXY": url,
+        "HTTPS_PROXY": url,
+        "http_proxy": url,
+        "https_proxy": url,
+        "NO_PROXY": "localhost,127.0.0.1",
+        "no_proxy": "localhost,127.0.0.1",
+    }
 
 
 class _Output:

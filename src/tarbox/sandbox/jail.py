@@ -39,6 +39,13 @@ ETC_SHARED = (
     "mime.types",
 )
 SETUP_FAILED = 125  # the launcher's own exit status when it cannot build the sandbox
+NET_DIR = "/run/tarbox"  # the egress proxy's socket and the bridge, with network on
+_READY = "/tmp/.tarbox-net-ready"
+BRIDGE_FIRST = (
+    f"python3 -I -S {NET_DIR}/bridge.py {_READY} & i=0; while [ ! -e {_READY} ]; do i=$((i+1)); "
+    '[ $i -gt 1000 ] && { echo "tarbox: the network bridge did not start (python3 is needed)" >&2; exit 125; }; '
+    'sleep 0.01; done; exec "$@"'
+)
 
 
 def bwrap_path() -> str | None:
@@ -71,8 +78,11 @@ def command_line(
     seccomp_fd: int | None,
     status_fd: int,
     tmp_bytes: int,
+    net_dir: Path | None = None,
 ) -> list[str]:
-    """The launcher's argv (see the module docstring)."""
+    """The launcher's argv (see the module docstring). ``net_dir``: the run's egress
+    proxy socket and bridge (network.py), shown at /run/tarbox; the command then
+    starts once the bridge listens."""
     overlay = f"lowerdir={lower},upperdir={upper},workdir={work},userxattr,index=off,xino=off,metacopy=off"
     join = f'{ulimits}; for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
     mount = (
@@ -113,12 +123,16 @@ def command_line(
         bwrap += ["--ro-bind", str(etc / name), f"/etc/{name}"]
     bwrap += ["--proc", "/proc", "--dev", "/dev"]
     bwrap += ["--size", str(tmp_bytes), "--tmpfs", "/tmp", "--dir", HOME]
+    if net_dir is not None:
+        bwrap += ["--ro-bind", str(net_dir), NET_DIR]
     bwrap += ["--bind", str(merged), WORKSPACE, "--remount-ro", "/", "--chdir", cwd]
     bwrap += ["--clearenv"]
     for key, value in env.items():
         bwrap += ["--setenv", key, value]
     if seccomp_fd is not None:
         bwrap += ["--seccomp", str(seccomp_fd)]
+    if net_dir is not None:
+        argv = ["/bin/sh", "-c", BRIDGE_FIRST, "sh", *argv]
     bwrap += ["--", *argv]
     unshare = shutil.which("unshare") or "unshare"
     return [

@@ -106,6 +106,16 @@ class Cgroup:
                     pass
             time.sleep(0.01)
 
+    @classmethod
+    def leftover(cls, name: str) -> None:
+        """Remove the cgroups of a run whose host died (kill -9) before removing them,
+        killing whatever is still in them."""
+        found = cls.__new__(cls)
+        found.dirs = {c: V1_ROOT / c / PARENT / name for c in ("memory", "pids", "cpuacct")}
+        found.dirs = {c: d for c, d in found.dirs.items() if d.is_dir()}
+        found.kill_all()
+        found.remove()
+
     def remove(self) -> None:
         for d in self.dirs.values():
             for _ in range(50):  # the last processes may still be exiting

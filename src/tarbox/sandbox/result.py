@@ -34,6 +34,7 @@ class ExecResult:
     conflicts: list[str] = field(default_factory=list)  # with CONFLICT: the paths both changed
     bytes_written: int = 0  # file content written back
     limits_enforced: list[str] = field(default_factory=list)  # e.g. ["cgroup:memory", "rlimit:cpu"]
+    network_denied: list[str] = field(default_factory=list)  # HOST:PORT the run asked for, not on its list
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     @property

@@ -143,12 +143,14 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
         elif op.kind is OpKind.FILE:
             if kind is FileType.DIRECTORY or (kind is FileType.FILE and fs.lstat(p).nlink > 1):
                 _remove(fs, p, kind)  # a hard link's other names keep the old content, as on Linux
-            size = op.local.stat().st_size
-            if size <= WHOLE_FILE:  # one operation of the batch; a file opened would publish at its close
-                written += fs.write_file(p, op.local.read_bytes(), op.mode)
-            else:
-                with open(op.local, "rb") as src, fs.open(p, "wb") as out:
-                    written += _copy(src, out)
+            # O_NOFOLLOW: what scan saw as a file is read as one (the sandbox is gone by now,
+            # but nothing it left behind is followed out of the upper directory)
+            with open(os.open(op.local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as src:
+                if os.fstat(src.fileno()).st_size <= WHOLE_FILE:  # one operation; a file opened publishes at close
+                    written += fs.write_file(p, src.read(), op.mode)
+                else:
+                    with fs.open(p, "wb") as out:
+                        written += _copy(src, out)
             fs.chmod(p, op.mode)
             fs.utime(p, ns=(op.mtime_ns, op.mtime_ns))
         else:

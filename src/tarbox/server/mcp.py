@@ -24,6 +24,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from tarbox.client import Tarbox
+from tarbox.sandbox import unavailable_reason
 from tarbox.server.auth import SCOPE_KEY
 from tarbox.server.errors import ApiError, describe
 from tarbox.server.sessions import Sessions
@@ -43,9 +44,10 @@ WRITE_TOOLS = (
     "run_python",
     "end_session",
     "run_wasm",
+    "bash",
 )
 ALL_TOOLS = READ_TOOLS + WRITE_TOOLS
-RUN_TOOLS = ("run_python", "run_wasm", "end_session")  # in the server's run threads, under its run caps
+RUN_TOOLS = ("run_python", "run_wasm", "end_session", "bash")  # in the server's run threads, under its run caps
 
 # (destructive, idempotent) of each tool that writes; the read tools are neither. No tool
 # reaches beyond the tenant's workspace (openWorldHint false): the sandbox has no network.
@@ -60,6 +62,7 @@ _WRITE_HINTS = {
     "run_python": (True, False),
     "end_session": (False, True),
     "run_wasm": (True, False),
+    "bash": (True, False),
 }
 
 
@@ -112,6 +115,7 @@ Tools on a Tarbox workspace: a versioned filesystem of your own, stored in Postg
 Paths are absolute (/workspace/...). Checkpoint before risky steps; `diff` shows what
 changed since a checkpoint and `rollback` returns to it (nothing is ever destroyed).
 `run_python` runs code in a WebAssembly sandbox that sees only /workspace (and a scratch /tmp)."""
+BASH_INSTRUCTIONS = "\n`bash` runs shell commands (git, python3, pip, gcc, node) in a sandbox over /workspace."
 
 
 def build(
@@ -126,14 +130,17 @@ def build(
     """An MCP server offering ``tools`` (default: all; only the read tools when
     ``fixed_token`` is read-only). Over HTTP the token comes with each request;
     ``fixed_token`` serves stdio, where the command line chose the tenant."""
-    # the SDK configures the root logger at the level given: INFO would log every request
-    server = MCPServer("tarbox", instructions=INSTRUCTIONS, log_level="WARNING")
     wanted = set(tools or ALL_TOOLS)
+    if unavailable_reason() is not None:
+        wanted.discard("bash")  # a tool that could only fail is not offered
     unknown = wanted - set(ALL_TOOLS)
     if unknown:
         raise ValueError(f"unknown tools: {', '.join(sorted(unknown))} (known: {', '.join(ALL_TOOLS)})")
     if fixed_token is not None and fixed_token.read_only:
         wanted &= set(READ_TOOLS)
+    instructions = INSTRUCTIONS + (BASH_INSTRUCTIONS if "bash" in wanted else "")
+    # the SDK configures the root logger at the level given: INFO would log every request
+    server = MCPServer("tarbox", instructions=instructions, log_level="WARNING")
 
     def workspace(ctx: Context) -> Workspace:
         token = fixed_token
@@ -383,6 +390,24 @@ def build(
 
         result, images = await call(ctx, "run_python", work)
         return run_answer(result, limits.output_to_model, images)
+
+    @tool
+    async def bash(
+        command: Annotated[str, Field(description="a bash command line, run as bash -c in /workspace")],
+        ctx: Context,
+        cwd: Annotated[str | None, Field(description="working directory, /workspace (default) or beneath")] = None,
+        stdin: Annotated[str, Field(description="text on standard input")] = "",
+        timeout: Annotated[float | None, Field(gt=0, description="seconds (the server caps it)")] = None,
+    ) -> CallToolResult:
+        """Run a shell command in a sandbox over the workspace: the machine's git, python3,
+        pip, gcc, make, node and their installed packages; /workspace (the working
+        directory) and a scratch /tmp; no network, no other files. The command sees the
+        workspace as it was when it started, and what it changes is saved in one step
+        when it ends (a checkpoint is taken first: rollback to it undoes the command).
+        Returns exit code, stdout, stderr and the files it changed; an error result
+        unless it exited 0. Long output is cut to its head and tail."""
+        result = await call(ctx, "bash", lambda ws: ws.exec(command, stdin=stdin.encode(), cwd=cwd, timeout=timeout))
+        return run_answer(result, limits.output_to_model)
 
     @tool
     async def end_session(

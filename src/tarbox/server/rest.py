@@ -416,6 +416,35 @@ async def run(body: RunBody, request: Request, ws: WS):
     return EventSourceResponse(stream())
 
 
+class ExecBody(Body):
+    """A native command, sandboxed over /workspace (docs/exec.md)."""
+
+    command: Text | list[Text] = Field(description="a string for bash -c, or the argv")
+    env: dict[str, Text] = Field({}, description="names without NUL or '='")
+    stdin: str = ""
+    stdin_base64: str | None = Field(None, pattern=_BASE64)
+    cwd: TenantPath | None = Field(None, description="/workspace (default) or beneath")
+    timeout: float | None = Field(None, gt=0, description="seconds (capped by the server)")
+    memory_limit: PositiveInteger | None = Field(None, description="bytes of the process tree (capped by the server)")
+
+
+@router.post("/exec", summary="Run a native command (bash, git, python3, gcc, ...) sandboxed over /workspace")
+async def exec_(body: ExecBody, request: Request, ws: WS):
+    stdin = _decode(body.stdin_base64, "stdin_base64") if body.stdin_base64 else body.stdin.encode()
+    return await _workers(request).run(
+        ws.tenant_id,
+        ws.token.id,
+        lambda: ws.exec(
+            body.command,
+            stdin=stdin,
+            env=body.env,
+            cwd=body.cwd,
+            timeout=body.timeout,
+            memory_limit=body.memory_limit,
+        ),
+    )
+
+
 @router.get("/runs", summary="Recorded runs, newest first (?limit, ?before=ISO time for the next page)")
 def runs(
     ws: WS,

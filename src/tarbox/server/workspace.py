@@ -52,6 +52,9 @@ class Limits:
 
     run_timeout: float = 60.0  # seconds
     run_memory: int = 512 << 20  # bytes of linear memory
+    exec_memory: int = 1 << 30  # bytes a native run's process tree may use (tarbox.sandbox)
+    exec_pids: int = 256  # processes of one native run
+    exec_allow_net: tuple[str, ...] = ()  # HOST:PORT native runs may reach; set by the operator only
     runs_per_token: int = 4  # concurrent runs
     runs_per_tenant: int = 8
     max_runs: int = max(2, os.cpu_count() or 2)  # runs at once in the server; more wait in line
@@ -539,6 +542,54 @@ class Workspace:
             argv = ["main.wasm", *(args or [])]
             result = host.run(wasm, argv, env, stdin, on_stdout=on_stdout, on_stderr=on_stderr)
         return result_dict(result)
+
+    def exec(
+        self,
+        command: list[str] | str,
+        *,
+        stdin: bytes = b"",
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        memory_limit: int | None = None,
+    ) -> dict:
+        """Run a native command sandboxed over ``/workspace`` (docs/exec.md), within the
+        server's limits; its changes are committed in one write-back when it ends."""
+        from tarbox.sandbox import Limits as ExecLimits
+        from tarbox.sandbox import NativeHost, unavailable_reason
+
+        if self.read_only:
+            raise ApiError(403, "READ_ONLY_TOKEN", "a read-only token cannot run commands (they write back)", 30)
+        why = unavailable_reason()
+        if why:
+            raise ApiError(501, "NOT_AVAILABLE", f"native commands cannot run on this server: {why}")
+        argv = [command] if isinstance(command, str) else list(command)
+        if not argv or not argv[0]:
+            raise ApiError(422, "INVALID_ARGS", "an empty command")
+        self.check_args(argv, env)
+        cwd = "/workspace" if cwd is None else clean_path(cwd)
+        if cwd != "/workspace" and not cwd.startswith("/workspace/"):
+            raise ApiError(422, "INVALID", f"cwd must be /workspace or beneath it, not {cwd}")
+        limits = ExecLimits(
+            wall_seconds=min(timeout or self.limits.run_timeout, self.limits.run_timeout),
+            memory_bytes=min(memory_limit or self.limits.exec_memory, self.limits.exec_memory),
+            pids=self.limits.exec_pids,
+        )
+        allowed = list(self.limits.exec_allow_net)  # the operator's: nothing in the request widens it
+        host = NativeHost(self.tb, self.tenant_id, "/workspace", limits=limits, network=allowed)
+        r = host.run(command, stdin=stdin, env=env, cwd=cwd)
+        return {
+            "run_id": str(r.run_id),
+            "status": r.status.value,
+            "exit_code": r.exit_code,
+            "stdout": r.stdout.decode("utf-8", "replace"),
+            "stderr": r.stderr.decode("utf-8", "replace"),
+            "duration": r.duration,
+            "error": r.error,
+            "checkpoint": r.checkpoint,
+            "changed": r.changed,
+            "conflicts": r.conflicts,
+        }
 
 
 def result_dict(result) -> dict:
