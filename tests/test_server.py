@@ -539,8 +539,12 @@ def test_native_commands_over_rest(server, tb, tenant, fs, new_tenant):
         r = api.post("/v1/exec", json={"command": "exit 3"})
         assert (r.status_code, r.json()["status"], r.json()["exit_code"]) == (200, "exited", 3)
         assert error_of(api.post("/v1/exec", json={"command": ["echo", "a\u0000b"]}))["code"] == "INVALID_REQUEST"
-        assert error_of(api.post("/v1/exec", json={"command": "true", "cwd": "/etc"}))["code"] == "INVALID"
-        assert error_of(api.post("/v1/exec", json={"command": []}))["code"] == "INVALID_ARGS"
+        assert error_of(api.post("/v1/exec", json={"command": "true", "cwd": "/etc"}))["code"] == "INVALID_PATH"
+        assert error_of(api.post("/v1/exec", json={"command": "true", "cwd": "/workspace/../etc"}))["code"] == (
+            "INVALID_PATH"
+        )
+        assert error_of(api.post("/v1/exec", json={"command": []}))["code"] == "INVALID_REQUEST"
+        assert error_of(api.post("/v1/exec", json={"command": ""}))["code"] == "INVALID_REQUEST"
         r = api.post("/v1/exec", json={"command": ["ls", "/"]})
         assert set(r.json()["stdout"].split()) <= {
             "bin",

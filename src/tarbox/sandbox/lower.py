@@ -299,8 +299,7 @@ def apply_rows(
     dirs[root_ino] = ""
     touched: set[str] = set()
 
-    def drop(rel: str) -> None:
-        _remove_path(dst / rel)
+    def forget(rel: str) -> None:
         for key in [k for k in index if k == rel or k.startswith(rel + "/")]:
             ino, is_dir = index.pop(key)
             if is_dir and dirs.get(ino) == key:
@@ -308,12 +307,18 @@ def apply_rows(
         touched.add(rel)
 
     # names that no longer hold what they held (removed, replaced, moved away): away
-    # first, so that every directory still in ``dirs`` keeps its old path in ``view``
+    # first, so that every directory still in ``dirs`` keeps its old path in ``view``.
+    # A directory replaced by another stays on disk: the new one is reconciled with it
+    # below (a run that replaced it has merged the new content there already).
     for (parent, name), ino in entries.items():
         if parent in dirs:
             rel = _join(dirs[parent], name)
             if rel in index and index[rel][0] != ino:
-                drop(rel)
+                path = f"{root.rstrip('/')}/{rel}"
+                replaced_by_dir = ino is not None and view.lexists(path) and view.lstat(path).type is FileType.DIRECTORY
+                if not (replaced_by_dir and index[rel][1]):
+                    _remove_path(dst / rel)
+                forget(rel)
     # then what the names hold now: parents before children (a new directory comes
     # whole, so its own entries are found made already)
     pending = [(parent, name, ino) for (parent, name), ino in entries.items() if ino is not None]

@@ -419,7 +419,10 @@ async def run(body: RunBody, request: Request, ws: WS):
 class ExecBody(Body):
     """A native command, sandboxed over /workspace (docs/exec.md)."""
 
-    command: Text | list[Text] = Field(description="a string for bash -c, or the argv")
+    command: (
+        Annotated[str, Field(min_length=1, pattern=_NO_NUL, max_length=1 << 20)]
+        | Annotated[list[Text], Field(min_length=1)]
+    ) = Field(description="a string for bash -c, or the argv")
     env: dict[str, Text] = Field({}, description="names without NUL or '='")
     stdin: str = ""
     stdin_base64: str | None = Field(None, pattern=_BASE64)

@@ -467,7 +467,7 @@ class Workspace:
         return out
 
     def python_cwd(self, cwd: str) -> str:
-        """A Python working directory: ``/workspace`` or beneath it, normalised."""
+        """A working directory of a Python or native run: ``/workspace`` or beneath it, normalised."""
         cwd = posixpath.normpath(clean_path(cwd))
         if cwd != "/workspace" and not cwd.startswith("/workspace/"):
             raise ApiError(400, "INVALID_PATH", f"cwd must be /workspace or beneath it, not {cwd}")
@@ -564,12 +564,10 @@ class Workspace:
         if why:
             raise ApiError(501, "NOT_AVAILABLE", f"native commands cannot run on this server: {why}")
         argv = [command] if isinstance(command, str) else list(command)
-        if not argv or not argv[0]:
+        if not argv:
             raise ApiError(422, "INVALID_ARGS", "an empty command")
         self.check_args(argv, env)
-        cwd = "/workspace" if cwd is None else clean_path(cwd)
-        if cwd != "/workspace" and not cwd.startswith("/workspace/"):
-            raise ApiError(422, "INVALID", f"cwd must be /workspace or beneath it, not {cwd}")
+        cwd = "/workspace" if cwd is None else self.python_cwd(cwd)
         limits = ExecLimits(
             wall_seconds=min(timeout or self.limits.run_timeout, self.limits.run_timeout),
             memory_bytes=min(memory_limit or self.limits.exec_memory, self.limits.exec_memory),
