@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from tarbox.sandbox import unavailable_reason
+
 
 @pytest.fixture
 def run(db_url):
@@ -90,6 +92,7 @@ def test_doctor_checks_the_setup(run, tmp_path):
     by = {c["check"]: c for c in checks}
     for name in ("python", "database", "schema", "row-level security", "wasmtime", "module cache"):
         assert by[name]["ok"], by[name]
+    assert by["native sandbox"]["ok"] is (unavailable_reason() is None)  # optional: said either way
     p = run("--url", f"host={tmp_path} dbname=nothing-here", "doctor", ok=False)
     assert p.returncode == 1
     assert b"FAIL database" in p.stdout and b"TARBOX_DATABASE_URL" in p.stdout, p.stdout

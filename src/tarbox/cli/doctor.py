@@ -31,7 +31,7 @@ def run_checks(url: str | None) -> list[Check]:
         )
     ]
     out += _database(url)
-    out += [_wasmtime(), _cache(), _toolchain()]
+    out += [_wasmtime(), _cache(), _toolchain(), _sandbox()]
     return out
 
 
@@ -131,5 +131,18 @@ def _toolchain() -> Check:
         found,
         f"ziglang {version('ziglang')} (builds .c agents)" if found else "ziglang is not installed",
         "pip install ziglang (only needed to build C agents)",
+        required=False,
+    )
+
+
+def _sandbox() -> Check:
+    from tarbox.sandbox import unavailable_reason
+
+    why = unavailable_reason()
+    return Check(
+        "native sandbox",
+        why is None,
+        "bubblewrap, user namespaces, seccomp (tarbox exec, /v1/exec, MCP bash)" if why is None else why,
+        "apt-get install bubblewrap (only needed for native commands, docs/exec.md)",
         required=False,
     )

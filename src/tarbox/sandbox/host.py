@@ -13,6 +13,7 @@ all at once when it ends, or never (docs/exec.md: the consistency contract).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -45,8 +46,10 @@ class SandboxUnavailable(RuntimeError):
     """This machine cannot run native commands sandboxed (what is missing is said)."""
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
-    """Why native runs cannot work here, or None."""
+    """Why native runs cannot work here, or None: the tools are looked for, and user
+    namespaces and bubblewrap tried once (a kernel or container may forbid them)."""
     if jail.bwrap_path() is None:
         return "bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
     if shutil.which("unshare") is None:
@@ -55,6 +58,18 @@ def unavailable_reason() -> str | None:
         seccomp.deny_list_program()
     except seccomp.SeccompUnavailable as exc:
         return str(exc)
+    probes = (
+        [shutil.which("unshare"), "--user", "--map-root-user", "--mount", "--", "/bin/true"],
+        [jail.bwrap_path(), "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],
+    )
+    for argv in probes:
+        try:
+            p = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": jail.PATH})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{Path(argv[0]).name} cannot run: {exc}"
+        if p.returncode != 0:
+            said = p.stderr.decode(errors="replace").strip().splitlines()
+            return f"{Path(argv[0]).name} cannot make a user namespace here: {said[-1] if said else p.returncode}"
     return None
 
 
