@@ -44,6 +44,7 @@ class TokenInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    allow_net: tuple[str, ...] = ()  # HOST:PORT its native runs may reach (tarbox.sandbox.network)
     tenant: Tenant | None = None  # filled by verify_token (saves the server a lookup)
 
     def to_dict(self) -> dict:
@@ -56,6 +57,7 @@ class TokenInfo:
             "created_at": self.created_at.isoformat(),
             "expires_at": None if self.expires_at is None else self.expires_at.isoformat(),
             "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
+            "allow_net": list(self.allow_net),
         }
 
 
@@ -63,12 +65,14 @@ def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-_COLUMNS = "token_id, tenant_id, name, read_only, admin, created_at, expires_at, revoked_at"
+_COLUMNS = "token_id, tenant_id, name, read_only, admin, created_at, expires_at, revoked_at, allow_net"
 
 
 def _info(row) -> TokenInfo:
-    token_id, tenant_id, name, read_only, admin, created, expires, revoked = row
-    return TokenInfo(token_id, None if admin else tenant_id, name, read_only, admin, created, expires, revoked)
+    token_id, tenant_id, name, read_only, admin, created, expires, revoked, allow_net = row
+    return TokenInfo(
+        token_id, None if admin else tenant_id, name, read_only, admin, created, expires, revoked, tuple(allow_net)
+    )
 
 
 def create_token(
@@ -79,11 +83,17 @@ def create_token(
     read_only: bool = False,
     admin: bool = False,
     expires_days: float | None = None,
+    allow_net: list[str] | None = None,
 ) -> tuple[str, TokenInfo]:
     """A new token for ``tenant`` (``admin=True``: for no tenant). Returns the token text,
-    shown once and never stored, and its record."""
+    shown once and never stored, and its record. ``allow_net``: HOST:PORT destinations
+    its native runs may reach (docs/exec.md)."""
+    from tarbox.sandbox.network import Destination
+
     if admin == (tenant is not None):
         raise ValueError("a token is either for one tenant or, with admin=True, for none")
+    for destination in allow_net or []:
+        Destination.parse(destination)  # ValueError for a malformed one
     if expires_days is not None and expires_days <= 0:
         raise ValueError("expires_days must be positive")
     tid = NO_TENANT if tenant is None else tb.get_tenant(tenant).id
@@ -92,9 +102,9 @@ def create_token(
     expires = None if expires_days is None else datetime.now(UTC) + timedelta(days=expires_days)
     with tb.db.admin() as conn:
         row = conn.execute(
-            f"""INSERT INTO api_tokens (tenant_id, token_id, secret_hash, name, read_only, admin, expires_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}""",
-            (tid, token_id, _hash(secret), name, read_only, admin, expires),
+            f"""INSERT INTO api_tokens (tenant_id, token_id, secret_hash, name, read_only, admin, expires_at, allow_net)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}""",
+            (tid, token_id, _hash(secret), name, read_only, admin, expires, list(allow_net or [])),
         ).fetchone()
     return f"tbx_{tid.hex}_{token_id.hex}_{secret}", _info(row)
 

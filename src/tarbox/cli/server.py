@@ -106,6 +106,9 @@ def token_create(
     admin: Annotated[bool, typer.Option("--admin", help="Manages tenants; touches no files.")] = False,
     name: Annotated[str, typer.Option(help="What it is for.")] = "",
     expires_days: Annotated[float | None, typer.Option(help="Valid this many days.")] = None,
+    allow_net: Annotated[
+        list[str] | None, typer.Option("--allow-net", help="HOST:PORT its native runs may reach; repeatable.")
+    ] = None,
 ) -> None:
     """Create a token for --tenant (or --admin) and print it once: only its hash is kept."""
     from tarbox.tokens import create_token
@@ -113,9 +116,18 @@ def token_create(
     c = ctx_of(ctx)
     if not admin and not c.tenant:
         raise typer.BadParameter("a token is for one tenant (--tenant NAME) or --admin")
-    text, info = create_token(
-        c.tb(), None if admin else c.tenant, name=name, read_only=read_only, admin=admin, expires_days=expires_days
-    )
+    try:
+        text, info = create_token(
+            c.tb(),
+            None if admin else c.tenant,
+            name=name,
+            read_only=read_only,
+            admin=admin,
+            expires_days=expires_days,
+            allow_net=allow_net,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     if c.as_json:
         emit_json({"token": text, **info.to_dict()})
     else:

@@ -573,7 +573,8 @@ class Workspace:
             memory_bytes=min(memory_limit or self.limits.exec_memory, self.limits.exec_memory),
             pids=self.limits.exec_pids,
         )
-        allowed = list(self.limits.exec_allow_net)  # the operator's: nothing in the request widens it
+        # the operator's (the server's list, the token's): nothing in the request widens it
+        allowed = list(self.limits.exec_allow_net) + list(self.token.allow_net)
         host = NativeHost(self.tb, self.tenant_id, "/workspace", limits=limits, network=allowed)
         r = host.run(command, stdin=stdin, env=env, cwd=cwd)
         return {
