@@ -193,7 +193,7 @@ class NativeHost:
         net_dir = None
         if self.network:
             net_dir = Path(tempfile.mkdtemp(prefix="tarbox-net-"))  # short: a socket's path has 108 bytes
-            env = {**_proxy_env(), **env}
+            env = {**network.proxy_env(), **env}
         filter_r, filter_w = os.pipe()
         status_r, status_w = os.pipe()
         os.write(filter_w, seccomp.deny_list_program())
@@ -216,12 +216,7 @@ class NativeHost:
         )
         out = _Output(limits.output_bytes)
         status, error = ExecStatus.EXITED, None
-        proxy = None
-        if net_dir is not None:
-            (net_dir / "bridge.py").write_text(
-                network.BRIDGE % {"port": network.PROXY_PORT, "sock": f"{jail.NET_DIR}/proxy.sock"}
-            )
-            proxy = network.EgressProxy(net_dir / "proxy.sock", self.network)
+        proxy = None if net_dir is None else network.EgressProxy(net_dir, self.network)
         try:
             proc = subprocess.Popen(
                 argv_full,
@@ -288,7 +283,7 @@ class NativeHost:
                 code = status_lines.seen["exit-code"]
         result = ExecResult(
             status,
-            code if status is ExecStatus.EXITED else (code if code is not None else -1),
+            code if code is not None else -1,
             bytes(out.stdout),
             bytes(out.stderr),
             0.0,
@@ -352,18 +347,6 @@ class NativeHost:
                 Cgroup.leftover(entry.name.rsplit("-", 1)[0])
 
 
-def _proxy_env() -> dict[str, str]:
-    url = f"http://127.0.0.1:{network.PROXY_PORT}"
-    return {
-        "HTTP_PROXY": url,
-        "HTTPS_PROXY": url,
-        "http_proxy": url,
-        "https_proxy": url,
-        "NO_PROXY": "localhost,127.0.0.1",
-        "no_proxy": "localhost,127.0.0.1",
-    }
-
-
 class _Output:
     """stdout and stderr as they come, up to the run's output limit together."""
 
@@ -373,7 +356,7 @@ class _Output:
 
     def read(self, pipe, which: str) -> None:
         buf = getattr(self, which)
-        while chunk := pipe.read1(1 << 16) if hasattr(pipe, "read1") else pipe.read(1 << 16):
+        while chunk := pipe.read1(1 << 16):
             with self._lock:
                 room = self.limit - len(self.stdout) - len(self.stderr)
                 buf += chunk[: max(0, room)]

@@ -21,6 +21,8 @@ import os
 import shutil
 from pathlib import Path
 
+from tarbox.sandbox.network import NET_DIR
+
 SANDBOX_UID = SANDBOX_GID = 1000
 USER = "agent"
 HOME = "/tmp/home"
@@ -39,12 +41,11 @@ ETC_SHARED = (
     "mime.types",
 )
 SETUP_FAILED = 125  # the launcher's own exit status when it cannot build the sandbox
-NET_DIR = "/run/tarbox"  # the egress proxy's socket and the bridge, with network on
 _READY = "/tmp/.tarbox-net-ready"
 BRIDGE_FIRST = (
     f"python3 -I -S {NET_DIR}/bridge.py {_READY} & i=0; while [ ! -e {_READY} ]; do i=$((i+1)); "
-    '[ $i -gt 1000 ] && { echo "tarbox: the network bridge did not start (python3 is needed)" >&2; exit 125; }; '
-    'sleep 0.01; done; exec "$@"'
+    '[ $i -gt 1000 ] && { echo "tarbox: the network bridge did not start (python3 is needed)" >&2; '
+    f'exit {SETUP_FAILED}; }}; sleep 0.01; done; exec "$@"'
 )
 
 
@@ -84,10 +85,13 @@ def command_line(
     proxy socket and bridge (network.py), shown at /run/tarbox; the command then
     starts once the bridge listens."""
     overlay = f"lowerdir={lower},upperdir={upper},workdir={work},userxattr,index=off,xino=off,metacopy=off"
-    join = f'{ulimits}; for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
+    join = (
+        f'{ulimits}; for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit {SETUP_FAILED}; shift; done; '
+        'shift; exec "$@"'
+    )
     mount = (
-        'mount -t overlay overlay -o "$1" "$2" || { echo "tarbox: cannot mount the run\'s overlay" >&2; exit 125; }; '
-        'shift 2; exec "$@"'
+        'mount -t overlay overlay -o "$1" "$2" || '
+        f'{{ echo "tarbox: cannot mount the run\'s overlay" >&2; exit {SETUP_FAILED}; }}; shift 2; exec "$@"'
     )
     bwrap = [
         bwrap_path() or "bwrap",

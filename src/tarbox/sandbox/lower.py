@@ -4,8 +4,10 @@ frozen layer, kept between runs and brought forward by what changed.
 ``<home>/exec/<tenant>/trees/<n>/`` holds the workspace as it is at one layer;
 ``current`` says which tree, at which layer. A run leases the tree (a shared
 ``flock`` on ``trees/<n>.lock``) for as long as overlayfs uses it as its lower
-layer, which must not change meanwhile. Bringing it to a newer layer applies only
-``diff(old, new)``: in place when no run holds it, else on a clone made of hard links
+layer, which must not change meanwhile. Bringing it to a newer layer applies only the
+rows the layers in between wrote (``Filesystem.rows_changed``), found on disk by the
+tree's index (``trees/<n>.index``: each path's inode): in place when no run holds it,
+else on a clone made of hard links
 (files are always replaced, never written through, so a clone never changes its
 origin). A tree no run holds and ``current`` does not name is removed. A crash part
 way through an update leaves ``current`` marked dirty, and the next lease rebuilds.
@@ -27,6 +29,7 @@ from pathlib import Path
 from tarbox.client import Tarbox
 from tarbox.errors import TarboxError
 from tarbox.fs import Filesystem, FileType
+from tarbox.sandbox.upper import OpKind
 
 CHUNK = 1 << 20
 
@@ -39,7 +42,6 @@ class Lease:
     layer: int
     _fd: int
     _trees: LowerTrees
-    exported: int = 0  # paths written to bring the tree to ``layer`` (0: reused as it was)
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -97,42 +99,40 @@ class LowerTrees:
             _clone(self._tree(cur["tree"]), self._tree(n))
             fd = self._lock(n, fcntl.LOCK_EX)
         self._write_current({**cur, "tree": n, "dirty": True})
-        written = apply_rows(view, self.root, root_ino, entries, inodes, self._tree(n), index)
+        apply_rows(view, self.root, root_ino, entries, inodes, self._tree(n), index)
         self._save_index(n, index)
         self._write_current({"tree": n, "layer": layer, "root_ino": root_ino})
         fcntl.flock(fd, fcntl.LOCK_SH)
-        return Lease(self._tree(n), layer, fd, self, written)
+        return Lease(self._tree(n), layer, fd, self)
 
     def _rebuild(self, layer: int, view: Filesystem) -> Lease:
         n = self._next_number()
         fd = self._lock(n, fcntl.LOCK_EX)
         self._write_current({"tree": n, "layer": layer, "dirty": True})
         index: dict[str, list] = {}
-        written = export_tree(view, self.root, self._tree(n), index)
+        export_tree(view, self.root, self._tree(n), index)
         root_ino = view.lstat(self.root).ino if view.is_dir(self.root) else None
         self._save_index(n, index)
         self._write_current({"tree": n, "layer": layer, "root_ino": root_ino})
         fcntl.flock(fd, fcntl.LOCK_SH)
-        return Lease(self._tree(n), layer, fd, self, written)
+        return Lease(self._tree(n), layer, fd, self)
 
     def _load_index(self, n: int) -> dict | None:
         try:
-            return json.loads((self.base / "trees" / f"{n}.index").read_text())
+            return json.loads(self._index_path(n).read_text())
         except (FileNotFoundError, ValueError):
             return None
 
     def _save_index(self, n: int, index: dict) -> None:
-        tmp = self.base / "trees" / f"{n}.index.tmp"
+        tmp = self._index_path(n).with_suffix(".tmp")
         tmp.write_text(json.dumps(index, separators=(",", ":")))
-        os.replace(tmp, self.base / "trees" / f"{n}.index")
+        os.replace(tmp, self._index_path(n))
 
     def merge(self, layer: int, upper_dir: Path, ops) -> bool:
         """Move a written-back run's changes (``ops`` from ``upper_dir``) into the tree at
         ``layer``, if it is still the current one and no run holds it, so that the next
         lease finds them in place instead of reading them back. The tree keeps its label:
-        the next diff lists these changes, and the quick check skips them."""
-        from tarbox.sandbox.upper import OpKind
-
+        the next lease's rows name these changes, and the quick check skips them."""
         with self._managing():
             cur = self._current()
             if cur is None or cur["layer"] != layer:
@@ -187,21 +187,22 @@ class LowerTrees:
                     continue
                 try:
                     _remove_tree(entry)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._lock_path(int(entry.name)))
+                    for leftover in (self._lock_path(int(entry.name)), self._index_path(int(entry.name))):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(leftover)
                 finally:
                     os.close(fd)
 
     # ------------------------------------------------------------ bookkeeping
-
-    def _inside(self, path: str) -> bool:
-        return self.root == "/" or path == self.root or path.startswith(self.root + "/")
 
     def _tree(self, n: int) -> Path:
         return self.base / "trees" / str(n)
 
     def _lock_path(self, n: int) -> Path:
         return self.base / "trees" / f"{n}.lock"
+
+    def _index_path(self, n: int) -> Path:
+        return self.base / "trees" / f"{n}.index"
 
     def _lock(self, n: int, how: int) -> int:
         """An fd holding ``how`` on tree ``n``'s lock file, or -1 (LOCK_NB, held elsewhere)."""
@@ -244,22 +245,19 @@ class LowerTrees:
 # ---------------------------------------------------------------- copying out
 
 
-def export_tree(view: Filesystem, root: str, dst: Path, index: dict[str, list]) -> int:
+def export_tree(view: Filesystem, root: str, dst: Path, index: dict[str, list]) -> None:
     """The subtree ``root`` of ``view`` written to the empty or absent ``dst``, each
-    entry put in ``index`` (relative path -> [ino, is a directory]). Returns the number
-    of paths written."""
+    entry put in ``index`` (relative path -> [ino, is a directory])."""
     if dst.exists():
         _remove_tree(dst)
     dst.mkdir(mode=0o700, parents=True)
-    if not view.is_dir(root):
-        return 0
-    return _export_dir(view, root, "", dst, index)
+    if view.is_dir(root):
+        _export_dir(view, root, "", dst, index)
 
 
-def _export_dir(view: Filesystem, path: str, rel: str, local: Path, index: dict[str, list]) -> int:
+def _export_dir(view: Filesystem, path: str, rel: str, local: Path, index: dict[str, list]) -> None:
     """The directory ``path`` (``rel`` below the root, made at ``local``) filled from
     ``view``, depth first; its times and mode set after its entries."""
-    count = 0
     listing = view.scandir(path)
     for stale in set(os.listdir(local)) - {e.name for e in listing}:  # a run's merge left it
         _remove_path(local / stale)
@@ -267,19 +265,17 @@ def _export_dir(view: Filesystem, path: str, rel: str, local: Path, index: dict[
         child, child_rel = f"{path.rstrip('/')}/{e.name}", f"{rel}/{e.name}" if rel else e.name
         is_dir = e.type is FileType.DIRECTORY
         index[child_rel] = [e.ino, is_dir]
-        count += 1
         there = local / e.name
         if is_dir:
             if there.is_symlink() or (there.exists() and not there.is_dir()):
                 _remove_path(there)
             there.mkdir(mode=0o700, exist_ok=True)
-            count += _export_dir(view, child, child_rel, there, index)
-        elif not _same_file(there, view.lstat(child)):
+            _export_dir(view, child, child_rel, there, index)
+        elif not _same_file(there, st := view.lstat(child)):
             if there.is_dir() and not there.is_symlink():
                 _remove_path(there)
-            _copy_out(view, child, there)
+            _copy_out(view, child, there, st)
     _set_meta(view, path, local)
-    return count
 
 
 def apply_rows(
@@ -290,11 +286,11 @@ def apply_rows(
     inodes: set[int],
     dst: Path,
     index: dict[str, list],
-) -> int:
+) -> None:
     """Bring ``dst`` (the subtree ``root`` at an older layer, described by ``index``) to
     ``view``, given the rows the layers between wrote (``Filesystem.rows_changed``).
     Touches only the paths those rows name (and the whole of a directory that appeared
-    or moved). ``index`` is updated to ``view``. Returns the number of paths written."""
+    or moved). ``index`` is updated to ``view``."""
     dirs = {ino: rel for rel, (ino, is_dir) in index.items() if is_dir}
     dirs[root_ino] = ""
     touched: set[str] = set()
@@ -322,7 +318,6 @@ def apply_rows(
     # then what the names hold now: parents before children (a new directory comes
     # whole, so its own entries are found made already)
     pending = [(parent, name, ino) for (parent, name), ino in entries.items() if ino is not None]
-    count = 0
     while pending:
         later = []
         for parent, name, ino in pending:
@@ -338,20 +333,19 @@ def apply_rows(
             st = view.lstat(path)
             index[rel] = [st.ino, st.type is FileType.DIRECTORY]
             touched.add(rel)
-            count += 1
             if st.type is FileType.DIRECTORY:
                 if (dst / rel).is_symlink() or ((dst / rel).exists() and not (dst / rel).is_dir()):
                     _remove_path(dst / rel)
                 (dst / rel).mkdir(mode=0o700, exist_ok=True)  # a run's merge may have made it
                 dirs[st.ino] = rel
-                count += _export_dir(view, path, rel, dst / rel, index)
+                _export_dir(view, path, rel, dst / rel, index)
                 for key, (kino, kdir) in index.items():
                     if kdir and key.startswith(rel + "/"):
                         dirs[kino] = key
             elif not _same_file(dst / rel, st):
                 if (dst / rel).is_dir() and not (dst / rel).is_symlink():
                     _remove_path(dst / rel)
-                _copy_out(view, path, dst / rel)
+                _copy_out(view, path, dst / rel, st)
         if len(later) == len(pending):
             break  # the rest are under directories that are gone
         pending = later
@@ -365,8 +359,7 @@ def apply_rows(
                 path = f"{root.rstrip('/')}/{rel}" if rel else root
                 local = dst / rel if rel else dst
                 if not index.get(rel, [0, True])[1] and not _same_file(local, st := view.lstat(path)):
-                    _copy_out(view, path, local)
-                    count += 1
+                    _copy_out(view, path, local, st)
                 touched.add(rel)
     parents = {os.path.dirname(rel) for rel in touched} | {rel for rel in touched if rel in dirs.values()}
     for rel in sorted(parents, key=len, reverse=True):  # children first: their writes move the times
@@ -374,7 +367,6 @@ def apply_rows(
         local = dst / rel if rel else dst
         if local.is_dir() and not local.is_symlink() and view.is_dir(path):
             _set_meta(view, path, local)
-    return count
 
 
 def _join(rel: str, name: str) -> str:
@@ -403,10 +395,9 @@ def _same_file(local: Path, st) -> bool:
     )
 
 
-def _copy_out(view: Filesystem, path: str, local: Path) -> None:
-    """One non-directory of ``view`` at ``local``, replacing whatever was there (a new
-    inode: a hard-linked clone keeps the old one)."""
-    st = view.lstat(path)
+def _copy_out(view: Filesystem, path: str, local: Path, st) -> None:
+    """One non-directory of ``view`` (``st``: its lstat) at ``local``, replacing whatever
+    was there (a new inode: a hard-linked clone keeps the old one)."""
     tmp = local.with_name(f".{local.name}.tarbox-tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)

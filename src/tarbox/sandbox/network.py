@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROXY_PORT = 3128  # inside the sandbox, on its own loopback
+NET_DIR = "/run/tarbox"  # where the sandbox sees the proxy's socket and the bridge
 HEAD_MAX = 16 << 10
 CONNECT_TIMEOUT = 10.0
 
@@ -83,14 +84,26 @@ def _literal(host: str) -> bool:
         return False
 
 
+def proxy_env() -> dict[str, str]:
+    """The environment that sends the sandbox's tools through the bridge."""
+    url = f"http://127.0.0.1:{PROXY_PORT}"
+    local = "localhost,127.0.0.1"
+    return {
+        **{name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")},
+        **{name: local for name in ("NO_PROXY", "no_proxy")},
+    }
+
+
 class EgressProxy:
-    """The proxy of one run (see the module docstring); ``close`` ends it and every
+    """The proxy of one run (see the module docstring), with its socket and the bridge
+    in ``net_dir`` (shown to the sandbox at NET_DIR); ``close`` ends it and every
     connection it carries."""
 
-    def __init__(self, path: Path, allow: list[str]) -> None:
+    def __init__(self, net_dir: Path, allow: list[str]) -> None:
         self.allow = [Destination.parse(a) for a in allow]
-        self.path = path
         self.denied: list[str] = []  # what the run asked for and did not get
+        (net_dir / "bridge.py").write_text(BRIDGE % {"port": PROXY_PORT, "sock": f"{NET_DIR}/proxy.sock"})
+        path = net_dir / "proxy.sock"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(str(path))
         path.chmod(0o666)  # the sandbox's uid is not ours

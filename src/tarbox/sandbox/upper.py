@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import shutil
 import stat as stat_mod
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,11 +147,13 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
             # O_NOFOLLOW: what scan saw as a file is read as one (the sandbox is gone by now,
             # but nothing it left behind is followed out of the upper directory)
             with open(os.open(op.local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as src:
-                if os.fstat(src.fileno()).st_size <= WHOLE_FILE:  # one operation; a file opened publishes at close
+                size = os.fstat(src.fileno()).st_size  # the sandbox is gone: nothing changes it now
+                if size <= WHOLE_FILE:  # one operation; a file opened publishes at close
                     written += fs.write_file(p, src.read(), op.mode)
                 else:
                     with fs.open(p, "wb") as out:
-                        written += _copy(src, out)
+                        shutil.copyfileobj(src, out, CHUNK)
+                    written += size
             fs.chmod(p, op.mode)
             fs.utime(p, ns=(op.mtime_ns, op.mtime_ns))
         else:
@@ -164,14 +167,6 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
     for op in reversed(dir_times):  # after their entries, which move a directory's times
         fs.utime(op.path, ns=(op.mtime_ns, op.mtime_ns))
     return written
-
-
-def _copy(src, out) -> int:
-    n = 0
-    while chunk := src.read(CHUNK):
-        out.write(chunk)
-        n += len(chunk)
-    return n
 
 
 class _Kinds:
