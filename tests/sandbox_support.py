@@ -5,6 +5,10 @@ environment: the sandbox has no network to install it)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import socket
+import threading
 from pathlib import Path
 
 import _pytest
@@ -32,3 +36,34 @@ def python_project() -> dict[str, bytes]:
             files[f"vendor/{top.name}/{p.relative_to(top)}"] = p.read_bytes()
     files["vendor/py.py"] = Path(pytest.__file__).parent.parent.joinpath("py.py").read_bytes()
     return files
+
+
+@contextlib.contextmanager
+def web_server_off_loopback():
+    """A web server answering ``hello PATH`` on this host's own address outside the
+    loopback (inside a sandbox, 127.0.0.1 is the sandbox's own), as ``(address, port)``;
+    the test is skipped where the host has no such address."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.connect(("10.255.255.255", 1))  # no packet: the address this host would send from
+    addr = probe.getsockname()[0]
+    probe.close()
+    if addr.startswith("127."):
+        pytest.skip("no address outside the loopback to serve the test's web server on")
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = f"hello {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    web = http.server.ThreadingHTTPServer((addr, 0), Hello)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        yield addr, web.server_address[1]
+    finally:
+        web.shutdown()

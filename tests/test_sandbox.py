@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_support import python_project
+from sandbox_support import python_project, web_server_off_loopback
 from tarbox.fs import FileType
 from tarbox.sandbox import ExecStatus, Limits, NativeHost, seccomp, unavailable_reason
 
@@ -482,29 +482,15 @@ def test_network_only_to_the_allow_list(tb, tenant, tmp_path):
     (HTTP and CONNECT) and nothing else: another port of the same host is refused by
     the proxy, a direct connection finds no network, and without a list there is no
     proxy at all."""
-    import http.server
+    with web_server_off_loopback() as (addr, port):
+        _network_only_to_the_allow_list(tb, tenant, tmp_path, addr, port)
+    with pytest.raises(ValueError):
+        NativeHost(tb, tenant, network=["no-port"])
 
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            body = f"hello {self.path}".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.connect(("10.255.255.255", 1))  # no packet: the address this host would send from
-    addr = probe.getsockname()[0]
-    probe.close()
-    if addr.startswith("127."):
-        pytest.skip("no address outside the loopback to serve the test's web server on")
-    web = http.server.ThreadingHTTPServer((addr, 0), Hello)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
+def _network_only_to_the_allow_list(tb, tenant, tmp_path, addr, port):
     other = socket.create_server((addr, 0))
-    port, other_port = web.server_address[1], other.getsockname()[1]
+    other_port = other.getsockname()[1]
     code = f"""
 import http.client, os, socket, urllib.request
 print(urllib.request.urlopen("http://{addr}:{port}/plain", timeout=10).read().decode())
@@ -538,16 +524,13 @@ except OSError:
         )
         assert r.exit_code != 0 and b"URLError" in r.stderr
     finally:
-        web.shutdown()
         other.close()
-    with pytest.raises(ValueError):
-        NativeHost(tb, tenant, network=["no-port"])
 
 
 def test_the_proxy_refuses_names_that_resolve_to_this_hosts_networks(tmp_path):
     from tarbox.sandbox.network import EgressProxy
 
-    proxy = EgressProxy(tmp_path / "p.sock", ["localhost:*", "*.example.invalid:443"])
+    proxy = EgressProxy(tmp_path, ["localhost:*", "*.example.invalid:443"])
     try:
         assert "resolves to" in proxy._why_not("localhost", 5432)  # a name for the loopback: no way in
         assert "allow-list" in proxy._why_not("example.com", 443)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from sandbox_support import web_server_off_loopback
 from server_support import b64, client, start_server
 from tarbox.tokens import create_token, revoke_token
 from wasi_support import guest
@@ -573,48 +574,30 @@ def test_a_tokens_network_allow_list_is_its_own(server, tb, tenant):
     """A token made with an allow-list lets its native runs reach those destinations and
     no others; another token of the same tenant gets no network; a request cannot ask
     for more."""
-    import http.server
+    with web_server_off_loopback() as (addr, port):
+        _a_tokens_network_allow_list_is_its_own(server, tb, tenant, addr, port)
 
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.end_headers()
-            self.wfile.write(b"hello")
 
-        def log_message(self, *args):
-            pass
-
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.connect(("10.255.255.255", 1))
-    addr = probe.getsockname()[0]
-    probe.close()
-    if addr.startswith("127."):
-        pytest.skip("no address outside the loopback to serve the test's web server on")
-    web = http.server.ThreadingHTTPServer((addr, 0), Hello)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
-    url = f"http://{addr}:{web.server_address[1]}/"
+def _a_tokens_network_allow_list_is_its_own(server, tb, tenant, addr, port):
+    url = f"http://{addr}:{port}/"
     fetch = ["python3", "-c", f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read())"]
-    try:
-        with pytest.raises(ValueError):
-            create_token(tb, tenant, allow_net=["no port"])
-        allowed, info = create_token(tb, tenant, allow_net=[f"{addr}:{web.server_address[1]}"])
-        assert info.to_dict()["allow_net"] == [f"{addr}:{web.server_address[1]}"]
-        plain, _ = create_token(tb, tenant)
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {allowed}"}, timeout=60) as c:
-            r = c.post("/v1/exec", json={"command": fetch})
-            assert (r.json()["exit_code"], r.json()["stdout"]) == (0, "b'hello'\n"), r.json()
-            other = socket.create_server((addr, 0))
-            elsewhere = f"{addr}:{other.getsockname()[1]}"
-            try:  # a field the body does not have widens nothing (it is ignored)
-                code = f"import urllib.request; urllib.request.urlopen('http://{elsewhere}/', timeout=5)"
-                ask = ["python3", "-c", code]
-                wider = c.post("/v1/exec", json={"command": ask, "allow_net": [elsewhere], "network": [elsewhere]})
-            finally:
-                other.close()
-            assert wider.json()["exit_code"] != 0 and "403" in wider.json()["stderr"], wider.json()
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {plain}"}, timeout=60) as c:
-            r = c.post("/v1/exec", json={"command": fetch})
-            assert r.json()["exit_code"] != 0 and "URLError" in r.json()["stderr"]
-    finally:
-        web.shutdown()
+    with pytest.raises(ValueError):
+        create_token(tb, tenant, allow_net=["no port"])
+    allowed, info = create_token(tb, tenant, allow_net=[f"{addr}:{port}"])
+    assert info.to_dict()["allow_net"] == [f"{addr}:{port}"]
+    plain, _ = create_token(tb, tenant)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {allowed}"}, timeout=60) as c:
+        r = c.post("/v1/exec", json={"command": fetch})
+        assert (r.json()["exit_code"], r.json()["stdout"]) == (0, "b'hello /'\n"), r.json()
+        other = socket.create_server((addr, 0))
+        elsewhere = f"{addr}:{other.getsockname()[1]}"
+        try:  # a field the body does not have widens nothing (it is ignored)
+            code = f"import urllib.request; urllib.request.urlopen('http://{elsewhere}/', timeout=5)"
+            ask = ["python3", "-c", code]
+            wider = c.post("/v1/exec", json={"command": ask, "allow_net": [elsewhere], "network": [elsewhere]})
+        finally:
+            other.close()
+        assert wider.json()["exit_code"] != 0 and "403" in wider.json()["stderr"], wider.json()
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {plain}"}, timeout=60) as c:
+        r = c.post("/v1/exec", json={"command": fetch})
+        assert r.json()["exit_code"] != 0 and "URLError" in r.json()["stderr"]
