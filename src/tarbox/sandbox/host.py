@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -132,7 +133,7 @@ class NativeHost:
             layer, base_gen = self._base(fs, argv)
             timings["checkpoint"] = time.monotonic() - t0
             t = time.monotonic()
-            lease = self.trees.lease(layer)
+            lease = self.trees.lease(layer, history=fs)
             timings["sync_in"] = time.monotonic() - t
             t = time.monotonic()
             try:
@@ -238,6 +239,7 @@ class NativeHost:
         for th in threads:
             th.start()
         status_lines = _StatusReader(status_r)
+        exited = _ExitWatch(proc)
         try:
             while proc.poll() is None:
                 elapsed = time.monotonic() - t0
@@ -256,10 +258,7 @@ class NativeHost:
                     status, error = stop
                     _kill(proc, cgroup)
                     break
-                try:
-                    proc.wait(POLL)
-                except subprocess.TimeoutExpired:
-                    pass
+                exited.wait(POLL)
             proc.wait()
             cgroup.kill_all()  # whatever outlived the command (a daemonised child)
             for th in threads[:2]:
@@ -269,6 +268,7 @@ class NativeHost:
             memory_hit = cgroup.memory_limit_hit()
             cgroup.remove()
             status_lines.close()
+            exited.close()
             if proxy is not None:
                 proxy.close()
                 shutil.rmtree(net_dir, ignore_errors=True)
@@ -385,6 +385,30 @@ class _StatusReader:
     def close(self) -> None:
         self._thread.join(5)
         self._file.close()
+
+
+class _ExitWatch:
+    """Wakes the moment the launcher exits (a pidfd), where ``Popen.wait(timeout)``
+    would poll with sleeps and notice up to a poll interval late."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self._proc, self._poll, self._fd = proc, None, -1
+        with contextlib.suppress(AttributeError, OSError):  # pidfds: Linux 5.3
+            self._fd = os.pidfd_open(proc.pid)
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLIN)
+
+    def wait(self, timeout: float) -> None:
+        if self._poll is not None:
+            self._poll.poll(timeout * 1000)
+        else:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _feed(pipe, data: bytes) -> None:

@@ -90,7 +90,7 @@ class Cgroup:
     def kill_all(self) -> None:
         """SIGKILL every process in the run's cgroup until none is left (a fork racing
         the kill is caught on the next pass)."""
-        for _ in range(100):
+        for pause in _backoff(passes=100):
             pids = set()
             for d in self.dirs.values():
                 try:
@@ -104,7 +104,7 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.01)
+            time.sleep(pause)
 
     @classmethod
     def leftover(cls, name: str) -> None:
@@ -118,12 +118,21 @@ class Cgroup:
 
     def remove(self) -> None:
         for d in self.dirs.values():
-            for _ in range(50):  # the last processes may still be exiting
+            for pause in _backoff(passes=60):  # the last processes may still be exiting
                 try:
                     d.rmdir()
                     break
                 except OSError:
-                    time.sleep(0.02)
+                    time.sleep(pause)
+
+
+def _backoff(passes: int, first: float = 0.0005, most: float = 0.02):
+    """Pauses for a retry loop: short at first (a process is usually gone within a
+    millisecond of its kill), never longer than ``most``."""
+    pause = first
+    for _ in range(passes):
+        yield pause
+        pause = min(most, pause * 2)
 
 
 def ulimit_script(limits: Limits, cgroup_controls: set[str]) -> str:

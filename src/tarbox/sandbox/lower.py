@@ -10,7 +10,8 @@ tree's index (``trees/<n>.index``: each path's inode): in place when no run hold
 else on a clone made of hard links
 (files are always replaced, never written through, so a clone never changes its
 origin). A tree no run holds and ``current`` does not name is removed. A crash part
-way through an update leaves ``current`` marked dirty, and the next lease rebuilds.
+way through an update leaves the tree's ``trees/<n>.dirty`` marker behind, and the
+next lease rebuilds.
 
 The trees are a cache of what the database holds: losing them costs one export.
 """
@@ -32,6 +33,8 @@ from tarbox.fs import Filesystem, FileType
 from tarbox.sandbox.upper import OpKind
 
 CHUNK = 1 << 20
+# index file -> ((its inode, mtime, size), the index): see LowerTrees._load_index
+_INDEXES: dict[str, tuple[tuple[int, int, int], dict]] = {}
 
 
 @dataclass(slots=True)
@@ -58,8 +61,9 @@ class LowerTrees:
         (base / "trees").mkdir(parents=True, exist_ok=True)
         os.chmod(base, 0o700)
 
-    def lease(self, layer: int) -> Lease:
-        """The workspace at ``layer`` (a frozen layer), held until released."""
+    def lease(self, layer: int, history: Filesystem | None = None) -> Lease:
+        """The workspace at ``layer`` (a frozen layer), held until released. ``history``:
+        a view of the tenant to read the layers from (one is made when not given)."""
         with self._managing():
             cur = self._current()
             if cur is not None and cur["layer"] == layer:
@@ -67,16 +71,16 @@ class LowerTrees:
                 return Lease(self._tree(cur["tree"]), layer, fd, self)
             view = self.tb.filesystem(self.tenant_id, layer=layer, hide_control=True)
             if cur is not None:
-                lease = self._bring_forward(cur, layer, view)
+                lease = self._bring_forward(cur, layer, view, history)
                 if lease is not None:
                     return lease
             return self._rebuild(layer, view)
 
-    def _bring_forward(self, cur: dict, layer: int, view: Filesystem) -> Lease | None:
+    def _bring_forward(self, cur: dict, layer: int, view: Filesystem, history: Filesystem | None) -> Lease | None:
         """``cur``'s tree moved to ``layer`` by the rows the layers between wrote; None
         when they cannot tell (another branch, a layer dropped, no index): the caller
         rebuilds."""
-        history = self.tb.filesystem(self.tenant_id, hide_control=True)
+        history = history or self.tb.filesystem(self.tenant_id, hide_control=True)
         try:
             rows = history.rows_changed(cur["layer"], layer)
             root_ino = view.lstat(self.root).ino if view.is_dir(self.root) else None
@@ -98,9 +102,14 @@ class LowerTrees:
             n = self._next_number()
             _clone(self._tree(cur["tree"]), self._tree(n))
             fd = self._lock(n, fcntl.LOCK_EX)
-        self._write_current({**cur, "tree": n, "dirty": True})
-        apply_rows(view, self.root, root_ino, entries, inodes, self._tree(n), index)
-        self._save_index(n, index)
+            index = dict(index)  # the held tree keeps its own (entries are replaced, never changed)
+        with self._changing(n):
+            try:
+                if apply_rows(view, self.root, root_ino, entries, inodes, self._tree(n), index) or n != cur["tree"]:
+                    self._save_index(n, index)
+            except BaseException:
+                self._forget_index(n)  # changed part way: the file (and a rebuild) decide
+                raise
         self._write_current({"tree": n, "layer": layer, "root_ino": root_ino})
         fcntl.flock(fd, fcntl.LOCK_SH)
         return Lease(self._tree(n), layer, fd, self)
@@ -108,25 +117,40 @@ class LowerTrees:
     def _rebuild(self, layer: int, view: Filesystem) -> Lease:
         n = self._next_number()
         fd = self._lock(n, fcntl.LOCK_EX)
-        self._write_current({"tree": n, "layer": layer, "dirty": True})
         index: dict[str, list] = {}
-        export_tree(view, self.root, self._tree(n), index)
-        root_ino = view.lstat(self.root).ino if view.is_dir(self.root) else None
-        self._save_index(n, index)
+        with self._changing(n):
+            export_tree(view, self.root, self._tree(n), index)
+            root_ino = view.lstat(self.root).ino if view.is_dir(self.root) else None
+            self._save_index(n, index)
         self._write_current({"tree": n, "layer": layer, "root_ino": root_ino})
         fcntl.flock(fd, fcntl.LOCK_SH)
         return Lease(self._tree(n), layer, fd, self)
 
     def _load_index(self, n: int) -> dict | None:
+        """Tree ``n``'s index: this process's copy while the file is the one it wrote or
+        read last (parsing it costs more than the rest of a small update), else the file."""
+        path = self._index_path(n)
         try:
-            return json.loads(self._index_path(n).read_text())
+            st = os.stat(path)
+            known = _INDEXES.get(str(path))
+            if known is not None and known[0] == (st.st_ino, st.st_mtime_ns, st.st_size):
+                return known[1]
+            index = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             return None
+        _INDEXES[str(path)] = ((st.st_ino, st.st_mtime_ns, st.st_size), index)
+        return index
 
     def _save_index(self, n: int, index: dict) -> None:
-        tmp = self._index_path(n).with_suffix(".tmp")
+        path = self._index_path(n)
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(index, separators=(",", ":")))
-        os.replace(tmp, self._index_path(n))
+        os.replace(tmp, path)
+        st = os.stat(path)
+        _INDEXES[str(path)] = ((st.st_ino, st.st_mtime_ns, st.st_size), index)
+
+    def _forget_index(self, n: int) -> None:
+        _INDEXES.pop(str(self._index_path(n)), None)
 
     def merge(self, layer: int, upper_dir: Path, ops) -> bool:
         """Move a written-back run's changes (``ops`` from ``upper_dir``) into the tree at
@@ -142,34 +166,8 @@ class LowerTrees:
                 return False
             try:
                 tree = self._tree(cur["tree"])
-                self._write_current({**cur, "dirty": True})
-                dirs = []
-                for op in ops:
-                    local = _local(tree, self.root, op.path)
-                    if local is None or local == tree:
-                        continue
-                    if op.kind is OpKind.DELETE:
-                        _remove_path(local)
-                    elif op.kind in (OpKind.DIR, OpKind.REPLACE_DIR):
-                        stale = local.is_symlink() or (local.exists() and not local.is_dir())
-                        if op.kind is OpKind.REPLACE_DIR or stale:
-                            _remove_path(local)
-                        local.mkdir(mode=0o700, exist_ok=True)
-                        dirs.append((local, op))
-                    else:
-                        _remove_path(local)
-                        if op.kind is OpKind.FILE:
-                            os.rename(op.local, local)  # one filesystem: the file moves, nothing is copied
-                        elif op.kind is OpKind.SYMLINK:
-                            os.symlink(op.target, local)
-                        elif op.kind is OpKind.LINK:
-                            os.link(_local(tree, self.root, op.target), local)
-                        else:
-                            os.mkfifo(local, op.mode)
-                for local, op in reversed(dirs):
-                    os.chmod(local, op.mode)
-                    os.utime(local, ns=(op.mtime_ns, op.mtime_ns))
-                self._write_current(cur)
+                with self._changing(cur["tree"]):  # left behind if this fails part way
+                    _merge_into(tree, self.root, ops)
                 return True
             finally:
                 os.close(fd)
@@ -187,7 +185,9 @@ class LowerTrees:
                     continue
                 try:
                     _remove_tree(entry)
-                    for leftover in (self._lock_path(int(entry.name)), self._index_path(int(entry.name))):
+                    self._forget_index(int(entry.name))
+                    n = int(entry.name)
+                    for leftover in (self._lock_path(n), self._index_path(n), self._dirty_path(n)):
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(leftover)
                 finally:
@@ -203,6 +203,18 @@ class LowerTrees:
 
     def _index_path(self, n: int) -> Path:
         return self.base / "trees" / f"{n}.index"
+
+    def _dirty_path(self, n: int) -> Path:
+        return self.base / "trees" / f"{n}.dirty"
+
+    @contextlib.contextmanager
+    def _changing(self, n: int):
+        """Tree ``n`` marked as being changed until the block ends well (a crash or an
+        error leaves the mark, and the tree is rebuilt). An empty file made and removed:
+        cheaper than rewriting ``current`` twice, each an ext4 replace-by-rename flush."""
+        os.close(os.open(self._dirty_path(n), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        yield
+        os.unlink(self._dirty_path(n))
 
     def _lock(self, n: int, how: int) -> int:
         """An fd holding ``how`` on tree ``n``'s lock file, or -1 (LOCK_NB, held elsewhere)."""
@@ -228,7 +240,8 @@ class LowerTrees:
             cur = json.loads((self.base / "current").read_text())
         except (FileNotFoundError, ValueError):
             return None
-        if cur.get("dirty") or not self._tree(cur.get("tree", -1)).is_dir():
+        n = cur.get("tree", -1)
+        if cur.get("dirty") or not self._tree(n).is_dir() or self._dirty_path(n).exists():
             return None  # a crash part way through an update: rebuilt
         return cur
 
@@ -286,16 +299,19 @@ def apply_rows(
     inodes: set[int],
     dst: Path,
     index: dict[str, list],
-) -> None:
+) -> bool:
     """Bring ``dst`` (the subtree ``root`` at an older layer, described by ``index``) to
     ``view``, given the rows the layers between wrote (``Filesystem.rows_changed``).
     Touches only the paths those rows name (and the whole of a directory that appeared
-    or moved). ``index`` is updated to ``view``."""
+    or moved). ``index`` is updated to ``view``; says whether that changed it."""
     dirs = {ino: rel for rel, (ino, is_dir) in index.items() if is_dir}
     dirs[root_ino] = ""
     touched: set[str] = set()
+    index_changed = False
 
     def forget(rel: str) -> None:
+        nonlocal index_changed
+        index_changed = True
         for key in [k for k in index if k == rel or k.startswith(rel + "/")]:
             ino, is_dir = index.pop(key)
             if is_dir and dirs.get(ino) == key:
@@ -332,6 +348,7 @@ def apply_rows(
                 continue
             st = view.lstat(path)
             index[rel] = [st.ino, st.type is FileType.DIRECTORY]
+            index_changed = True
             touched.add(rel)
             if st.type is FileType.DIRECTORY:
                 if (dst / rel).is_symlink() or ((dst / rel).exists() and not (dst / rel).is_dir()):
@@ -367,6 +384,37 @@ def apply_rows(
         local = dst / rel if rel else dst
         if local.is_dir() and not local.is_symlink() and view.is_dir(path):
             _set_meta(view, path, local)
+    return index_changed
+
+
+def _merge_into(tree: Path, root: str, ops) -> None:
+    """A written-back run's operations carried out on the local tree ``tree``."""
+    dirs = []
+    for op in ops:
+        local = _local(tree, root, op.path)
+        if local is None or local == tree:
+            continue
+        if op.kind is OpKind.DELETE:
+            _remove_path(local)
+        elif op.kind in (OpKind.DIR, OpKind.REPLACE_DIR):
+            stale = local.is_symlink() or (local.exists() and not local.is_dir())
+            if op.kind is OpKind.REPLACE_DIR or stale:
+                _remove_path(local)
+            local.mkdir(mode=0o700, exist_ok=True)
+            dirs.append((local, op))
+        else:
+            _remove_path(local)
+            if op.kind is OpKind.FILE:
+                os.rename(op.local, local)  # one filesystem: the file moves, nothing is copied
+            elif op.kind is OpKind.SYMLINK:
+                os.symlink(op.target, local)
+            elif op.kind is OpKind.LINK:
+                os.link(_local(tree, root, op.target), local)
+            else:
+                os.mkfifo(local, op.mode)
+    for local, op in reversed(dirs):
+        os.chmod(local, op.mode)
+        os.utime(local, ns=(op.mtime_ns, op.mtime_ns))
 
 
 def _join(rel: str, name: str) -> str:
