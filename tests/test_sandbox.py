@@ -29,8 +29,12 @@ pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(una
 
 
 @pytest.fixture
-def host(tb, tenant, tmp_path):
-    return NativeHost(tb, tenant, home=tmp_path / "home")
+def host(request, tb, tenant, tmp_path):
+    """The default host; parametrized (indirect) with "overlay" or "copy", that workspace."""
+    return NativeHost(tb, tenant, home=tmp_path / "home", workspace=getattr(request, "param", "auto"))
+
+
+both_workspaces = pytest.mark.parametrize("host", ["overlay", "copy"], indirect=True)
 
 
 def tenant_tree(fs, root="/workspace") -> dict[str, object]:
@@ -77,9 +81,12 @@ ln -s keep/data.txt link
 ln keep/data.txt hard
 mkdir -p deep/er/still && echo x > deep/er/still/f
 mv keep/renamed.txt keep/moved.txt
+printf Y | dd of=keep/same.txt conv=notrunc status=none && touch -d @978307200 keep/same.txt
 """
+OLD_MTIME_NS = 978307200 * 10**9  # keep/same.txt's before and after: only its content moves
 
 
+@both_workspaces
 def test_changes_written_back_as_linux_makes_them(tb, tenant, host, tmp_path):
     files = {
         "gone.txt": b"g",
@@ -89,12 +96,15 @@ def test_changes_written_back_as_linux_makes_them(tb, tenant, host, tmp_path):
         "keep/mode.txt": b"m",
         "keep/data.txt": b"data\n",
         "keep/renamed.txt": b"r",
+        "keep/same.txt": b"X",
     }
     seed(tb.filesystem(tenant), files)
+    tb.filesystem(tenant).utime("/workspace/keep/same.txt", ns=(OLD_MTIME_NS, OLD_MTIME_NS))
     local = tmp_path / "local"
     for rel, data in files.items():
         (local / rel).parent.mkdir(parents=True, exist_ok=True)
         (local / rel).write_bytes(data)
+    os.utime(local / "keep/same.txt", ns=(OLD_MTIME_NS, OLD_MTIME_NS))
     subprocess.run(["bash", "-c", CHANGES], cwd=local, check=True)
 
     r = host.run(CHANGES)
@@ -106,6 +116,7 @@ def test_changes_written_back_as_linux_makes_them(tb, tenant, host, tmp_path):
     assert r.checkpoint is not None and "/workspace/gone.txt" in r.changed
 
 
+@both_workspaces
 def test_each_run_is_undone_by_its_checkpoint_and_recorded(tb, tenant, host):
     seed(tb.filesystem(tenant), {f"src/m{i}.py": b"x = %d\n" % i for i in range(20)})
     r = host.run("rm -rf /workspace/* && echo wiped")
@@ -264,6 +275,7 @@ def test_limits_kill_the_whole_run_and_say_which(tb, tenant, tmp_path):
     assert host().run("echo still fine").ok  # the tenant's sandbox is usable after each
 
 
+@both_workspaces
 def test_the_run_sees_its_checkpoint_and_a_concurrent_write_wins_or_conflicts(tb, tenant, host):
     fs = tb.filesystem(tenant)
     seed(fs, {"shared.txt": b"before\n", "mine.txt": b"m\n"})
@@ -360,7 +372,9 @@ def expected_listing(fs) -> bytes:
     return out.encode()
 
 
-@pytest.mark.parametrize("seed_value", [20261203, 7, 99])
+@pytest.mark.parametrize(
+    ("host", "seed_value"), [("auto", 20261203), ("auto", 7), ("auto", 99), ("copy", 20261203)], indirect=["host"]
+)
 def test_the_local_tree_follows_every_kind_of_change_between_runs(tb, tenant, host, seed_value):
     """The lower tree is brought forward from the rows changed between layers: after API
     changes of every kind (and runs' own, merged), a run sees exactly the tenant's files."""

@@ -136,13 +136,15 @@ def _toolchain() -> Check:
 
 
 def _sandbox() -> Check:
-    from tarbox.sandbox import unavailable_reason
+    from tarbox.sandbox import overlay_unavailable_reason, unavailable_reason
 
     why = unavailable_reason()
+    # where overlays cannot be mounted, runs work on a copy of the workspace: slower, same contract
+    workspace = "an overlay per run" if overlay_unavailable_reason() is None else "a copy per run (no overlayfs)"
     return Check(
         "native sandbox",
         why is None,
-        "bubblewrap, user namespaces, seccomp (tarbox exec, /v1/exec, MCP bash)" if why is None else why,
+        f"bubblewrap, user namespaces, seccomp, {workspace} (tarbox exec, /v1/exec, MCP bash)" if why is None else why,
         "apt-get install bubblewrap (only needed for native commands, docs/exec.md)",
         required=False,
     )

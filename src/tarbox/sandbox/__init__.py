@@ -3,8 +3,16 @@ tenant's workspace: bubblewrap namespaces, seccomp and cgroup limits, an overlay
 local copy of the workspace at a checkpoint, and the changes written back in one atomic
 commit (docs/exec.md)."""
 
-from tarbox.sandbox.host import NativeHost, SandboxUnavailable, unavailable_reason
+from tarbox.sandbox.host import NativeHost, SandboxUnavailable, overlay_unavailable_reason, unavailable_reason
 from tarbox.sandbox.limits import Limits
 from tarbox.sandbox.result import ExecResult, ExecStatus
 
-__all__ = ["ExecResult", "ExecStatus", "Limits", "NativeHost", "SandboxUnavailable", "unavailable_reason"]
+__all__ = [
+    "ExecResult",
+    "ExecStatus",
+    "Limits",
+    "NativeHost",
+    "SandboxUnavailable",
+    "overlay_unavailable_reason",
+    "unavailable_reason",
+]

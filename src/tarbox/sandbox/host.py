@@ -4,7 +4,9 @@ host's /usr holds) sandboxed over a tenant's workspace, as one undoable unit.
 A run: freeze the tenant (a checkpoint: the run's base and its undo point); lease
 the workspace at that layer from the local trees (lower.py); start the sandbox
 (jail.py) with an overlay of a fresh upper directory on it, under the run's limits
-(limits.py); when it ends, read what it changed from the upper directory (upper.py)
+(limits.py); when it ends, read what it changed from the upper directory (upper.py;
+where overlayfs cannot be mounted, the run works on a private copy instead, compared
+afterwards: copied.py)
 and commit all of it in one atomic batch, after checking that nobody changed the
 same paths meanwhile; record the run in the run log. Others see the run's changes
 all at once when it ends, or never (docs/exec.md: the consistency contract).
@@ -32,7 +34,7 @@ from pathlib import Path
 from tarbox import runs
 from tarbox.client import Tarbox, Tenant
 from tarbox.errors import TarboxError
-from tarbox.sandbox import jail, network, seccomp, upper
+from tarbox.sandbox import copied, jail, network, seccomp, upper
 from tarbox.sandbox.limits import Cgroup, Limits, ulimit_script
 from tarbox.sandbox.lower import LowerTrees
 from tarbox.sandbox.network import Destination
@@ -47,6 +49,29 @@ class SandboxUnavailable(RuntimeError):
     """This machine cannot run native commands sandboxed (what is missing is said)."""
 
 
+WORKSPACE_KINDS = ("auto", "overlay", "copy")
+
+
+@functools.cache
+def overlay_unavailable_reason() -> str | None:
+    """Why an overlay cannot be mounted in a user namespace here (then runs work on a
+    copy), or None; tried once."""
+    with tempfile.TemporaryDirectory(prefix="tarbox-overlay-probe-") as d:
+        for part in ("lower", "upper", "work", "merged"):
+            os.mkdir(os.path.join(d, part))
+        options = f"lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work,{jail.OVERLAY_OPTIONS}"
+        argv = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--"]
+        argv += ["mount", "-t", "overlay", "overlay", "-o", options, f"{d}/merged"]
+        try:
+            p = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": jail.PATH})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"unshare cannot run: {exc}"
+        if p.returncode != 0:
+            said = p.stderr.decode(errors="replace").strip().splitlines()
+            return f"overlayfs cannot be mounted in a user namespace: {said[-1] if said else p.returncode}"
+    return None
+
+
 @functools.cache
 def unavailable_reason() -> str | None:
     """Why native runs cannot work here, or None: the tools are looked for, and user
@@ -59,11 +84,7 @@ def unavailable_reason() -> str | None:
         seccomp.deny_list_program()
     except seccomp.SeccompUnavailable as exc:
         return str(exc)
-    probes = (
-        [shutil.which("unshare"), "--user", "--map-root-user", "--mount", "--", "/bin/true"],
-        [jail.bwrap_path(), "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],
-    )
-    for argv in probes:
+    for argv in ([jail.bwrap_path(), "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],):
         try:
             p = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": jail.PATH})
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -88,6 +109,7 @@ class NativeHost:
         record_run: bool = True,
         audit: bool = True,
         home: Path | None = None,
+        workspace: str = "auto",
     ) -> None:
         self.tb = tb
         self.tenant = tb.get_tenant(tenant)
@@ -98,6 +120,11 @@ class NativeHost:
         self.network = list(network or [])
         for destination in self.network:
             Destination.parse(destination)  # a malformed entry is refused here, before any run
+        # how the run's workspace is made: an overlay on the local tree, or a copy of it
+        # where overlays cannot be mounted ("auto" tells which, once per process)
+        if workspace not in WORKSPACE_KINDS:
+            raise ValueError(f"workspace must be one of {', '.join(WORKSPACE_KINDS)}: {workspace!r}")
+        self.workspace = workspace
         self.record_run = record_run
         self.audit = audit
         self.base = (home or home_dir()) / "exec" / str(self.tenant.id)
@@ -134,17 +161,30 @@ class NativeHost:
             timings["checkpoint"] = time.monotonic() - t0
             t = time.monotonic()
             lease = self.trees.lease(layer, history=fs)
-            timings["sync_in"] = time.monotonic() - t
-            t = time.monotonic()
+            manifest = None
             try:
+                if self.copies:
+                    rundir.mkdir(parents=True)
+                    try:
+                        manifest = copied.make_copy(lease.path, rundir / "copy")
+                    finally:
+                        lease.release()  # the copy is the run's own: the tree may move on
+                timings["sync_in"] = time.monotonic() - t
+                t = time.monotonic()
                 result = self._sandbox(run_id, rundir, lease.path, argv, cwd, stdin, env or {}, t0)
+            except copied.CopyFailed as exc:
+                result = ExecResult(ExecStatus.FAILED, -1, b"", b"", 0.0, run_id, error=str(exc))
             finally:
                 lease.release()
             timings["sandbox"] = time.monotonic() - t
             result.checkpoint = layer
             t = time.monotonic()
             if result.status is not ExecStatus.FAILED:
-                self._write_back(fs, rundir / "upper", result, layer, base_gen)
+                if manifest is not None:
+                    ops = copied.scan(rundir / "copy", manifest, self.guest_dir)
+                else:
+                    ops = upper.scan(rundir / "upper", self.guest_dir)
+                self._write_back(fs, ops, result, layer, base_gen)
             timings["sync_out"] = time.monotonic() - t
         finally:
             _remove_run_dir(rundir)
@@ -167,6 +207,13 @@ class NativeHost:
             )
         return result
 
+    @property
+    def copies(self) -> bool:
+        """Does a run work on a copy of the tree (no overlay)?"""
+        if self.workspace == "auto":
+            return overlay_unavailable_reason() is not None
+        return self.workspace == "copy"
+
     def _base(self, fs, argv) -> tuple[int, int | None]:
         """The frozen layer the run sees (and undoes to), with the tenant's generation it
         was seen at: the last checkpoint when nothing changed since (no layer added for
@@ -183,9 +230,14 @@ class NativeHost:
 
     def _sandbox(self, run_id, rundir: Path, lower: Path, argv, cwd, stdin: bytes, env, t0) -> ExecResult:
         limits = self.limits
-        for part in ("upper", "work", "merged"):
-            (rundir / part).mkdir(parents=True, mode=0o700)
-        os.chmod(rundir / "upper", os.stat(lower).st_mode & 0o7777)  # the merged root shows the upper's
+        if self.copies:
+            overlay, workspace = None, rundir / "copy"
+        else:
+            for part in ("upper", "work", "merged"):
+                (rundir / part).mkdir(parents=True, mode=0o700)
+            os.chmod(rundir / "upper", os.stat(lower).st_mode & 0o7777)  # the merged root shows the upper's
+            overlay = jail.Overlay(lower=lower, upper=rundir / "upper", work=rundir / "work")
+            workspace = rundir / "merged"
         jail.write_etc(rundir / "etc")
         cgroup = Cgroup(f"{run_id}", limits)
         enforced = [f"cgroup:{c}" for c in sorted(cgroup.controls)]
@@ -200,10 +252,8 @@ class NativeHost:
         os.write(filter_w, seccomp.deny_list_program())
         os.close(filter_w)
         argv_full = jail.command_line(
-            lower=lower,
-            upper=rundir / "upper",
-            work=rundir / "work",
-            merged=rundir / "merged",
+            overlay=overlay,
+            workspace=workspace,
             etc=rundir / "etc",
             argv=argv,
             cwd=cwd,
@@ -297,14 +347,13 @@ class NativeHost:
 
     # ------------------------------------------------------------ write-back
 
-    def _write_back(self, fs, upper_dir: Path, result: ExecResult, base_layer: int, base_gen) -> None:
+    def _write_back(self, fs, ops: list[upper.Op], result: ExecResult, base_layer: int, base_gen) -> None:
         """Commit the run's changes in one atomic batch, or nothing: on a conflict with
         what others committed since the base, or a failure (quota, database).
 
         Under the tenant's write lock, the generation tells whether anyone committed since
         the run's checkpoint; if so, each path the run changed is compared between the
         checkpoint and now, still under the lock, so nothing can slip in between."""
-        ops = upper.scan(upper_dir, self.guest_dir)
         if not ops:
             return
         try:
@@ -330,7 +379,7 @@ class NativeHost:
         result.changed = [op.path for op in ops if op.kind is not upper.OpKind.DIR]
         t = time.monotonic()
         try:
-            self.trees.merge(base_layer, upper_dir, ops)
+            self.trees.merge(base_layer, ops)
         except OSError as exc:  # committed all the same; the tree stays dirty and is rebuilt
             log.warning("could not merge run %s into the local tree: %s", result.run_id, exc)
         result.timings["merge"] = time.monotonic() - t

@@ -9,6 +9,8 @@ and cgroup namespaces, no capabilities, no further user namespaces, ``no_new_pri
 the seccomp filter, and a root of its own that holds only what is listed below,
 read-only: the host's /usr (its git, python, gcc, node and their packages), a few
 files of /etc, an empty /tmp and $HOME on a size-limited tmpfs, and the workspace.
+Where overlayfs cannot be mounted, the workspace is the run's own copy instead and the
+middle stage is left out (bubblewrap makes the user namespace itself).
 
 The host's home, TARBOX_HOME, the database's sockets (/run, /tmp, /var) and every
 other tenant's files are not in that root, so nothing there can name them; abstract
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from tarbox.sandbox.network import NET_DIR
@@ -40,6 +43,9 @@ ETC_SHARED = (
     "localtime",
     "mime.types",
 )
+# no index, inode numbers or metacopy: none is needed for one run's changes, and
+# userxattr is what an unprivileged (user namespace) mount may use
+OVERLAY_OPTIONS = "userxattr,index=off,xino=off,metacopy=off"
 SETUP_FAILED = 125  # the launcher's own exit status when it cannot build the sandbox
 _READY = "/tmp/.tarbox-net-ready"
 BRIDGE_FIRST = (
@@ -64,12 +70,23 @@ def write_etc(etc: Path) -> None:
     (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
 
 
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """The run's overlay: ``lower`` (the tree at the run's layer, read-only) under
+    ``upper`` (the run's changes); ``work`` is overlayfs's own."""
+
+    lower: Path
+    upper: Path
+    work: Path
+
+    def options(self) -> str:
+        return f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work},{OVERLAY_OPTIONS}"
+
+
 def command_line(
     *,
-    lower: Path,
-    upper: Path,
-    work: Path,
-    merged: Path,
+    overlay: Overlay | None,
+    workspace: Path,
     etc: Path,
     argv: list[str],
     cwd: str,
@@ -81,10 +98,11 @@ def command_line(
     tmp_bytes: int,
     net_dir: Path | None = None,
 ) -> list[str]:
-    """The launcher's argv (see the module docstring). ``net_dir``: the run's egress
-    proxy socket and bridge (network.py), shown at /run/tarbox; the command then
-    starts once the bridge listens."""
-    overlay = f"lowerdir={lower},upperdir={upper},workdir={work},userxattr,index=off,xino=off,metacopy=off"
+    """The launcher's argv (see the module docstring). ``overlay``: mounted at
+    ``workspace`` first; without one, ``workspace`` is a directory of the run's own (a
+    copy: copied.py), bound as it is. ``net_dir``: the run's egress proxy socket and
+    bridge (network.py), shown at /run/tarbox; the command then starts once the bridge
+    listens."""
     join = (
         f'{ulimits}; for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit {SETUP_FAILED}; shift; done; '
         'shift; exec "$@"'
@@ -129,7 +147,7 @@ def command_line(
     bwrap += ["--size", str(tmp_bytes), "--tmpfs", "/tmp", "--dir", HOME]
     if net_dir is not None:
         bwrap += ["--ro-bind", str(net_dir), NET_DIR]
-    bwrap += ["--bind", str(merged), WORKSPACE, "--remount-ro", "/", "--chdir", cwd]
+    bwrap += ["--bind", str(workspace), WORKSPACE, "--remount-ro", "/", "--chdir", cwd]
     bwrap += ["--clearenv"]
     for key, value in env.items():
         bwrap += ["--setenv", key, value]
@@ -138,27 +156,12 @@ def command_line(
     if net_dir is not None:
         argv = ["/bin/sh", "-c", BRIDGE_FIRST, "sh", *argv]
     bwrap += ["--", *argv]
+    launcher = ["/bin/sh", "-c", join, "sh", *cgroup_procs, "--"]
+    if overlay is None:  # bubblewrap makes the user namespace itself
+        return [*launcher, *bwrap]
     unshare = shutil.which("unshare") or "unshare"
-    return [
-        "/bin/sh",
-        "-c",
-        join,
-        "sh",
-        *cgroup_procs,
-        "--",
-        unshare,
-        "--user",
-        "--map-root-user",
-        "--mount",
-        "--",
-        "/bin/sh",
-        "-c",
-        mount,
-        "sh",
-        overlay,
-        str(merged),
-        *bwrap,
-    ]
+    mount_first = [unshare, "--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", mount, "sh"]
+    return [*launcher, *mount_first, overlay.options(), str(workspace), *bwrap]
 
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:

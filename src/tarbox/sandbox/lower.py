@@ -152,8 +152,8 @@ class LowerTrees:
     def _forget_index(self, n: int) -> None:
         _INDEXES.pop(str(self._index_path(n)), None)
 
-    def merge(self, layer: int, upper_dir: Path, ops) -> bool:
-        """Move a written-back run's changes (``ops`` from ``upper_dir``) into the tree at
+    def merge(self, layer: int, ops) -> bool:
+        """Move a written-back run's changes (``ops``: their files are moved) into the tree at
         ``layer``, if it is still the current one and no run holds it, so that the next
         lease finds them in place instead of reading them back. The tree keeps its label:
         the next lease's rows name these changes, and the quick check skips them."""
