@@ -551,3 +551,21 @@ def test_the_proxy_refuses_names_that_resolve_to_this_hosts_networks(tmp_path):
         assert proxy._why_not("a.example.invalid", 80) is not None  # the port is not on the list
     finally:
         proxy.close()
+
+
+@both_workspaces
+def test_a_change_that_keeps_size_and_mtime_is_seen_by_the_next_run(tb, tenant, host):
+    """What the API writes reaches the next run even when size, mode and mtime stay
+    (tar and ``cp -p`` restore times): no quick check may hide it."""
+    fs = tb.filesystem(tenant)
+    seed(fs, {"f.txt": b"AAAA"})
+    fs.utime("/workspace/f.txt", ns=(OLD_MTIME_NS, OLD_MTIME_NS))
+    assert host.run("cat f.txt").stdout == b"AAAA"
+    fs.write_file("/workspace/f.txt", b"BBBB")
+    fs.utime("/workspace/f.txt", ns=(OLD_MTIME_NS, OLD_MTIME_NS))
+    assert host.run("cat f.txt").stdout == b"BBBB"
+    r = host.run("printf CCCC > f.txt && touch -d @978307200 f.txt")  # the run's own, merged
+    assert r.ok and fs.read_file("/workspace/f.txt") == b"CCCC"
+    fs.write_file("/workspace/f.txt", b"DDDD")
+    fs.utime("/workspace/f.txt", ns=(OLD_MTIME_NS, OLD_MTIME_NS))
+    assert host.run("cat f.txt").stdout == b"DDDD"

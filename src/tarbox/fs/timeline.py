@@ -227,6 +227,14 @@ class HistoryView:
             }
             return entries, inodes
 
+    def stat_inodes(self, inos) -> dict:
+        """The :class:`Stat` of each inode in ``inos`` as this view sees it, in one query
+        (the inodes :meth:`rows_changed` names; one not in the view is left out)."""
+        st = self._st
+        with st.lock:
+            st.refresh(force=False)
+            return {ino: node.to_stat() for ino, node in st.inodes(list(inos)).items()}
+
     def current_branch(self) -> str | None:
         """The branch the view follows, or None when viewing a layer by id."""
         return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]

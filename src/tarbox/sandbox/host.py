@@ -129,6 +129,7 @@ class NativeHost:
         self.audit = audit
         self.base = (home or home_dir()) / "exec" / str(self.tenant.id)
         self.trees = LowerTrees(self.base, tb, self.tenant.id, self.guest_dir)
+        self.spares = copied.Spares(self.base)
 
     def run(
         self,
@@ -161,30 +162,35 @@ class NativeHost:
             timings["checkpoint"] = time.monotonic() - t0
             t = time.monotonic()
             lease = self.trees.lease(layer, history=fs)
-            manifest = None
+            spare, result = None, None
             try:
                 if self.copies:
-                    rundir.mkdir(parents=True)
                     try:
-                        manifest = copied.make_copy(lease.path, rundir / "copy")
-                    finally:
-                        lease.release()  # the copy is the run's own: the tree may move on
+                        spare = self.spares.take(lease.path)
+                    except OSError as exc:  # space, permissions: the run does not start
+                        result = ExecResult(ExecStatus.FAILED, -1, b"", b"", 0.0, run_id, error=f"the copy: {exc}")
+                    lease.release()  # the copy is the run's own: the tree may move on
                 timings["sync_in"] = time.monotonic() - t
                 t = time.monotonic()
-                result = self._sandbox(run_id, rundir, lease.path, argv, cwd, stdin, env or {}, t0)
-            except copied.CopyFailed as exc:
-                result = ExecResult(ExecStatus.FAILED, -1, b"", b"", 0.0, run_id, error=str(exc))
+                if result is None:
+                    workspace = lease.path if spare is None else spare.path
+                    result = self._sandbox(run_id, rundir, workspace, argv, cwd, stdin, env or {}, t0)
             finally:
                 lease.release()
             timings["sandbox"] = time.monotonic() - t
             result.checkpoint = layer
             t = time.monotonic()
-            if result.status is not ExecStatus.FAILED:
-                if manifest is not None:
-                    ops = copied.scan(rundir / "copy", manifest, self.guest_dir)
-                else:
-                    ops = upper.scan(rundir / "upper", self.guest_dir)
-                self._write_back(fs, ops, result, layer, base_gen)
+            in_tree = False
+            try:
+                if result.status is not ExecStatus.FAILED:
+                    if spare is not None:
+                        ops = copied.scan(spare.path, spare.manifest, self.guest_dir)
+                    else:
+                        ops = upper.scan(rundir / "upper", self.guest_dir)
+                    in_tree = self._write_back(fs, ops, result, layer, base_gen)
+            finally:
+                if spare is not None:
+                    self.spares.give_back(spare, clean=in_tree)
             timings["sync_out"] = time.monotonic() - t
         finally:
             _remove_run_dir(rundir)
@@ -229,9 +235,10 @@ class NativeHost:
     # ------------------------------------------------------------ the sandbox
 
     def _sandbox(self, run_id, rundir: Path, lower: Path, argv, cwd, stdin: bytes, env, t0) -> ExecResult:
+        """``lower``: the overlay's lower tree, or the run's own copy (``copies``)."""
         limits = self.limits
         if self.copies:
-            overlay, workspace = None, rundir / "copy"
+            overlay, workspace = None, lower  # the run's own copy, bound as it is
         else:
             for part in ("upper", "work", "merged"):
                 (rundir / part).mkdir(parents=True, mode=0o700)
@@ -347,19 +354,21 @@ class NativeHost:
 
     # ------------------------------------------------------------ write-back
 
-    def _write_back(self, fs, ops: list[upper.Op], result: ExecResult, base_layer: int, base_gen) -> None:
+    def _write_back(self, fs, ops: list[upper.Op], result: ExecResult, base_layer: int, base_gen) -> bool:
         """Commit the run's changes in one atomic batch, or nothing: on a conflict with
-        what others committed since the base, or a failure (quota, database).
+        what others committed since the base, or a failure (quota, database). Says
+        whether the local tree at ``base_layer`` holds them now (merged, or none made).
 
         Under the tenant's write lock, the generation tells whether anyone committed since
         the run's checkpoint; if so, each path the run changed is compared between the
         checkpoint and now, still under the lock, so nothing can slip in between."""
         if not ops:
-            return
+            return True
         try:
             with fs.atomic():
                 if fs.generation is not None and fs.generation - 1 == base_gen:
                     result.bytes_written = upper.apply(fs, ops)
+                    placed = upper.placed(fs, ops)
                     applied = True
                 else:
                     applied = False
@@ -371,21 +380,25 @@ class NativeHost:
                     if found:
                         result.status, result.conflicts = ExecStatus.CONFLICT, found
                         result.error = f"{len(found)} paths were changed by others during the run; nothing written back"
-                        return
+                        return False
                     result.bytes_written = upper.apply(fs, ops)
+                    placed = upper.placed(fs, ops)
         except (TarboxError, OSError) as exc:
             result.status, result.error = ExecStatus.FAILED, f"writing the run's changes back failed: {exc}"
-            return
+            return False
         result.changed = [op.path for op in ops if op.kind is not upper.OpKind.DIR]
         t = time.monotonic()
+        merged = False
         try:
-            self.trees.merge(base_layer, ops)
+            merged = self.trees.merge(base_layer, ops, placed)
         except OSError as exc:  # committed all the same; the tree stays dirty and is rebuilt
             log.warning("could not merge run %s into the local tree: %s", result.run_id, exc)
         result.timings["merge"] = time.monotonic() - t
+        return merged
 
     def _collect_dead_runs(self) -> None:
-        """Run directories of processes that died (kill -9) before cleaning up."""
+        """Run directories (and copies) of processes that died (kill -9) before cleaning up."""
+        self.spares.collect()
         runs_dir = self.base / "runs"
         if not runs_dir.is_dir():
             return

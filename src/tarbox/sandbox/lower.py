@@ -35,6 +35,10 @@ from tarbox.sandbox.upper import OpKind
 CHUNK = 1 << 20
 # index file -> ((its inode, mtime, size), the index): see LowerTrees._load_index
 _INDEXES: dict[str, tuple[tuple[int, int, int], dict]] = {}
+# the indexes a merge changed in memory only: saved with the next update. Lost with the
+# process, they cost re-reading what the merge recorded; never a wrong file (an index
+# that says less makes the tree copy more)
+_UNSAVED: set[str] = set()
 
 
 @dataclass(slots=True)
@@ -105,7 +109,8 @@ class LowerTrees:
             index = dict(index)  # the held tree keeps its own (entries are replaced, never changed)
         with self._changing(n):
             try:
-                if apply_rows(view, self.root, root_ino, entries, inodes, self._tree(n), index) or n != cur["tree"]:
+                changed = apply_rows(view, self.root, root_ino, entries, inodes, self._tree(n), index)
+                if changed or n != cur["tree"] or str(self._index_path(n)) in _UNSAVED:
                     self._save_index(n, index)
             except BaseException:
                 self._forget_index(n)  # changed part way: the file (and a rebuild) decide
@@ -148,26 +153,37 @@ class LowerTrees:
         os.replace(tmp, path)
         st = os.stat(path)
         _INDEXES[str(path)] = ((st.st_ino, st.st_mtime_ns, st.st_size), index)
+        _UNSAVED.discard(str(path))
 
     def _forget_index(self, n: int) -> None:
         _INDEXES.pop(str(self._index_path(n)), None)
+        _UNSAVED.discard(str(self._index_path(n)))
 
-    def merge(self, layer: int, ops) -> bool:
+    def merge(self, layer: int, ops, placed: dict) -> bool:
         """Move a written-back run's changes (``ops``: their files are moved) into the tree at
         ``layer``, if it is still the current one and no run holds it, so that the next
-        lease finds them in place instead of reading them back. The tree keeps its label:
-        the next lease's rows name these changes, and the quick check skips them."""
+        lease finds them in place instead of reading them back. ``placed``: each op's path
+        -> its lstat in the tenant right after the write-back, recorded in the index. The
+        tree keeps its label: the next lease's rows name these changes, and the index
+        says the tree holds those versions already."""
         with self._managing():
             cur = self._current()
             if cur is None or cur["layer"] != layer:
                 return False
-            fd = self._lock(cur["tree"], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            index = self._load_index(cur["tree"])
+            fd = -1 if index is None else self._lock(cur["tree"], fcntl.LOCK_EX | fcntl.LOCK_NB)
             if fd < 0:
                 return False
             try:
-                tree = self._tree(cur["tree"])
-                with self._changing(cur["tree"]):  # left behind if this fails part way
-                    _merge_into(tree, self.root, ops)
+                n = cur["tree"]
+                with self._changing(n):  # left behind if this fails part way
+                    _merge_into(self._tree(n), self.root, ops)
+                    try:
+                        _record_merged(index, self.root, ops, placed)  # the cached index, in memory
+                        _UNSAVED.add(str(self._index_path(n)))
+                    except BaseException:
+                        self._forget_index(n)
+                        raise
                 return True
             finally:
                 os.close(fd)
@@ -277,17 +293,20 @@ def _export_dir(view: Filesystem, path: str, rel: str, local: Path, index: dict[
     for e in listing:
         child, child_rel = f"{path.rstrip('/')}/{e.name}", f"{rel}/{e.name}" if rel else e.name
         is_dir = e.type is FileType.DIRECTORY
-        index[child_rel] = [e.ino, is_dir]
         there = local / e.name
         if is_dir:
+            index[child_rel] = [e.ino, True]
             if there.is_symlink() or (there.exists() and not there.is_dir()):
                 _remove_path(there)
             there.mkdir(mode=0o700, exist_ok=True)
             _export_dir(view, child, child_rel, there, index)
-        elif not _same_file(there, st := view.lstat(child)):
+            continue
+        st = view.lstat(child)
+        if not _has(there, index.get(child_rel), st):
             if there.is_dir() and not there.is_symlink():
                 _remove_path(there)
             _copy_out(view, child, there, st)
+        index[child_rel] = _entry(st)
     _set_meta(view, path, local)
 
 
@@ -304,7 +323,9 @@ def apply_rows(
     ``view``, given the rows the layers between wrote (``Filesystem.rows_changed``).
     Touches only the paths those rows name (and the whole of a directory that appeared
     or moved). ``index`` is updated to ``view``; says whether that changed it."""
-    dirs = {ino: rel for rel, (ino, is_dir) in index.items() if is_dir}
+    dirs = {known[0]: rel for rel, known in index.items() if known[1]}
+    # what the changed inodes are at ``view``, in one query, not a path lookup each
+    stats = view.stat_inodes(inodes | {ino for ino in entries.values() if ino is not None})
     dirs[root_ino] = ""
     touched: set[str] = set()
     index_changed = False
@@ -313,7 +334,7 @@ def apply_rows(
         nonlocal index_changed
         index_changed = True
         for key in [k for k in index if k == rel or k.startswith(rel + "/")]:
-            ino, is_dir = index.pop(key)
+            ino, is_dir, *_ = index.pop(key)
             if is_dir and dirs.get(ino) == key:
                 del dirs[ino]
         touched.add(rel)
@@ -326,8 +347,8 @@ def apply_rows(
         if parent in dirs:
             rel = _join(dirs[parent], name)
             if rel in index and index[rel][0] != ino:
-                path = f"{root.rstrip('/')}/{rel}"
-                replaced_by_dir = ino is not None and view.lexists(path) and view.lstat(path).type is FileType.DIRECTORY
+                now = stats.get(ino) if ino is not None else None
+                replaced_by_dir = now is not None and now.type is FileType.DIRECTORY
                 if not (replaced_by_dir and index[rel][1]):
                     _remove_path(dst / rel)
                 forget(rel)
@@ -344,10 +365,10 @@ def apply_rows(
             if rel in index:
                 continue  # the same inode: its content, if changed, is an inode row below
             path = f"{root.rstrip('/')}/{rel}"
-            if not view.lexists(path):
+            st = stats.get(ino)
+            if st is None:
                 continue
-            st = view.lstat(path)
-            index[rel] = [st.ino, st.type is FileType.DIRECTORY]
+            index[rel] = _entry(st)
             index_changed = True
             touched.add(rel)
             if st.type is FileType.DIRECTORY:
@@ -356,10 +377,10 @@ def apply_rows(
                 (dst / rel).mkdir(mode=0o700, exist_ok=True)  # a run's merge may have made it
                 dirs[st.ino] = rel
                 _export_dir(view, path, rel, dst / rel, index)
-                for key, (kino, kdir) in index.items():
+                for key, (kino, kdir, *_) in index.items():
                     if kdir and key.startswith(rel + "/"):
                         dirs[kino] = key
-            elif not _same_file(dst / rel, st):
+            else:  # a name new to the index: whatever the disk has there is not trusted
                 if (dst / rel).is_dir() and not (dst / rel).is_symlink():
                     _remove_path(dst / rel)
                 _copy_out(view, path, dst / rel, st)
@@ -368,15 +389,19 @@ def apply_rows(
         pending = later
     if inodes:
         by_ino: dict[int, list[str]] = {}
-        for rel, (ino, _) in index.items():
+        for rel, (ino, *_) in index.items():
             by_ino.setdefault(ino, []).append(rel)
         by_ino.setdefault(root_ino, []).append("")
         for ino in inodes:
             for rel in by_ino.get(ino, ()):
                 path = f"{root.rstrip('/')}/{rel}" if rel else root
                 local = dst / rel if rel else dst
-                if not index.get(rel, [0, True])[1] and not _same_file(local, st := view.lstat(path)):
+                known = index.get(rel, [0, True])
+                st = stats.get(ino)
+                if st is not None and not known[1] and not _has(local, known, st):
                     _copy_out(view, path, local, st)
+                    index[rel] = _entry(st)
+                    index_changed = True
                 touched.add(rel)
     parents = {os.path.dirname(rel) for rel in touched} | {rel for rel in touched if rel in dirs.values()}
     for rel in sorted(parents, key=len, reverse=True):  # children first: their writes move the times
@@ -417,6 +442,21 @@ def _merge_into(tree: Path, root: str, ops) -> None:
         os.utime(local, ns=(op.mtime_ns, op.mtime_ns))
 
 
+def _record_merged(index: dict[str, list], root: str, ops, placed: dict) -> None:
+    """``index`` told of a merged run's operations (see :meth:`LowerTrees.merge`)."""
+    prefix = root.rstrip("/") + "/"
+    for op in ops:
+        if not op.path.startswith(prefix):
+            continue
+        rel = op.path[len(prefix) :]
+        if op.removes or op.kind is not OpKind.DIR:  # what was there is gone (or replaced)
+            for key in [k for k in index if k == rel or k.startswith(rel + "/")]:
+                del index[key]
+        st = placed.get(op.path)
+        if op.kind is not OpKind.DELETE and st is not None:
+            index[rel] = _entry(st)
+
+
 def _join(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
@@ -428,18 +468,24 @@ def _local(dst: Path, root: str, path: str) -> Path | None:
     return dst / rel if rel else dst
 
 
-def _same_file(local: Path, st) -> bool:
-    """rsync's quick check: a regular file of the same size, mtime and mode is the one
-    the tree has already (a run's own change, merged into the tree after its write-back)."""
-    try:
-        have = os.lstat(local)
-    except FileNotFoundError:
-        return False
+def _entry(st) -> list:
+    """The index's record of an entry: its inode, whether a directory, and for anything
+    else the ctime of the version the tree holds (every change moves it)."""
+    if st.type is FileType.DIRECTORY:
+        return [st.ino, True]
+    return [st.ino, False, st.ctime_ns]
+
+
+def _has(local: Path, known: list | None, st) -> bool:
+    """Does the tree hold ``st``'s version at ``local`` already? Exactly when the index
+    recorded that inode at that ctime (size and mtime prove nothing: tar and ``cp -p``
+    restore them)."""
     return (
-        st.type is FileType.FILE
-        and stat_mod.S_ISREG(have.st_mode)
-        and have.st_nlink == 1
-        and (have.st_size, have.st_mtime_ns, stat_mod.S_IMODE(have.st_mode)) == (st.size, st.mtime_ns, st.mode)
+        known is not None
+        and len(known) == 3
+        and (known[0], known[2]) == (st.ino, st.ctime_ns)
+        and st.type is not FileType.DIRECTORY
+        and os.path.lexists(local)
     )
 
 

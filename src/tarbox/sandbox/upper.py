@@ -169,6 +169,12 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
     return written
 
 
+def placed(fs: Filesystem, ops: list[Op]) -> dict[str, object]:
+    """Each path the operations left something at -> its lstat in ``fs`` (read inside
+    the write-back's batch, from what it has just written)."""
+    return {op.path: fs.lstat(op.path) for op in ops if op.kind is not OpKind.DELETE and fs.lexists(op.path)}
+
+
 class _Kinds:
     """What each path of the tenant is, from one listing per directory (a lookup of
     each new name would be a query each)."""
