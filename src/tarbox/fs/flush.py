@@ -134,14 +134,14 @@ class Flush:
             [r[1] for r in unstage],
             [r[0] for r in lost],
             [r[1] for r in lost],
-            *self._audit_columns(),
+            *self.audit_queue.columns(),
             list(blocks_now),
             list(blocks_now.values()),
             release,
         ]
         # empty arrays go as NULL: the function treats them alike, and NULL costs nothing to send
         args = [a if not isinstance(a, list) or a else None for a in args]
-        prune = self._audit_prune_due()
+        prune = self.audit_queue.prune_due()
         args += [prune, durable]
         try:
             share = None
@@ -173,7 +173,7 @@ class Flush:
         self.gen = row[0]  # ours: the caches are exact at it
         self.validated_at = time.monotonic()
         if prune:
-            self._audit_pruned = time.monotonic()
+            self.audit_queue.pruned()
         self.stats["flushes"] += 1
         self.stats["round_trips"] += 1
         for ino, _, i, h in staging:

@@ -4,9 +4,10 @@
 (queries, revalidation, cached lookups, reads), ``txn`` (locks, transactions,
 batches, write-back windows), ``changes`` (the dirty state operations make),
 ``flush`` (the SQL one flush sends), ``history`` (checkpoint, switch, branches),
-``stages`` (staged publication, open files) and ``audit`` (audit records).
-``records`` holds the in-memory records and shared thresholds. ``__init__`` below
-is the one place the shared state is declared.
+``stages`` (staged publication, open files). Parts that own their state are held,
+not mixed in: ``audit`` (``AuditQueue``, the records not yet committed). ``records``
+holds the in-memory records and shared thresholds. ``__init__`` below is the one
+place the mixins' shared state is declared.
 
 One ``Store`` exists per (connection, tenant) in a process and is shared by all
 filesystem views and WASI runs of that tenant, so they see each other's writes
@@ -57,7 +58,7 @@ import uuid
 
 import psycopg
 
-from tarbox.fs.audit import AuditLog
+from tarbox.fs.audit import AuditQueue
 from tarbox.fs.cache import Caches
 from tarbox.fs.changes import Changes
 from tarbox.fs.flush import Flush
@@ -101,7 +102,7 @@ class _QuietPipelineAbort(logging.Filter):
 logging.getLogger("psycopg").addFilter(_QuietPipelineAbort())
 
 
-class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
+class Store(Caches, Transactions, Changes, Flush, History, Stages):
     def __init__(
         self,
         db: Database,
@@ -153,11 +154,8 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
         self.d_unstage: dict[int, int] = {}  # stage id -> ino: staging rows to delete (lost stages)
         self._quiet: set[int] = set()  # held inos whose changes are all staged already
         self._publish_now: set[int] = set()  # inos fsync publishes although still being written
-        # audit records of operations not yet committed: (ns, run id, op, path, path2, bytes, layer)
-        self.d_audit: list[tuple] = []
-        # monotonic time of this store's last retention prune; None: never (monotonic time
-        # starts near 0 at boot, so no number can stand for "long ago")
-        self._audit_pruned: float | None = None
+        # audit records of operations not yet committed (a part with its own state)
+        self.audit_queue = AuditQueue()
         # transaction state
         self._txn: psycopg.Connection | None = None
         self._txn_cm = None
@@ -195,3 +193,11 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages, AuditLog):
             "run_ahead_redone": 0,  # ... and those decided again under the lock
             "recalls_sent": 0,  # read delegations asked back from other sessions
         }
+
+    def audit(
+        self, run_id: uuid.UUID | None, op: str, path: str | None, path2=None, nbytes=None, *, layer: int | None = None
+    ) -> None:
+        """Record an operation (in ``layer``, default the head); it is written by the
+        commit that carries its changes."""
+        with self.lock:
+            self.audit_queue.add(run_id, op, path, path2, nbytes, self.head if layer is None else layer)

@@ -653,13 +653,13 @@ class Transactions:
             or self.wbuf
             or self.d_blocks
             or self.d_unstage
-            or self.d_audit
+            or len(self.audit_queue)
             or len(self.d_ext) > len(self._quiet)
         )
 
     def _dirty_rows(self) -> int:
         """Rows the next flush writes, at most (asked after every operation: kept O(1))."""
-        return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows + len(self.d_audit)
+        return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows + len(self.audit_queue)
 
     def _clear_dirty(self, held: Iterable[int] = ()) -> None:
         """Forget what was committed (or lost); ``held`` files keep their staged changes."""
@@ -668,7 +668,7 @@ class Transactions:
         self.d_ext = {ino: self.d_ext[ino] for ino in held}
         self._quiet = set(self.d_ext)
         self.d_blocks.clear()
-        self.d_audit.clear()  # committed with the changes, or lost with them
+        self.audit_queue.clear()
         self.d_ext_rows = 0
         self.wbuf.clear()
         self.wbuf_bytes = 0
