@@ -18,6 +18,7 @@ from tarbox.fs.store import DEFAULT_BLOCK_SIZE, ROOT_INO, Store
 from tarbox.fs.types import FileType
 from tarbox.names import validate_tenant_name
 from tarbox.storage import Database
+from tarbox.storage.rows import one_row, one_value
 
 _TENANT_TABLES = (
     "runs",
@@ -71,12 +72,14 @@ class Tarbox:
         now = time.time_ns()
         with self.db.admin() as conn, conn.transaction():
             try:
-                row = conn.execute(
-                    "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) RETURNING created_at", (tid, name)
-                ).fetchone()
+                row = one_row(
+                    conn.execute(
+                        "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) RETURNING created_at", (tid, name)
+                    )
+                )
             except psycopg.errors.UniqueViolation:
                 raise TenantExistsError(f"tenant {name!r} already exists") from None
-            layer = conn.execute("SELECT nextval('layer_id_seq')").fetchone()[0]
+            layer = one_value(conn.execute("SELECT nextval('layer_id_seq')"))
             conn.execute(
                 "INSERT INTO layers (tenant_id, layer_id, parent_id, message) VALUES (%s, %s, NULL, 'base')",
                 (tid, layer),

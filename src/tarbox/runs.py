@@ -117,7 +117,8 @@ def record(
 def recent(tb: Tarbox, tenant: Tenant | str | uuid.UUID, *, limit: int = 50, before: datetime | None = None) -> list:
     """The tenant's runs, newest first (``before``: older than that start, for paging)."""
     tid = _tenant_id(tb, tenant)
-    where, params = "tenant_id = %s", [tid]
+    where = "tenant_id = %s"
+    params: list[object] = [tid]
     if before is not None:
         where += " AND started_at < %s"
         params.append(before)
@@ -144,4 +145,7 @@ def _tenant_id(tb: Tarbox, tenant: Tenant | str | uuid.UUID) -> uuid.UUID:
 
 
 def _record(row) -> RunRecord:
-    return RunRecord(*row[:8], bytes(row[8]), bytes(row[9]), *row[10:])
+    run_id, started_at, duration, command, status, exit_code, trap, checkpoint, out, err, n_out, n_err = row
+    return RunRecord(
+        run_id, started_at, duration, command, status, exit_code, trap, checkpoint, bytes(out), bytes(err), n_out, n_err
+    )

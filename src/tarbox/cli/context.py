@@ -55,7 +55,7 @@ def safe_url(url: str) -> str:
 
     info = psycopg.conninfo.conninfo_to_dict(url)
     info.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 # The global options, also accepted after the subcommand (``tarbox token create -t T``
@@ -87,7 +87,7 @@ def with_global_options(command: Callable) -> Callable:
     params = [*sig.parameters.values()]
     annotations = dict(command.__annotations__)
     for name, (kind, option, _) in added.items():
-        annotation = Annotated[kind, option]
+        annotation = Annotated[kind, option]  # type: ignore[valid-type]  # a type chosen at run time
         default = False if kind is bool else None
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
         annotations[name] = annotation

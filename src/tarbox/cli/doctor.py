@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 import tarbox
+from tarbox.storage.rows import one_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ def _database(url: str | None) -> list[Check]:
     try:
         where = "embedded PostgreSQL" if tb.db.embedded else "PostgreSQL"
         with tb.db.admin() as conn:
-            server = conn.execute("SHOW server_version").fetchone()[0]
+            server = one_value(conn.execute("SHOW server_version"))
         checks.append(Check("database", True, f"{where} {server}"))
         have, want = tb.db.schema_version, latest_version()
         checks.append(
@@ -105,7 +106,7 @@ def _wasmtime() -> Check:
         import wasmtime
 
         engine = wasmtime.Engine()
-        wasmtime.Module(engine, wasmtime.wat2wasm('(module (func (export "_start")))'))
+        wasmtime.Module(engine, bytes(wasmtime.wat2wasm('(module (func (export "_start")))')))
         return Check("wasmtime", True, f"wasmtime-py {version('wasmtime')}, compiles modules")
     except Exception as exc:  # noqa: BLE001
         return Check("wasmtime", False, str(exc).splitlines()[0], "pip install --upgrade wasmtime")

@@ -71,7 +71,8 @@ def json_option(command: Callable) -> Callable:
     def with_flag(*args, json_after: bool = False, **kwargs):
         if json_after:
             ctx = kwargs.get("ctx", args[0] if args else None)
-            ctx.obj.as_json = True
+            if ctx is not None:
+                ctx.obj.as_json = True
         return command(*args, **kwargs)
 
     with_flag.__signature__ = sig.replace(parameters=[*sig.parameters.values(), flag])  # type: ignore[attr-defined]

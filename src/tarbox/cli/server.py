@@ -149,7 +149,7 @@ def token_list(ctx: typer.Context) -> None:
     rows = [
         (
             i.id,
-            "(admin)" if i.admin else names.get(i.tenant_id, i.tenant_id),
+            "(admin)" if i.admin or i.tenant_id is None else names.get(i.tenant_id, i.tenant_id),
             i.name,
             "read-only" if i.read_only else "admin" if i.admin else "read-write",
             i.created_at.strftime("%Y-%m-%d %H:%M"),

@@ -51,8 +51,11 @@ def read(fs: Filesystem, path: str) -> bytes:
         return b""
     if path == ROOT + "/layers/current":
         layer = fs.current_layer()
-        data = {**layer.to_dict(), "counts": fs.layer_counts(layer).to_dict()}
-        data["branch"] = fs.current_branch()
+        data: dict | list = {
+            **layer.to_dict(),
+            "counts": fs.layer_counts(layer).to_dict(),
+            "branch": fs.current_branch(),
+        }
     elif path == ROOT + "/layers/list":
         data = [layer.to_dict() for layer in fs.layers()]
     elif path == ROOT + "/stats/usage":

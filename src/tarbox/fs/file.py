@@ -118,7 +118,7 @@ class TarboxFile(io.RawIOBase):
                 self._pos = node.size
             self._st.write(node, self._pos, b)
         self._pos += n
-        self._written += n
+        self._written = (self._written or 0) + n  # _writing() made it 0 at least
         return n
 
     def _writing(self) -> None:

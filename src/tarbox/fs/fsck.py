@@ -33,6 +33,7 @@ import blake3
 
 from tarbox.storage import Database
 from tarbox.storage.migrate import APP_ROLE
+from tarbox.storage.rows import one_value
 
 _EXAMPLES = 5  # offending rows quoted per check
 
@@ -146,7 +147,7 @@ def check(db: Database, tenant_id, tenant_name: str | None = None, *, data: bool
         _check_security(conn, report)
         _check_layers(conn, t, report)
         for name, count_sql, sql in _ROW_CHECKS:
-            report.checked[name] = conn.execute(count_sql, t).fetchone()[0]
+            report.checked[name] = one_value(conn.execute(count_sql, t))
             bad(name, sql)
         state = conn.execute(
             """SELECT s.used_bytes, s.used_inodes, s.block_size,

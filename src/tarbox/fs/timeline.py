@@ -172,7 +172,8 @@ class HistoryView:
         """The tenant's audit log, oldest first (or newest first: ``limit`` then keeps the
         latest): by run, since a time, for paths matching a glob (``*`` and ``?``; ``*``
         crosses ``/``), of one operation."""
-        where, params = ["tenant_id = %s"], [self._st.tid]
+        where = ["tenant_id = %s"]
+        params: list[object] = [self._st.tid]
         if run_id is not None:
             where.append("run_id = %s")
             params.append(uuid.UUID(str(run_id)))
@@ -203,7 +204,8 @@ class HistoryView:
         st = self._st
         with st.lock:
             parent = {r[0]: r[1] for r in self._layer_rows()}
-            after, cur = [], b_id
+            after: list[int] = []
+            cur: int | None = b_id
             while cur is not None and cur != a_id:
                 after.append(cur)
                 cur = parent.get(cur)

@@ -138,18 +138,18 @@ class Layer:
     id: int
     parent_id: int | None
     message: str
-    created_at: object  # datetime
+    created_at: datetime
     frozen: bool
     is_head: bool
     counts: LayerCounts | None = None  # filled when asked for (``layers(counts=True)``)
 
     def to_dict(self) -> dict:
         """JSON-ready form, shared by the CLI and /.tarbox/layers."""
-        d = {
+        d: dict[str, object] = {
             "id": self.id,
             "parent": self.parent_id,
             "message": self.message,
-            "created_at": self.created_at.isoformat(),  # type: ignore[attr-defined]
+            "created_at": self.created_at.isoformat(),
             "frozen": self.frozen,
             "head": self.is_head,
         }

@@ -21,6 +21,7 @@ of Tarbox works without them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat as stat_mod
@@ -87,7 +88,7 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
         self._handles: dict[int, _Handle] = {}
         self._next = 1
         self._lock = threading.Lock()
-        self._wb = None
+        self._wb: contextlib.AbstractContextManager | None = None
         self._write_back = write_back
 
     # ------------------------------------------------------------ lifecycle

@@ -84,7 +84,8 @@ def unavailable_reason() -> str | None:
         seccomp.deny_list_program()
     except seccomp.SeccompUnavailable as exc:
         return str(exc)
-    for argv in ([jail.bwrap_path(), "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],):
+    bwrap = jail.bwrap_path() or "bwrap"
+    for argv in ([bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],):
         try:
             p = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": jail.PATH})
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -326,7 +327,7 @@ class NativeHost:
             cgroup.remove()
             status_lines.close()
             exited.close()
-            if proxy is not None:
+            if proxy is not None and net_dir is not None:
                 proxy.close()
                 shutil.rmtree(net_dir, ignore_errors=True)
         code = proc.returncode

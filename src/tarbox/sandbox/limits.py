@@ -91,7 +91,7 @@ class Cgroup:
         """SIGKILL every process in the run's cgroup until none is left (a fork racing
         the kill is caught on the next pass)."""
         for pause in _backoff(passes=100):
-            pids = set()
+            pids: set[int] = set()
             for d in self.dirs.values():
                 try:
                     pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())

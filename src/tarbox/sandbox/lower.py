@@ -172,7 +172,7 @@ class LowerTrees:
                 return False
             index = self._load_index(cur["tree"])
             fd = -1 if index is None else self._lock(cur["tree"], fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if fd < 0:
+            if index is None or fd < 0:
                 return False
             try:
                 n = cur["tree"]
@@ -313,7 +313,7 @@ def _export_dir(view: Filesystem, path: str, rel: str, local: Path, index: dict[
 def apply_rows(
     view: Filesystem,
     root: str,
-    root_ino: int,
+    root_ino: int | None,
     entries: dict[tuple[int, str], int | None],
     inodes: set[int],
     dst: Path,
@@ -391,7 +391,8 @@ def apply_rows(
         by_ino: dict[int, list[str]] = {}
         for rel, (ino, *_) in index.items():
             by_ino.setdefault(ino, []).append(rel)
-        by_ino.setdefault(root_ino, []).append("")
+        if root_ino is not None:
+            by_ino.setdefault(root_ino, []).append("")
         for ino in inodes:
             for rel in by_ino.get(ino, ()):
                 path = f"{root.rstrip('/')}/{rel}" if rel else root
@@ -417,7 +418,7 @@ def _merge_into(tree: Path, root: str, ops) -> None:
     dirs = []
     for op in ops:
         local = _local(tree, root, op.path)
-        if local is None or local == tree:
+        if local == tree:
             continue
         if op.kind is OpKind.DELETE:
             _remove_path(local)
@@ -429,11 +430,11 @@ def _merge_into(tree: Path, root: str, ops) -> None:
             dirs.append((local, op))
         else:
             _remove_path(local)
-            if op.kind is OpKind.FILE:
+            if op.kind is OpKind.FILE and op.local is not None:
                 os.rename(op.local, local)  # one filesystem: the file moves, nothing is copied
-            elif op.kind is OpKind.SYMLINK:
+            elif op.kind is OpKind.SYMLINK and op.target is not None:
                 os.symlink(op.target, local)
-            elif op.kind is OpKind.LINK:
+            elif op.kind is OpKind.LINK and op.target is not None:
                 os.link(_local(tree, root, op.target), local)
             else:
                 os.mkfifo(local, op.mode)
@@ -461,7 +462,7 @@ def _join(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
 
-def _local(dst: Path, root: str, path: str) -> Path | None:
+def _local(dst: Path, root: str, path: str) -> Path:
     if path == root:
         return dst
     rel = path[len(root) :].lstrip("/") if root != "/" else path.lstrip("/")

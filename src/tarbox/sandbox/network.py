@@ -198,7 +198,7 @@ class EgressProxy:
         if _literal(host):
             return None  # named by address: the operator meant it
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+            addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
         except OSError as exc:
             return f"tarbox: cannot resolve {host}: {exc}"
         for a in addresses:

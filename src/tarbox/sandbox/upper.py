@@ -146,6 +146,7 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
                 _remove(fs, p, kind)  # a hard link's other names keep the old content, as on Linux
             # O_NOFOLLOW: what scan saw as a file is read as one (the sandbox is gone by now,
             # but nothing it left behind is followed out of the upper directory)
+            assert op.local is not None  # a FILE op names its file
             with open(os.open(op.local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as src:
                 size = os.fstat(src.fileno()).st_size  # the sandbox is gone: nothing changes it now
                 if size <= WHOLE_FILE:  # one operation; a file opened publishes at close
@@ -158,9 +159,9 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
             fs.utime(p, ns=(op.mtime_ns, op.mtime_ns))
         else:
             _remove(fs, p, kind)
-            if op.kind is OpKind.SYMLINK:
+            if op.kind is OpKind.SYMLINK and op.target is not None:
                 fs.symlink(op.target, p)
-            elif op.kind is OpKind.LINK:
+            elif op.kind is OpKind.LINK and op.target is not None:
                 fs.link(op.target, p)
             else:
                 fs.mknod(p, op.mode | stat_mod.S_IFIFO)
@@ -180,7 +181,8 @@ class _Kinds:
     each new name would be a query each)."""
 
     def __init__(self, fs: Filesystem) -> None:
-        self.fs, self.listed = fs, {}
+        self.fs = fs
+        self.listed: dict[str, dict[str, FileType]] = {}
 
     def of(self, path: str) -> FileType | None:
         parent, name = path.rsplit("/", 1)

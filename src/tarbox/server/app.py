@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Match
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 import tarbox
@@ -84,8 +84,11 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
     app.include_router(rest.router)
     openapi.install(app)
     console.install(app)
-    mcp_endpoint = _McpByToken(*(next(r.endpoint for r in sub.routes if r.path == "/mcp") for sub in mcp_apps))
-    app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    mcp_endpoint = _McpByToken(
+        *(next(r.endpoint for r in sub.routes if isinstance(r, Route) and r.path == "/mcp") for sub in mcp_apps)
+    )
+    # an ASGI app as a route's endpoint (starlette serves it as one; its types say a function)
+    app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)  # type: ignore[arg-type]
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
@@ -107,8 +110,9 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
             headers["Allow"] = ", ".join(_methods_of(app, request.scope))
         return JSONResponse(errors.body("HTTP", str(exc.detail)), exc.status_code, headers=headers or None)
 
-    app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    # starlette types a handler as taking any Exception; these take the one they are for
+    app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     # outermost last: bodies are checked, then the token, then the tenant's share
     app.add_middleware(TenantShare, limits=limits, scope_key=SCOPE_KEY, activity=workers.activity)
     app.add_middleware(TokenAuth, tb=tb)

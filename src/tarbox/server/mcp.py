@@ -163,6 +163,8 @@ def build(
                 leave = CALL_SLOT.get()
                 if leave is not None:
                     leave()  # the run's own caps apply from here
+                if ws.tenant_id is None:
+                    raise ToolError(f"{name}: this token is bound to no tenant")
                 return await runner.run(ws.tenant_id, ws.token.id, lambda: fn(ws))
             return await anyio.to_thread.run_sync(lambda: fn(ws))
         except ToolError:
@@ -368,7 +370,7 @@ def build(
         the run_id shows more). Images the code saves in /workspace (PNG, JPEG, GIF,
         WebP; plt.savefig('plot.png')) come back as image content."""
 
-        def work(ws: Workspace) -> dict:
+        def work(ws: Workspace) -> tuple[dict, list[dict]]:
             if session is None:
                 result = ws.run(
                     python=code,

@@ -11,6 +11,8 @@ document and every check on, so that the document and the server stay in step.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -50,7 +52,7 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ARCHIVE = {"application/x-tar": _BINARY, "application/gzip": _BINARY, "application/zstd": _BINARY}
 
 # (path, method) -> success responses whose content is not JSON
-_CONTENT = {
+_CONTENT: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("/v1/files/{path}", "get"): {
         "200": {"description": "The file's bytes", "content": {"application/octet-stream": _BINARY}},
         "206": {"description": "The range asked for", "content": {"application/octet-stream": _BINARY}},

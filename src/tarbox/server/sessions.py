@@ -75,7 +75,7 @@ class Sessions:
                 idle_timeout=_capped(idle_timeout, lim.session_idle),
                 lifetime=_capped(lifetime, lim.session_lifetime),
                 timeout=_capped(timeout, lim.run_timeout),
-                memory_limit=_capped(memory_limit, lim.run_memory),
+                memory_limit=int(_capped(memory_limit, lim.run_memory)),
                 read_only=ws.read_only,
                 name=name,
             )

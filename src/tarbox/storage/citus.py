@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import psycopg
 
 from tarbox.errors import DatabaseError
+from tarbox.storage.rows import one_row, one_value
 
 REFERENCE_TABLES = ("tenants",)
 # tenant_state first: the others are colocated with it
@@ -67,20 +68,20 @@ class Node:
 
 def installed(conn: psycopg.Connection) -> bool:
     """Whether this database has the citus extension."""
-    return conn.execute("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')").fetchone()[0]
+    return one_value(conn.execute("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"))
 
 
 def distributed(conn: psycopg.Connection) -> bool:
     """Whether Tarbox's tables are laid out distributed here."""
     row = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'tarbox.tenant_state'::regclass)"
-    ).fetchone()
-    return bool(row[0])
+    )
+    return bool(one_value(row))
 
 
 def ensure_coordinator(conn: psycopg.Connection, where: str) -> None:
     """Refuse a connection to a worker node (see the module docstring)."""
-    if not conn.execute("SELECT citus_is_coordinator()").fetchone()[0]:
+    if not one_value(conn.execute("SELECT citus_is_coordinator()")):
         raise DatabaseError(
             f"{where} is a Citus worker node; Tarbox hosts must connect to the coordinator"
             " (the tenant locks and the recall channel live there; docs/scaling.md)"
@@ -103,8 +104,9 @@ def tenant_node(conn: psycopg.Connection, tenant_id) -> tuple[str, int, int]:
            FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
            WHERE s.shardid = get_shard_id_for_distribution_column('tarbox.tenant_state', %s)""",
         (tenant_id,),
-    ).fetchone()
-    return (row[0], row[1], row[2])
+    )
+    host, port, shard = one_row(row)
+    return (host, port, shard)
 
 
 def distribute(conn: psycopg.Connection) -> tuple[list[str], int]:
@@ -183,7 +185,7 @@ def sync_nodes(conn: psycopg.Connection, *, force: bool = False) -> int:
     were given it. Outside any transaction (it must not wait on the caller's)."""
     if not force and not unkeyed_nodes(conn):
         return 0
-    key = conn.execute("SELECT encode(key, 'hex') FROM tarbox.tarbox_binding_key").fetchone()[0]
+    key = one_value(conn.execute("SELECT encode(key, 'hex') FROM tarbox.tarbox_binding_key"))
     if not re.fullmatch(r"[0-9a-f]+", key):
         raise DatabaseError("unexpected binding key format")
     rows = conn.execute(
@@ -214,7 +216,7 @@ class BindingCarrier(psycopg.Connection):
     _CARRY = "SELECT tarbox_carry_binding()"
     carrying = False  # set once the session is configured (its own SETs are not wrapped)
 
-    def execute(self, query, params=None, **kwargs):  # type: ignore[override]
+    def execute(self, query, params=None, **kwargs):
         if not self.carrying or query in ("COMMIT", "ROLLBACK"):
             return super().execute(query, params, **kwargs)
         piped = self.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF

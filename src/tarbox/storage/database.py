@@ -18,6 +18,7 @@ from tarbox.errors import ConnectionLostError, DatabaseError, DatabaseFullError,
 from tarbox.storage import citus
 from tarbox.storage import migrate as _migrate
 from tarbox.storage.recall import RecallFeed
+from tarbox.storage.rows import one_value
 from tarbox.storage.server import embedded_url
 
 _OPTIONS = f"-c search_path={_migrate.SCHEMA}"
@@ -205,7 +206,7 @@ class Database:
         token = self._tokens.get(tenant_id)
         if token is None:
             with self.admin() as conn:
-                token = conn.execute("SELECT tarbox_tenant_token(%s)", (tenant_id,)).fetchone()[0]
+                token = one_value(conn.execute("SELECT tarbox_tenant_token(%s)", (tenant_id,)))
             self._tokens[tenant_id] = token
         return token
 

@@ -78,7 +78,7 @@ def ensure_database(server_url: str, name: str) -> str:
                 pass  # another process created it first
     info = psycopg.conninfo.conninfo_to_dict(server_url)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 def embedded_url(*, fast: bool = True) -> str:

@@ -114,6 +114,7 @@ else:
 def _memoize(cls, name: str) -> None:
     attr = getattr(cls, name)
     getter = attr.fget if isinstance(attr, property) else attr
+    assert getter is not None
     key = f"_tarbox_{name}"
 
     @functools.wraps(getter)
@@ -157,7 +158,7 @@ def _fast_byte_lists() -> None:
         finally:
             ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
 
-    lt.convert_to_c, lt.convert_from_c = convert_to_c, convert_from_c
+    lt.convert_to_c, lt.convert_from_c = convert_to_c, convert_from_c  # type: ignore[method-assign]  # the patch itself
 
 
 def _install() -> None:
@@ -176,7 +177,7 @@ def _install() -> None:
         for name in names:
             _memoize(cls, name)
     _fast_byte_lists()
-    wc.ListType._tarbox_fast = True
+    setattr(wc.ListType, "_tarbox_fast", True)  # noqa: B010 - an attribute the class has not got
 
 
 if ACTIVE:

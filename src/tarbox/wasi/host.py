@@ -86,7 +86,7 @@ class WasiHost:
         tenant: Tenant | str | uuid.UUID,
         guest_dir: str = "/workspace",
         *,
-        mounts: list[Mount] | None = None,
+        mounts: list[Mount | TreeMount] | None = None,
         read_only: bool = False,
         timeout: float | None = 30.0,
         memory_limit: int | None = 256 << 20,
@@ -161,16 +161,16 @@ class WasiHost:
             return r
 
         program = wasm if isinstance(wasm, Program) else None
-        component = program is None and engines.is_component(wasm)
+        component = not isinstance(wasm, Program) and engines.is_component(wasm)
         try:
-            if program is not None:
+            if isinstance(wasm, Program):
                 fuel = self.fuel is not None
-                module = self.cache.load_file(program.path, program.digest, fuel=fuel, big_stack=program.big_stack)
+                module = self.cache.load_file(wasm.path, wasm.digest, fuel=fuel, big_stack=wasm.big_stack)
             else:
                 digest = hashlib.sha256(wasm).hexdigest()
                 module = self.cache.load(wasm, fuel=self.fuel is not None, digest=digest)
-            if component:
-                module = self._with_shim(wasm, digest, module)
+                if component:
+                    module = self._with_shim(wasm, digest, module)
         except wasmtime.WasmtimeError as exc:
             return result(RunStatus.INVALID_MODULE, -1, f"invalid {'component' if component else 'module'}: {exc}")
         except component_shim.ShimError as exc:
@@ -230,7 +230,7 @@ class WasiHost:
 
     def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
         """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""
-        preopens = []
+        preopens: list[tuple[str, object]] = []
         for m in self.mounts:
             if isinstance(m, TreeMount):
                 if cls is not Preview1:

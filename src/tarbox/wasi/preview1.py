@@ -134,7 +134,7 @@ class Preview1(RunState):
         """The guest memory, checked to reach ``end``. Refreshed only when memory grew."""
         if end <= self._len:
             return self._mv
-        if self.memory is None:
+        if self.memory is None or self.store is None:
             raise Fault("module exports no memory")
         n = self.memory.data_len(self.store)
         if n != self._len:

@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import wasmtime
 import wasmtime.component as wc
@@ -137,7 +138,7 @@ class Preview2(RunState):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.stdin = Stdin(self.stdin)
+        self.stdin = Stdin(self.stdin)  # type: ignore[assignment]  # the bytes given, now a stream
         self.refused: Refused | None = None
         self.close_failed: CloseFailed | None = None
         self.handles: dict[int, object] = {}
@@ -183,7 +184,7 @@ class Preview2(RunState):
             try:
                 self._drop(None, rep)
             except CloseFailed as exc:
-                errors.append(exc.__cause__)
+                errors.append(exc.__cause__ or exc)
         if errors:
             raise errors[0]
 
@@ -381,7 +382,7 @@ class Preview2(RunState):
     def poll_ids(self, reps: list[int]) -> list[int]:
         if any(self.kinds.get(rep) != POLLABLE for rep in reps):
             raise wasmtime.WasmtimeError("unknown handle")
-        return self._poll([self.handles[rep] for rep in reps])
+        return self._poll([cast(Pollable, self.handles[rep]) for rep in reps])
 
     def _poll(self, ps: list[Pollable]) -> list[int]:
         """The indexes of the ready ones, after waiting for the first to be (none blocks but timers)."""
@@ -585,7 +586,7 @@ class Preview2(RunState):
     def _by_id(self, rep: int) -> Descriptor:
         if self.kinds.get(rep) != DESCRIPTOR:
             raise OSError(E.EBADF, "bad descriptor")
-        return self.handles[rep]
+        return cast(Descriptor, self.handles[rep])
 
     @staticmethod
     def _status(op: Callable[[], None]) -> int:

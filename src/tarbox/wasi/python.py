@@ -21,6 +21,7 @@ memory that is gone when the run ends::
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import io
 import os
@@ -147,9 +148,8 @@ class PythonRuntime:
                 (Path(tmp) / "LICENSES").mkdir()
                 for n in licenses:
                     (Path(tmp) / "LICENSES" / n.rsplit("/", 1)[1]).write_bytes(z.read(n))
-            sums = dict(
-                reversed(line.split(None, 1)) for line in (Path(tmp) / "SHA256SUMS").read_text().splitlines() if line
-            )
+            lines = (Path(tmp) / "SHA256SUMS").read_text().splitlines()
+            sums: dict[str, str] = {name: digest for digest, name in (line.split(None, 1) for line in lines if line)}
             pinned = {"python-snapshot.wasm": SNAPSHOT_SHA256, "python-stdlib.zip": STDLIB_SHA256}
             for name in ("python-snapshot.wasm", "python-stdlib.zip", "MANIFEST"):
                 got = _sha256(Path(tmp) / name)
@@ -188,7 +188,7 @@ class PythonRuntime:
             archive = zipfile.ZipFile(io.BytesIO(outer.read(_MPL_MEMBER)))  # 9 MiB, kept for the process
         for info in archive.infolist():
             if not info.is_dir():
-                tree.add_file(info.filename, lambda n=info.filename: archive.read(n), info.file_size)
+                tree.add_file(info.filename, functools.partial(archive.read, info.filename), info.file_size)
         return tree
 
     def scratch(self, max_bytes: int = SCRATCH_BYTES) -> TreeMount:
@@ -206,7 +206,7 @@ class PythonRuntime:
     ) -> WasiHost:
         """A WasiHost whose guests see ``workspace``, the runtime (read-only) and a
         scratch ``/tmp`` of their own."""
-        mounts = [
+        mounts: list[Mount | TreeMount] = [
             Mount(workspace, workspace, kwargs.pop("read_only", False)),
             *self.image(),
             self.scratch(scratch_bytes),
@@ -244,7 +244,7 @@ class PythonRuntime:
             raise ValueError("give code or script_path")
         workspace = host_kwargs.pop("workspace", "/workspace")
         cwd = cwd or workspace
-        user = ["-c", code] if code is not None else [script_path]
+        user = ["-c", code] if code is not None else [str(script_path)]
         user += args or []
         host = self.host(tb, tenant, workspace, **host_kwargs)
         command = shlex.join(["python", *(user if code is None else ["-c", abbreviated(code), *(args or [])])])

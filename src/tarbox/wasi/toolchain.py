@@ -112,7 +112,10 @@ def preview1_adapter() -> Path:
         if base64.b64encode(hashlib.sha512(blob).digest()).decode() != ADAPTER_INTEGRITY:
             raise RuntimeError(f"{ADAPTER_TARBALL}: integrity check failed (not the pinned jco 1.35.0)")
         with tarfile.open(fileobj=io.BytesIO(blob)) as t:
-            data = t.extractfile(ADAPTER_MEMBER).read()
+            member = t.extractfile(ADAPTER_MEMBER)
+            if member is None:
+                raise RuntimeError(f"{ADAPTER_TARBALL}: {ADAPTER_MEMBER} is not a file there")
+            data = member.read()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(data)

@@ -21,5 +21,5 @@ def install(app: FastAPI) -> None:
     """Serve the console on ``app`` (its sessions live in ``app.state``)."""
     app.state.console_sessions = SessionStore()
     app.include_router(router)
-    app.add_exception_handler(PageError, page_error)
+    app.add_exception_handler(PageError, page_error)  # type: ignore[arg-type]  # starlette types handlers by Exception
     app.mount("/ui/static", StaticFiles(packages=[("tarbox.server.console", "static")]), name="console-static")

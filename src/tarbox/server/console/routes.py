@@ -16,7 +16,7 @@ import functools
 import posixpath
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import jinja2
@@ -226,7 +226,13 @@ def files(request: Request, who: VIEWER, path: str = "", offset: Annotated[int, 
     ws = _workspace(request, who)
     path = clean_path(path)
     st = ws.stat(path, follow=False)
-    common = {"path": path, "crumbs": _crumbs(path), "stat": st, "section": "files", "tree": ws.tree(path)}
+    common: dict[str, Any] = {
+        "path": path,
+        "crumbs": _crumbs(path),
+        "stat": st,
+        "section": "files",
+        "tree": ws.tree(path),
+    }
     if st["type"] == "directory":
         listing = ws.list_dir(path, offset, PAGE)
         return _page(
