@@ -45,7 +45,7 @@ class Caches:
             with self.db.tenant(self.tid) as conn:
                 yield conn
 
-    def _q(self, sql: str, params: tuple | dict = (), *, binary: bool = False, write: bool = False) -> list[tuple]:
+    def query(self, sql: str, params: tuple | dict = (), *, binary: bool = False, write: bool = False) -> list[tuple]:
         """Run one statement. Outside a transaction a broken pooled connection
         (e.g. after a server restart) is retried once on a fresh one; the pool
         drops broken connections, so no liveness ping is paid per checkout. ``write``: a
@@ -79,20 +79,22 @@ class Caches:
         repeated with the chain as an explicit filter.
         """
         window = want + 2
-        rows = self._q(sql + " AND layer_id <= %s ORDER BY layer_id DESC LIMIT %s", (*params, self.head, window))
+        rows = self.query(sql + " AND layer_id <= %s ORDER BY layer_id DESC LIMIT %s", (*params, self.head, window))
         hits = [r for r in rows if r[0] in self.chain]
         if len(hits) >= want or len(rows) < window:
             return hits[:want]
-        rows = self._q(sql + " AND layer_id = ANY(%s) ORDER BY layer_id DESC LIMIT %s", (*params, self.chain_ids, want))
+        rows = self.query(
+            sql + " AND layer_id = ANY(%s) ORDER BY layer_id DESC LIMIT %s", (*params, self.chain_ids, want)
+        )
         return rows
 
     def _state(self, conn: psycopg.Connection | None = None, *, settle: bool = False) -> tuple:
         """(gen, head layer, block size, head frozen) in one round trip; with ``settle``,
         once no other process has a write-back window open on the tenant."""
         if settle:
-            rows = self._q("SELECT gen, head_layer, block_size, frozen FROM tarbox_share_state()")
+            rows = self.query("SELECT gen, head_layer, block_size, frozen FROM tarbox_share_state()")
         elif conn is None:
-            rows = self._q(self._STATE_SQL, (self.tid,))
+            rows = self.query(self._STATE_SQL, (self.tid,))
         else:
             rows = conn.execute(self._STATE_SQL, (self.tid,)).fetchall()
         if not rows:
@@ -108,7 +110,7 @@ class Caches:
         if self.pinned is not None:
             head = self.pinned
         if head != self.head or not self.chain:
-            chain = self._q(
+            chain = self.query(
                 """WITH RECURSIVE c(layer_id, parent_id) AS (
                        SELECT layer_id, parent_id FROM layers WHERE tenant_id = %(t)s AND layer_id = %(h)s
                        UNION ALL
@@ -324,7 +326,7 @@ class Caches:
             elif ino not in self.d_inodes:
                 missing.append(ino)
         if missing:
-            rows = self._q(
+            rows = self.query(
                 "SELECT DISTINCT ON (ino) ino, layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns,"
                 " target, content_layer, uid, gid, rdev FROM inodes"
                 " WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id = ANY(%s) ORDER BY ino, layer_id DESC",
@@ -344,7 +346,7 @@ class Caches:
         if kids is not None:
             return kids
         # one row per name: its newest version in the chain, and how many versions it has there
-        rows = self._q(
+        rows = self.query(
             "SELECT DISTINCT ON (name) name, layer_id, ino, count(*) OVER (PARTITION BY name) FROM dirents"
             " WHERE tenant_id = %s AND parent_ino = %s AND layer_id = ANY(%s) ORDER BY name, layer_id DESC",
             (self.tid, dir_ino, self.chain_ids),
@@ -373,7 +375,7 @@ class Caches:
         if node.content_layer is None or node.size == 0:
             xm = {}
         else:
-            rows = self._q(
+            rows = self.query(
                 "SELECT idx, hash FROM extents WHERE tenant_id = %s AND ino = %s AND layer_id = %s",
                 (self.tid, node.ino, node.content_layer),
                 binary=True,
@@ -396,7 +398,7 @@ class Caches:
         if missing:
             if ahead is not None:
                 missing += ahead()
-            rows = self._q(
+            rows = self.query(
                 "SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%b)",
                 (self.tid, missing),
                 binary=True,

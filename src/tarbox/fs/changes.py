@@ -26,7 +26,7 @@ class Changes:
 
     def alloc_ino(self) -> int:
         if self._ino_next >= self._ino_end:
-            base = self._q("SELECT nextval('ino_seq')")[0][0]
+            base = self.query("SELECT nextval('ino_seq')")[0][0]
             self._ino_next, self._ino_end = base, base + _INO_RANGE
         ino = self._ino_next
         self._ino_next += 1

@@ -282,7 +282,7 @@ class Filesystem(HistoryView, PathWalk):
             return node.target or ""
 
     def usage(self) -> Usage:
-        rows = self._st._q(
+        rows = self._st.query(
             "SELECT used_bytes, used_inodes, quota_bytes, quota_inodes FROM tenant_state WHERE tenant_id = %s",
             (self._st.tid,),
         )

@@ -19,7 +19,7 @@ def collect(store: Store, stale_after: float = STAGE_LEASE) -> tuple[int, int]:
     """Delete abandoned stages and unreferenced blocks of the tenant; returns (blocks, bytes) freed."""
     with store.writing(publish=True):
         store.note_write()
-        store._q(
+        store.query(
             """WITH s AS (
                    DELETE FROM stages WHERE tenant_id = %(t)s AND renewed_at <= now() - make_interval(secs => %(a)s)
                    RETURNING stage_id, ino),
@@ -29,7 +29,7 @@ def collect(store: Store, stale_after: float = STAGE_LEASE) -> tuple[int, int]:
                SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM d)""",
             {"t": store.tid, "a": stale_after},
         )
-        rows = store._q(
+        rows = store.query(
             """WITH del AS (
                    DELETE FROM blocks b WHERE b.tenant_id = %(t)s AND NOT EXISTS (
                        SELECT 1 FROM extents e WHERE e.tenant_id = %(t)s AND e.hash = b.hash)

@@ -13,7 +13,7 @@ class History:
 
     def _open_child(self, parent: int, message: str) -> int:
         """Create a writable child of ``parent`` and make it the head (inside the lock)."""
-        child = self._q(
+        child = self.query(
             """WITH n AS (
                    INSERT INTO layers (tenant_id, layer_id, parent_id, message)
                    VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, %(m)s) RETURNING layer_id),
@@ -42,7 +42,7 @@ class History:
             with self.writing(publish=True):
                 self.note_write()
                 frozen = self.head
-                self._q(
+                self.query(
                     "UPDATE layers SET frozen = true, message = %s"
                     " WHERE tenant_id = %s AND layer_id = %s RETURNING layer_id",
                     (message, self.tid, frozen),
@@ -60,7 +60,7 @@ class History:
                 raise fs_error(errno.EBUSY, None, "files are being written; close them before switching")
             with self.writing(publish=True):
                 if isinstance(target, str):
-                    rows = self._q(
+                    rows = self.query(
                         "SELECT b.head_layer, l.frozen FROM branches b JOIN layers l"
                         " ON l.tenant_id = b.tenant_id AND l.layer_id = b.head_layer"
                         " WHERE b.tenant_id = %s AND b.name = %s",
@@ -70,7 +70,7 @@ class History:
                         raise fs_error(errno.ENOENT, None, f"branch {target!r} does not exist")
                     branch = target
                 else:
-                    rows = self._q(
+                    rows = self.query(
                         "SELECT layer_id, frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, target)
                     )
                     if not rows:
@@ -78,7 +78,7 @@ class History:
                     branch = None
                 layer_id, frozen = rows[0]
                 self.note_write()
-                self._q(
+                self.query(
                     "UPDATE tenant_state SET head_layer = %s, branch = %s WHERE tenant_id = %s RETURNING head_layer",
                     (layer_id, branch, self.tid),
                 )
@@ -93,17 +93,17 @@ class History:
             if from_layer is None:
                 from_layer = self.checkpoint(f"branch {name}")
             with self.writing(publish=True):
-                rows = self._q(
+                rows = self.query(
                     "SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, from_layer)
                 )
                 if not rows:
                     raise fs_error(errno.ENOENT, None, f"layer {from_layer} does not exist")
                 if not rows[0][0]:
                     raise fs_error(errno.EINVAL, None, f"layer {from_layer} is open; branch from a checkpoint")
-                if self._q("SELECT 1 FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, name)):
+                if self.query("SELECT 1 FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, name)):
                     raise fs_error(errno.EEXIST, None, f"branch {name!r} already exists")
                 self.note_write()
-                return self._q(
+                return self.query(
                     """WITH n AS (
                            INSERT INTO layers (tenant_id, layer_id, parent_id, message)
                            VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, '') RETURNING layer_id)
@@ -119,7 +119,7 @@ class History:
             self.commit()
             with self.writing(publish=True):
                 t = self.tid
-                rows = self._q(
+                rows = self.query(
                     """WITH RECURSIVE sub(layer_id) AS (
                            SELECT layer_id FROM layers WHERE tenant_id = %(t)s AND layer_id = %(l)s
                            UNION ALL
@@ -138,35 +138,35 @@ class History:
                     raise fs_error(errno.ENOTEMPTY, None, f"layer {layer_id} has children (drop with descendants)")
                 if self.head in sub:
                     raise fs_error(errno.EBUSY, None, f"layer {self.head} is the current view; switch away first")
-                held = self._q(
+                held = self.query(
                     "SELECT name FROM branches WHERE tenant_id = %s AND head_layer = ANY(%s) ORDER BY name", (t, sub)
                 )
                 if held:
                     names = ", ".join(r[0] for r in held)
                     raise fs_error(errno.EBUSY, None, f"branch {names} has its head there; delete the branch first")
                 self.note_write()
-                released = self._q(
+                released = self.query(
                     """WITH d AS (DELETE FROM extents WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING hash)
                        SELECT DISTINCT hash FROM d""",
                     (t, sub),
                     binary=True,
                 )
-                inodes = self._q(
+                inodes = self.query(
                     """WITH d AS (DELETE FROM inodes WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING 1)
                        SELECT count(*) FROM d""",
                     (t, sub),
                 )[0][0]
-                self._q(
+                self.query(
                     """WITH d AS (DELETE FROM dirents WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING 1)
                        SELECT count(*) FROM d""",
                     (t, sub),
                 )
-                self._q(
+                self.query(
                     """WITH d AS (DELETE FROM layers WHERE tenant_id = %s AND layer_id = ANY(%s) RETURNING 1)
                        SELECT count(*) FROM d""",
                     (t, sub),
                 )
-                self._q(
+                self.query(
                     "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], %s)",
                     ([], [], [bytes(r[0]) for r in released], -inodes),
                 )
@@ -175,8 +175,10 @@ class History:
     def delete_branch(self, name: str) -> None:
         """Remove a branch pointer (its layers stay until dropped)."""
         with self.lock, self.writing(publish=True):
-            if name == self._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self.tid,))[0][0]:
+            if name == self.query("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self.tid,))[0][0]:
                 raise fs_error(errno.EBUSY, None, f"branch {name!r} is the current branch; switch away first")
             self.note_write()
-            if not self._q("DELETE FROM branches WHERE tenant_id = %s AND name = %s RETURNING name", (self.tid, name)):
+            if not self.query(
+                "DELETE FROM branches WHERE tenant_id = %s AND name = %s RETURNING name", (self.tid, name)
+            ):
                 raise fs_error(errno.ENOENT, None, f"branch {name!r} does not exist")

@@ -50,7 +50,7 @@ class Stages:
         inos = [ino for ino in self.d_ext if not (ino in self.d_inodes and self.d_inodes[ino] is None)]
         if not inos:
             return
-        rows = self._q(
+        rows = self.query(
             "SELECT DISTINCT ON (ino) ino, nlink FROM inodes"
             " WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id = ANY(%s) ORDER BY ino, layer_id DESC",
             (self.tid, inos, self.chain_ids),

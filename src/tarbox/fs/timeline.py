@@ -36,7 +36,7 @@ class HistoryView:
         raise NotImplementedError  # Filesystem's
 
     def _layer_rows(self) -> list[tuple]:
-        return self._st._q(
+        return self._st.query(
             "SELECT layer_id, parent_id, message, created_at, frozen, counts FROM layers WHERE tenant_id = %s"
             " ORDER BY layer_id",
             (self._st.tid,),
@@ -79,9 +79,9 @@ class HistoryView:
             while p is not None:
                 below.append(p)
                 p = parent.get(p)
-            c = layercounts.compute(st._q, st.tid, lid, below)
+            c = layercounts.compute(st.query, st.tid, lid, below)
             if frozen:
-                st._q(
+                st.query(
                     "UPDATE layers SET counts = %s WHERE tenant_id = %s AND layer_id = %s AND frozen RETURNING 1",
                     ([c.added, c.modified, c.deleted, c.bytes], st.tid, lid),
                     write=True,
@@ -94,7 +94,7 @@ class HistoryView:
         with self._st.lock:
             self._st.refresh()
             head = self._st.head
-            rows = self._st._q(
+            rows = self._st.query(
                 "SELECT layer_id, parent_id, message, created_at, frozen FROM layers"
                 " WHERE tenant_id = %s AND layer_id = %s",
                 (self._st.tid, head),
@@ -130,7 +130,9 @@ class HistoryView:
 
     def branches(self) -> dict[str, int]:
         """Branch name -> its head layer id."""
-        rows = self._st._q("SELECT name, head_layer FROM branches WHERE tenant_id = %s ORDER BY name", (self._st.tid,))
+        rows = self._st.query(
+            "SELECT name, head_layer FROM branches WHERE tenant_id = %s ORDER BY name", (self._st.tid,)
+        )
         return dict(rows)
 
     def delete_branch(self, name: str) -> None:
@@ -190,7 +192,7 @@ class HistoryView:
         sql = "SELECT seq, at, run_id, op, path, path2, bytes, layer_id FROM audit WHERE " + " AND ".join(where)
         sql += " ORDER BY seq" + (" DESC" if newest_first else "") + (f" LIMIT {int(limit)}" if limit else "")
         self._st.commit()  # what this process did is part of the log
-        return [AuditRecord(r[0], r[1], r[2], AuditOp(r[3]), *r[4:]) for r in self._st._q(sql, tuple(params))]
+        return [AuditRecord(r[0], r[1], r[2], AuditOp(r[3]), *r[4:]) for r in self._st.query(sql, tuple(params))]
 
     def rows_changed(self, a: Layer | int, b: Layer | int) -> tuple[dict[tuple[int, str], int | None], set[int]] | None:
         """What the layers after ``a`` up to ``b`` wrote, by row, when ``a`` is an ancestor
@@ -215,7 +217,7 @@ class HistoryView:
                 return {}, set()
             entries = {
                 (r[0], r[1]): r[2]
-                for r in st._q(
+                for r in st.query(
                     "SELECT DISTINCT ON (parent_ino, name) parent_ino, name, ino FROM dirents"
                     " WHERE tenant_id = %s AND layer_id = ANY(%s) ORDER BY parent_ino, name, layer_id DESC",
                     (st.tid, after),
@@ -223,7 +225,7 @@ class HistoryView:
             }
             inodes = {
                 r[0]
-                for r in st._q(
+                for r in st.query(
                     "SELECT DISTINCT ino FROM inodes WHERE tenant_id = %s AND layer_id = ANY(%s)", (st.tid, after)
                 )
             }
@@ -239,7 +241,7 @@ class HistoryView:
 
     def current_branch(self) -> str | None:
         """The branch the view follows, or None when viewing a layer by id."""
-        return self._st._q("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]
+        return self._st.query("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]
 
     def diff(
         self, a: Layer | int, b: Layer | int | None = None, *, patch: bool = False, patch_limit: int | None = None

@@ -547,7 +547,7 @@ class Transactions:
         """The largest apparent size a file may have: the tenant's byte quota (asked once
         per store, then kept current by every lock and flush), or ``MAX_FILE_SIZE``."""
         if self._byte_quota is _UNKNOWN:
-            rows = self._q("SELECT quota_bytes FROM tenant_state WHERE tenant_id = %s", (self.tid,))
+            rows = self.query("SELECT quota_bytes FROM tenant_state WHERE tenant_id = %s", (self.tid,))
             self._byte_quota = rows[0][0] if rows else None
         quota = self._byte_quota
         return MAX_FILE_SIZE if quota is None else min(int(quota), MAX_FILE_SIZE)
@@ -594,7 +594,7 @@ class Transactions:
 
     @contextmanager
     def _using(self, conn: psycopg.Connection) -> Iterator[None]:
-        """Route _q through ``conn`` (the locked transaction) for a moment."""
+        """Route ``query`` through ``conn`` (the locked transaction) for a moment."""
         prev, self._txn = self._txn, conn
         try:
             yield
