@@ -42,7 +42,7 @@ class _ControlWriter(io.BytesIO):
             control.write(self._fs, self._path, data)
 
 
-class Filesystem(HistoryView, PathWalk):
+class Filesystem(HistoryView):
     """One tenant's files. Obtain it with ``Tarbox.filesystem(tenant)``."""
 
     def __init__(
@@ -55,6 +55,7 @@ class Filesystem(HistoryView, PathWalk):
         hide_control: bool = False,
     ) -> None:
         self._st = store
+        self._paths = PathWalk(store)
         self.read_only = read_only or store.pinned is not None
         self.tenant_name = tenant_name
         self.hide_control = hide_control  # /.tarbox does not exist for this view
@@ -66,6 +67,24 @@ class Filesystem(HistoryView, PathWalk):
         self.audit_reads = False
         # who new inodes belong to: (uid, gid), per thread or task (acting_as); root by default
         self._acting: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("tarbox_acting", default=(0, 0))
+
+    @property
+    def path_max(self) -> int | None:
+        """The longest path, in bytes, an operation takes (None: no limit of ours, as
+        under a mount, whose kernel checks what callers pass)."""
+        return self._paths.path_max
+
+    @path_max.setter
+    def path_max(self, limit: int | None) -> None:
+        self._paths.path_max = limit
+
+    def resolve_beneath(
+        self, base: str, rel: str, *, follow: bool, defer_long_name: bool = False
+    ) -> tuple[str, Stat | None]:
+        """``rel`` resolved from the directory ``base`` for a sandbox (the WASI host):
+        the physical path and the stat of what it names (None: nothing), never above
+        ``base`` (SandboxEscapeError). See ``PathWalk.resolve_beneath``."""
+        return self._paths.resolve_beneath(base, rel, follow=follow, defer_long_name=defer_long_name)
 
     @contextmanager
     def locked(self, *, refresh: bool = False) -> Iterator[None]:
@@ -180,7 +199,7 @@ class Filesystem(HistoryView, PathWalk):
             ino = st.pcache.get(key) if key is not None else None
             node = st.inode(ino) if ino is not None else None
             if node is None:
-                node = self._existing(path, follow=follow_symlinks).node
+                node = self._paths.existing(path, follow=follow_symlinks).node
                 assert node is not None
                 if key is not None:
                     if len(st.pcache) > 100_000:
@@ -219,7 +238,7 @@ class Filesystem(HistoryView, PathWalk):
             return False
 
     def _dir(self, path: str | os.PathLike) -> Inode:
-        node = self._existing(path).node
+        node = self._paths.existing(path).node
         assert node is not None
         if node.kind is not FileType.DIRECTORY:
             raise fs_error(errno.ENOTDIR, os.fspath(path))
@@ -261,7 +280,7 @@ class Filesystem(HistoryView, PathWalk):
             return control.read(self, ctl)
         with self._st.lock:
             self._st.refresh()
-            node = self._existing(path).node
+            node = self._paths.existing(path).node
             assert node is not None
             if node.kind is FileType.DIRECTORY:
                 raise fs_error(errno.EISDIR, os.fspath(path))
@@ -275,7 +294,7 @@ class Filesystem(HistoryView, PathWalk):
     def readlink(self, path: str | os.PathLike) -> str:
         with self._st.lock:
             self._st.refresh(force=False)
-            node = self._existing(path, follow=False).node
+            node = self._paths.existing(path, follow=False).node
             assert node is not None
             if node.kind is not FileType.SYMLINK:
                 raise fs_error(errno.EINVAL, os.fspath(path), "not a symbolic link")
@@ -315,7 +334,7 @@ class Filesystem(HistoryView, PathWalk):
     def _new_name(self, text: str) -> Resolution:
         """Where a new non-directory ``text`` goes: EEXIST if the name is taken (a
         symlink is not followed), ENOENT for ``name/`` (Linux: only a directory)."""
-        res = self._resolve(text, follow=False)
+        res = self._paths.resolve(text, follow=False)
         if res.node is not None or res.name is None:
             raise fs_error(errno.EEXIST, text)
         if text.endswith("/"):
@@ -333,7 +352,7 @@ class Filesystem(HistoryView, PathWalk):
             if self.is_dir(text):
                 return
         if parents:
-            sp = paths.split(text, self.path_max)
+            sp = paths.split(text, self._paths.path_max)
             prefix = ""
             for part in sp.parts:
                 prefix += "/" + part
@@ -346,7 +365,7 @@ class Filesystem(HistoryView, PathWalk):
         self._no_ctl(text)
 
         def body(st: Store) -> None:
-            res = self._resolve(paths.without_trailing_slash(text)[0], follow=False)  # never follows the name
+            res = self._paths.resolve(paths.without_trailing_slash(text)[0], follow=False)  # never follows the name
             if res.node is not None or res.name is None:
                 if exist_ok and self.is_dir(text):  # a directory, or a symlink to one
                     return
@@ -363,7 +382,7 @@ class Filesystem(HistoryView, PathWalk):
     ) -> tuple[Inode, AuditOp | None]:
         """Resolve (and maybe create or truncate) a regular file; call inside ``writing()``.
         Also says what it did: CREATE, TRUNCATE or nothing (None)."""
-        res = self._resolve(path, follow=not excl)
+        res = self._paths.resolve(path, follow=not excl)
         node = res.node
         if node is None:
             if not create:
@@ -492,7 +511,7 @@ class Filesystem(HistoryView, PathWalk):
             raise fs_error(errno.EINVAL, text, "negative size")
 
         def body(st: Store) -> None:
-            node = self._existing(text).node
+            node = self._paths.existing(text).node
             assert node is not None
             if node.kind is FileType.DIRECTORY:
                 raise fs_error(errno.EISDIR, text)
@@ -519,7 +538,7 @@ class Filesystem(HistoryView, PathWalk):
         self._no_ctl(text)
 
         def body(st: Store) -> None:
-            res = self._existing(text, follow=False)
+            res = self._paths.existing(text, follow=False)
             node = res.node
             assert node is not None
             if res.name is None or node.kind is FileType.DIRECTORY:
@@ -537,7 +556,7 @@ class Filesystem(HistoryView, PathWalk):
 
         def body(st: Store) -> None:
             # as Linux: the final name is not followed even before a slash ("link/": ENOTDIR)
-            res = self._existing(paths.without_trailing_slash(text)[0], follow=False)
+            res = self._paths.existing(paths.without_trailing_slash(text)[0], follow=False)
             node = res.node
             assert node is not None
             if node.kind is not FileType.DIRECTORY:
@@ -579,8 +598,8 @@ class Filesystem(HistoryView, PathWalk):
             # A final name over NAME_MAX cannot exist: it is refused only once the
             # other path's directories were walked (and, for the target, after the
             # source was found), as Linux's lookup order has it.
-            rs = self._resolve(paths.without_trailing_slash(s)[0], follow=False, defer_long_name=True)
-            rd = self._resolve(paths.without_trailing_slash(d)[0], follow=False, defer_long_name=True)
+            rs = self._paths.resolve(paths.without_trailing_slash(s)[0], follow=False, defer_long_name=True)
+            rd = self._paths.resolve(paths.without_trailing_slash(d)[0], follow=False, defer_long_name=True)
             if rs.name_too_long:
                 raise fs_error(errno.ENAMETOOLONG, s, "name longer than 255 bytes")
             if rs.name is None or rd.name is None:  # ends in '.' or '..' (or is '/'): EBUSY
@@ -654,9 +673,9 @@ class Filesystem(HistoryView, PathWalk):
         self._no_ctl(s, d)
 
         def body(st: Store) -> None:
-            node = self._existing(s, follow=False).node
+            node = self._paths.existing(s, follow=False).node
             assert node is not None
-            rd = self._resolve(d, follow=False)
+            rd = self._paths.resolve(d, follow=False)
             if rd.node is not None or rd.name is None:
                 raise fs_error(errno.EEXIST, d)
             if d.endswith("/"):  # Linux: creating "name/" that is not a directory, before EPERM
@@ -706,7 +725,7 @@ class Filesystem(HistoryView, PathWalk):
         self._no_ctl(text)
 
         def body(st: Store) -> None:
-            node = self._existing(text, follow=follow_symlinks).node
+            node = self._paths.existing(text, follow=follow_symlinks).node
             assert node is not None
             if uid != -1:
                 node.uid = uid
@@ -722,7 +741,7 @@ class Filesystem(HistoryView, PathWalk):
         self._no_ctl(text)
 
         def body(st: Store) -> None:
-            node = self._existing(text, follow=follow_symlinks).node
+            node = self._paths.existing(text, follow=follow_symlinks).node
             assert node is not None
             node.mode = mode & 0o7777
             node.ctime_ns = _now()
@@ -747,7 +766,7 @@ class Filesystem(HistoryView, PathWalk):
             return
 
         def body(st: Store) -> None:
-            node = self._existing(text, follow=follow_symlinks).node
+            node = self._paths.existing(text, follow=follow_symlinks).node
             assert node is not None
             now = _now()
             atime, mtime = ns if ns is not None else (now, now)

@@ -3,9 +3,9 @@ and symlinks to what a path names, physical as in POSIX (``a/..`` is the parent 
 what ``a`` really is, ``..`` at the root stays there, more than 40 symlinks in one
 resolution is ELOOP), and its sandboxed form for the WASI host (``resolve_beneath``).
 
-``PathWalk`` is a part of ``Filesystem`` (its mixin). It reads the store's cached
-lookups and changes nothing: what an operation does with the result is
-``filesystem.py``'s. The walker is also the one place that refuses a name over
+``PathWalk`` is a part of ``Filesystem``, held by it (one per view). It reads the
+store's cached lookups and changes nothing: what an operation does with the result
+is ``filesystem.py``'s. The walker is also the one place that refuses a name over
 NAME_MAX.
 """
 
@@ -36,10 +36,12 @@ class Resolution:
 class PathWalk:
     """Resolution of paths for one Filesystem's store."""
 
-    _st: Store
-    path_max: int | None = paths.PATH_MAX  # a whole path's limit in bytes (None: a mount's, see paths.split)
+    def __init__(self, store: Store) -> None:
+        self._st = store
+        self.path_max: int | None = paths.PATH_MAX  # a whole path's limit in bytes (None: a mount's, see paths.split)
 
-    def _resolve(self, path: str | os.PathLike, *, follow: bool = True, defer_long_name: bool = False) -> Resolution:
+    def resolve(self, path: str | os.PathLike, *, follow: bool = True, defer_long_name: bool = False) -> Resolution:
+        """What ``path`` names from the root (its final name may not exist)."""
         return self._walk(
             paths.split(path, self.path_max), os.fspath(path), follow, [ROOT_INO], [], None, defer_long_name
         )
@@ -140,7 +142,7 @@ class PathWalk:
         with st.lock:
             st.refresh(force=False)
             names = [p for p in base.split("/") if p]
-            start = self._resolve(base)
+            start = self.resolve(base)
             assert start.node is not None
             stack = [*start.ancestors, start.node.ino]
             sp = paths.split(rel, self.path_max)
@@ -156,8 +158,9 @@ class PathWalk:
             raise fs_error(errno.ENOTDIR, text)
         return res
 
-    def _existing(self, path: str | os.PathLike, *, follow: bool = True) -> Resolution:
-        res = self._resolve(path, follow=follow)
+    def existing(self, path: str | os.PathLike, *, follow: bool = True) -> Resolution:
+        """What ``path`` names, which must exist (ENOENT)."""
+        res = self.resolve(path, follow=follow)
         if res.node is None:
             raise fs_error(errno.ENOENT, os.fspath(path))
         return res

@@ -124,7 +124,7 @@ class Descriptor:
         """The physical Tarbox path ``rel`` names beneath this directory, and its stat
         (None: it does not exist). Intermediate symlinks are always followed, the last
         one only with ``follow``; ``defer_long_name``: an over-long final name is left
-        for the fs operation to refuse (see ``Filesystem._walk``). Call with the store
+        for the fs operation to refuse (see ``PathWalk``). Call with the store
         lock held."""
         self._dir()
         return self.fs.resolve_beneath(self.path, rel, follow=follow, defer_long_name=defer_long_name)
