@@ -63,6 +63,12 @@ class TarboxFile(io.RawIOBase):
         self._dirty = False
         store.opened(ino)
 
+    @property
+    def ino(self) -> int:
+        """The inode number of the file this is open on (it stays while the file is
+        open, even with no name left)."""
+        return self._ino
+
     def _node(self) -> Inode:
         node = self._st.inode(self._ino)
         if node is None:

@@ -98,6 +98,14 @@ class TarboxOperations(_fuse.Operations if _fuse is not None else object):  # ty
             self._wb = self.fs.write_back(self._write_back)
             self._wb.__enter__()
 
+    def handle_of(self, ino: int) -> int | None:
+        """A handle open on the file with inode ``ino``, if any (its metadata outlives
+        its last name while it is open)."""
+        for fh, h in self._handles.items():
+            if getattr(h.f, "ino", None) == ino:  # control files have none
+                return fh
+        return None
+
     def destroy(self, path: str) -> None:
         """Unmount: close what is open (publishing it) and commit everything."""
         for h in list(self._handles.values()):

@@ -141,10 +141,7 @@ class InodeOperations(pyfuse3.Operations):
         its metadata is reached through the open file then, as on Linux."""
         if self.names.get(inode):
             return None
-        for fh, h in self.core._handles.items():
-            if getattr(h.f, "_ino", None) == inode:
-                return fh
-        return None
+        return self.core.handle_of(inode)
 
     @_served
     def setattr(self, inode, attr, fields, fh, ctx):
