@@ -124,7 +124,7 @@ def main() -> None:
                 f"{(wall - waited) * 1e3:.3f}",
             )
         Console().print(table)
-        print(f"delegation held at the end: {st._rd is not None}; stats: {st.stats}")
+        print(f"delegation held at the end: {st.delegation.held}; stats: {st.stats}")
     finally:
         tb.delete_tenant(tenant)
         tb.close()

@@ -28,7 +28,7 @@ def _delegated(fs, path: str) -> None:
     """Open ``path`` until the store holds a delegation: the first open of a store
     never takes one, and the recall feed starts in the background."""
     deadline = time.monotonic() + 30
-    while fs._st._rd is None:
+    while not fs._st.delegation.held:
         assert time.monotonic() < deadline, "no read delegation"
         fs.read_file(path)
         time.sleep(0.01)
@@ -42,7 +42,7 @@ def _each_open_asks(fs, path: str, content: bytes, times: int = 8) -> None:
         assert fs.read_file(path) == content
         assert fs._st.stats["round_trips"] == before + 1
         time.sleep(0.05)
-    assert fs._st._rd is None
+    assert not fs._st.delegation.held
 
 
 def _terminate(db, pid: int) -> None:
@@ -101,7 +101,7 @@ def test_the_feed_cut_mid_run_falls_back_to_round_trips(reader, db_url, tenant):
     assert reader.read_file("/f") == b"v2"
     # the feed comes back, and with it opens without round trips
     deadline = time.monotonic() + 30
-    while not (feed.up and st._rd is not None):
+    while not (feed.up and st.delegation.held):
         assert time.monotonic() < deadline
         reader.read_file("/f")
         time.sleep(0.05)
@@ -115,7 +115,7 @@ def test_the_delegations_connection_cut_is_noticed_at_the_next_open(reader, db_u
     assert reader.read_file("/f") == b"v1"
     _delegated(reader, "/f")
     st = reader._st
-    _terminate(st.db, st._rd[0].info.backend_pid)
+    _terminate(st.db, st.delegation.conn.info.backend_pid)
     # the server released the shared lock with the session: a writer gets through at once
     writer = spawn_writer(db_url, tenant, "fs.write_file('/f', b'v2')\n")
     assert writer.wait(timeout=60) == 0
@@ -206,6 +206,6 @@ def test_a_process_that_opens_once_starts_no_feed(db_url, tenant):
         fs = tb.filesystem(tenant)
         fs.write_file("/once", b"1")
         assert fs.read_file("/once") == b"1"
-        assert tb.db._feed is None and fs._st._rd is None
+        assert tb.db._feed is None and not fs._st.delegation.held
     finally:
         tb.close()

@@ -6,7 +6,6 @@ the dirty maps (a process sees its own writes) but never changes them."""
 from __future__ import annotations
 
 import errno
-import select
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -14,17 +13,15 @@ from contextlib import contextmanager
 import psycopg
 
 from tarbox.errors import ConnectionLostError, DatabaseError, TenantNotFoundError, fs_error
+from tarbox.fs import delegation
 from tarbox.fs.records import (
     _READ_AHEAD,
     Dentry,
     Inode,
 )
-from tarbox.fs.txn import DELEGATION_IDLE, DELEGATION_MAX, _flusher, _rollback, translate_db_error
+from tarbox.fs.txn import _flusher, _rollback, translate_db_error
 from tarbox.fs.types import FileType
 from tarbox.storage.recall import recall_channel
-
-# opens that ask the server before a store starts taking read delegations
-_OPENS_BEFORE_DELEGATING = 3
 
 
 class Caches:
@@ -39,8 +36,8 @@ class Caches:
     def _conn(self, write: bool = False) -> Iterator[psycopg.Connection]:
         if self._txn is not None:
             yield self._txn
-        elif self._rd is not None and not write:  # a delegation's transaction never commits
-            yield self._rd[0]
+        elif self.delegation.conn is not None and not write:  # a delegation's transaction never commits
+            yield self.delegation.conn
         else:
             with self.db.tenant(self.tid) as conn:
                 yield conn
@@ -134,10 +131,9 @@ class Caches:
         with self.lock:
             if self._txn is not None:
                 return  # we hold the tenant's write lock: nobody else can commit
-            if self._rd is not None:
-                if self._delegation_intact():
-                    self._rd_used = time.monotonic()
-                    self._rd_opens += 1
+            if self.delegation.held:
+                if self.delegation.intact():
+                    self.delegation.used()
                     return  # the tenant's lock is shared with us: nobody else can commit
                 self._release_delegation()
             if self._running_ahead:
@@ -155,48 +151,24 @@ class Caches:
             self.validated_at = now
 
     # ------------------------------------------------------- read delegations
-    #
-    # A delegation is a transaction that holds the tenant's advisory lock shared,
-    # on a pooled connection. In write-back mode it lasts one window delay (as
-    # before recalls existed). Otherwise it is "recallable": it stays while it is
-    # used, a writer elsewhere gets it back through the recall feed
-    # (storage/recall.py), and it ends when the feed is lost, when its connection
-    # shows any sign of life of its own (an idle connection in a transaction
-    # receives nothing unless the server ended it), or after DELEGATION_IDLE
-    # seconds unused.
+    # (the state machine is fs/delegation.py's; here the SQL and the flusher)
 
     def _may_delegate(self, now: float) -> bool:
-        """Can a recallable delegation be taken now? Not at a store's first few opens
-        (a short-lived process, a CLI command, never starts the recall feed); from
-        then on it subscribes, and delegates once the feed listens."""
-        self._opens_asked += 1
-        if self._opens_asked <= _OPENS_BEFORE_DELEGATING or now < self._rd_backoff_until:
+        """Can a recallable delegation be taken now? From a store's first few opens on
+        it subscribes to the recall feed, and delegates once the feed listens."""
+        if not self.delegation.wanted(now):
             return False
         feed = self.db.recall_feed()
         epoch = feed.subscribe(self._recall_channel(), self._on_recall, self._on_recall)
-        if epoch is None or not self.db.take_delegation_slot():
-            return False
-        self._rd_epoch, self._rd_slot = epoch, True
-        return True
+        return epoch is not None and self.delegation.take_slot(epoch)
 
     def _recall_channel(self) -> str:
         return recall_channel(self.db.tenant_token(self.tid))
 
     def _on_recall(self) -> None:
         """On the feed's thread (must not block): give the delegation back soon."""
-        if self._rd is not None and self._rd_recallable:
-            self._rd_recalled = True
-            self._rd_backoff_until = time.monotonic() + self._rd_backoff
-            self._rd_backoff = min(self._rd_backoff * 2, 1.0)
-            _flusher.schedule(self, time.monotonic(), -self._rd_id)
-
-    def _delegation_intact(self) -> bool:
-        if self._rd_recalled or time.monotonic() - self._rd_taken > DELEGATION_MAX:
-            return False
-        if self._rd_recallable and not self.db.recall_feed().is_current(self._rd_epoch):
-            return False
-        sock = self._rd[0].pgconn.socket
-        return not select.select([sock], [], [], 0)[0]
+        if self.delegation.recall():
+            _flusher.schedule(self, time.monotonic(), -self.delegation.ident)
 
     def _delegate(self) -> tuple:
         """Revalidate and keep the tenant's advisory lock shared (a read delegation): until
@@ -212,52 +184,40 @@ class Caches:
         try:
             conn, cm, row = self._connect(share)
         except BaseException:
-            self._give_slot()
+            self.delegation.give_slot()
             raise
         return self._keep_delegation(conn, cm, row)
 
     def _keep_delegation(self, conn: psycopg.Connection, cm, row: tuple | None) -> tuple:
         """Hold ``conn``'s shared lock as this store's delegation if ``row`` (from
         tarbox_share_state) says it was granted; returns the state row."""
+        d = self.delegation
         if row is None or not row[4]:
             _rollback(conn)
             cm.__exit__(None, None, None)
-            self._give_slot()
+            d.give_slot()
             if row is None:
                 raise TenantNotFoundError(f"tenant {self.tid} does not exist")
             return row[:4]
-        self._rd = (conn, cm)
-        self._rd_id += 1
-        self._rd_recallable = self._rd_slot
-        self._rd_recalled = False
-        self._rd_opens = 0
-        self._rd_used = self._rd_taken = time.monotonic()
-        if self._rd_recallable:
-            if not self.db.recall_feed().is_current(self._rd_epoch):
+        d.keep(conn, cm)
+        if d.recallable:
+            if not d.feed_current():
                 self._release_delegation()  # the feed went down meanwhile: no one could recall it
                 return row[:4]
-            _flusher.schedule(self, self._rd_used + DELEGATION_IDLE, -self._rd_id)
+            _flusher.schedule(self, d.used_at + delegation.IDLE, -d.ident)
         else:
-            _flusher.schedule(self, self._rd_used + min(self._wb), -self._rd_id)
+            _flusher.schedule(self, d.used_at + min(self._wb), -d.ident)
         return row[:4]
 
-    def _forget_delegation(self) -> None:
-        """The delegation's connection is someone else's now (or gone): drop the bookkeeping."""
-        self._rd = None
-        self._rd_recalled = False
-        self._give_slot()
-
-    def _give_slot(self) -> None:
-        if self._rd_slot:
-            self._rd_slot = False
-            self.db.give_delegation_slot()
-
     def _release_delegation(self) -> None:
-        rd = self._rd
-        self._forget_delegation()
-        if rd is not None:
-            _rollback(rd[0])
-            rd[1].__exit__(None, None, None)
+        """End the delegation's transaction and give its connection back to the pool."""
+        if not self.delegation.held:
+            self.delegation.forget()
+            return
+        conn, cm = self.delegation.detach()
+        self.delegation.forget()
+        _rollback(conn)
+        cm.__exit__(None, None, None)
 
     def _invalidate(self) -> None:
         """Drop clean cache entries; entries with pending writes stay (last writer wins)."""

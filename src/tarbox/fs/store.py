@@ -5,7 +5,8 @@
 batches, write-back windows), ``changes`` (the dirty state operations make),
 ``flush`` (the SQL one flush sends), ``history`` (checkpoint, switch, branches),
 ``stages`` (staged publication, open files). Parts that own their state are held,
-not mixed in: ``audit`` (``AuditQueue``, the records not yet committed). ``records``
+not mixed in: ``audit`` (``AuditQueue``, the records not yet committed) and
+``delegation`` (``ReadDelegation``, the read delegation's state machine). ``records``
 holds the in-memory records and shared thresholds. ``__init__`` below is the one
 place the mixins' shared state is declared.
 
@@ -61,6 +62,7 @@ import psycopg
 from tarbox.fs.audit import AuditQueue
 from tarbox.fs.cache import Caches
 from tarbox.fs.changes import Changes
+from tarbox.fs.delegation import ReadDelegation
 from tarbox.fs.flush import Flush
 from tarbox.fs.history import History
 from tarbox.fs.records import (  # noqa: F401 - re-exported: the filesystem and tools import them from here
@@ -172,18 +174,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages):
         self._window_id = 0
         self._room = (None, None)  # (bytes, inodes) left under the quotas when the lock was taken
         self._byte_quota: object = _UNKNOWN  # the tenant's byte quota as last seen (None: none)
-        self._rd: tuple[psycopg.Connection, object] | None = None  # a read delegation (see refresh)
-        self._rd_id = 0
-        self._rd_recallable = False  # held until recalled (else until the window delay passes)
-        self._rd_recalled = False  # a writer elsewhere asked for it back
-        self._rd_slot = False  # holds one of the Database's delegation slots
-        self._rd_epoch = -1  # the recall feed's epoch it was taken in
-        self._rd_used = 0.0  # monotonic time of its last use
-        self._rd_taken = 0.0  # ... and of when it was taken
-        self._rd_opens = 0  # opens it answered since it was taken
-        self._rd_backoff = 0.05  # after a recall, wait this long before delegating again
-        self._rd_backoff_until = 0.0
-        self._opens_asked = 0  # revalidations that asked the server (the first never delegates)
+        self.delegation = ReadDelegation(db)  # the read delegation (a part with its own state)
         self.lost_windows = 0  # windows whose commit failed: their writes are gone
         self.stats = {
             "flushes": 0,

@@ -105,11 +105,6 @@ class _Flusher:
 
 _flusher = _Flusher()
 
-# a read delegation kept between operations is given back after this long unused,
-# and after this long in any case (a recall lost on the way costs a writer at most that)
-DELEGATION_IDLE = 2.0
-DELEGATION_MAX = 10.0
-
 
 class Transactions:
     """transactions of the tenant store (mixed into ``Store``; see its docstring)."""
@@ -137,7 +132,7 @@ class Transactions:
         transaction, batch, window or delegation is open, and the caches have a generation."""
         return (
             self._txn is None
-            and (self._rd is None or self._rd_recallable)
+            and (not self.delegation.held or self.delegation.recallable)
             and not self._wb
             and not self._batch_depth
             and self.gen is not None
@@ -187,7 +182,7 @@ class Transactions:
             self._drop_ahead()
             return False
         try:
-            if self._rd is not None:
+            if self.delegation.held:
                 self._flush_on_delegation(expect)
             else:
                 with self.db.tenant(self.tid) as conn:
@@ -216,21 +211,19 @@ class Transactions:
         that round trip (reads and writes interleave); if not (a run of writes), let it
         go: the next open takes one again, and the writes in between stay single
         statements."""
-        assert self._rd is not None
-        conn, cm = self._rd
-        reshare = self._rd_opens > 0
-        self._rd = None  # its slot stays ours if it is taken again
+        reshare = self.delegation.opens > 0
+        conn, cm = self.delegation.detach()  # its slot stays ours if it is taken again
         try:
             row = self._flush(conn, expect=expect, in_delegation=True, reshare=reshare)
         except BaseException:
             _rollback(conn)
             cm.__exit__(None, None, None)
-            self._forget_delegation()
+            self.delegation.forget()
             raise
         if row is None:  # not taken again: the connection goes back to the pool
             _rollback(conn)  # (a no-op unless nothing was written and it is still open)
             cm.__exit__(None, None, None)
-            self._forget_delegation()
+            self.delegation.forget()
             return
         row = self._keep_delegation(conn, cm, row)
         if row[0] != self.gen:  # someone committed between our commit and the share
@@ -241,7 +234,7 @@ class Transactions:
         """Is the tenant's generation still ``expect``? One round trip; it waits for
         write-back windows open elsewhere, as a revalidation does (close-to-open). Free
         while we hold a read delegation: no one else can have committed."""
-        if self._rd is not None and self._delegation_intact():
+        if self.delegation.held and self.delegation.intact():
             return self.gen == expect
         row = self._state(settle=True)
         if row[0] == expect:
@@ -463,11 +456,10 @@ class Transactions:
             return 0.002  # an operation is in progress; the window commits right after it
         try:
             if ident < 0:
-                if self._rd is not None and self._rd_id == -ident:
-                    now = time.monotonic()
-                    idle, left = now - self._rd_used, self._rd_taken + DELEGATION_MAX - now
-                    if self._rd_recallable and not self._rd_recalled and idle < DELEGATION_IDLE and left > 0:
-                        return min(DELEGATION_IDLE - idle, left)  # in use: look again later
+                if self.delegation.held and self.delegation.ident == -ident:
+                    again = self.delegation.due_in(time.monotonic())
+                    if again is not None:
+                        return again  # in use: look again later
                     self._release_delegation()
             elif self._window and self._window_id == ident:
                 try:
@@ -490,9 +482,9 @@ class Transactions:
         (``upgrade``) or a pooled one. One found broken (a server restart, a terminated
         backend) is replaced once; on any failure the connection goes back to the pool."""
         for attempt in (0, 1):
-            if self._rd is not None:
-                (conn, cm), upgrade = self._rd, True
-                self._forget_delegation()
+            if self.delegation.held:
+                (conn, cm), upgrade = self.delegation.detach(), True
+                self.delegation.forget()
             else:
                 cm = self.db.tenant(self.tid)
                 try:
