@@ -19,12 +19,13 @@ from tarbox.fs.records import (
     Dentry,
     Inode,
 )
+from tarbox.fs.shared import SharedState
 from tarbox.fs.txn import _flusher, _rollback, translate_db_error
 from tarbox.fs.types import FileType
 from tarbox.storage.recall import recall_channel
 
 
-class Caches:
+class Caches(SharedState):
     """caches of the tenant store (mixed into ``Store``; see its docstring)."""
 
     _STATE_SQL = (

@@ -18,10 +18,11 @@ from tarbox.fs.records import (
     Inode,
     _now,
 )
+from tarbox.fs.shared import SharedState
 from tarbox.fs.types import FileType
 
 
-class Changes:
+class Changes(SharedState):
     """changes of the tenant store (mixed into ``Store``; see its docstring)."""
 
     def alloc_ino(self) -> int:

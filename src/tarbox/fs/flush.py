@@ -17,6 +17,7 @@ from tarbox.fs.records import (
     _SLICE_BYTES,
     Stage,
 )
+from tarbox.fs.shared import SharedState
 from tarbox.fs.txn import translate_db_error
 
 _FLUSH_SQL = (
@@ -33,7 +34,7 @@ _FLUSH_SQL = (
 _APPLY_SQL = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 0)"
 
 
-class Flush:
+class Flush(SharedState):
     """flush of the tenant store (mixed into ``Store``; see its docstring)."""
 
     def _flush(
@@ -72,7 +73,7 @@ class Flush:
         dels = [ino for ino, n in self.d_inodes.items() if n is None]
         de_del = [k for k, v in self.d_dirents.items() if v is _DELETE]
         de_set = [(k, v) for k, v in self.d_dirents.items() if v is not _DELETE]
-        referenced = set()
+        referenced: set[bytes] = set()
         for e in self.d_ext.values():
             referenced.update(e.sets.values())
         release = list({h for e in pub.values() for h in e.release if h not in referenced})

@@ -6,9 +6,10 @@ from __future__ import annotations
 import errno
 
 from tarbox.errors import fs_error
+from tarbox.fs.shared import SharedState
 
 
-class History:
+class History(SharedState):
     """history of the tenant store (mixed into ``Store``; see its docstring)."""
 
     def _open_child(self, parent: int, message: str) -> int:

@@ -5,9 +5,10 @@ the last close or at fsync, and write errors reported to the descriptors."""
 from __future__ import annotations
 
 from tarbox.errors import FilesystemError
+from tarbox.fs.shared import SharedState
 
 
-class Stages:
+class Stages(SharedState):
     """stages of the tenant store (mixed into ``Store``; see its docstring)."""
 
     def _held(self) -> set[int]:

@@ -7,8 +7,8 @@ batches, write-back windows), ``changes`` (the dirty state operations make),
 ``stages`` (staged publication, open files). Parts that own their state are held,
 not mixed in: ``audit`` (``AuditQueue``, the records not yet committed) and
 ``delegation`` (``ReadDelegation``, the read delegation's state machine). ``records``
-holds the in-memory records and shared thresholds. ``__init__`` below is the one
-place the mixins' shared state is declared.
+holds the in-memory records and shared thresholds. ``__init__`` below sets the
+mixins' shared state; ``shared.py`` declares its types for the type checker.
 
 One ``Store`` exists per (connection, tenant) in a process and is shared by all
 filesystem views and WASI runs of that tenant, so they see each other's writes

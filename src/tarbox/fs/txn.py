@@ -13,7 +13,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -26,11 +25,9 @@ from tarbox.fs.records import (
     FLUSH_BYTES,
     FLUSH_ROWS,
 )
-from tarbox.storage.recall import recall_channel, send_recall
-
-if TYPE_CHECKING:
-    from tarbox.fs.store import Store
+from tarbox.fs.shared import SharedState
 from tarbox.storage import db_error
+from tarbox.storage.recall import recall_channel, send_recall
 
 # the largest file of a tenant without a byte quota (ext4's limit with 4 KiB blocks)
 MAX_FILE_SIZE = 16 << 40
@@ -82,7 +79,7 @@ class _Flusher:
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def schedule(self, store: Store, when: float, window: int) -> None:
+    def schedule(self, store: SharedState, when: float, window: int) -> None:
         with self._cv:
             heapq.heappush(self._due, (when, next(self._seq), weakref.ref(store), window))
             if self._thread is None:
@@ -106,7 +103,7 @@ class _Flusher:
 _flusher = _Flusher()
 
 
-class Transactions:
+class Transactions(SharedState):
     """transactions of the tenant store (mixed into ``Store``; see its docstring)."""
 
     def operation(self, body: Callable[[], None], *, small: bool = True) -> None:
@@ -307,7 +304,9 @@ class Transactions:
             try:
                 if self._mutated:
                     self._abort(exc)
-                else:  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
+                elif (
+                    self._txn is not None
+                ):  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
                     _rollback(self._txn)
             finally:
                 self._end()
@@ -423,6 +422,7 @@ class Transactions:
                 self._close_window()
 
     def _flush_and_end(self, durable: bool = False) -> None:
+        assert self._txn is not None
         try:
             self._flush(self._txn, durable)
         except BaseException as exc:
@@ -542,7 +542,7 @@ class Transactions:
             rows = self.query("SELECT quota_bytes FROM tenant_state WHERE tenant_id = %s", (self.tid,))
             self._byte_quota = rows[0][0] if rows else None
         quota = self._byte_quota
-        return MAX_FILE_SIZE if quota is None else min(int(quota), MAX_FILE_SIZE)
+        return MAX_FILE_SIZE if not isinstance(quota, int) else min(quota, MAX_FILE_SIZE)
 
     def _adopt_usage(self, row: tuple) -> None:
         """Remember how far the tenant is from its quotas: (gen, used bytes, byte quota,
