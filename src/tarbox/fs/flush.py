@@ -1,6 +1,7 @@
 """The flush: every dirty inode, directory entry, extent, stage, audit record and
 block of a tenant's store as the arrays of one call of the server-side function
-``tarbox_flush`` (migrations 0011, 0013, 0015), sent with COMMIT in one round trip when small.
+``tarbox_flush`` (migrations 0011, 0013, 0015; its arguments are a ``FlushPlan``,
+fs/flushplan.py), sent with COMMIT in one round trip when small.
 A large flush sends its blocks after the call, in slices."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from contextlib import nullcontext
 
 import psycopg
 
+from tarbox.fs.flushplan import FlushPlan
 from tarbox.fs.records import (
-    _DELETE,
     _PIPELINE_MAX_BYTES,
     _PIPELINE_MAX_ROWS,
     _SLICE_BYTES,
@@ -20,17 +21,7 @@ from tarbox.fs.records import (
 from tarbox.fs.shared import SharedState
 from tarbox.fs.txn import translate_db_error
 
-_FLUSH_SQL = (
-    "SELECT * FROM tarbox_flush(%s, %s, %s, %s::int8[],"
-    " %s::int8[], %s::int2[], %s::int4[], %s::int4[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
-    " %s::text[], %s::int8[], %s::int4[], %s::int4[], %s::int8[],"
-    " %s::int8[], %s::text[], %s::int8[], %s::text[], %s::int8[],"
-    " %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
-    " %s::int8[], %s::int8[], %s::int8[], %b::bytea[],"
-    " %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[],"
-    " %s::int8[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],"
-    " %b::bytea[], %b::bytea[], %b::bytea[], %s, %s)"
-)
+_FLUSH_SQL = FlushPlan.sql()
 _APPLY_SQL = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 0)"
 
 
@@ -60,7 +51,7 @@ class Flush(SharedState):
             if expect is None and commit:
                 conn.execute("COMMIT")
             return None
-        t, head = self.tid, self.head
+        head = self.head
         held = self._held()
         pub = {ino: e for ino, e in self.d_ext.items() if ino not in held}
         for ino, e in pub.items():
@@ -70,9 +61,6 @@ class Flush(SharedState):
         ins = [n for n in self.d_inodes.values() if n is not None]
         # a held file's row keeps its committed size and content: others see the old version
         shown = {ino: (self.d_ext[ino].base_size, self.d_ext[ino].base) for ino in held}
-        dels = [ino for ino, n in self.d_inodes.items() if n is None]
-        de_del = [k for k, v in self.d_dirents.items() if v is _DELETE]
-        de_set = [(k, v) for k, v in self.d_dirents.items() if v is not _DELETE]
         referenced: set[bytes] = set()
         for e in self.d_ext.values():
             referenced.update(e.sets.values())
@@ -85,65 +73,35 @@ class Flush(SharedState):
             if st is None:
                 st = self.stages[ino] = Stage(self.alloc_ino())  # ids from the inode sequence: unique
             staging += [(ino, st.sid, i, h) for i, h in self.d_ext[ino].sets.items() if st.rows.get(i) != h]
-        renew = [(st.sid, ino) for ino, st in self.stages.items() if ino in held]
         unstage = [(st.sid, ino) for ino, st in self.stages.items() if ino not in held]
-        lost = list(self.d_unstage.items())
         # Pipelining saves round trips for small flushes; psycopg can stall when
         # a pipelined statement carries a large payload (psycopg issue #685),
         # so a large flush sends its blocks in slices, one statement at a time.
         small = self.d_block_bytes <= _PIPELINE_MAX_BYTES and self._dirty_rows() <= _PIPELINE_MAX_ROWS
         assert expect is None or small, "a flush that runs ahead of the lock is small"
-        sets = [(ino, None, i, h) for ino, e in pub.items() if not e.drop for i, h in e.sets.items()]
-        xrows = sets + [(ino, sid, i, h) for ino, sid, i, h in staging]
-        drops = [ino for ino, e in pub.items() if e.drop]
-        copies = [(ino, e.base) for ino, e in pub.items() if not e.drop and e.base not in (None, head)]
-        truncs = [(ino, e.trunc_from) for ino, e in pub.items() if e.trunc_from is not None and not e.drop]
-        blocks_now = blocks if small else {}
-        args = [
-            t,
-            expect,
-            head,
-            dels,
-            [n.ino for n in ins],
-            [int(n.kind) for n in ins],
-            [n.mode for n in ins],
-            [n.nlink for n in ins],
-            [shown[n.ino][0] if n.ino in shown else n.size for n in ins],
-            [n.atime_ns for n in ins],
-            [n.mtime_ns for n in ins],
-            [n.ctime_ns for n in ins],
-            [n.target for n in ins],
-            [shown[n.ino][1] if n.ino in shown else n.content_layer for n in ins],
-            *self._owner_columns(ins),
-            [k[0] for k in de_del],
-            [k[1] for k in de_del],
-            [k[0] for k, _ in de_set],
-            [k[1] for k, _ in de_set],
-            [v for _, v in de_set],
-            drops,
-            [c[0] for c in copies],
-            [c[1] for c in copies],
-            [c[0] for c in truncs],
-            [c[1] for c in truncs],
-            [r[0] for r in xrows],
-            [r[1] for r in xrows],
-            [r[2] for r in xrows],
-            [r[3] for r in xrows],
-            [r[0] for r in renew],
-            [r[1] for r in renew],
-            [r[0] for r in unstage],
-            [r[1] for r in unstage],
-            [r[0] for r in lost],
-            [r[1] for r in lost],
-            *self.audit_queue.columns(),
-            list(blocks_now),
-            list(blocks_now.values()),
-            release,
-        ]
-        # empty arrays go as NULL: the function treats them alike, and NULL costs nothing to send
-        args = [a if not isinstance(a, list) or a else None for a in args]
         prune = self.audit_queue.prune_due()
-        args += [prune, durable]
+        plan = FlushPlan.of(
+            tenant=self.tid,
+            expect=expect,
+            head=head,
+            upserted=ins,
+            committed_as=shown,
+            deleted=[ino for ino, n in self.d_inodes.items() if n is None],
+            dirents=self.d_dirents,
+            dropped=[ino for ino, e in pub.items() if e.drop],
+            copied=[(ino, e.base) for ino, e in pub.items() if not e.drop and e.base is not None and e.base != head],
+            truncated=[(ino, e.trunc_from) for ino, e in pub.items() if e.trunc_from is not None and not e.drop],
+            extents=[*((ino, None, i, h) for ino, e in pub.items() if not e.drop for i, h in e.sets.items()), *staging],
+            renewed=[(st.sid, ino) for ino, st in self.stages.items() if ino in held],
+            unstaged=unstage,
+            lost=list(self.d_unstage.items()),
+            audit=self.audit_queue.columns(),
+            blocks=blocks if small else {},
+            release=release,
+            prune=prune,
+            durable=durable,
+        )
+        args = plan.params()
         try:
             share = None
             if in_delegation:
@@ -184,14 +142,6 @@ class Flush(SharedState):
         self.d_unstage.clear()
         self._clear_dirty(held)
         return share.fetchone() if share is not None else None
-
-    @staticmethod
-    def _owner_columns(ins: list) -> tuple[list | None, list | None, list | None]:
-        """uid, gid and rdev of the inode versions written; None (all 0) when every one
-        is root's and no device, as most are: nothing to send."""
-        if not any(n.owned for n in ins):
-            return None, None, None
-        return [n.uid for n in ins], [n.gid for n in ins], [n.rdev for n in ins]
 
     @staticmethod
     def _send_blocks_in_slices(conn: psycopg.Connection, blocks: dict[bytes, bytes]) -> None:
