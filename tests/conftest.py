@@ -14,6 +14,9 @@ import pytest
 import tarbox
 from tarbox.storage.server import ensure_database
 
+# the live server's fixture and helpers (tests/server_support.py)
+pytest_plugins = ["server_support"]
+
 # Tests never touch the user's own embedded database.
 if "TARBOX_HOME" not in os.environ:
     os.environ["TARBOX_HOME"] = str(Path(tempfile.gettempdir()) / f"tarbox-test-home-{os.getuid()}")

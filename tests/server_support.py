@@ -1,5 +1,7 @@
-"""Shared by the server tests: a real ``tarbox serve`` process on a free localhost port
-against the test database, and HTTP clients holding real tokens."""
+"""Shared by the server tests (a pytest plugin, loaded by conftest.py): a real
+``tarbox serve`` process on a free localhost port against the test database, the
+one ``server`` fixture that every test of REST, MCP and the console shares, and
+HTTP clients holding real tokens."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+import pytest
 
 from tarbox.tokens import create_token
 
@@ -63,6 +66,16 @@ def start_server(db_url: str, tmp_dir, *args: str) -> Running:
             with open(log) as f:
                 raise AssertionError(f"tarbox serve did not start: {f.read()[-2000:]}")
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def server(db_url, tmp_path_factory):
+    """One ``tarbox serve`` for the session's tests of the API, MCP and the console
+    (a module that needs other options defines a ``server`` of its own). It must
+    stop cleanly at the end: whatever the tests did, SIGTERM ends it with 0."""
+    s = start_server(db_url, tmp_path_factory.mktemp("serve"), "--run-timeout", "60")
+    yield s
+    assert s.stop() == 0
 
 
 def client(server: Running, tb, tenant=None, **token_args) -> httpx.Client:

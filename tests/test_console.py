@@ -12,19 +12,11 @@ import uuid
 
 import httpx
 import psycopg
-import pytest
 
 import tarbox
 from server_support import start_server
 from tarbox.storage.server import ensure_database
 from tarbox.tokens import create_token, revoke_token
-
-
-@pytest.fixture(scope="module")
-def server(db_url, tmp_path_factory):
-    s = start_server(db_url, tmp_path_factory.mktemp("serve"))
-    yield s
-    assert s.stop() == 0
 
 
 def browser(server) -> httpx.Client:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from server_support import b64, client, start_server
+from server_support import b64, client
 from tarbox.tokens import create_token
 from tarbox.wasi.toolchain import build_c
 
@@ -27,13 +27,6 @@ playwright_api = pytest.importorskip(
 )
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's package)")
 AGENT = Path(__file__).parents[1] / "src" / "tarbox" / "examples" / "agent.c"
-
-
-@pytest.fixture(scope="module")
-def server(db_url, tmp_path_factory):
-    s = start_server(db_url, tmp_path_factory.mktemp("serve"))
-    yield s
-    assert s.stop() == 0
 
 
 @pytest.fixture(scope="module")

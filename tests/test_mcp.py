@@ -16,17 +16,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from server_support import start_server
 from tarbox.sandbox import unavailable_reason
 from tarbox.server.mcp import ALL_TOOLS, READ_TOOLS
 from tarbox.tokens import create_token
-
-
-@pytest.fixture(scope="module")
-def server(db_url, tmp_path_factory):
-    s = start_server(db_url, tmp_path_factory.mktemp("mcp"), "--run-timeout", "60")
-    yield s
-    s.stop()
 
 
 def over_http(server, token: str) -> Client:

@@ -25,13 +25,6 @@ from tarbox.tokens import create_token, revoke_token
 from wasi_support import guest
 
 
-@pytest.fixture(scope="module")
-def server(db_url, tmp_path_factory):
-    s = start_server(db_url, tmp_path_factory.mktemp("serve"), "--run-timeout", "30")
-    yield s
-    assert s.stop() == 0
-
-
 @pytest.fixture
 def api(server, tb, tenant):
     with client(server, tb, tenant) as c:
