@@ -94,8 +94,7 @@ def listdir(path: str) -> list[str]:
 
 
 def stat(fs: Filesystem, path: str) -> Stat:
-    st = fs._st
-    now = st.gen or 0
+    now = fs.generation or 0
     if path in _DIRS:
         return Stat(_CONTROL_INO, FileType.DIRECTORY, 0o555, 2, 0, now, now, now)
     if path in _READABLE:
