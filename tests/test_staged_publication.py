@@ -20,7 +20,7 @@ import pytest
 import tarbox
 from other_process import spawn_writer
 from tarbox.fs import fsck
-from tarbox.fs.store import FLUSH_BYTES
+from tarbox.fs.records import FLUSH_BYTES
 
 BIG = FLUSH_BYTES + (4 << 20)  # past the flush threshold: blocks are stored before the close
 

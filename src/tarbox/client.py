@@ -14,7 +14,8 @@ from tarbox.errors import TenantExistsError, TenantNotFoundError
 from tarbox.fs import fsck
 from tarbox.fs.filesystem import Filesystem
 from tarbox.fs.fsck import FsckReport
-from tarbox.fs.store import DEFAULT_BLOCK_SIZE, ROOT_INO, Store
+from tarbox.fs.records import DEFAULT_BLOCK_SIZE, ROOT_INO
+from tarbox.fs.store import Store
 from tarbox.fs.types import FileType
 from tarbox.names import validate_tenant_name
 from tarbox.storage import Database

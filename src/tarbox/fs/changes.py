@@ -16,7 +16,7 @@ from tarbox.fs.records import (
     Dentry,
     ExtDirty,
     Inode,
-    _now,
+    now_ns,
 )
 from tarbox.fs.shared import SharedState
 from tarbox.fs.types import FileType
@@ -45,7 +45,7 @@ class Changes(SharedState):
         rdev: int = 0,
     ) -> Inode:
         self.note_write()
-        now = _now()
+        now = now_ns()
         size = len(target.encode()) if target is not None else 0
         node = Inode(
             self.alloc_ino(),
@@ -175,7 +175,7 @@ class Changes(SharedState):
                 old[lo:hi] = piece
                 self.wbuf_bytes += grow
             i += 1
-        now = _now()
+        now = now_ns()
         if end > node.size:
             node.size = end
         node.mtime_ns = node.ctime_ns = now
@@ -197,7 +197,7 @@ class Changes(SharedState):
         if size > node.size:
             self.check_file_size(size)
         if size == node.size:
-            node.mtime_ns = node.ctime_ns = _now()
+            node.mtime_ns = node.ctime_ns = now_ns()
             self.touch(node)
             return
         xm, ext = self._content(node)
@@ -225,7 +225,7 @@ class Changes(SharedState):
                     wb[i] = bytearray(cur[:tail])
                     self.wbuf_bytes += tail - prev
         node.size = size
-        node.mtime_ns = node.ctime_ns = _now()
+        node.mtime_ns = node.ctime_ns = now_ns()
 
     def _seal(self, only: int | None = None) -> None:
         """Hash buffered blocks into content-addressed blocks and extent updates."""

@@ -6,7 +6,8 @@ import difflib
 from dataclasses import replace
 
 from tarbox.fs import paths
-from tarbox.fs.store import ROOT_INO, Inode, Store
+from tarbox.fs.records import ROOT_INO, Inode
+from tarbox.fs.store import Store
 from tarbox.fs.types import Change, ChangeKind, FileType
 
 

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass, replace
 
 from tarbox.errors import fs_error
-from tarbox.fs.store import Inode, Store, _now
+from tarbox.fs.records import Inode, now_ns
+from tarbox.fs.store import Store
 from tarbox.fs.types import AuditOp, Stat
 
 
@@ -184,7 +185,7 @@ class TarboxFile(io.RawIOBase):
                 node.atime_ns = atime_ns
             if mtime_ns is not None:
                 node.mtime_ns = mtime_ns
-            node.ctime_ns = _now()
+            node.ctime_ns = now_ns()
             self._st.touch(node)
 
     def set_append(self, append: bool) -> None:

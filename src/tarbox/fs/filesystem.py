@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from tarbox.errors import fs_error
 from tarbox.fs import control, paths
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
-from tarbox.fs.store import ROOT_INO, RUN_AHEAD_MAX_BYTES, Inode, Store, _now
+from tarbox.fs.records import ROOT_INO, RUN_AHEAD_MAX_BYTES, Inode, now_ns
+from tarbox.fs.store import Store
 from tarbox.fs.timeline import HistoryView
 from tarbox.fs.types import AuditOp, DirEntry, FileType, Stat, Usage, WriteBack
 from tarbox.fs.walk import PathWalk, Resolution
@@ -156,7 +157,7 @@ class Filesystem(HistoryView):
         node = self._st.inode(ino)
         if node is None:
             return
-        node.mtime_ns = node.ctime_ns = _now()
+        node.mtime_ns = node.ctime_ns = now_ns()
         node.nlink += nlink_delta
         self._st.touch(node)
 
@@ -526,7 +527,7 @@ class Filesystem(HistoryView):
         st = self._st
         st.set_dentry(parent, name, None)
         node.nlink -= 1
-        node.ctime_ns = _now()
+        node.ctime_ns = now_ns()
         if node.nlink > 0 or st.open_counts.get(node.ino):
             st.touch(node)  # still linked elsewhere, or open: released at last close
         else:
@@ -638,7 +639,7 @@ class Filesystem(HistoryView):
                     self._unlink_node(rd.parent, rd.name, old)
             st.set_dentry(rs.parent, rs.name, None)
             st.set_dentry(rd.parent, rd.name, node.ino)
-            node.ctime_ns = _now()
+            node.ctime_ns = now_ns()
             st.touch(node)
             if is_dir and rs.parent != rd.parent:
                 self._touch_dir(rs.parent, -1)
@@ -686,7 +687,7 @@ class Filesystem(HistoryView):
             _check_reserved(rd.parent, rd.name, d)  # type: ignore[arg-type]
             st.set_dentry(rd.parent, rd.name, node.ino)  # type: ignore[arg-type]
             node.nlink += 1
-            node.ctime_ns = _now()
+            node.ctime_ns = now_ns()
             st.touch(node)
             self._touch_dir(rd.parent)  # type: ignore[arg-type]
 
@@ -731,7 +732,7 @@ class Filesystem(HistoryView):
                 node.uid = uid
             if gid != -1:
                 node.gid = gid
-            node.ctime_ns = _now()
+            node.ctime_ns = now_ns()
             st.touch(node)
 
         self._mutate(body, text, AuditOp.CHOWN)
@@ -744,7 +745,7 @@ class Filesystem(HistoryView):
             node = self._paths.existing(text, follow=follow_symlinks).node
             assert node is not None
             node.mode = mode & 0o7777
-            node.ctime_ns = _now()
+            node.ctime_ns = now_ns()
             st.touch(node)
 
         self._mutate(body, text, AuditOp.CHMOD)
@@ -768,7 +769,7 @@ class Filesystem(HistoryView):
         def body(st: Store) -> None:
             node = self._paths.existing(text, follow=follow_symlinks).node
             assert node is not None
-            now = _now()
+            now = now_ns()
             atime, mtime = ns if ns is not None else (now, now)
             if atime is not None:
                 node.atime_ns = atime

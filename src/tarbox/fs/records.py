@@ -137,5 +137,6 @@ class BlockCache:
             self.size -= len(old)
 
 
-def _now() -> int:
+def now_ns() -> int:
+    """A timestamp for atime, mtime and ctime: nanoseconds since the epoch."""
     return time.time_ns()

@@ -65,31 +65,9 @@ from tarbox.fs.changes import Changes
 from tarbox.fs.delegation import ReadDelegation
 from tarbox.fs.flush import Flush
 from tarbox.fs.history import History
-from tarbox.fs.records import (  # noqa: F401 - re-exported: the filesystem and tools import them from here
-    _AUDIT_PRUNE_EVERY,
-    _DELETE,
-    _INO_RANGE,
-    _PIPELINE_MAX_BYTES,
-    _PIPELINE_MAX_ROWS,
-    _READ_AHEAD,
-    _SLICE_BYTES,
-    _STREAM_CACHE_BYTES,
-    _WINDOW_ROOM_BYTES,
-    _WINDOW_ROOM_INODES,
-    DEFAULT_BLOCK_SIZE,
-    FLUSH_BYTES,
-    FLUSH_ROWS,
-    ROOT_INO,
-    RUN_AHEAD_MAX_BYTES,
-    BlockCache,
-    Dentry,
-    ExtDirty,
-    Inode,
-    Stage,
-    _now,
-)
+from tarbox.fs.records import _STREAM_CACHE_BYTES, DEFAULT_BLOCK_SIZE, BlockCache, Dentry, ExtDirty, Inode, Stage
 from tarbox.fs.stages import Stages
-from tarbox.fs.txn import _UNKNOWN, Conflict, Transactions, _flusher, translate_db_error  # noqa: F401 - re-exported
+from tarbox.fs.txn import _UNKNOWN, Transactions
 from tarbox.storage import Database
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from tarbox.errors import SandboxEscapeError, fs_error
 from tarbox.fs import paths
-from tarbox.fs.store import ROOT_INO, Inode, Store
+from tarbox.fs.records import ROOT_INO, Inode
+from tarbox.fs.store import Store
 from tarbox.fs.types import FileType, Stat
 
 SYMLOOP_MAX = 40
