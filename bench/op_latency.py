@@ -107,13 +107,13 @@ def main() -> None:
         for col in columns:
             table.add_column(col, justify="right")
         for name, op in ops.items():
-            rt0, w0 = st.stats["round_trips"], WAITED[0]
+            rt0, w0 = fs.stats["round_trips"], WAITED[0]
             t = time.perf_counter()
             for i in range(n):
                 op(i)
             wall = (time.perf_counter() - t) / n
             waited = (WAITED[0] - w0) / n
-            trips = (st.stats["round_trips"] - rt0) / n
+            trips = (fs.stats["round_trips"] - rt0) / n
             table.add_row(
                 name,
                 f"{local[name] * 1e3:.3f}",
@@ -124,7 +124,7 @@ def main() -> None:
                 f"{(wall - waited) * 1e3:.3f}",
             )
         Console().print(table)
-        print(f"delegation held at the end: {st.delegation.held}; stats: {st.stats}")
+        print(f"delegation held at the end: {st.delegation.held}; stats: {fs.stats}")
     finally:
         tb.delete_tenant(tenant)
         tb.close()

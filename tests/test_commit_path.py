@@ -41,13 +41,12 @@ def fresh(tenant, db_url):
 def test_one_committed_operation_is_one_statement(fs):
     fs.mkdir("/d")
     fs.write_file("/d/a", b"x")
-    st = fs._st
-    before = dict(st.stats)
+    before = fs.stats
     fs.write_file("/d/b", b"y" * 4096)
     fs.rename("/d/b", "/d/c")
     fs.remove("/d/a")
-    assert st.stats["round_trips"] - before["round_trips"] == 3
-    assert st.stats["run_ahead"] - before["run_ahead"] == 3
+    assert fs.stats["round_trips"] - before["round_trips"] == 3
+    assert fs.stats["run_ahead"] - before["run_ahead"] == 3
     assert sorted(fs.listdir("/d")) == ["c"]
     assert fs.read_file("/d/c") == b"y" * 4096
 
@@ -58,9 +57,9 @@ def test_a_commit_on_stale_caches_is_decided_again(two_views, fresh):
     mine.write_file("/d/f", b"old")
     assert mine.listdir("/d") == ["f"]  # cached here, complete
     other.write_file("/d/g", b"from the other")  # our caches are now stale
-    redone = mine._st.stats["run_ahead_redone"]
+    redone = mine.stats["run_ahead_redone"]
     mine.rename("/d/f", "/d/g")  # replaces the file the other connection wrote
-    assert mine._st.stats["run_ahead_redone"] == redone + 1
+    assert mine.stats["run_ahead_redone"] == redone + 1
     assert fresh().listdir("/d") == ["g"]
     assert fresh().read_file("/d/g") == b"old"
     # the attempt that was dropped left no audit record: one rename, one write each

@@ -135,6 +135,15 @@ class Filesystem(HistoryView):
         native run's write-back tells by it whether the tenant moved meanwhile)."""
         return self._st.gen
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """What this process did for the tenant so far (all its views of the tenant
+        share these): ``round_trips`` to the database, ``flushes``, write-back
+        ``windows``, operations committed ahead of the lock in one round trip
+        (``run_ahead``) and those decided again under it (``run_ahead_redone``), read
+        delegations asked back from other processes (``recalls_sent``). A copy."""
+        return dict(self._st.stats)
+
     def _writable(self, path: str | os.PathLike | None) -> None:
         if self.read_only:
             raise fs_error(errno.EROFS, None if path is None else os.fspath(path), "read-only filesystem view")
