@@ -379,7 +379,7 @@ class Preview1(RunState):
                 return INVAL
         if not events and timers:
             timeout, userdata = min(timers)
-            self._sleep(timeout / 1e9)
+            self.sleep_within_deadline(timeout / 1e9)
             events.append((userdata, SUCCESS, 0, 0))
         for i, (userdata, err, typ, nbytes) in enumerate(events):
             self._put(_event, out_ptr + 32 * i, userdata, err, typ, nbytes, 0)
@@ -556,7 +556,7 @@ class Preview1(RunState):
             if offset is not None:
                 return -SPIPE
             data = b"".join(iovs)
-            self._emit(f.kind, data)
+            self.write_output(f.kind, data)
             return len(data)
         if f.desc is None or not f.desc.flags & DescriptorFlags.WRITE:
             return -BADF

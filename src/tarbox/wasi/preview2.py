@@ -331,7 +331,7 @@ class Preview2(RunState):
     def stream_write(self, res, data: bytes):
         dst = self._output(res)
         if isinstance(dst, str):
-            self._emit(dst, data)
+            self.write_output(dst, data)
             return
         if len(data) > _STREAM_BUDGET:
             raise OSError(E.EINVAL, "write longer than check-write allowed")  # wasmtime traps the same misuse
@@ -395,7 +395,7 @@ class Preview2(RunState):
         return ready
 
     def _sleep_until(self, due_ns: int) -> None:
-        self._sleep(max(0.0, (due_ns - time.monotonic_ns()) / 1e9))
+        self.sleep_within_deadline(max(0.0, (due_ns - time.monotonic_ns()) / 1e9))
 
     # ------------------------------------------------------ clocks, random
 

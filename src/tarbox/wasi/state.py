@@ -71,14 +71,15 @@ class RunState:
         self.limit: LimitExceeded | None = None  # the limit that ended the run, if any
         self.stats = RunStats()
 
-    def _emit(self, which: str, data: bytes) -> None:
+    def write_output(self, which: str, data: bytes) -> None:
+        """The guest wrote ``data`` to stdout or stderr (``which``); a limit reached ends the run."""
         try:
             self.out.emit(which, data)
         except LimitExceeded as exc:
             self.limit = exc
             raise
 
-    def _sleep(self, seconds: float) -> None:
+    def sleep_within_deadline(self, seconds: float) -> None:
         """Sleeping never outlives the run's wall-clock deadline."""
         if self.deadline is not None and time.monotonic() + seconds > self.deadline:
             time.sleep(max(0.0, self.deadline - time.monotonic()))
