@@ -569,3 +569,38 @@ def test_a_change_that_keeps_size_and_mtime_is_seen_by_the_next_run(tb, tenant, 
     fs.write_file("/workspace/f.txt", b"DDDD")
     fs.utime("/workspace/f.txt", ns=(OLD_MTIME_NS, OLD_MTIME_NS))
     assert host.run("cat f.txt").stdout == b"DDDD"
+
+
+def test_prune_removes_deleted_and_idle_tenants_caches_but_never_one_in_use(tb, tenant, new_tenant, tmp_path):
+    """Local trees are a cache of a tenant's files: a deleted tenant's go (its files
+    must not outlive it on this disk), an idle one's go after --idle-days, one a run is
+    using stays; a host whose cache was pruned runs again on a new one."""
+    from tarbox.sandbox import prune_local_caches
+
+    home = tmp_path / "home"
+    idle, gone = new_tenant(), new_tenant()
+    hosts = {t.id: NativeHost(tb, t, home=home) for t in (tenant, idle, gone)}
+    for t in (tenant, idle, gone):
+        tb.filesystem(t).makedirs("/workspace")
+        tb.filesystem(t).write_file("/workspace/secret.txt", t.name.encode())
+        assert hosts[t.id].run(["cat", "secret.txt"]).stdout == t.name.encode()
+    base = {t: home / "exec" / str(t.id) for t in (tenant, idle, gone)}
+    long_ago = time.time() - 30 * 86400
+    os.utime(base[idle] / "used", (long_ago, long_ago))
+    tb.delete_tenant(gone)
+    assert any(p.read_bytes() == gone.name.encode() for p in base[gone].rglob("secret.txt"))
+
+    held = hosts[tenant.id].trees.lease(tb.filesystem(tenant).current_layer().id)  # as a run holds it
+    try:
+        os.utime(base[tenant] / "used", (long_ago, long_ago))  # idle too, but in use
+        removed = {p.tenant_id: p.reason for p in prune_local_caches(tb, home=home, idle_for=7 * 86400)}
+    finally:
+        held.release()
+    assert removed == {gone.id: "tenant deleted", idle.id: "idle"}
+    assert not base[gone].exists() and not base[idle].exists() and base[tenant].is_dir()
+    assert [p.name for p in (home / "exec").iterdir()] == [str(tenant.id)]  # nothing left half-removed
+
+    tb.filesystem(idle).write_file("/workspace/later.txt", b"after the prune")
+    r = hosts[idle.id].run(["cat", "secret.txt", "later.txt"])  # the same host object: starts over
+    assert r.ok and r.stdout == idle.name.encode() + b"after the prune", (r.stderr, r.error)
+    assert (base[idle].stat().st_mode & 0o777) == 0o700

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tarbox.cli.context import ctx_of
-from tarbox.cli.output import err
+from tarbox.cli.output import emit_json, err, json_option, out
 
 app = typer.Typer()
 
@@ -68,3 +68,28 @@ def exec_(
             highlight=False,
         )
     raise typer.Exit(r.exit_code if r.status.value == "exited" else 125)
+
+
+@app.command("exec-prune")
+@json_option
+def exec_prune(
+    ctx: typer.Context,
+    idle_days: Annotated[
+        float, typer.Option("--idle-days", help="Also remove the caches of tenants with no run for this many days.")
+    ] = 7.0,
+) -> None:
+    """Remove native runs' local caches ($TARBOX_HOME/exec) of deleted tenants and of idle
+    ones; never one a run is using. Each is a cache: the next run rebuilds it."""
+    from tarbox.sandbox import prune_local_caches
+
+    if idle_days < 0:
+        raise typer.BadParameter("--idle-days must not be negative")
+    c = ctx_of(ctx)
+    removed = prune_local_caches(c.tb(), idle_for=idle_days * 86400)
+    if c.as_json:
+        emit_json([{"tenant_id": str(p.tenant_id), "reason": p.reason, "bytes": p.nbytes} for p in removed])
+        return
+    for p in removed:
+        out.print(f"removed {p.tenant_id} ({p.reason}): {p.nbytes:,} bytes", highlight=False)
+    if not removed:
+        out.print("nothing to remove", highlight=False)

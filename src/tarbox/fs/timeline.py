@@ -205,14 +205,17 @@ class HistoryView:
         b_id = b.id if isinstance(b, Layer) else int(b)
         st = self._st
         with st.lock:
-            parent = {r[0]: r[1] for r in self._layer_rows()}
             after: list[int] = []
-            cur: int | None = b_id
-            while cur is not None and cur != a_id:
-                after.append(cur)
-                cur = parent.get(cur)
-            if cur != a_id:
-                return None
+            if isinstance(b, Layer) and b.parent_id == a_id and a_id != b_id:
+                after.append(b_id)  # one layer on: no walk (a native run's base check)
+            else:
+                parent = dict(st.query("SELECT layer_id, parent_id FROM layers WHERE tenant_id = %s", (st.tid,)))
+                cur: int | None = b_id
+                while cur is not None and cur != a_id:
+                    after.append(cur)
+                    cur = parent.get(cur)
+                if cur != a_id:
+                    return None
             if not after:
                 return {}, set()
             entries = {

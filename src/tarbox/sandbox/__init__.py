@@ -3,6 +3,7 @@ tenant's workspace: bubblewrap namespaces, seccomp and cgroup limits, an overlay
 local copy of the workspace at a checkpoint, and the changes written back in one atomic
 commit (docs/exec.md)."""
 
+from tarbox.sandbox.caches import Pruned, prune_local_caches
 from tarbox.sandbox.host import NativeHost, SandboxUnavailable, overlay_unavailable_reason, unavailable_reason
 from tarbox.sandbox.limits import Limits
 from tarbox.sandbox.result import ExecResult, ExecStatus
@@ -12,7 +13,9 @@ __all__ = [
     "ExecStatus",
     "Limits",
     "NativeHost",
+    "Pruned",
     "SandboxUnavailable",
     "overlay_unavailable_reason",
+    "prune_local_caches",
     "unavailable_reason",
 ]

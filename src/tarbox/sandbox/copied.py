@@ -68,7 +68,8 @@ class Spares:
 
     def take(self, tree: Path) -> Spare:
         """A copy equal to ``tree``: a clean kept one brought up to it, else a new one."""
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the tenant's, 0700 (pruned since?)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
         for entry in sorted(self.dir.glob("*.clean")):
             k = entry.stem
             fd = self._lock(k)

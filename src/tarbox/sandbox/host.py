@@ -34,7 +34,7 @@ from pathlib import Path
 from tarbox import runs
 from tarbox.client import Tarbox, Tenant
 from tarbox.errors import TarboxError
-from tarbox.sandbox import copied, jail, network, seccomp, upper
+from tarbox.sandbox import caches, copied, jail, network, seccomp, upper
 from tarbox.sandbox.limits import Cgroup, Limits, ulimit_script
 from tarbox.sandbox.lower import LowerTrees
 from tarbox.sandbox.network import Destination
@@ -156,6 +156,7 @@ class NativeHost:
         fs.run_id, fs.audited = run_id, self.audit
         rundir = self.base / "runs" / f"{run_id}-{os.getpid()}"
         try:
+            caches.mark_used(self.base)
             self._collect_dead_runs()
             if not fs.is_dir(self.guest_dir):
                 fs.makedirs(self.guest_dir)
@@ -229,7 +230,7 @@ class NativeHost:
         head = fs.current_layer()
         if head.frozen:
             return head.id, gen
-        if head.parent_id is not None and fs.rows_changed(head.parent_id, head.id) == ({}, set()):
+        if head.parent_id is not None and fs.rows_changed(head.parent_id, head) == ({}, set()):
             return head.parent_id, gen
         return fs.checkpoint(f"before exec: {shlex.join(argv)[:200]}").id, fs.generation
 

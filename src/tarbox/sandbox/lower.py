@@ -200,7 +200,7 @@ class LowerTrees:
                 if fd < 0:
                     continue
                 try:
-                    _remove_tree(entry)
+                    remove_tree(entry)
                     self._forget_index(int(entry.name))
                     n = int(entry.name)
                     for leftover in (self._lock_path(n), self._index_path(n), self._dirty_path(n)):
@@ -244,9 +244,25 @@ class LowerTrees:
 
     @contextlib.contextmanager
     def _managing(self):
-        fd = os.open(self.base / "manage.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """The tenant's management lock. The cache may have been pruned (caches.py) while
+        this process waited for it, or before: then the lock file it holds is no longer
+        the one at its path, and it starts over on a new directory."""
+        while True:
+            self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (self.base / "trees").mkdir(exist_ok=True)
+            path = self.base / "manage.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass  # renamed away meanwhile
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
@@ -278,7 +294,7 @@ def export_tree(view: Filesystem, root: str, dst: Path, index: dict[str, list]) 
     """The subtree ``root`` of ``view`` written to the empty or absent ``dst``, each
     entry put in ``index`` (relative path -> [ino, is a directory])."""
     if dst.exists():
-        _remove_tree(dst)
+        remove_tree(dst)
     dst.mkdir(mode=0o700, parents=True)
     if view.is_dir(root):
         _export_dir(view, root, "", dst, index)
@@ -536,13 +552,13 @@ def _clone(src: Path, dst: Path) -> None:
 
 def _remove_path(local: Path) -> None:
     if local.is_dir() and not local.is_symlink():
-        _remove_tree(local)
+        remove_tree(local)
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(local)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     def writable_then_retry(func, p, info):  # a read-only directory of the tenant's
         if not isinstance(info[1], PermissionError):
             raise info[1]
