@@ -467,8 +467,11 @@ def _record_merged(index: dict[str, list], root: str, ops, placed: dict) -> None
             continue
         rel = op.path[len(prefix) :]
         if op.removes or op.kind is not OpKind.DIR:  # what was there is gone (or replaced)
-            for key in [k for k in index if k == rel or k.startswith(rel + "/")]:
-                del index[key]
+            known = index.pop(rel, None)
+            was_dir = known[1] if known is not None else op.removes  # not indexed: assume the worst
+            if was_dir or op.kind is OpKind.REPLACE_DIR:  # a directory went: its entries with it
+                for key in [k for k in index if k.startswith(rel + "/")]:
+                    del index[key]
         st = placed.get(op.path)
         if op.kind is not OpKind.DELETE and st is not None:
             index[rel] = _entry(st)

@@ -144,6 +144,7 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
         elif op.kind is OpKind.FILE:
             if kind is FileType.DIRECTORY or (kind is FileType.FILE and fs.lstat(p).nlink > 1):
                 _remove(fs, p, kind)  # a hard link's other names keep the old content, as on Linux
+                kind = None
             # O_NOFOLLOW: what scan saw as a file is read as one (the sandbox is gone by now,
             # but nothing it left behind is followed out of the upper directory)
             assert op.local is not None  # a FILE op names its file
@@ -155,7 +156,8 @@ def apply(fs: Filesystem, ops: list[Op]) -> int:
                     with fs.open(p, "wb") as out:
                         shutil.copyfileobj(src, out, CHUNK)
                     written += size
-            fs.chmod(p, op.mode)
+            if kind is not None or size > WHOLE_FILE:  # write_file gave a new file its mode
+                fs.chmod(p, op.mode)
             fs.utime(p, ns=(op.mtime_ns, op.mtime_ns))
         else:
             _remove(fs, p, kind)
