@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from tarbox.fs.records import _AUDIT_PRUNE_EVERY
 
@@ -23,13 +24,15 @@ class AuditQueue:
         # at boot, so no number can stand for "long ago")
         self._pruned_at: float | None = None
 
-    def add(self, run_id: uuid.UUID | None, op: str, path: str | None, path2, nbytes, layer: int) -> None:
+    def add(
+        self, run_id: uuid.UUID | None, op: str, path: str | None, path2: str | None, nbytes: int | None, layer: int
+    ) -> None:
         self.records.append((time.time_ns(), run_id, op, path, path2, nbytes, layer))
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def columns(self) -> list[list]:
+    def columns(self) -> list[list[Any]]:
         """The queued records as the flush sends them: one array per column."""
         return [[r[i] for r in self.records] for i in range(7)]
 

@@ -9,6 +9,7 @@ import errno
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 
@@ -43,7 +44,9 @@ class Caches(SharedState):
             with self.db.tenant(self.tid) as conn:
                 yield conn
 
-    def query(self, sql: str, params: tuple | dict = (), *, binary: bool = False, write: bool = False) -> list[tuple]:
+    def query(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = (), *, binary: bool = False, write: bool = False
+    ) -> list[tuple[Any, ...]]:
         """Run one statement. Outside a transaction a broken pooled connection
         (e.g. after a server restart) is retried once on a fresh one; the pool
         drops broken connections, so no liveness ping is paid per checkout. ``write``: a
@@ -53,7 +56,9 @@ class Caches(SharedState):
         with self.lock:
             return self._q_locked(sql, params, binary=binary, write=write)
 
-    def _q_locked(self, sql: str, params: tuple | dict, *, binary: bool, write: bool) -> list[tuple]:
+    def _q_locked(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any], *, binary: bool, write: bool
+    ) -> list[tuple[Any, ...]]:
         for attempt in (0, 1):
             self.stats["round_trips"] += 1
             try:
@@ -68,7 +73,7 @@ class Caches(SharedState):
                 raise translate_db_error(exc) from exc
         raise AssertionError("unreachable")
 
-    def _newest(self, sql: str, params: tuple, want: int) -> list[tuple]:
+    def _newest(self, sql: str, params: tuple[Any, ...], want: int) -> list[tuple[Any, ...]]:
         """The newest ``want`` versions (first column: layer_id) among the head's ancestors.
 
         Scans backwards from the head; in a linear history the first rows are
@@ -86,7 +91,7 @@ class Caches(SharedState):
         )
         return rows
 
-    def _state(self, conn: psycopg.Connection | None = None, *, settle: bool = False) -> tuple:
+    def _state(self, conn: psycopg.Connection | None = None, *, settle: bool = False) -> tuple[Any, ...]:
         """(gen, head layer, block size, head frozen) in one round trip; with ``settle``,
         once no other process has a write-back window open on the tenant."""
         if settle:
@@ -99,7 +104,7 @@ class Caches(SharedState):
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
         return rows[0]
 
-    def _load_state(self, row: tuple | None = None) -> None:
+    def _load_state(self, row: tuple[Any, ...] | None = None) -> None:
         """Adopt a state row from ``_state()``; reload the chain if the head moved."""
         if row is None:
             row = self._state()
@@ -171,11 +176,11 @@ class Caches(SharedState):
         if self.delegation.recall():
             _flusher.schedule(self, time.monotonic(), -self.delegation.ident)
 
-    def _delegate(self) -> tuple:
+    def _delegate(self) -> tuple[Any, ...]:
         """Revalidate and keep the tenant's advisory lock shared (a read delegation): until
         it ends no one else commits, so opens need not ask."""
 
-        def share(conn: psycopg.Connection, upgrade: bool) -> tuple | None:
+        def share(conn: psycopg.Connection, upgrade: bool) -> tuple[Any, ...] | None:
             self.stats["round_trips"] += 1
             with conn.pipeline():
                 conn.execute("BEGIN")
@@ -189,7 +194,7 @@ class Caches(SharedState):
             raise
         return self._keep_delegation(conn, cm, row)
 
-    def _keep_delegation(self, conn: psycopg.Connection, cm, row: tuple | None) -> tuple:
+    def _keep_delegation(self, conn: psycopg.Connection, cm: Any, row: tuple[Any, ...] | None) -> tuple[Any, ...]:
         """Hold ``conn``'s shared lock as this store's delegation if ``row`` (from
         tarbox_share_state) says it was granted; returns the state row."""
         d = self.delegation
@@ -376,7 +381,7 @@ class Caches(SharedState):
                 raise fs_error(errno.EIO, None, f"block {lost[0].hex()[:16]} is missing (file changed or corrupt)")
         return out
 
-    def _ahead(self, xm: dict[int, bytes], wb: dict, last: int) -> list[bytes]:
+    def _ahead(self, xm: dict[int, bytes], wb: dict[int, bytearray | bytes], last: int) -> list[bytes]:
         """Blocks after ``last`` worth fetching in the same query: a read that had to go
         to the database is usually one of a sequence."""
         out = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import posixpath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tarbox.errors import fs_error
 from tarbox.fs.types import FileType, Stat
@@ -51,7 +51,7 @@ def read(fs: Filesystem, path: str) -> bytes:
         return b""
     if path == ROOT + "/layers/current":
         layer = fs.current_layer()
-        data: dict | list = {
+        data: dict[str, Any] | list[Any] = {
             **layer.to_dict(),
             "counts": fs.layer_counts(layer).to_dict(),
             "branch": fs.current_branch(),

@@ -11,12 +11,17 @@ from __future__ import annotations
 import errno
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from tarbox.errors import fs_error
 from tarbox.fs.records import Inode, now_ns
 from tarbox.fs.store import Store
 from tarbox.fs.types import AuditOp, Stat
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +56,9 @@ def parse_mode(mode: str) -> OpenMode:
 class TarboxFile(io.RawIOBase):
     """A file of a Tarbox filesystem. Not thread-safe on its own, like a Python file."""
 
-    def __init__(self, store: Store, ino: int, path: str, mode: OpenMode, *, record=None) -> None:
+    def __init__(
+        self, store: Store, ino: int, path: str, mode: OpenMode, *, record: Callable[..., None] | None = None
+    ) -> None:
         super().__init__()
         self._record = record  # audits what this descriptor wrote (the opening view's Filesystem._record)
         self._written: int | None = None  # bytes written through it (None: it wrote nothing)
@@ -109,21 +116,23 @@ class TarboxFile(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
         n = len(data)
-        memoryview(b).cast("B")[:n] = data
+        view[:n] = data
         return n
 
-    def write(self, b) -> int:
+    def write(self, b: ReadableBuffer) -> int:
         self._check(False)
-        n = len(memoryview(b).cast("B")) if not isinstance(b, (bytes, bytearray)) else len(b)
+        data = b if isinstance(b, bytes | bytearray | memoryview) else memoryview(b)
+        n = len(memoryview(data).cast("B")) if not isinstance(data, bytes | bytearray) else len(data)
         with self._st.lock:
             node = self._node()
             self._writing()
             if self._m.append:
                 self._pos = node.size
-            self._st.write(node, self._pos, b)
+            self._st.write(node, self._pos, data)
         self._pos += n
         self._written = (self._written or 0) + n  # _writing() made it 0 at least
         return n

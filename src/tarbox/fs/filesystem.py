@@ -11,7 +11,8 @@ import os
 import stat as stat_mod
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 from tarbox.errors import fs_error
 from tarbox.fs import control, paths
@@ -52,7 +53,7 @@ class Filesystem(HistoryView):
         *,
         read_only: bool = False,
         tenant_name: str | None = None,
-        view_factory=None,
+        view_factory: Callable[[int], Store] | None = None,
         hide_control: bool = False,
     ) -> None:
         self._st = store
@@ -144,11 +145,11 @@ class Filesystem(HistoryView):
         delegations asked back from other processes (``recalls_sent``). A copy."""
         return dict(self._st.stats)
 
-    def _writable(self, path: str | os.PathLike | None) -> None:
+    def _writable(self, path: paths.PathArg | None) -> None:
         if self.read_only:
             raise fs_error(errno.EROFS, None if path is None else os.fspath(path), "read-only filesystem view")
 
-    def _ctl(self, path: str | os.PathLike | None) -> str | None:
+    def _ctl(self, path: paths.PathArg | None) -> str | None:
         """The /.tarbox path ``path`` names, if any (ENOENT when this view hides it)."""
         if path is None:
             return None
@@ -157,7 +158,7 @@ class Filesystem(HistoryView):
             raise fs_error(errno.ENOENT, os.fspath(path))
         return p
 
-    def _no_ctl(self, *pths: str | os.PathLike) -> None:
+    def _no_ctl(self, *pths: paths.PathArg) -> None:
         for p in pths:
             if self._ctl(p) is not None:
                 control.refuse(os.fspath(p))
@@ -171,7 +172,12 @@ class Filesystem(HistoryView):
         self._st.touch(node)
 
     def _mutate(
-        self, body: Callable[[Store], None], path: str | os.PathLike, op: AuditOp, path2=None, nbytes=None
+        self,
+        body: Callable[[Store], None],
+        path: paths.PathArg,
+        op: AuditOp,
+        path2: str | None = None,
+        nbytes: int | None = None,
     ) -> None:
         """One mutating operation: ``body(store)`` makes its changes; they and the audit
         record commit together. ``Store.operation`` may run the body twice (ahead of the
@@ -191,14 +197,22 @@ class Filesystem(HistoryView):
         commits with the next commit of this process: call it in the same ``batch``."""
         self._record(op, path, path2, nbytes)
 
-    def _record(self, op: AuditOp, path: str | None, path2=None, nbytes=None, *, layer: int | None = None) -> None:
+    def _record(
+        self,
+        op: AuditOp,
+        path: str | None,
+        path2: str | None = None,
+        nbytes: int | None = None,
+        *,
+        layer: int | None = None,
+    ) -> None:
         """Audit an operation of this view (unless ``audited`` is off); it commits with its changes."""
         if self.audited:
             self._st.audit(self.run_id, op, path, path2, nbytes, layer=layer)
 
     # ------------------------------------------------------------------ reads
 
-    def stat(self, path: str | os.PathLike, *, follow_symlinks: bool = True) -> Stat:
+    def stat(self, path: paths.PathArg, *, follow_symlinks: bool = True) -> Stat:
         ctl = self._ctl(path)
         if ctl is not None:
             return control.stat(self, ctl)
@@ -217,17 +231,17 @@ class Filesystem(HistoryView):
                     st.pcache[key] = node.ino
             return node.to_stat()
 
-    def lstat(self, path: str | os.PathLike) -> Stat:
+    def lstat(self, path: paths.PathArg) -> Stat:
         return self.stat(path, follow_symlinks=False)
 
-    def exists(self, path: str | os.PathLike) -> bool:
+    def exists(self, path: paths.PathArg) -> bool:
         try:
             self.stat(path)
             return True
         except (FileNotFoundError, NotADirectoryError):
             return False
 
-    def lexists(self, path: str | os.PathLike) -> bool:
+    def lexists(self, path: paths.PathArg) -> bool:
         """Like ``os.path.lexists``: true for a symlink too, even a dangling one."""
         try:
             self.lstat(path)
@@ -235,26 +249,26 @@ class Filesystem(HistoryView):
         except (FileNotFoundError, NotADirectoryError):
             return False
 
-    def is_dir(self, path: str | os.PathLike) -> bool:
+    def is_dir(self, path: paths.PathArg) -> bool:
         try:
             return self.stat(path).is_dir
         except (FileNotFoundError, NotADirectoryError):
             return False
 
-    def is_file(self, path: str | os.PathLike) -> bool:
+    def is_file(self, path: paths.PathArg) -> bool:
         try:
             return self.stat(path).is_file
         except (FileNotFoundError, NotADirectoryError):
             return False
 
-    def _dir(self, path: str | os.PathLike) -> Inode:
+    def _dir(self, path: paths.PathArg) -> Inode:
         node = self._paths.existing(path).node
         assert node is not None
         if node.kind is not FileType.DIRECTORY:
             raise fs_error(errno.ENOTDIR, os.fspath(path))
         return node
 
-    def listdir(self, path: str | os.PathLike = "/") -> list[str]:
+    def listdir(self, path: paths.PathArg = "/") -> list[str]:
         """Names in a directory, sorted (an open of the directory: revalidates)."""
         ctl = self._ctl(path)
         if ctl is not None:
@@ -263,7 +277,7 @@ class Filesystem(HistoryView):
             self._st.refresh()
             return sorted(self._st.listing(self._dir(path).ino))
 
-    def scandir(self, path: str | os.PathLike = "/") -> list[DirEntry]:
+    def scandir(self, path: paths.PathArg = "/") -> list[DirEntry]:
         """Entries with their types, sorted by name, fetched in one query."""
         ctl = self._ctl(path)
         if ctl is not None:
@@ -274,7 +288,7 @@ class Filesystem(HistoryView):
             nodes = self._st.inodes(kids.values())
             return [DirEntry(name, ino, nodes[ino].kind) for name, ino in sorted(kids.items()) if ino in nodes]
 
-    def walk(self, top: str | os.PathLike = "/") -> Iterator[tuple[str, list[str], list[str]]]:
+    def walk(self, top: paths.PathArg = "/") -> Iterator[tuple[str, list[str], list[str]]]:
         """Like ``os.walk`` (top-down, symlinks to directories not followed)."""
         top = os.fspath(top)
         entries = self.scandir(top)
@@ -284,7 +298,7 @@ class Filesystem(HistoryView):
         for d in dirs:
             yield from self.walk(paths.join(top, d))
 
-    def read_file(self, path: str | os.PathLike) -> bytes:
+    def read_file(self, path: paths.PathArg) -> bytes:
         ctl = self._ctl(path)
         if ctl is not None:
             return control.read(self, ctl)
@@ -298,10 +312,10 @@ class Filesystem(HistoryView):
                 raise fs_error(errno.ENXIO, os.fspath(path), "a FIFO, socket or device node has no content")
             return self._st.read(node, 0, node.size)
 
-    def read_text(self, path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    def read_text(self, path: paths.PathArg, encoding: str = "utf-8") -> str:
         return self.read_file(path).decode(encoding)
 
-    def readlink(self, path: str | os.PathLike) -> str:
+    def readlink(self, path: paths.PathArg) -> str:
         with self._st.lock:
             self._st.refresh(force=False)
             node = self._paths.existing(path, follow=False).node
@@ -351,9 +365,7 @@ class Filesystem(HistoryView):
             raise fs_error(errno.ENOENT, text)
         return res
 
-    def mkdir(
-        self, path: str | os.PathLike, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False
-    ) -> None:
+    def mkdir(self, path: paths.PathArg, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
         text = os.fspath(path)
         if exist_ok and not self.read_only and control.control_path(text) is None:
             # the common mkdir -p of a directory that exists needs no write lock, only
@@ -384,7 +396,7 @@ class Filesystem(HistoryView):
 
         self._mutate(body, text, AuditOp.MKDIR)
 
-    def makedirs(self, path: str | os.PathLike, mode: int = 0o755, exist_ok: bool = True) -> None:
+    def makedirs(self, path: paths.PathArg, mode: int = 0o755, exist_ok: bool = True) -> None:
         self.mkdir(path, mode, parents=True, exist_ok=exist_ok)
 
     def _open_node(
@@ -413,7 +425,7 @@ class Filesystem(HistoryView):
             return node, AuditOp.TRUNCATE
         return node, None
 
-    def write_file(self, path: str | os.PathLike, data: bytes | bytearray | memoryview, mode: int = 0o644) -> int:
+    def write_file(self, path: paths.PathArg, data: bytes | bytearray | memoryview, mode: int = 0o644) -> int:
         """Create or replace a file's content. Visible to other processes on return."""
         text = os.fspath(path)
         ctl = self._ctl(text)
@@ -431,10 +443,10 @@ class Filesystem(HistoryView):
         self._mutate(body, text, AuditOp.WRITE, nbytes=len(data))
         return len(data)
 
-    def write_text(self, path: str | os.PathLike, text: str, encoding: str = "utf-8") -> int:
+    def write_text(self, path: paths.PathArg, text: str, encoding: str = "utf-8") -> int:
         return self.write_file(path, text.encode(encoding))
 
-    def append_file(self, path: str | os.PathLike, data: bytes | bytearray | memoryview) -> int:
+    def append_file(self, path: paths.PathArg, data: bytes | bytearray | memoryview) -> int:
         text = os.fspath(path)
         if self._ctl(text) is not None:
             return self.write_file(text, data)
@@ -449,13 +461,13 @@ class Filesystem(HistoryView):
 
     def open(
         self,
-        path: str | os.PathLike,
+        path: paths.PathArg,
         mode: str = "rb",
         *,
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-    ):
+    ) -> Any:  # a binary file (a TarboxFile) or, by ``mode``, a text one: callers know which
         """A real file object (binary, or text when ``mode`` has no 'b') that streams in blocks."""
         m = parse_mode(mode)
         text = os.fspath(path)
@@ -514,7 +526,7 @@ class Filesystem(HistoryView):
                     self._record(AuditOp.OPEN, path)
             return TarboxFile(st, node.ino, path, m, record=self._record)
 
-    def truncate(self, path: str | os.PathLike, size: int) -> None:
+    def truncate(self, path: paths.PathArg, size: int) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
         if size < 0:
@@ -542,7 +554,7 @@ class Filesystem(HistoryView):
         else:
             st.drop_inode(node)
 
-    def remove(self, path: str | os.PathLike) -> None:
+    def remove(self, path: paths.PathArg) -> None:
         """Unlink a file or symlink (EISDIR for a directory, as on Linux)."""
         text = os.fspath(path)
         self._no_ctl(text)
@@ -560,7 +572,7 @@ class Filesystem(HistoryView):
 
     unlink = remove
 
-    def rmdir(self, path: str | os.PathLike) -> None:
+    def rmdir(self, path: paths.PathArg) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
 
@@ -581,7 +593,7 @@ class Filesystem(HistoryView):
 
         self._mutate(body, text, AuditOp.RMDIR)
 
-    def remove_tree(self, path: str | os.PathLike) -> None:
+    def remove_tree(self, path: paths.PathArg) -> None:
         """Delete a directory and everything below it (``rm -r``) in one write-back window."""
         text = os.fspath(path)
         with self._st.batch():
@@ -597,7 +609,7 @@ class Filesystem(HistoryView):
                     self.remove(child)
             self.rmdir(text)
 
-    def rename(self, src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    def rename(self, src: paths.PathArg, dst: paths.PathArg) -> None:
         """POSIX rename: atomically replaces ``dst`` (a file, or an empty directory)."""
         s, d = os.fspath(src), os.fspath(dst)
         self._no_ctl(s, d)
@@ -660,7 +672,7 @@ class Filesystem(HistoryView):
 
         self._mutate(body, s, AuditOp.RENAME, d)
 
-    def symlink(self, target: str, path: str | os.PathLike) -> None:
+    def symlink(self, target: str, path: paths.PathArg) -> None:
         """Create ``path`` as a symlink to ``target`` (which need not exist)."""
         text = os.fspath(path)
         target = paths.to_text(target)
@@ -677,7 +689,7 @@ class Filesystem(HistoryView):
 
         self._mutate(body, text, AuditOp.SYMLINK, target)
 
-    def link(self, src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    def link(self, src: paths.PathArg, dst: paths.PathArg) -> None:
         """Hard link: ``dst`` becomes another name of the inode ``src`` names."""
         s, d = os.fspath(src), os.fspath(dst)
         self._no_ctl(s, d)
@@ -702,7 +714,7 @@ class Filesystem(HistoryView):
 
         self._mutate(body, d, AuditOp.LINK, s)
 
-    def mknod(self, path: str | os.PathLike, mode: int = 0o600 | stat_mod.S_IFREG, device: int = 0) -> None:
+    def mknod(self, path: paths.PathArg, mode: int = 0o600 | stat_mod.S_IFREG, device: int = 0) -> None:
         """``os.mknod``: a regular file (empty), FIFO, socket or device node, by the type
         bits of ``mode`` (none: a regular file). Tarbox keeps the entry and its metadata;
         I/O on a FIFO, socket or device is the kernel's, on a mount (which is ``nodev``)."""
@@ -724,7 +736,7 @@ class Filesystem(HistoryView):
 
         self._mutate(body, text, AuditOp.MKNOD)
 
-    def chown(self, path: str | os.PathLike, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+    def chown(self, path: paths.PathArg, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
         """``os.chown``: ``-1`` keeps that one. ctime becomes now (even when nothing
         changes, as on Linux). Who may do it is the caller's to check (the kernel's, on
         a mount); Tarbox's API acts as the tenant's owner, who may."""
@@ -746,7 +758,7 @@ class Filesystem(HistoryView):
 
         self._mutate(body, text, AuditOp.CHOWN)
 
-    def chmod(self, path: str | os.PathLike, mode: int, *, follow_symlinks: bool = True) -> None:
+    def chmod(self, path: paths.PathArg, mode: int, *, follow_symlinks: bool = True) -> None:
         text = os.fspath(path)
         self._no_ctl(text)
 
@@ -761,7 +773,7 @@ class Filesystem(HistoryView):
 
     def utime(
         self,
-        path: str | os.PathLike,
+        path: paths.PathArg,
         ns: tuple[int | None, int | None] | None = None,
         *,
         follow_symlinks: bool = True,
@@ -791,7 +803,7 @@ class Filesystem(HistoryView):
 
     # ---------------------------------------------------------- write-back
 
-    def batch(self):
+    def batch(self) -> AbstractContextManager[None]:
         """Group many operations into one write-back window, committed at exit.
 
         Inside, other processes see nothing of the batch until it ends (or
@@ -801,7 +813,7 @@ class Filesystem(HistoryView):
             raise fs_error(errno.EROFS, None, "read-only filesystem view")
         return self._st.batch()
 
-    def atomic(self):
+    def atomic(self) -> AbstractContextManager[None]:
         """Everything inside is one commit, at the end, or nothing is (an exception
         inside, a failed write, a crash). Unlike :meth:`batch` it never commits part
         way, whatever its size; meanwhile the tenant's other writers, and readers

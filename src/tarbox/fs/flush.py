@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from typing import Any
 
 import psycopg
 
@@ -37,7 +38,7 @@ class Flush(SharedState):
         in_delegation: bool = False,
         reshare: bool = False,
         commit: bool = True,
-    ) -> tuple | None:
+    ) -> tuple[Any, ...] | None:
         """Write every dirty row and COMMIT. With the tenant's lock held in ``conn``'s
         transaction (``expect`` None); or, for an operation that ran ahead of the lock,
         in a transaction of its own that takes the lock and fails with ``Conflict``

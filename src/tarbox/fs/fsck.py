@@ -27,9 +27,12 @@ Checks (each a ``Problem.check`` name):
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import blake3
+import psycopg
 
 from tarbox.storage import Database
 from tarbox.storage.migrate import APP_ROLE
@@ -54,7 +57,7 @@ class FsckReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "tenant": self.tenant,
             "ok": self.ok,
@@ -130,7 +133,7 @@ _ROW_CHECKS: list[tuple[str, str, str]] = [
 ]
 
 
-def check(db: Database, tenant_id, tenant_name: str | None = None, *, data: bool = True) -> FsckReport:
+def check(db: Database, tenant_id: uuid.UUID, tenant_name: str | None = None, *, data: bool = True) -> FsckReport:
     """Check one tenant. ``data=False`` skips re-hashing block contents (the slow part)."""
     report = FsckReport(tenant_name or str(tenant_id))
     t = {"t": tenant_id}
@@ -178,7 +181,7 @@ def security_problems(db: Database) -> list[Problem]:
     return report.problems
 
 
-def _check_security(conn, report: FsckReport) -> None:
+def _check_security(conn: psycopg.Connection, report: FsckReport) -> None:
     tables = conn.execute(
         """SELECT c.relname, c.relrowsecurity, pg_get_userbyid(c.relowner),
                   EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
@@ -198,10 +201,10 @@ def _check_security(conn, report: FsckReport) -> None:
         report.problems.append(Problem("row-security", f"role {APP_ROLE} is missing, a superuser or bypasses RLS"))
 
 
-def _check_layers(conn, t: dict, report: FsckReport) -> None:
+def _check_layers(conn: psycopg.Connection, t: dict[str, Any], report: FsckReport) -> None:
     rows = conn.execute("SELECT layer_id, parent_id FROM layers WHERE tenant_id = %(t)s", t).fetchall()
     report.checked["layers"] = len(rows)
-    parent = dict(rows)
+    parent: dict[int, int | None] = dict(rows)
     roots = [lid for lid, p in rows if p is None]
     if len(roots) != 1:
         report.problems.append(Problem("layers", f"{len(roots)} base layers (must be exactly one)"))
@@ -209,7 +212,8 @@ def _check_layers(conn, t: dict, report: FsckReport) -> None:
         if p is not None and p not in parent:
             report.problems.append(Problem("layers", f"layer {lid} has parent {p}, which does not exist"))
     for lid in parent:  # walk up: must end at the base within len(parent) steps
-        seen, cur = 0, lid
+        seen = 0
+        cur: int | None = lid
         while cur is not None and cur in parent and seen <= len(parent):
             cur, seen = parent[cur], seen + 1
         if seen > len(parent):
@@ -224,7 +228,7 @@ def _check_layers(conn, t: dict, report: FsckReport) -> None:
             report.problems.append(Problem("layers", f"{what} points at layer {lid}, which does not exist"))
 
 
-def _check_blocks(conn, t: dict, block_size: int, report: FsckReport) -> None:
+def _check_blocks(conn: psycopg.Connection, t: dict[str, Any], block_size: int, report: FsckReport) -> None:
     """Re-hash every block, streamed through a server-side cursor (bounded memory)."""
     n, found = 0, []
     with conn.cursor(name="tarbox_fsck_blocks", binary=True) as cur:

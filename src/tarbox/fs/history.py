@@ -25,6 +25,7 @@ class History(SharedState):
                RETURNING head_layer""",
             {"t": self.tid, "p": parent, "m": message},
         )[0][0]
+        assert isinstance(child, int)
         self._new_head(child, parent)
         return child
 
@@ -104,7 +105,7 @@ class History(SharedState):
                 if self.query("SELECT 1 FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, name)):
                     raise fs_error(errno.EEXIST, None, f"branch {name!r} already exists")
                 self.note_write()
-                return self.query(
+                head: int = self.query(
                     """WITH n AS (
                            INSERT INTO layers (tenant_id, layer_id, parent_id, message)
                            VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, '') RETURNING layer_id)
@@ -112,6 +113,7 @@ class History(SharedState):
                        SELECT %(t)s, %(n)s, layer_id FROM n RETURNING head_layer""",
                     {"t": self.tid, "p": from_layer, "n": name},
                 )[0][0]
+                return head
 
     def drop_layers(self, layer_id: int, descendants: bool) -> list[int]:
         """Delete a layer (and with ``descendants`` its whole subtree) and release

@@ -9,6 +9,10 @@ stored in ``layers.counts``.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from typing import Any
+
 from tarbox.fs.types import FileType, LayerCounts
 
 _FILE, _DIR = FileType.FILE.value, FileType.DIRECTORY.value
@@ -44,7 +48,9 @@ WHERE i.tenant_id = %(t)s AND i.layer_id = %(l)s
 """
 
 
-def compute(q, tenant_id, layer_id: int, below: list[int]) -> LayerCounts:
+def compute(
+    q: Callable[..., list[tuple[Any, ...]]], tenant_id: uuid.UUID, layer_id: int, below: list[int]
+) -> LayerCounts:
     """Counts for ``layer_id`` whose ancestors (parent first) are ``below``.
 
     Per entry: a name that now resolves and did not is added, one that no longer

@@ -16,6 +16,8 @@ from tarbox.errors import fs_error
 NAME_MAX = 255
 PATH_MAX = 4096
 
+PathArg = str | os.PathLike[str]  # what the Filesystem's methods take as a path
+
 
 @dataclass(frozen=True, slots=True)
 class SplitPath:
@@ -24,7 +26,7 @@ class SplitPath:
     trailing_slash: bool
 
 
-def to_text(path: str | bytes | os.PathLike) -> str:
+def to_text(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     path = os.fspath(path)
     if isinstance(path, bytes):
         try:
@@ -43,7 +45,7 @@ def encoded_len(text: str, path: str) -> int:
         raise fs_error(errno.EILSEQ, path, "path is not valid UTF-8") from None
 
 
-def split(path: str | bytes | os.PathLike, limit: int | None = PATH_MAX) -> SplitPath:
+def split(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], limit: int | None = PATH_MAX) -> SplitPath:
     """``path`` in parts; longer than ``limit`` bytes is ENAMETOOLONG (``None``: no
     limit, for a FUSE mount, whose paths are put together from the mount's root while
     the kernel has checked PATH_MAX on what each caller passed)."""

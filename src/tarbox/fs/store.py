@@ -164,7 +164,14 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages):
         }
 
     def audit(
-        self, run_id: uuid.UUID | None, op: str, path: str | None, path2=None, nbytes=None, *, layer: int | None = None
+        self,
+        run_id: uuid.UUID | None,
+        op: str,
+        path: str | None,
+        path2: str | None = None,
+        nbytes: int | None = None,
+        *,
+        layer: int | None = None,
     ) -> None:
         """Record an operation (in ``layer``, default the head); it is written by the
         commit that carries its changes."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import errno
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from tarbox.errors import fs_error
 from tarbox.fs import layercounts
 from tarbox.fs.store import Store
-from tarbox.fs.types import AuditOp, AuditRecord, Change, Layer, LayerCounts
+from tarbox.fs.types import AuditOp, AuditRecord, Change, Layer, LayerCounts, Stat
 from tarbox.names import validate_branch_name
 
 
@@ -29,13 +30,21 @@ class HistoryView:
     _view: Callable[[int], Store] | None
     audited: bool
 
-    def _writable(self, path) -> None:  # Filesystem's
+    def _writable(self, path: str | None) -> None:  # Filesystem's
         raise NotImplementedError
 
-    def _record(self, op: AuditOp, path: str | None, path2=None, nbytes=None, *, layer: int | None = None) -> None:
+    def _record(
+        self,
+        op: AuditOp,
+        path: str | None,
+        path2: str | None = None,
+        nbytes: int | None = None,
+        *,
+        layer: int | None = None,
+    ) -> None:
         raise NotImplementedError  # Filesystem's
 
-    def _layer_rows(self) -> list[tuple]:
+    def _layer_rows(self) -> list[tuple[Any, ...]]:
         return self._st.query(
             "SELECT layer_id, parent_id, message, created_at, frozen, counts FROM layers WHERE tenant_id = %s"
             " ORDER BY layer_id",
@@ -62,7 +71,7 @@ class HistoryView:
                 raise fs_error(errno.ENOENT, None, f"layer {lid} does not exist")
             return self._counts(rows, only=lid)[lid]
 
-    def _counts(self, rows: list[tuple], only: int | None = None) -> dict[int, LayerCounts]:
+    def _counts(self, rows: list[tuple[Any, ...]], only: int | None = None) -> dict[int, LayerCounts]:
         """Stored counts of frozen layers; the others computed from their rows (and stored once frozen)."""
         st = self._st
         parent = {r[0]: r[1] for r in rows}
@@ -234,7 +243,7 @@ class HistoryView:
             }
             return entries, inodes
 
-    def stat_inodes(self, inos) -> dict:
+    def stat_inodes(self, inos: Iterable[int]) -> dict[int, Stat]:
         """The :class:`Stat` of each inode in ``inos`` as this view sees it, in one query
         (the inodes :meth:`rows_changed` names; one not in the view is left out)."""
         st = self._st
@@ -244,7 +253,9 @@ class HistoryView:
 
     def current_branch(self) -> str | None:
         """The branch the view follows, or None when viewing a layer by id."""
-        return self._st.query("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))[0][0]
+        rows = self._st.query("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self._st.tid,))
+        branch: str | None = rows[0][0]
+        return branch
 
     def diff(
         self, a: Layer | int, b: Layer | int | None = None, *, patch: bool = False, patch_limit: int | None = None

@@ -13,6 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 
@@ -75,7 +76,7 @@ class _Flusher:
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
-        self._due: list[tuple[float, int, weakref.ref, int]] = []
+        self._due: list[tuple[float, int, weakref.ref[SharedState], int]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
 
@@ -477,7 +478,7 @@ class Transactions(SharedState):
         self._txn, self._txn_cm = conn, cm
         self._mutated = False
 
-    def _connect(self, start: Callable[[psycopg.Connection, bool], object]) -> tuple:
+    def _connect(self, start: Callable[[psycopg.Connection, bool], object]) -> tuple[Any, ...]:
         """A connection with ``start(conn, upgrade)`` run on it: the read delegation's
         (``upgrade``) or a pooled one. One found broken (a server restart, a terminated
         backend) is replaced once; on any failure the connection goes back to the pool."""
@@ -544,7 +545,7 @@ class Transactions(SharedState):
         quota = self._byte_quota
         return MAX_FILE_SIZE if not isinstance(quota, int) else min(quota, MAX_FILE_SIZE)
 
-    def _adopt_usage(self, row: tuple) -> None:
+    def _adopt_usage(self, row: tuple[Any, ...]) -> None:
         """Remember how far the tenant is from its quotas: (gen, used bytes, byte quota,
         used inodes, inode quota) as the lock and the flush function return them."""
         _, used_bytes, quota_bytes, used_inodes, quota_inodes = row
@@ -554,7 +555,7 @@ class Transactions(SharedState):
             None if quota_inodes is None else quota_inodes - used_inodes,
         )
 
-    def _take_lock(self, conn: psycopg.Connection, upgrade: bool) -> tuple | None:
+    def _take_lock(self, conn: psycopg.Connection, upgrade: bool) -> tuple[Any, ...] | None:
         """BEGIN and take the tenant's write lock: one round trip when it is free. When
         it is held elsewhere (a read delegation, another writer's window), recall the
         delegations and wait for it a bounded while at a time, recalling again between."""

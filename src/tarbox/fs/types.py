@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, IntEnum, StrEnum
+from typing import Any
 
 
 class FileType(IntEnum):
@@ -127,7 +128,7 @@ class LayerCounts:
     deleted: int
     bytes: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "modified": self.modified, "deleted": self.deleted, "bytes": self.bytes}
 
 
@@ -143,7 +144,7 @@ class Layer:
     is_head: bool
     counts: LayerCounts | None = None  # filled when asked for (``layers(counts=True)``)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, shared by the CLI and /.tarbox/layers."""
         d: dict[str, object] = {
             "id": self.id,
@@ -224,7 +225,7 @@ class AuditRecord:
     bytes: int | None
     layer_id: int | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
             "at": self.at.isoformat(),

@@ -41,7 +41,7 @@ class PathWalk:
         self._st = store
         self.path_max: int | None = paths.PATH_MAX  # a whole path's limit in bytes (None: a mount's, see paths.split)
 
-    def resolve(self, path: str | os.PathLike, *, follow: bool = True, defer_long_name: bool = False) -> Resolution:
+    def resolve(self, path: paths.PathArg, *, follow: bool = True, defer_long_name: bool = False) -> Resolution:
         """What ``path`` names from the root (its final name may not exist)."""
         return self._walk(
             paths.split(path, self.path_max), os.fspath(path), follow, [ROOT_INO], [], None, defer_long_name
@@ -159,7 +159,7 @@ class PathWalk:
             raise fs_error(errno.ENOTDIR, text)
         return res
 
-    def existing(self, path: str | os.PathLike, *, follow: bool = True) -> Resolution:
+    def existing(self, path: paths.PathArg, *, follow: bool = True) -> Resolution:
         """What ``path`` names, which must exist (ENOENT)."""
         res = self.resolve(path, follow=follow)
         if res.node is None:
