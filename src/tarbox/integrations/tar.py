@@ -26,7 +26,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import zstandard
 
@@ -79,8 +79,8 @@ def export_tar(
     zw = None
     if compression == "zst":
         zw = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)
-        sink: BinaryIO = zw  # type: ignore[assignment]
-        mode = "w|"
+        sink: BinaryIO = zw
+        mode: Literal["w|", "w|gz"] = "w|"
     elif compression == "gz":
         sink, mode = out, "w|gz"
     elif compression is None:
@@ -92,7 +92,8 @@ def export_tar(
     # (a read-only view, e.g. of a layer, never changes and needs none)
     delegation = nullcontext() if fs.read_only else fs.write_back(1.0)
     with delegation, tarfile.open(fileobj=sink, mode=mode, format=tarfile.PAX_FORMAT) as tar:
-        tar.copybufsize = _CHUNK  # tarfile's default 16 KiB reads cost a call each
+        # tarfile's default 16 KiB reads cost a call each (TarFile's copybufsize is not in typeshed)
+        tar.copybufsize = _CHUNK  # type: ignore[attr-defined]
         if not fs.is_dir(root):
             _add(fs, tar, root, posixpath.basename(root), seen, stats, progress)
         else:
@@ -168,7 +169,7 @@ class _Counted(io.RawIOBase):
 # ---------------------------------------------------------------------- import
 
 
-def _open_stream(src: BinaryIO) -> tuple[tarfile.TarFile, object | None]:
+def _open_stream(src: BinaryIO) -> tuple[tarfile.TarFile, Any]:
     """A streaming tar reader over ``src``, decompressing zstd or gzip by magic bytes."""
     peek = src.peek(4)[:4] if hasattr(src, "peek") else b""
     if not peek and src.seekable():

@@ -61,7 +61,13 @@ BRIDGES = {"fs": (FS_BRIDGE, "$tb-fsbr"), "io": (IO_BRIDGE, "$tb-iobr"), "poll":
 # changes with this generator, so compositions cached by an older one are not reused
 GENERATOR = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 _RESOURCES = {"error", "output-stream", "input-stream", "pollable", "descriptor", "directory-entry-stream"}
-_RUN = {"capture_output": True, "text": True, "check": True}
+
+
+def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """One wasm-tools step; its failure raises CalledProcessError with its stderr."""
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=True)
+
+
 _lock = threading.Lock()
 
 
@@ -114,10 +120,10 @@ def _stand_in(guest: Path, work: Path) -> tuple[str, list]:
     code is stubs), as text, and its type, import and alias items. It stands in for
     the guest in the composition text; the guest's bytes replace it afterwards."""
     tool = wasm_tools()
-    (work / "g.wit").write_text(subprocess.run([tool, "component", "wit", str(guest)], **_RUN).stdout)
-    subprocess.run([tool, "component", "embed", "--dummy", "g.wit", "-o", "d.wasm"], cwd=work, **_RUN)
-    subprocess.run([tool, "component", "new", "d.wasm", "-o", "dc.wasm"], cwd=work, **_RUN)
-    text = subprocess.run([tool, "print", "dc.wasm"], cwd=work, **_RUN).stdout
+    (work / "g.wit").write_text(_run([tool, "component", "wit", str(guest)]).stdout)
+    _run([tool, "component", "embed", "--dummy", "g.wit", "-o", "d.wasm"], cwd=work)
+    _run([tool, "component", "new", "d.wasm", "-o", "dc.wasm"], cwd=work)
+    text = _run([tool, "print", "dc.wasm"], cwd=work).stdout
     items = []
     for item in parse(text)[0][1:]:
         if item[0] not in ("type", "import", "alias"):
@@ -691,7 +697,7 @@ def wrap(wasm: bytes, wraps: list[str]) -> bytes:
         try:
             stand_in, items = _stand_in(work / "guest.wasm", work)
             (work / "outer.wat").write_text(composition_text(stand_in, items, wraps))
-            subprocess.run([wasm_tools(), "parse", "outer.wat", "-o", "outer.wasm"], cwd=work, **_RUN)
+            _run([wasm_tools(), "parse", "outer.wat", "-o", "outer.wasm"], cwd=work)
         except subprocess.CalledProcessError as exc:
             raise ShimError(f"wrapping {', '.join(wraps)} failed: {exc.stderr.strip()[-400:]}") from exc
         except (LookupError, ValueError, StopIteration) as exc:  # an import type this generator does not know

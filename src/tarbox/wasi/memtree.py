@@ -44,7 +44,7 @@ class _Node:
         now = time.time_ns() if mtime_ns is None else mtime_ns
         self.ino = next(_inos)
         self.dir = is_dir
-        self.children: dict[str, _Node] | None = {} if is_dir else None
+        self.children: dict[str, _Node] = {}  # a directory's entries (a file's stays empty)
         self.data = data  # a scratch file's bytes
         self.source: Callable[[], bytes] | Path | None = source  # an image file's
         self.size = size if data is None else len(data)
@@ -212,6 +212,7 @@ class TreeDescriptor:
             end = at + len(data)
             if end > node.size:
                 self.tree._resize(node, end)
+            assert node.data is not None  # _resize made it a scratch file's bytes
             node.data[at:end] = data
             node.mtime_ns = node.ctime_ns = time.time_ns()
             self._after = end

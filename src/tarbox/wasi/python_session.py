@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import wasmtime
 
@@ -108,7 +109,10 @@ class PythonSession:
         )
         self._fs = self._host.filesystem()
         self._out = Output(output_limit)
-        self._store = self._exports = self._p1 = None
+        # the interpreter once open: its store, its exports and its WASI state
+        self._store: wasmtime.Store | None = None
+        self._exports: Any = None
+        self._p1: Preview1 | None = None
         self._reaper: threading.Timer | None = None
         error = engines.on_big_stack(self._open, self.runtime.env(env, self.cwd))
         if error is not None:
@@ -181,7 +185,8 @@ class PythonSession:
             left = max(0.0, self.opened + self.lifetime - t0)
             capped = timeout is None or left < timeout
             timeout = left if capped else timeout
-        fs, p1 = self._fs, self._p1
+        fs, p1, store = self._fs, self._p1, self._store
+        assert p1 is not None and store is not None  # a turn runs only on an open session
         fs.run_id = uuid.uuid4()
         checkpoint = None
         if self.checkpoint_before:
@@ -191,7 +196,7 @@ class PythonSession:
         if 0 in p1.fds:
             p1.fds[0].pos = 0
         if self.fuel is not None:
-            self._store.set_fuel(fuel if fuel is not None else 1 << 62)
+            store.set_fuel(fuel if fuel is not None else 1 << 62)
         status, code_, trap = engines.on_big_stack(self._call_turn, code, timeout)
         try:
             self._commit()
@@ -214,6 +219,7 @@ class PythonSession:
     def _call_turn(self, code: str, timeout: float | None) -> tuple[RunStatus, int, str | None]:
         """One call of the ``turn`` export (on a big-stack thread)."""
         store, exports, p1 = self._store, self._exports, self._p1
+        assert store is not None and p1 is not None
         p1.exit_code = p1.limit = None
         p1.deadline = None if timeout is None else time.monotonic() + timeout
         store.set_epoch_deadline((1 << 62) if timeout is None else max(1, math.ceil(timeout / engines.TICK)))
@@ -231,6 +237,7 @@ class PythonSession:
 
     def _commit(self) -> None:
         """Publish what the turn wrote, files it left open included."""
+        assert self._p1 is not None
         for f in list(self._p1.fds.values()):
             desc = f.desc
             if desc is not None and getattr(desc, "file", None) is not None and desc.flags & DescriptorFlags.WRITE:
@@ -296,6 +303,7 @@ class PythonSession:
 
     def _shutdown(self) -> None:
         store, p1 = self._store, self._p1
+        assert store is not None and p1 is not None
         p1.exit_code = p1.limit = None
         p1.deadline = time.monotonic() + SHUTDOWN_SECONDS
         store.set_epoch_deadline(max(1, math.ceil(SHUTDOWN_SECONDS / engines.TICK)))
