@@ -58,7 +58,7 @@ def cold_stat_read(fs: tarbox.Filesystem, path: str, rounds: int = 200) -> float
     samples = []
     for _ in range(rounds):
         with st.lock:
-            st._invalidate()
+            st.drop_clean_caches()
             st.icache.clear()
             st.xcache.clear()
         t = time.perf_counter()

@@ -36,8 +36,8 @@ class Caches(SharedState):
 
     @contextmanager
     def _conn(self, write: bool = False) -> Iterator[psycopg.Connection]:
-        if self._txn is not None:
-            yield self._txn
+        if self.txn_conn is not None:
+            yield self.txn_conn
         elif self.delegation.conn is not None and not write:  # a delegation's transaction never commits
             yield self.delegation.conn
         else:
@@ -65,9 +65,9 @@ class Caches(SharedState):
                 with self._conn(write) as conn:
                     return conn.execute(sql, params, binary=binary).fetchall()
             except (psycopg.OperationalError, ConnectionLostError) as exc:
-                if attempt or self._txn is not None:
+                if attempt or self.txn_conn is not None:
                     raise DatabaseError(f"database connection failed: {exc}".strip()) from exc
-                self._release_delegation()  # its connection broke; go on without it
+                self.release_delegation()  # its connection broke; go on without it
                 self.db.discard_broken()
             except psycopg.Error as exc:
                 raise translate_db_error(exc) from exc
@@ -91,7 +91,7 @@ class Caches(SharedState):
         )
         return rows
 
-    def _state(self, conn: psycopg.Connection | None = None, *, settle: bool = False) -> tuple[Any, ...]:
+    def read_state(self, conn: psycopg.Connection | None = None, *, settle: bool = False) -> tuple[Any, ...]:
         """(gen, head layer, block size, head frozen) in one round trip; with ``settle``,
         once no other process has a write-back window open on the tenant."""
         if settle:
@@ -104,10 +104,10 @@ class Caches(SharedState):
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
         return rows[0]
 
-    def _load_state(self, row: tuple[Any, ...] | None = None) -> None:
-        """Adopt a state row from ``_state()``; reload the chain if the head moved."""
+    def adopt_state(self, row: tuple[Any, ...] | None = None) -> None:
+        """Adopt a state row from ``read_state()``; reload the chain if the head moved."""
         if row is None:
-            row = self._state()
+            row = self.read_state()
         gen, head, bs, frozen = row
         self.block_size = bs
         if self.pinned is not None:
@@ -135,25 +135,25 @@ class Caches(SharedState):
         """Revalidate caches against the database (close-to-open check). Free while this
         store holds a read delegation: nobody else can commit then."""
         with self.lock:
-            if self._txn is not None:
+            if self.txn_conn is not None:
                 return  # we hold the tenant's write lock: nobody else can commit
             if self.delegation.held:
                 if self.delegation.intact():
                     self.delegation.used()
                     return  # the tenant's lock is shared with us: nobody else can commit
-                self._release_delegation()
-            if self._running_ahead:
+                self.release_delegation()
+            if self.running_ahead:
                 return  # an operation running ahead of the lock: its commit checks the generation
             now = time.monotonic()
             if not force and self.gen is not None and now - self.validated_at < self.attr_timeout:
                 return
-            if self.pinned is None and (self._wb or self._may_delegate(now)):
+            if self.pinned is None and (self.window_delays or self._may_delegate(now)):
                 row = self._delegate()
             else:
-                row = self._state(settle=self.pinned is None)  # a pinned layer never changes
+                row = self.read_state(settle=self.pinned is None)  # a pinned layer never changes
             if row[0] != self.gen:
-                self._invalidate()
-                self._load_state(row)
+                self.drop_clean_caches()
+                self.adopt_state(row)
             self.validated_at = now
 
     # ------------------------------------------------------- read delegations
@@ -188,13 +188,13 @@ class Caches(SharedState):
             return cur.fetchone()
 
         try:
-            conn, cm, row = self._connect(share)
+            conn, cm, row = self.connect_with(share)
         except BaseException:
             self.delegation.give_slot()
             raise
-        return self._keep_delegation(conn, cm, row)
+        return self.keep_delegation(conn, cm, row)
 
-    def _keep_delegation(self, conn: psycopg.Connection, cm: Any, row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    def keep_delegation(self, conn: psycopg.Connection, cm: Any, row: tuple[Any, ...] | None) -> tuple[Any, ...]:
         """Hold ``conn``'s shared lock as this store's delegation if ``row`` (from
         tarbox_share_state) says it was granted; returns the state row."""
         d = self.delegation
@@ -208,14 +208,14 @@ class Caches(SharedState):
         d.keep(conn, cm)
         if d.recallable:
             if not d.feed_current():
-                self._release_delegation()  # the feed went down meanwhile: no one could recall it
+                self.release_delegation()  # the feed went down meanwhile: no one could recall it
                 return row[:4]
             _flusher.schedule(self, d.used_at + delegation.IDLE, -d.ident)
         else:
-            _flusher.schedule(self, d.used_at + min(self._wb), -d.ident)
+            _flusher.schedule(self, d.used_at + min(self.window_delays), -d.ident)
         return row[:4]
 
-    def _release_delegation(self) -> None:
+    def release_delegation(self) -> None:
         """End the delegation's transaction and give its connection back to the pool."""
         if not self.delegation.held:
             self.delegation.forget()
@@ -225,7 +225,7 @@ class Caches(SharedState):
         _rollback(conn)
         cm.__exit__(None, None, None)
 
-    def _invalidate(self) -> None:
+    def drop_clean_caches(self) -> None:
         """Drop clean cache entries; entries with pending writes stay (last writer wins)."""
         keep = set(self.d_inodes) | set(self.wbuf) | set(self.d_ext)
         self.dcache = {}
@@ -372,7 +372,7 @@ class Caches(SharedState):
             for h, data in rows:
                 h, data = bytes(h), bytes(data)
                 if len(data) < self.block_size:
-                    self.bcache.put(h, data)  # see _seal: full blocks stream, small ones are re-read
+                    self.bcache.put(h, data)  # see seal_blocks: full blocks stream, small ones are re-read
                 else:
                     self.scache.put(h, data)
                 out[h] = data
@@ -393,7 +393,7 @@ class Caches(SharedState):
                 out.append(h)
         return out
 
-    def _block_data(self, node: Inode, idx: int, xm: dict[int, bytes]) -> bytes | bytearray:
+    def read_block(self, node: Inode, idx: int, xm: dict[int, bytes]) -> bytes | bytearray:
         wb = self.wbuf.get(node.ino)
         if wb is not None and idx in wb:
             return wb[idx]

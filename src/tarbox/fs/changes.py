@@ -125,7 +125,7 @@ class Changes(SharedState):
         ext = self.d_ext.get(node.ino)
         if ext is None:
             ext = self.d_ext[node.ino] = ExtDirty(node.content_layer, node.size)
-        self._quiet.discard(node.ino)
+        self.staged_only.discard(node.ino)
         return ext
 
     def _content(self, node: Inode) -> tuple[dict[int, bytes], ExtDirty]:
@@ -162,7 +162,7 @@ class Changes(SharedState):
                 self.wbuf_bytes += hi
             else:
                 if old is None:
-                    old = bytearray(self._block_data(node, i, xm))
+                    old = bytearray(self.read_block(node, i, xm))
                     wb[i] = old
                     self.wbuf_bytes += len(old)
                 elif isinstance(old, bytes):
@@ -180,7 +180,7 @@ class Changes(SharedState):
             node.size = end
         node.mtime_ns = node.ctime_ns = now
         if self.wbuf_bytes > FLUSH_BYTES:
-            self._seal(node.ino)
+            self.seal_blocks(node.ino)
 
     def check_file_size(self, size: int, code: int = errno.EFBIG) -> None:
         """Refuse to make a file larger than the tenant's byte quota, or than
@@ -218,7 +218,7 @@ class Changes(SharedState):
                 i = size // bs
                 cur = wb.get(i)
                 if cur is None and i in xm:
-                    cur = self._block_data(node, i, xm)
+                    cur = self.read_block(node, i, xm)
                 if cur is not None and len(cur) > tail:
                     wb = self.wbuf.setdefault(node.ino, {})
                     prev = len(wb.get(i, b""))
@@ -227,7 +227,7 @@ class Changes(SharedState):
         node.size = size
         node.mtime_ns = node.ctime_ns = now_ns()
 
-    def _seal(self, only: int | None = None) -> None:
+    def seal_blocks(self, only: int | None = None) -> None:
         """Hash buffered blocks into content-addressed blocks and extent updates."""
         inos = [only] if only is not None else list(self.wbuf)
         for ino in inos:
@@ -237,7 +237,7 @@ class Changes(SharedState):
             node = self.d_inodes.get(ino) or self.icache.get(ino)
             xm = self.xcache.setdefault(ino, {})
             ext = self.d_ext[ino]  # every buffered block was written through _content
-            self._quiet.discard(ino)
+            self.staged_only.discard(ino)
             for i, buf in wb.items():
                 self.wbuf_bytes -= len(buf)
                 if node is not None and i * self.block_size >= node.size:

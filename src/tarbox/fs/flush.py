@@ -29,7 +29,7 @@ _APPLY_SQL = "SELECT tarbox_apply_blocks(%b::bytea[], %b::bytea[], %b::bytea[], 
 class Flush(SharedState):
     """flush of the tenant store (mixed into ``Store``; see its docstring)."""
 
-    def _flush(
+    def flush_dirty(
         self,
         conn: psycopg.Connection,
         durable: bool = False,
@@ -47,13 +47,13 @@ class Flush(SharedState):
         which ends it, and ``reshare`` takes it again in the same round trip
         (returns tarbox_try_share's row). ``commit=False`` (an atomic batch past a
         threshold) writes the rows and leaves the transaction open."""
-        self._seal()
-        if not self._has_dirty() and not durable:
+        self.seal_blocks()
+        if not self.has_dirty() and not durable:
             if expect is None and commit:
                 conn.execute("COMMIT")
             return None
         head = self.head
-        held = self._held()
+        held = self.held_inos()
         pub = {ino: e for ino, e in self.d_ext.items() if ino not in held}
         for ino, e in pub.items():
             node = self.d_inodes.get(ino) or self.icache.get(ino)
@@ -78,7 +78,7 @@ class Flush(SharedState):
         # Pipelining saves round trips for small flushes; psycopg can stall when
         # a pipelined statement carries a large payload (psycopg issue #685),
         # so a large flush sends its blocks in slices, one statement at a time.
-        small = self.d_block_bytes <= _PIPELINE_MAX_BYTES and self._dirty_rows() <= _PIPELINE_MAX_ROWS
+        small = self.d_block_bytes <= _PIPELINE_MAX_BYTES and self.dirty_rows() <= _PIPELINE_MAX_ROWS
         assert expect is None or small, "a flush that runs ahead of the lock is small"
         prune = self.audit_queue.prune_due()
         plan = FlushPlan.of(
@@ -129,7 +129,7 @@ class Flush(SharedState):
         except psycopg.Error as exc:
             raise translate_db_error(exc) from exc
         assert row is not None
-        self._adopt_usage(row)
+        self.adopt_usage(row)
         self.gen = row[0]  # ours: the caches are exact at it
         self.validated_at = time.monotonic()
         if prune:
@@ -141,7 +141,7 @@ class Flush(SharedState):
         for _, ino in unstage:
             del self.stages[ino]
         self.d_unstage.clear()
-        self._clear_dirty(held)
+        self.clear_dirty(held)
         return share.fetchone() if share is not None else None
 
     @staticmethod

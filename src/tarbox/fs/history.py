@@ -12,7 +12,7 @@ from tarbox.fs.shared import SharedState
 class History(SharedState):
     """history of the tenant store (mixed into ``Store``; see its docstring)."""
 
-    def _open_child(self, parent: int, message: str) -> int:
+    def open_child(self, parent: int, message: str) -> int:
         """Create a writable child of ``parent`` and make it the head (inside the lock)."""
         child = self.query(
             """WITH n AS (
@@ -49,7 +49,7 @@ class History(SharedState):
                     " WHERE tenant_id = %s AND layer_id = %s RETURNING layer_id",
                     (message, self.tid, frozen),
                 )
-                self._open_child(frozen, "")
+                self.open_child(frozen, "")
             return frozen
 
     def switch(self, target: int | str) -> None:
@@ -57,7 +57,7 @@ class History(SharedState):
         or follow a branch (by name: its head, which moves with its checkpoints)."""
         with self.lock:
             self.commit()
-            if self._held():
+            if self.held_inos():
                 # their content would be published into the other view, where they have no name
                 raise fs_error(errno.EBUSY, None, "files are being written; close them before switching")
             with self.writing(publish=True):
@@ -84,9 +84,9 @@ class History(SharedState):
                     "UPDATE tenant_state SET head_layer = %s, branch = %s WHERE tenant_id = %s RETURNING head_layer",
                     (layer_id, branch, self.tid),
                 )
-                self._invalidate()
+                self.drop_clean_caches()
                 self.chain = frozenset()
-                self._load_state((self.gen, layer_id, self.block_size, frozen))
+                self.adopt_state((self.gen, layer_id, self.block_size, frozen))
 
     def branch(self, name: str, from_layer: int | None) -> int:
         """Create branch ``name`` with a new head layer on top of ``from_layer``

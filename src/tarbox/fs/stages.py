@@ -11,12 +11,10 @@ from tarbox.fs.shared import SharedState
 class Stages(SharedState):
     """stages of the tenant store (mixed into ``Store``; see its docstring)."""
 
-    def _held(self) -> set[int]:
+    def held_inos(self) -> set[int]:
         """Files whose content changes stay out of this commit: a descriptor is still writing them."""
         return {
-            ino
-            for ino, e in self.d_ext.items()
-            if self.writers.get(ino) and not e.drop and ino not in self._publish_now
+            ino for ino, e in self.d_ext.items() if self.writers.get(ino) and not e.drop and ino not in self.publish_now
         }
 
     def begin_write(self, ino: int) -> None:
@@ -34,17 +32,17 @@ class Stages(SharedState):
                 self.writers[ino] = n
                 return
             self.writers.pop(ino, None)
-            self._unhold(ino)
+            self.unhold(ino)
 
-    def _unhold(self, ino: int) -> None:
+    def unhold(self, ino: int) -> None:
         """Make the next commit write the file's real size with its content."""
         if ino in self.d_ext:
-            self._quiet.discard(ino)
+            self.staged_only.discard(ino)
             node = self.d_inodes.get(ino) or self.icache.get(ino)
             if node is not None and node.nlink > 0:
                 self.touch(node)
 
-    def _recheck_pending(self) -> None:
+    def recheck_pending(self) -> None:
         """Someone else committed while files here have unpublished content: take their
         link counts, and their deletions, so publishing our bytes cannot bring back an
         inode they removed (last writer wins on content, not on existence)."""
@@ -70,7 +68,7 @@ class Stages(SharedState):
             ext.sets.clear()
             ext.trunc_from = None
             ext.drop = True
-            self._quiet.discard(ino)
+            self.staged_only.discard(ino)
             buf = self.wbuf.pop(ino, None)
             if buf:
                 self.wbuf_bytes -= sum(len(b) for b in buf.values())

@@ -132,22 +132,22 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages):
         self.writers: dict[int, int] = {}  # ino -> such descriptors
         self.stages: dict[int, Stage] = {}  # ino -> blocks already stored for it
         self.d_unstage: dict[int, int] = {}  # stage id -> ino: staging rows to delete (lost stages)
-        self._quiet: set[int] = set()  # held inos whose changes are all staged already
-        self._publish_now: set[int] = set()  # inos fsync publishes although still being written
+        self.staged_only: set[int] = set()  # held inos whose changes are all staged already
+        self.publish_now: set[int] = set()  # inos fsync publishes although still being written
         # audit records of operations not yet committed (a part with its own state)
         self.audit_queue = AuditQueue()
         # transaction state
-        self._txn: psycopg.Connection | None = None
+        self.txn_conn: psycopg.Connection | None = None
         self._txn_cm = None
         self._batch_depth = 0
         self._atomic = False  # the open batch is one transaction (Transactions.batch)
         self._atomic_failed: BaseException | None = None  # ... and a write in it failed
         self._mutated = False
-        self._running_ahead = False  # an operation is running ahead of the lock (Transactions.operation)
+        self.running_ahead = False  # an operation is running ahead of the lock (Transactions.operation)
         self._ino_next = 0
         self._ino_end = 0
         # write-back windows: the delays asked for by the runs in progress
-        self._wb: list[float] = []
+        self.window_delays: list[float] = []
         self._window = False  # the open transaction is a window (not a batch, not one operation)
         self._window_id = 0
         self._room = (None, None)  # (bytes, inodes) left under the quotas when the lock was taken

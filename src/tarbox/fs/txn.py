@@ -129,9 +129,9 @@ class Transactions(SharedState):
         """Nothing is pending (so dropping the body's changes drops nothing else), no
         transaction, batch, window or delegation is open, and the caches have a generation."""
         return (
-            self._txn is None
+            self.txn_conn is None
             and (not self.delegation.held or self.delegation.recallable)
-            and not self._wb
+            and not self.window_delays
             and not self._batch_depth
             and self.gen is not None
             and self.pinned is None
@@ -139,7 +139,7 @@ class Transactions(SharedState):
             and not self.d_ext
             and not self.stages
             and not self.writers
-            and not self._has_dirty()
+            and not self.has_dirty()
         )
 
     def note_write(self) -> None:
@@ -152,14 +152,14 @@ class Transactions(SharedState):
         Returns whether it committed (False: run it again under the lock)."""
         expect = self.gen
         assert expect is not None
-        self._running_ahead, self._mutated = True, False
+        self.running_ahead, self._mutated = True, False
         try:
             body()
         except Conflict:
             self._drop_ahead()
             return False
         except Exception:
-            self._running_ahead = False
+            self.running_ahead = False
             if self._mutated:
                 self._drop_ahead()
             if self._current(expect):
@@ -170,13 +170,13 @@ class Transactions(SharedState):
             self._drop_ahead()
             raise
         finally:
-            self._running_ahead = False
-        if not self._has_dirty():  # nothing to write: the answer stands if the caches were current
+            self.running_ahead = False
+        if not self.has_dirty():  # nothing to write: the answer stands if the caches were current
             if self._current(expect):
                 return True
             self._drop_ahead()
             return False
-        if self.d_block_bytes > _PIPELINE_MAX_BYTES or self._dirty_rows() > _PIPELINE_MAX_ROWS:
+        if self.d_block_bytes > _PIPELINE_MAX_BYTES or self.dirty_rows() > _PIPELINE_MAX_ROWS:
             self._drop_ahead()
             return False
         try:
@@ -184,7 +184,7 @@ class Transactions(SharedState):
                 self._flush_on_delegation(expect)
             else:
                 with self.db.tenant(self.tid) as conn:
-                    self._flush(conn, expect=expect)
+                    self.flush_dirty(conn, expect=expect)
         except (Conflict, LockBusy):
             # LockBusy: someone holds the lock; the locked path recalls and waits
             self._drop_ahead()
@@ -212,7 +212,7 @@ class Transactions(SharedState):
         reshare = self.delegation.opens > 0
         conn, cm = self.delegation.detach()  # its slot stays ours if it is taken again
         try:
-            row = self._flush(conn, expect=expect, in_delegation=True, reshare=reshare)
+            row = self.flush_dirty(conn, expect=expect, in_delegation=True, reshare=reshare)
         except BaseException:
             _rollback(conn)
             cm.__exit__(None, None, None)
@@ -223,10 +223,10 @@ class Transactions(SharedState):
             cm.__exit__(None, None, None)
             self.delegation.forget()
             return
-        row = self._keep_delegation(conn, cm, row)
+        row = self.keep_delegation(conn, cm, row)
         if row[0] != self.gen:  # someone committed between our commit and the share
-            self._invalidate()
-            self._load_state(row)
+            self.drop_clean_caches()
+            self.adopt_state(row)
 
     def _current(self, expect: int) -> bool:
         """Is the tenant's generation still ``expect``? One round trip; it waits for
@@ -234,7 +234,7 @@ class Transactions(SharedState):
         while we hold a read delegation: no one else can have committed."""
         if self.delegation.held and self.delegation.intact():
             return self.gen == expect
-        row = self._state(settle=True)
+        row = self.read_state(settle=True)
         if row[0] == expect:
             self.validated_at = time.monotonic()
             return True
@@ -243,14 +243,14 @@ class Transactions(SharedState):
     def _drop_ahead(self) -> None:
         """Forget what a body running ahead changed: its dirty state, and the caches,
         whose records it may have changed in place."""
-        self._running_ahead = False
+        self.running_ahead = False
         self._forget_changes_and_caches()
         self.stats["run_ahead_redone"] += 1
 
     def _forget_changes_and_caches(self) -> None:
         """Drop every uncommitted change and every cached record (records may have been
         changed in place by what is dropped); the next operation starts from the database."""
-        self._clear_dirty()
+        self.clear_dirty()
         self.dcache.clear()
         self.children.clear()
         self.pcache.clear()
@@ -267,7 +267,7 @@ class Transactions(SharedState):
         ``publish`` commits at the end whatever the mode (layer operations).
         """
         with self.lock:
-            if self._running_ahead:
+            if self.running_ahead:
                 if publish:
                     raise Conflict("a publishing operation inside one running ahead of the lock")
                 yield  # part of an operation running ahead of the lock: it commits it
@@ -278,9 +278,9 @@ class Transactions(SharedState):
                     None,
                     f"an earlier write in the atomic batch failed ({self._atomic_failed})",
                 )
-            if self._txn is None:
+            if self.txn_conn is None:
                 self._begin()
-                if publish or not self._wb or not self._roomy():
+                if publish or not self.window_delays or not self._roomy():
                     yield from self._one_operation()
                     return
                 self._start_window()
@@ -306,20 +306,22 @@ class Transactions(SharedState):
                 if self._mutated:
                     self._abort(exc)
                 elif (
-                    self._txn is not None
+                    self.txn_conn is not None
                 ):  # refused before changing anything (EEXIST, ENOENT, ...): keep others' buffered writes
-                    _rollback(self._txn)
+                    _rollback(self.txn_conn)
             finally:
                 self._end()
             raise
         self._flush_and_end()
 
     def _over_thresholds(self) -> bool:
-        return self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self._dirty_rows() > FLUSH_ROWS
+        return self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self.dirty_rows() > FLUSH_ROWS
 
     def _txn_failed(self) -> bool:
         """Is the open transaction unusable (a statement failed, or the connection broke)?"""
-        return self._txn is not None and self._txn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS
+        return (
+            self.txn_conn is not None and self.txn_conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS
+        )
 
     @contextmanager
     def batch(self, *, atomic: bool = False) -> Iterator[None]:
@@ -336,7 +338,7 @@ class Transactions(SharedState):
             if self._batch_depth == 0:
                 if self._window:
                     self._close_window()
-                if self._txn is None:
+                if self.txn_conn is None:
                     self._begin()
                 self._atomic, self._atomic_failed = atomic, None
             elif atomic and not self._atomic:
@@ -353,7 +355,7 @@ class Transactions(SharedState):
                 self._batch_depth -= 1
                 if self._batch_depth == 0:
                     atomic_failure, self._atomic, self._atomic_failed = self._atomic_failed, False, None
-                    if self._txn is not None:
+                    if self.txn_conn is not None:
                         if atomic and failed:
                             self._abort()  # nothing of it is committed
                             self._end()
@@ -371,48 +373,48 @@ class Transactions(SharedState):
         """While inside, changes collect in windows of up to ``seconds`` (see the module
         docstring); everything pending is committed on the way out."""
         with self.lock:
-            self._wb.append(seconds)
+            self.window_delays.append(seconds)
         try:
             yield
         finally:
             with self.lock:
-                self._wb.remove(seconds)
+                self.window_delays.remove(seconds)
                 try:
                     self.commit()
                 finally:
-                    if not self._wb:
-                        self._release_delegation()
+                    if not self.window_delays:
+                        self.release_delegation()
 
     def commit(self, durable: bool = False, *, publish: int | None = None) -> None:
         """Flush pending writes now (close/fsync). ``durable`` waits for the WAL flush;
         ``publish`` is a file to publish although descriptors are still writing it (fsync)."""
         with self.lock:
-            if self._running_ahead:  # a commit in the middle of an operation: it must hold the lock
+            if self.running_ahead:  # a commit in the middle of an operation: it must hold the lock
                 raise Conflict("a commit inside an operation running ahead of the lock")
             if publish is not None:
-                self._publish_now.add(publish)
-                self._unhold(publish)
+                self.publish_now.add(publish)
+                self.unhold(publish)
             try:
-                if self._txn is not None:
+                if self.txn_conn is not None:
                     if self._batch_depth:
                         self._commit_and_relock(durable)
                     else:
                         self._close_window(durable)
-                elif self._has_dirty() or durable:
+                elif self.has_dirty() or durable:
                     self._begin()
                     self._flush_and_end(durable)
             finally:
-                self._publish_now.discard(publish)
+                self.publish_now.discard(publish)
 
     def publish_close(self) -> None:
         """A file written to was closed. Without write-back that commits now; with it the
         open window (or a new one) carries the file, unless it is time to commit."""
         with self.lock:
-            if not self._wb or self._batch_depth:
+            if not self.window_delays or self._batch_depth:
                 self.commit()
                 return
-            if self._txn is None:
-                if not self._has_dirty():
+            if self.txn_conn is None:
+                if not self.has_dirty():
                     return
                 self._begin()
                 if not self._roomy():
@@ -423,9 +425,9 @@ class Transactions(SharedState):
                 self._close_window()
 
     def _flush_and_end(self, durable: bool = False) -> None:
-        assert self._txn is not None
+        assert self.txn_conn is not None
         try:
-            self._flush(self._txn, durable)
+            self.flush_dirty(self.txn_conn, durable)
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -443,11 +445,11 @@ class Transactions(SharedState):
         self._window = True
         self._window_id += 1
         self.stats["windows"] += 1
-        _flusher.schedule(self, time.monotonic() + min(self._wb), self._window_id)
+        _flusher.schedule(self, time.monotonic() + min(self.window_delays), self._window_id)
 
     def _close_window(self, durable: bool = False) -> None:
         """Commit the open window and give the lock back."""
-        if self._txn is not None:
+        if self.txn_conn is not None:
             self._flush_and_end(durable)
 
     def _expire(self, ident: int) -> float | None:
@@ -461,7 +463,7 @@ class Transactions(SharedState):
                     again = self.delegation.due_in(time.monotonic())
                     if again is not None:
                         return again  # in use: look again later
-                    self._release_delegation()
+                    self.release_delegation()
             elif self._window and self._window_id == ident:
                 try:
                     self._close_window()
@@ -474,11 +476,11 @@ class Transactions(SharedState):
     def _begin(self) -> None:
         """Take the tenant's write lock in a new transaction (on the read delegation's
         connection if we hold one: the upgrade costs the same single round trip)."""
-        conn, cm, _ = self._connect(lambda conn, upgrade: self._acquire(conn, upgrade=upgrade))
-        self._txn, self._txn_cm = conn, cm
+        conn, cm, _ = self.connect_with(lambda conn, upgrade: self._acquire(conn, upgrade=upgrade))
+        self.txn_conn, self._txn_cm = conn, cm
         self._mutated = False
 
-    def _connect(self, start: Callable[[psycopg.Connection, bool], object]) -> tuple[Any, ...]:
+    def connect_with(self, start: Callable[[psycopg.Connection, bool], object]) -> tuple[Any, ...]:
         """A connection with ``start(conn, upgrade)`` run on it: the read delegation's
         (``upgrade``) or a pooled one. One found broken (a server restart, a terminated
         backend) is replaced once; on any failure the connection goes back to the pool."""
@@ -512,7 +514,7 @@ class Transactions(SharedState):
         raise AssertionError("unreachable")
 
     def _end(self) -> None:
-        cm, self._txn, self._txn_cm = self._txn_cm, None, None
+        cm, self.txn_conn, self._txn_cm = self._txn_cm, None, None
         self._window = False
         if cm is not None:
             cm.__exit__(None, None, None)
@@ -522,19 +524,19 @@ class Transactions(SharedState):
         if row is None:
             raise TenantNotFoundError(f"tenant {self.tid} does not exist")
         before = row[0]
-        self._adopt_usage(row)
+        self.adopt_usage(row)
         if before != self.gen:
-            self._invalidate()
-            row = self._state(conn)
+            self.drop_clean_caches()
+            row = self.read_state(conn)
             with self._using(conn):
-                self._load_state((before, *row[1:]))
-                self._recheck_pending()
+                self.adopt_state((before, *row[1:]))
+                self.recheck_pending()
         self.gen = before + 1  # the generation our commit will publish
         self.validated_at = time.monotonic()
         if self.head_frozen and self.pinned is None:
             # the view is a frozen layer (after switch): writing branches off it
             with self._using(conn):
-                self._open_child(self.head, "")
+                self.open_child(self.head, "")
 
     def file_size_limit(self) -> int:
         """The largest apparent size a file may have: the tenant's byte quota (asked once
@@ -545,7 +547,7 @@ class Transactions(SharedState):
         quota = self._byte_quota
         return MAX_FILE_SIZE if not isinstance(quota, int) else min(quota, MAX_FILE_SIZE)
 
-    def _adopt_usage(self, row: tuple[Any, ...]) -> None:
+    def adopt_usage(self, row: tuple[Any, ...]) -> None:
         """Remember how far the tenant is from its quotas: (gen, used bytes, byte quota,
         used inodes, inode quota) as the lock and the flush function return them."""
         _, used_bytes, quota_bytes, used_inodes, quota_inodes = row
@@ -588,20 +590,20 @@ class Transactions(SharedState):
     @contextmanager
     def _using(self, conn: psycopg.Connection) -> Iterator[None]:
         """Route ``query`` through ``conn`` (the locked transaction) for a moment."""
-        prev, self._txn = self._txn, conn
+        prev, self.txn_conn = self.txn_conn, conn
         try:
             yield
         finally:
-            self._txn = prev
+            self.txn_conn = prev
 
     def _commit_and_relock(self, durable: bool = False) -> None:
-        conn = self._txn
+        conn = self.txn_conn
         assert conn is not None
         try:
             if self._atomic:  # past a threshold: send what is dirty, commit at the end
-                self._flush(conn, commit=False)
+                self.flush_dirty(conn, commit=False)
                 return
-            self._flush(conn, durable)
+            self.flush_dirty(conn, durable)
             self._acquire(conn)
         except BaseException as exc:
             self._abort(exc)
@@ -612,8 +614,8 @@ class Transactions(SharedState):
         """A write failed: roll back and forget everything not committed. Files whose
         buffered writes go with it fail at close with the cause's errno when it is the
         quota or a full disk (their data was refused too), else EIO."""
-        if self._txn is not None:
-            _rollback(self._txn)
+        if self.txn_conn is not None:
+            _rollback(self.txn_conn)
         if self._window:
             # closes already reported success for what the window held
             self.lost_windows += 1
@@ -632,14 +634,14 @@ class Transactions(SharedState):
             self._end()
         elif self._window:
             self._end()
-        elif self._txn is not None and self._batch_depth > 0:
+        elif self.txn_conn is not None and self._batch_depth > 0:
             # the batch keeps its connection: take the lock afresh
             try:
-                self._acquire(self._txn)
+                self._acquire(self.txn_conn)
             except BaseException:
                 self._end()
 
-    def _has_dirty(self) -> bool:
+    def has_dirty(self) -> bool:
         return bool(
             self.d_inodes
             or self.d_dirents
@@ -647,19 +649,19 @@ class Transactions(SharedState):
             or self.d_blocks
             or self.d_unstage
             or len(self.audit_queue)
-            or len(self.d_ext) > len(self._quiet)
+            or len(self.d_ext) > len(self.staged_only)
         )
 
-    def _dirty_rows(self) -> int:
+    def dirty_rows(self) -> int:
         """Rows the next flush writes, at most (asked after every operation: kept O(1))."""
         return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows + len(self.audit_queue)
 
-    def _clear_dirty(self, held: Iterable[int] = ()) -> None:
+    def clear_dirty(self, held: Iterable[int] = ()) -> None:
         """Forget what was committed (or lost); ``held`` files keep their staged changes."""
         self.d_inodes.clear()
         self.d_dirents.clear()
         self.d_ext = {ino: self.d_ext[ino] for ino in held}
-        self._quiet = set(self.d_ext)
+        self.staged_only = set(self.d_ext)
         self.d_blocks.clear()
         self.audit_queue.clear()
         self.d_ext_rows = 0
