@@ -152,11 +152,13 @@ def test_layers_import_only_downward():
 
 # Reaching into another module's private names (issue 31): ``x._name`` where ``_name``
 # is not defined in the module that reads it (a class of its own, a ``self._name =``
-# there, a module-level name). The Store's mixins still share their state through
-# ``self``, so most of what is left is theirs; the count may only fall.
-PRIVATE_REACH_BUDGET = 61
+# there, a module-level name). None is left: what one part needs of another is a
+# public name (the Store's parts declare theirs in fs/shared.py).
 # names that are public by convention although they start with an underscore
 _PUBLIC_BY_CONVENTION = {"_replace", "_asdict", "_fields", "_make", "_exit", "_getframe", "_current_frames"}
+# a library's internals a module relies on by design: its version range is pinned in
+# pyproject.toml and the module checks at import that they are what it expects
+_LIBRARY_INTERNALS = {"tarbox/wasi/_wasmtime_speedups.py": {"_from_ptr", "_tagged", "_assert_not_locked"}}
 
 
 def _own_names(tree: ast.AST) -> set[str]:
@@ -174,10 +176,10 @@ def _own_names(tree: ast.AST) -> set[str]:
     return names
 
 
-def private_reaches(source: str) -> list[str]:
+def private_reaches(source: str, allowed: set[str] = frozenset()) -> list[str]:
     """The private attribute names ``source`` uses that it does not define itself."""
     tree = ast.parse(source)
-    own = _own_names(tree)
+    own = _own_names(tree) | allowed
     return [
         n.attr
         for n in ast.walk(tree)
@@ -195,8 +197,12 @@ def test_the_private_reach_check_finds_one():
     assert private_reaches("def f(store):\n    return store._q('x') + store._replace()\n") == ["_q"]
 
 
-def test_no_new_reaches_into_other_modules_private_names():
-    found = {str(p.relative_to(SRC)): private_reaches(p.read_text()) for p in sorted((SRC / "tarbox").rglob("*.py"))}
+def test_no_module_reaches_into_another_modules_private_names():
+    found = {
+        name: private_reaches(p.read_text(), _LIBRARY_INTERNALS.get(name, set()))
+        for p in sorted((SRC / "tarbox").rglob("*.py"))
+        for name in [str(p.relative_to(SRC))]
+    }
     total = sum(map(len, found.values()))
     found = {k: sorted(set(v)) for k, v in found.items() if v}
-    assert total <= PRIVATE_REACH_BUDGET, f"{total} reaches (budget {PRIVATE_REACH_BUDGET}): {found}"
+    assert total == 0, f"{total} reaches into other modules' private names: {found}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -131,6 +132,8 @@ class Database:
             read_delegations = os.environ.get("TARBOX_READ_DELEGATIONS", "1").strip().lower() not in ("0", "no", "off")
         self.max_delegations = max(1, pool_size // 4) if read_delegations else 0
         self.delegations = 0
+        # the tenant each pooled connection is bound to now (a connection gone is forgotten)
+        self._bound: weakref.WeakKeyDictionary[psycopg.Connection, uuid.UUID] = weakref.WeakKeyDictionary()
         self._app = ConnectionPool(
             self.url,
             min_size=1,
@@ -192,12 +195,12 @@ class Database:
         """An autocommit ``tarbox_app`` connection bound to one tenant (``timeout``: seconds to
         wait for one, default the pool's)."""
         with self._translate(), self._app.connection(timeout=timeout) as conn:
-            if getattr(conn, "_tarbox_tenant", None) != tenant_id:
+            if self._bound.get(conn) != tenant_id:
                 conn.execute(
                     "SELECT set_config('tarbox.tenant_id', %s, false), set_config('tarbox.tenant_token', %s, false)",
                     (str(tenant_id), self.tenant_token(tenant_id)),
                 )
-                conn._tarbox_tenant = tenant_id  # type: ignore[attr-defined]
+                self._bound[conn] = tenant_id
             yield conn
 
     def tenant_token(self, tenant_id: uuid.UUID) -> str:

@@ -170,50 +170,50 @@ class Descriptor:
 
     def read_via_stream(self, offset: int) -> InputStream:
         """wasi:filesystem ``read-via-stream``: bytes from ``offset`` on."""
-        self._file(DescriptorFlags.READ)
+        self.file_for(DescriptorFlags.READ)
         return InputStream(self, offset)
 
     def write_via_stream(self, offset: int) -> OutputStream:
         """wasi:filesystem ``write-via-stream``: writes from ``offset`` on."""
-        self._file(DescriptorFlags.WRITE)
+        self.file_for(DescriptorFlags.WRITE)
         return OutputStream(self, offset, append=False)
 
     def append_via_stream(self) -> OutputStream:
         """wasi:filesystem ``append-via-stream``: every write lands at the end of the file then."""
-        self._file(DescriptorFlags.WRITE)
+        self.file_for(DescriptorFlags.WRITE)
         return OutputStream(self, 0, append=True)
 
     def read(self, length: int, offset: int) -> bytes:
-        f = self._file(DescriptorFlags.READ)
+        f = self.file_for(DescriptorFlags.READ)
         with self.fs.locked():
             f.seek(offset)
             return f.read(length)
 
     def readinto(self, buf: memoryview, offset: int) -> int:
-        f = self._file(DescriptorFlags.READ)
+        f = self.file_for(DescriptorFlags.READ)
         with self.fs.locked():
             f.seek(offset)
             return f.readinto(buf)
 
     def write(self, data, offset: int) -> int:
         """Write at ``offset`` (or at the end, for an append descriptor). Returns bytes written."""
-        f = self._file(DescriptorFlags.WRITE)
+        f = self.file_for(DescriptorFlags.WRITE)
         with self.fs.locked():
             f.seek(offset)
             return f.write(data)
 
     def end(self) -> int:
         """Where an append lands: the current size."""
-        return self._file(None).stat().size
+        return self.file_for(None).stat().size
 
     def position_after_write(self) -> int:
-        return self._file(None).tell()
+        return self.file_for(None).tell()
 
     def set_append(self, append: bool) -> None:
-        self._file(None).set_append(append)
+        self.file_for(None).set_append(append)
 
     def set_size(self, size: int) -> None:
-        f = self._file(DescriptorFlags.WRITE)
+        f = self.file_for(DescriptorFlags.WRITE)
         with self.fs.locked():
             pos = f.tell()
             f.truncate(size)
@@ -235,7 +235,9 @@ class Descriptor:
         if self.file is not None:
             self.file.close()
 
-    def _file(self, need: DescriptorFlags | None) -> TarboxFile:
+    def file_for(self, need: DescriptorFlags | None) -> TarboxFile:
+        """The descriptor's open file, which must be open for ``need`` (EISDIR: a
+        directory's descriptor; EBADF: not open for that)."""
         if self.file is None:
             raise fs_error(errno.EISDIR, self.path)
         if need is not None and not self.flags & need:

@@ -207,7 +207,7 @@ class WasiHost:
         r = result(status, code, trap, p1)
         r.checkpoint = checkpoint
         r.run_id = fs.run_id
-        r._audit_of = fs
+        r.bind_audit(fs)
         if self.record_run:
             command = command if command is not None else shlex.join(args or [])
             runs.record_result(self.tb, fs.tenant_id, r, started_at=started_at, command=command)
@@ -228,8 +228,9 @@ class WasiHost:
             fuel=self.fuel is not None,
         )
 
-    def _state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
-        """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits."""
+    def run_state(self, cls, fs: Filesystem, args, env, stdin: bytes, out: Output, t0: float):
+        """The run's WASI state (Preview1 or Preview2): preopens, stdio, limits. This and
+        the three steps below are every run's, and a ``PythonSession``'s too."""
         preopens: list[tuple[str, object]] = []
         for m in self.mounts:
             if isinstance(m, TreeMount):
@@ -253,7 +254,7 @@ class WasiHost:
             deadline=None if self.timeout is None else t0 + self.timeout,
         )
 
-    def _store(self, big_stack: bool = False) -> wasmtime.Store:
+    def limited_store(self, big_stack: bool = False) -> wasmtime.Store:
         """A store with this host's memory, fuel and wall-clock limits."""
         store = wasmtime.Store(engines.engine(self.fuel is not None, big_stack))
         if self.memory_limit is not None:
@@ -263,7 +264,7 @@ class WasiHost:
         store.set_epoch_deadline((1 << 62) if self.timeout is None else max(1, math.ceil(self.timeout / engines.TICK)))
         return store
 
-    def _instantiate(self, linker, store, module):
+    def instantiate(self, linker, store, module):
         """The instance, or (status, code, message) when instantiation fails."""
         try:
             return linker.instantiate(store, module)
@@ -275,9 +276,9 @@ class WasiHost:
 
     def _execute_component(self, fs: Filesystem, component, args, env, stdin: bytes, out: Output, t0: float):
         """Instantiate a command component and call its ``wasi:cli/run``; as ``_execute``."""
-        p2 = self._state(Preview2, fs, args, env, stdin, out, t0)
+        p2 = self.run_state(Preview2, fs, args, env, stdin, out, t0)
         eng = engines.engine(self.fuel is not None)
-        store = self._store()
+        store = self.limited_store()
         status, code, trap = RunStatus.EXITED, 0, None
         try:
             linker = wc.Linker(eng)
@@ -288,7 +289,7 @@ class WasiHost:
             run_iface = next((n for n in component.type.exports(eng) if n.startswith("wasi:cli/run@0.2")), None)
             if run_iface is None:
                 return RunStatus.INVALID_MODULE, -1, "component exports no wasi:cli/run@0.2.x (not a command)", p2
-            instance = self._instantiate(linker, store, component)
+            instance = self.instantiate(linker, store, component)
             if isinstance(instance, tuple):
                 return (*instance, p2)
             at = component.get_export_index(run_iface)
@@ -297,7 +298,7 @@ class WasiHost:
                 ended = run(store)
                 code = 0 if getattr(ended, "tag", "ok") == "ok" else 1
             except BaseException as exc:  # noqa: BLE001 - classified from the run's own state below
-                status, code, trap = self._classify(exc, p2, store, None)
+                status, code, trap = self.how_it_ended(exc, p2, store, None)
         finally:
             try:
                 p2.close_all()
@@ -310,10 +311,10 @@ class WasiHost:
         self, fs: Filesystem, module, args, env, stdin: bytes, out: Output, t0: float, program: Program | None = None
     ):
         """Instantiate and run; returns (status, exit code, trap message, preview1 state)."""
-        p1 = self._state(Preview1, fs, args, env, stdin, out, t0)
+        p1 = self.run_state(Preview1, fs, args, env, stdin, out, t0)
         big_stack = program is not None and program.big_stack
         eng = engines.engine(self.fuel is not None, big_stack)
-        store = self._store(big_stack)
+        store = self.limited_store(big_stack)
         linker = wasmtime.Linker(eng)
         p1.define(linker)
         for where, name in program.stub_imports if program is not None else ():
@@ -322,7 +323,7 @@ class WasiHost:
         entry = program.entry if program is not None else "_start"
         status, code, trap = RunStatus.EXITED, 0, None
         try:
-            instance = self._instantiate(linker, store, module)
+            instance = self.instantiate(linker, store, module)
             if isinstance(instance, tuple):
                 return (*instance, p1)
             exports = instance.exports(store)
@@ -336,7 +337,7 @@ class WasiHost:
                 if entry != "_start":
                     code = returned & 0xFF if isinstance(returned, int) else 0
             except BaseException as exc:  # noqa: BLE001 - classified from the run's own state below
-                status, code, trap = self._classify(exc, p1, store, memory)
+                status, code, trap = self.how_it_ended(exc, p1, store, memory)
         finally:
             try:
                 p1.close_all()
@@ -347,7 +348,7 @@ class WasiHost:
                 p1.detach()
         return status, code, trap, p1
 
-    def _classify(self, exc: BaseException, p1, store, memory) -> tuple[RunStatus, int, str | None]:
+    def how_it_ended(self, exc: BaseException, p1, store, memory) -> tuple[RunStatus, int, str | None]:
         """How the run ended. The run's own state decides, not the exception object:
         wasmtime-py hands host exceptions back through one process-wide slot."""
         if p1.limit is not None:

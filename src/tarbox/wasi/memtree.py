@@ -195,7 +195,7 @@ class TreeDescriptor:
         return self.node.stat()
 
     def read(self, length: int, offset: int) -> bytes:
-        self._file(DescriptorFlags.READ)
+        self.file_for(DescriptorFlags.READ)
         with self.tree.lock:
             return self.tree._read(self.node, offset, length)
 
@@ -205,7 +205,7 @@ class TreeDescriptor:
         return len(data)
 
     def write(self, data, offset: int) -> int:
-        self._file(DescriptorFlags.WRITE)
+        self.file_for(DescriptorFlags.WRITE)
         node = self.node
         with self.tree.lock:
             at = node.size if self._append else offset
@@ -228,7 +228,7 @@ class TreeDescriptor:
         self._append = append
 
     def set_size(self, size: int) -> None:
-        self._file(DescriptorFlags.WRITE)
+        self.file_for(DescriptorFlags.WRITE)
         with self.tree.lock:
             self.tree._resize(self.node, size)
             self.node.mtime_ns = self.node.ctime_ns = time.time_ns()
@@ -243,10 +243,11 @@ class TreeDescriptor:
     def close(self) -> None:
         """Nothing held: the tree keeps the bytes."""
 
-    def _file(self, need: DescriptorFlags) -> None:
+    def file_for(self, need: DescriptorFlags | None) -> None:
+        """Check that the descriptor is a file's, open for ``need`` (see core.py's)."""
         if self.node.dir:
             raise fs_error(errno.EISDIR, self.path)
-        if not self.flags & need:
+        if need is not None and not self.flags & need:
             raise fs_error(errno.EBADF, self.path, "descriptor not open for that")
 
     @staticmethod

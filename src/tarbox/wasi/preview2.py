@@ -472,7 +472,7 @@ class Preview2(RunState):
         return self._new(OUTPUT, self._d(d).append_via_stream())
 
     def advise(self, d, offset: int, length: int, advice: str):
-        self._d(d)._file(None)
+        self._d(d).file_for(None)
 
     def sync(self, d):
         self._d(d).sync()

@@ -125,15 +125,15 @@ class PythonSession:
     def _open(self, env: dict[str, str]) -> str | None:
         program = self.runtime.program()
         module = self._host.cache.load_file(program.path, program.digest, fuel=self.fuel is not None, big_stack=True)
-        p1 = self._host._state(Preview1, self._fs, [ARGV0], env, b"", self._out, time.monotonic())
-        store = self._host._store(big_stack=True)
+        p1 = self._host.run_state(Preview1, self._fs, [ARGV0], env, b"", self._out, time.monotonic())
+        store = self._host.limited_store(big_stack=True)
         linker = wasmtime.Linker(engines.engine(self.fuel is not None, True))
         p1.define(linker)
         i32 = wasmtime.ValType.i32()
         for where, name in program.stub_imports:
             linker.define_func(where, name, wasmtime.FuncType([i32] * 4, [i32]), _no_host)
         self._p1, self._store = p1, store
-        instance = self._host._instantiate(linker, store, module)
+        instance = self._host.instantiate(linker, store, module)
         if isinstance(instance, tuple):
             return instance[2]
         exports = instance.exports(store)
@@ -210,7 +210,8 @@ class PythonSession:
         elif self.ended == "quit":
             self._end("quit", shutdown=False)  # the interpreter has shut itself down
         r = RunResult(status, code_, bytes(self._out.stdout), bytes(self._out.stderr), time.monotonic() - t0, trap)
-        r.stats, r.checkpoint, r.run_id, r._audit_of = stats, checkpoint, fs.run_id, fs
+        r.stats, r.checkpoint, r.run_id = stats, checkpoint, fs.run_id
+        r.bind_audit(fs)
         if self._host.record_run:
             command = shlex.join(["python", "session", self.name, f"turn {self.turns}", abbreviated(code)])
             runs.record_result(self._host.tb, fs.tenant_id, r, started_at=started_at, command=command)
@@ -230,7 +231,7 @@ class PythonSession:
             exports["memory"].write(store, data, ptr)
             value = exports["turn"](store, ptr, len(data))
         except BaseException as exc:  # noqa: BLE001 - classified from the run's own state
-            return self._host._classify(exc, p1, store, exports["memory"])
+            return self._host.how_it_ended(exc, p1, store, exports["memory"])
         if value >= 256:  # quit(): the interpreter has finished
             self.ended = "quit"
         return RunStatus.EXITED, value & 0xFF, None

@@ -119,6 +119,10 @@ class RunResult:
     run_id: uuid.UUID | None = None  # names the run's records in the audit log
     _audit_of: object = field(default=None, repr=False, compare=False)
 
+    def bind_audit(self, view: object) -> None:
+        """Where :attr:`audit` reads the run's records from (the run's filesystem view)."""
+        self._audit_of = view
+
     @property
     def audit(self) -> list:
         """What the run did, from the tenant's audit log (fetched when asked)."""
