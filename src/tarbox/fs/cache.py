@@ -227,7 +227,7 @@ class Caches(SharedState):
 
     def drop_clean_caches(self) -> None:
         """Drop clean cache entries; entries with pending writes stay (last writer wins)."""
-        keep = set(self.d_inodes) | set(self.wbuf) | set(self.d_ext)
+        keep = set(self.dirty.inodes) | set(self.dirty.wbuf) | set(self.dirty.ext)
         self.dcache = {}
         self.children = {}
         self.pcache = {}
@@ -262,8 +262,8 @@ class Caches(SharedState):
         return self.dentry(parent, name).ino
 
     def inode(self, ino: int) -> Inode | None:
-        if ino in self.d_inodes:
-            return self.d_inodes[ino]  # None: deleted, not yet flushed
+        if ino in self.dirty.inodes:
+            return self.dirty.inodes[ino]  # None: deleted, not yet flushed
         node = self.icache.get(ino)
         if node is not None:
             return node
@@ -286,10 +286,10 @@ class Caches(SharedState):
         out: dict[int, Inode] = {}
         missing = []
         for ino in inos:
-            node = self.d_inodes[ino] if ino in self.d_inodes else self.icache.get(ino)
+            node = self.dirty.inodes[ino] if ino in self.dirty.inodes else self.icache.get(ino)
             if node is not None:
                 out[ino] = node
-            elif ino not in self.d_inodes:
+            elif ino not in self.dirty.inodes:
                 missing.append(ino)
         if missing:
             rows = self.query(
@@ -319,12 +319,12 @@ class Caches(SharedState):
         )
         kids = {}
         for name, layer, ino, versions in rows:
-            if (dir_ino, name) in self.d_dirents:
+            if (dir_ino, name) in self.dirty.dirents:
                 continue  # changed in this write-back window: dcache holds the truth
             self.dcache[(dir_ino, name)] = Dentry(ino, layer, versions > 1)
             if ino is not None:
                 kids[name] = ino
-        for p, name in self.d_dirents:
+        for p, name in self.dirty.dirents:
             if p == dir_ino:
                 d = self.dcache[(p, name)]
                 if d.ino is None:
@@ -356,7 +356,7 @@ class Caches(SharedState):
         out: dict[bytes, bytes] = {}
         missing = []
         for h in hashes:
-            data = self.d_blocks.get(h) or self.bcache.get(h) or self.scache.get(h)
+            data = self.dirty.blocks.get(h) or self.bcache.get(h) or self.scache.get(h)
             if data is None:
                 missing.append(h)
             else:
@@ -394,7 +394,7 @@ class Caches(SharedState):
         return out
 
     def read_block(self, node: Inode, idx: int, xm: dict[int, bytes]) -> bytes | bytearray:
-        wb = self.wbuf.get(node.ino)
+        wb = self.dirty.wbuf.get(node.ino)
         if wb is not None and idx in wb:
             return wb[idx]
         h = xm.get(idx)
@@ -409,7 +409,7 @@ class Caches(SharedState):
         bs = self.block_size
         first, last = offset // bs, (end - 1) // bs
         xm = self.xmap(node)
-        wb = self.wbuf.get(node.ino, {})
+        wb = self.dirty.wbuf.get(node.ino, {})
         need = [xm[i] for i in range(first, last + 1) if i not in wb and i in xm]
         data = self.blocks(need, ahead=lambda: self._ahead(xm, wb, last)) if need else {}
         pieces = []

@@ -64,7 +64,7 @@ class Changes(SharedState):
             rdev,
         )
         self.icache[node.ino] = node
-        self.d_inodes[node.ino] = node
+        self.dirty.inodes[node.ino] = node
         if kind is FileType.FILE:
             self.xcache[node.ino] = {}
         return node
@@ -73,7 +73,7 @@ class Changes(SharedState):
         """Make ``node`` the head version (copy-on-write of the inode row) and mark it dirty."""
         self.note_write()
         node.layer_id = self.head
-        self.d_inodes[node.ino] = node
+        self.dirty.inodes[node.ino] = node
         self.icache[node.ino] = node
         return node
 
@@ -86,11 +86,11 @@ class Changes(SharedState):
         older = d.under(head)
         if ino is None and not older:
             if d.at(head):
-                self.d_dirents[(parent, name)] = _DELETE  # nothing below: remove the row itself
+                self.dirty.dirents[(parent, name)] = _DELETE  # nothing below: remove the row itself
             new = Dentry(None, None, False)
         else:
             # a new version at the head, or a whiteout hiding the older version
-            self.d_dirents[(parent, name)] = ino
+            self.dirty.dirents[(parent, name)] = ino
             new = Dentry(ino, head, older)
         self.dcache[(parent, name)] = new
         kids = self.children.get(parent)
@@ -107,24 +107,24 @@ class Changes(SharedState):
     def drop_inode(self, node: Inode) -> None:
         """The inode lost its last link: delete its head version and release its blocks."""
         self.note_write()
-        if node.kind is FileType.FILE and (node.content_layer == self.head or node.ino in self.d_ext):
+        if node.kind is FileType.FILE and (node.content_layer == self.head or node.ino in self.dirty.ext):
             xm = self.xmap(node)
             ext = self._ext(node)
             ext.release.update(xm.values())
             ext.drop = True
             ext.sets.clear()
-        buf = self.wbuf.pop(node.ino, None)
+        buf = self.dirty.wbuf.pop(node.ino, None)
         if buf:
-            self.wbuf_bytes -= sum(len(b) for b in buf.values())
-        self.d_inodes[node.ino] = None
+            self.dirty.wbuf_bytes -= sum(len(b) for b in buf.values())
+        self.dirty.inodes[node.ino] = None
         self.icache.pop(node.ino, None)
         self.xcache.pop(node.ino, None)
 
     def _ext(self, node: Inode) -> ExtDirty:
         """The node's pending content changes, begun at its committed state if there are none."""
-        ext = self.d_ext.get(node.ino)
+        ext = self.dirty.ext.get(node.ino)
         if ext is None:
-            ext = self.d_ext[node.ino] = ExtDirty(node.content_layer, node.size)
+            ext = self.dirty.ext[node.ino] = ExtDirty(node.content_layer, node.size)
         self.staged_only.discard(node.ino)
         return ext
 
@@ -147,7 +147,7 @@ class Changes(SharedState):
         xm, _ = self._content(node)
         bs = self.block_size
         mv = memoryview(data)
-        wb = self.wbuf.setdefault(node.ino, {})
+        wb = self.dirty.wbuf.setdefault(node.ino, {})
         end = offset + n
         i = offset // bs
         while i * bs < end:
@@ -159,27 +159,27 @@ class Changes(SharedState):
             if old is None and lo == 0 and (hi == bs or bstart + hi >= node.size):
                 # the write covers every existing byte of this block: no need to read it
                 wb[i] = bytes(piece) if hi == bs else bytearray(piece)
-                self.wbuf_bytes += hi
+                self.dirty.wbuf_bytes += hi
             else:
                 if old is None:
                     old = bytearray(self.read_block(node, i, xm))
                     wb[i] = old
-                    self.wbuf_bytes += len(old)
+                    self.dirty.wbuf_bytes += len(old)
                 elif isinstance(old, bytes):
                     old = bytearray(old)
                     wb[i] = old
                 if len(old) < lo:
-                    self.wbuf_bytes += lo - len(old)
+                    self.dirty.wbuf_bytes += lo - len(old)
                     old.extend(bytes(lo - len(old)))
                 grow = max(0, hi - len(old))
                 old[lo:hi] = piece
-                self.wbuf_bytes += grow
+                self.dirty.wbuf_bytes += grow
             i += 1
         now = now_ns()
         if end > node.size:
             node.size = end
         node.mtime_ns = node.ctime_ns = now
-        if self.wbuf_bytes > FLUSH_BYTES:
+        if self.dirty.wbuf_bytes > FLUSH_BYTES:
             self.seal_blocks(node.ino)
 
     def check_file_size(self, size: int, code: int = errno.EFBIG) -> None:
@@ -204,9 +204,9 @@ class Changes(SharedState):
         bs = self.block_size
         if size < node.size:
             keep = -(-size // bs)  # blocks that survive, the last maybe partially
-            wb = self.wbuf.get(node.ino, {})
+            wb = self.dirty.wbuf.get(node.ino, {})
             for i in [i for i in wb if i >= keep]:
-                self.wbuf_bytes -= len(wb.pop(i))
+                self.dirty.wbuf_bytes -= len(wb.pop(i))
             for i in [i for i in xm if i >= keep]:
                 ext.release.add(xm.pop(i))
                 ext.sets.pop(i, None)
@@ -220,26 +220,26 @@ class Changes(SharedState):
                 if cur is None and i in xm:
                     cur = self.read_block(node, i, xm)
                 if cur is not None and len(cur) > tail:
-                    wb = self.wbuf.setdefault(node.ino, {})
+                    wb = self.dirty.wbuf.setdefault(node.ino, {})
                     prev = len(wb.get(i, b""))
                     wb[i] = bytearray(cur[:tail])
-                    self.wbuf_bytes += tail - prev
+                    self.dirty.wbuf_bytes += tail - prev
         node.size = size
         node.mtime_ns = node.ctime_ns = now_ns()
 
     def seal_blocks(self, only: int | None = None) -> None:
         """Hash buffered blocks into content-addressed blocks and extent updates."""
-        inos = [only] if only is not None else list(self.wbuf)
+        inos = [only] if only is not None else list(self.dirty.wbuf)
         for ino in inos:
-            wb = self.wbuf.pop(ino, None)
+            wb = self.dirty.wbuf.pop(ino, None)
             if not wb:
                 continue
-            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
             xm = self.xcache.setdefault(ino, {})
-            ext = self.d_ext[ino]  # every buffered block was written through _content
+            ext = self.dirty.ext[ino]  # every buffered block was written through _content
             self.staged_only.discard(ino)
             for i, buf in wb.items():
-                self.wbuf_bytes -= len(buf)
+                self.dirty.wbuf_bytes -= len(buf)
                 if node is not None and i * self.block_size >= node.size:
                     continue
                 data = bytes(buf)
@@ -251,13 +251,13 @@ class Changes(SharedState):
                     ext.release.add(old)
                 xm[i] = h
                 ext.sets[i] = h
-                self.d_ext_rows += 1
-                if h not in self.d_blocks:
-                    self.d_blocks[h] = data
-                    self.d_block_bytes += len(data)
+                self.dirty.ext_rows += 1
+                if h not in self.dirty.blocks:
+                    self.dirty.blocks[h] = data
+                    self.dirty.block_bytes += len(data)
                 if len(data) < self.block_size:
                     # small files are often read right back; streamed full blocks
                     # would only push them out of the cache
                     self.bcache.put(h, data)
-        if only is not None and self.d_block_bytes > FLUSH_BYTES:
+        if only is not None and self.dirty.block_bytes > FLUSH_BYTES:
             self.commit()

@@ -54,31 +54,31 @@ class Flush(SharedState):
             return None
         head = self.head
         held = self.held_inos()
-        pub = {ino: e for ino, e in self.d_ext.items() if ino not in held}
+        pub = {ino: e for ino, e in self.dirty.ext.items() if ino not in held}
         for ino, e in pub.items():
-            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
             if node is not None and not e.drop:
                 node.content_layer = head  # the published bytes live at the head from now on
-        ins = [n for n in self.d_inodes.values() if n is not None]
+        ins = [n for n in self.dirty.inodes.values() if n is not None]
         # a held file's row keeps its committed size and content: others see the old version
-        shown = {ino: (self.d_ext[ino].base_size, self.d_ext[ino].base) for ino in held}
+        shown = {ino: (self.dirty.ext[ino].base_size, self.dirty.ext[ino].base) for ino in held}
         referenced: set[bytes] = set()
-        for e in self.d_ext.values():
+        for e in self.dirty.ext.values():
             referenced.update(e.sets.values())
         release = list({h for e in pub.values() for h in e.release if h not in referenced})
         # blocks sealed and then overwritten, truncated or dropped before this commit are not stored at all
-        blocks = {h: data for h, data in self.d_blocks.items() if h in referenced}
+        blocks = {h: data for h, data in self.dirty.blocks.items() if h in referenced}
         staging: list[tuple[int, int, int, bytes]] = []  # (ino, stage id, idx, hash)
         for ino in held:
             st = self.stages.get(ino)
             if st is None:
                 st = self.stages[ino] = Stage(self.alloc_ino())  # ids from the inode sequence: unique
-            staging += [(ino, st.sid, i, h) for i, h in self.d_ext[ino].sets.items() if st.rows.get(i) != h]
+            staging += [(ino, st.sid, i, h) for i, h in self.dirty.ext[ino].sets.items() if st.rows.get(i) != h]
         unstage = [(st.sid, ino) for ino, st in self.stages.items() if ino not in held]
         # Pipelining saves round trips for small flushes; psycopg can stall when
         # a pipelined statement carries a large payload (psycopg issue #685),
         # so a large flush sends its blocks in slices, one statement at a time.
-        small = self.d_block_bytes <= _PIPELINE_MAX_BYTES and self.dirty_rows() <= _PIPELINE_MAX_ROWS
+        small = self.dirty.block_bytes <= _PIPELINE_MAX_BYTES and self.dirty_rows() <= _PIPELINE_MAX_ROWS
         assert expect is None or small, "a flush that runs ahead of the lock is small"
         prune = self.audit_queue.prune_due()
         plan = FlushPlan.of(
@@ -87,8 +87,8 @@ class Flush(SharedState):
             head=head,
             upserted=ins,
             committed_as=shown,
-            deleted=[ino for ino, n in self.d_inodes.items() if n is None],
-            dirents=self.d_dirents,
+            deleted=[ino for ino, n in self.dirty.inodes.items() if n is None],
+            dirents=self.dirty.dirents,
             dropped=[ino for ino, e in pub.items() if e.drop],
             copied=[(ino, e.base) for ino, e in pub.items() if not e.drop and e.base is not None and e.base != head],
             truncated=[(ino, e.trunc_from) for ino, e in pub.items() if e.trunc_from is not None and not e.drop],

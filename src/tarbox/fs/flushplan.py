@@ -12,6 +12,7 @@ function of its arguments (no database, no Store), tested on its own.
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -96,7 +97,7 @@ class FlushPlan:
     def params(self) -> list[Any]:
         """The values in the fields' order; an empty array goes as NULL (it costs
         nothing to send)."""
-        return [v if not isinstance(v, list) or v else None for v in (getattr(self, n) for n in _NAMES)]
+        return [v if v.__class__ is not list or v else None for v in _VALUES(self)]
 
     @classmethod
     def of(
@@ -186,6 +187,7 @@ class FlushPlan:
 
 
 _NAMES = tuple(f.name for f in fields(FlushPlan))
+_VALUES = operator.attrgetter(*_NAMES)  # every field's value, in order, in one C call (once per flush)
 _PLACEHOLDERS = tuple(
     "%s"
     if not f.metadata["sql"]

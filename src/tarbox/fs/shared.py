@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     from tarbox.fs.audit import AuditQueue
     from tarbox.fs.delegation import ReadDelegation
-    from tarbox.fs.records import BlockCache, Dentry, ExtDirty, Inode, Stage
+    from tarbox.fs.dirty import DirtySet
+    from tarbox.fs.records import BlockCache, Dentry, Inode, Stage
     from tarbox.storage import Database
 
 
@@ -49,14 +50,7 @@ class SharedState:
     bcache: BlockCache
     scache: BlockCache
     # dirty state
-    d_inodes: dict[int, Inode | None]
-    d_dirents: dict[tuple[int, str], object]
-    d_ext: dict[int, ExtDirty]
-    d_blocks: dict[bytes, bytes]
-    d_ext_rows: int
-    wbuf: dict[int, dict[int, bytearray | bytes]]
-    wbuf_bytes: int
-    d_block_bytes: int
+    dirty: DirtySet
     write_errors: dict[int, Exception]
     open_counts: dict[int, int]
     # staged publication

@@ -14,7 +14,9 @@ class Stages(SharedState):
     def held_inos(self) -> set[int]:
         """Files whose content changes stay out of this commit: a descriptor is still writing them."""
         return {
-            ino for ino, e in self.d_ext.items() if self.writers.get(ino) and not e.drop and ino not in self.publish_now
+            ino
+            for ino, e in self.dirty.ext.items()
+            if self.writers.get(ino) and not e.drop and ino not in self.publish_now
         }
 
     def begin_write(self, ino: int) -> None:
@@ -36,9 +38,9 @@ class Stages(SharedState):
 
     def unhold(self, ino: int) -> None:
         """Make the next commit write the file's real size with its content."""
-        if ino in self.d_ext:
+        if ino in self.dirty.ext:
             self.staged_only.discard(ino)
-            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
             if node is not None and node.nlink > 0:
                 self.touch(node)
 
@@ -46,7 +48,7 @@ class Stages(SharedState):
         """Someone else committed while files here have unpublished content: take their
         link counts, and their deletions, so publishing our bytes cannot bring back an
         inode they removed (last writer wins on content, not on existence)."""
-        inos = [ino for ino in self.d_ext if not (ino in self.d_inodes and self.d_inodes[ino] is None)]
+        inos = [ino for ino in self.dirty.ext if not (ino in self.dirty.inodes and self.dirty.inodes[ino] is None)]
         if not inos:
             return
         rows = self.query(
@@ -56,23 +58,23 @@ class Stages(SharedState):
         )
         nlink = dict(rows)
         for ino in inos:
-            node = self.d_inodes.get(ino) or self.icache.get(ino)
+            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
             if ino in nlink:
                 if node is not None:
                     node.nlink = nlink[ino]
                 continue
             # removed elsewhere: our bytes go (the next commit releases them); our
             # descriptors get ESTALE, like any descriptor of a file removed by another process
-            ext = self.d_ext[ino]
+            ext = self.dirty.ext[ino]
             ext.release.update(ext.sets.values())
             ext.sets.clear()
             ext.trunc_from = None
             ext.drop = True
             self.staged_only.discard(ino)
-            buf = self.wbuf.pop(ino, None)
+            buf = self.dirty.wbuf.pop(ino, None)
             if buf:
-                self.wbuf_bytes -= sum(len(b) for b in buf.values())
-            self.d_inodes.pop(ino, None)
+                self.dirty.wbuf_bytes -= sum(len(b) for b in buf.values())
+            self.dirty.inodes.pop(ino, None)
             self.icache.pop(ino, None)
             self.xcache.pop(ino, None)
 

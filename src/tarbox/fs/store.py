@@ -6,7 +6,8 @@ batches, write-back windows), ``changes`` (the dirty state operations make),
 ``flush`` (the SQL one flush sends), ``history`` (checkpoint, switch, branches),
 ``stages`` (staged publication, open files). Parts that own their state are held,
 not mixed in: ``audit`` (``AuditQueue``, the records not yet committed) and
-``delegation`` (``ReadDelegation``, the read delegation's state machine). ``records``
+``delegation`` (``ReadDelegation``, the read delegation's state machine) and ``dirty``
+(``DirtySet``, what is changed and not committed, with its counters). ``records``
 holds the in-memory records and shared thresholds. ``__init__`` below sets the
 mixins' shared state; ``shared.py`` declares its types for the type checker.
 
@@ -63,9 +64,10 @@ from tarbox.fs.audit import AuditQueue
 from tarbox.fs.cache import Caches
 from tarbox.fs.changes import Changes
 from tarbox.fs.delegation import ReadDelegation
+from tarbox.fs.dirty import DirtySet
 from tarbox.fs.flush import Flush
 from tarbox.fs.history import History
-from tarbox.fs.records import _STREAM_CACHE_BYTES, DEFAULT_BLOCK_SIZE, BlockCache, Dentry, ExtDirty, Inode, Stage
+from tarbox.fs.records import _STREAM_CACHE_BYTES, DEFAULT_BLOCK_SIZE, BlockCache, Dentry, Inode, Stage
 from tarbox.fs.stages import Stages
 from tarbox.fs.txn import _UNKNOWN, Transactions
 from tarbox.storage import Database
@@ -118,14 +120,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages):
         # kept apart so a long stream cannot push small files out of bcache
         self.scache = BlockCache(_STREAM_CACHE_BYTES)
         # dirty (write-back) state
-        self.d_inodes: dict[int, Inode | None] = {}
-        self.d_dirents: dict[tuple[int, str], object] = {}
-        self.d_ext: dict[int, ExtDirty] = {}
-        self.d_blocks: dict[bytes, bytes] = {}
-        self.d_ext_rows = 0  # extent rows set since the last flush (an upper bound)
-        self.wbuf: dict[int, dict[int, bytearray | bytes]] = {}
-        self.wbuf_bytes = 0
-        self.d_block_bytes = 0
+        self.dirty = DirtySet()  # what is changed and not committed (a part with its own state)
         self.write_errors: dict[int, Exception] = {}
         self.open_counts: dict[int, int] = {}
         # staged publication: files with descriptors that wrote since the file was published

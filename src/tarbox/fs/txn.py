@@ -136,7 +136,7 @@ class Transactions(SharedState):
             and self.gen is not None
             and self.pinned is None
             and not self.head_frozen
-            and not self.d_ext
+            and not self.dirty.ext
             and not self.stages
             and not self.writers
             and not self.has_dirty()
@@ -176,7 +176,7 @@ class Transactions(SharedState):
                 return True
             self._drop_ahead()
             return False
-        if self.d_block_bytes > _PIPELINE_MAX_BYTES or self.dirty_rows() > _PIPELINE_MAX_ROWS:
+        if self.dirty.block_bytes > _PIPELINE_MAX_BYTES or self.dirty_rows() > _PIPELINE_MAX_ROWS:
             self._drop_ahead()
             return False
         try:
@@ -315,7 +315,7 @@ class Transactions(SharedState):
         self._flush_and_end()
 
     def _over_thresholds(self) -> bool:
-        return self.wbuf_bytes + self.d_block_bytes > FLUSH_BYTES or self.dirty_rows() > FLUSH_ROWS
+        return self.dirty.wbuf_bytes + self.dirty.block_bytes > FLUSH_BYTES or self.dirty_rows() > FLUSH_ROWS
 
     def _txn_failed(self) -> bool:
         """Is the open transaction unusable (a statement failed, or the connection broke)?"""
@@ -622,7 +622,7 @@ class Transactions(SharedState):
         code = getattr(cause, "errno", None)
         if code not in (errno.EDQUOT, errno.ENOSPC):
             code = errno.EIO
-        for ino in set(self.wbuf) | set(self.d_ext):
+        for ino in set(self.dirty.wbuf) | set(self.dirty.ext):
             self.write_errors.setdefault(ino, fs_error(code, None, "buffered writes were lost"))
         for ino, st in self.stages.items():
             self.d_unstage[st.sid] = ino  # its staging rows (if committed) go at the next flush
@@ -642,29 +642,13 @@ class Transactions(SharedState):
                 self._end()
 
     def has_dirty(self) -> bool:
-        return bool(
-            self.d_inodes
-            or self.d_dirents
-            or self.wbuf
-            or self.d_blocks
-            or self.d_unstage
-            or len(self.audit_queue)
-            or len(self.d_ext) > len(self.staged_only)
-        )
+        return self.dirty.holds_changes(len(self.staged_only)) or bool(self.d_unstage) or bool(len(self.audit_queue))
 
     def dirty_rows(self) -> int:
         """Rows the next flush writes, at most (asked after every operation: kept O(1))."""
-        return len(self.d_inodes) + len(self.d_dirents) + self.d_ext_rows + len(self.audit_queue)
+        return self.dirty.rows() + len(self.audit_queue)
 
     def clear_dirty(self, held: Iterable[int] = ()) -> None:
         """Forget what was committed (or lost); ``held`` files keep their staged changes."""
-        self.d_inodes.clear()
-        self.d_dirents.clear()
-        self.d_ext = {ino: self.d_ext[ino] for ino in held}
-        self.staged_only = set(self.d_ext)
-        self.d_blocks.clear()
+        self.staged_only = self.dirty.clear(held)
         self.audit_queue.clear()
-        self.d_ext_rows = 0
-        self.wbuf.clear()
-        self.wbuf_bytes = 0
-        self.d_block_bytes = 0
