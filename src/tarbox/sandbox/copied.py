@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarbox.sandbox.upper import Op, OpKind
+from tarbox.sandbox.upper import Op, OpKind, leaf_op
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,19 +285,12 @@ def scan(copy: Path, manifest: dict[str, Seen], root: str) -> list[Op]:
                 visit(Path(e.path), rel, p, fresh=was is None or not was.is_dir)
             elif same:  # a new name of a file moves its ctime: every name of it is "changed" then
                 continue
-            elif stat_mod.S_ISLNK(st.st_mode):
-                ops.append(Op(OpKind.SYMLINK, p, target=os.readlink(e.path), mtime_ns=st.st_mtime_ns))
-            elif stat_mod.S_ISREG(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in first_name:
-                    ops.append(Op(OpKind.LINK, p, target=first_name[key]))
-                    continue
-                first_name[key] = p
-                ops.append(Op(OpKind.FILE, p, Path(e.path), mode, st.st_mtime_ns))
-            elif stat_mod.S_ISFIFO(st.st_mode):
-                ops.append(Op(OpKind.FIFO, p, mode=mode, mtime_ns=st.st_mtime_ns))
-            elif was is not None:  # a socket or device node took the name: the old entry goes
-                ops.append(Op(OpKind.DELETE, p))
+            else:
+                op = leaf_op(p, e.path, st, first_name)
+                if op is not None:
+                    ops.append(op)
+                elif was is not None:  # a socket or device node took the name: the old entry goes
+                    ops.append(Op(OpKind.DELETE, p))
 
     visit(copy, "", root, fresh=False)
     return ops

@@ -62,13 +62,18 @@ def overlay_unavailable_reason() -> str | None:
         options = f"lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work,{jail.OVERLAY_OPTIONS}"
         argv = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--"]
         argv += ["mount", "-t", "overlay", "overlay", "-o", options, f"{d}/merged"]
-        try:
-            p = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": jail.PATH})
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"unshare cannot run: {exc}"
-        if p.returncode != 0:
-            said = p.stderr.decode(errors="replace").strip().splitlines()
-            return f"overlayfs cannot be mounted in a user namespace: {said[-1] if said else p.returncode}"
+        return _why_it_fails(argv, "overlayfs cannot be mounted in a user namespace")
+
+
+def _why_it_fails(argv: list[str], failing: str) -> str | None:
+    """Run a probe; why it failed (``failing``, then what it said last), or None."""
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": jail.PATH})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{Path(argv[0]).name} cannot run: {exc}"
+    if p.returncode != 0:
+        said = p.stderr.decode(errors="replace").strip().splitlines()
+        return f"{failing}: {said[-1] if said else p.returncode}"
     return None
 
 
@@ -85,15 +90,8 @@ def unavailable_reason() -> str | None:
     except seccomp.SeccompUnavailable as exc:
         return str(exc)
     bwrap = jail.bwrap_path() or "bwrap"
-    for argv in ([bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],):
-        try:
-            p = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": jail.PATH})
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{Path(argv[0]).name} cannot run: {exc}"
-        if p.returncode != 0:
-            said = p.stderr.decode(errors="replace").strip().splitlines()
-            return f"{Path(argv[0]).name} cannot make a user namespace here: {said[-1] if said else p.returncode}"
-    return None
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"]
+    return _why_it_fails(argv, f"{Path(bwrap).name} cannot make a user namespace here")
 
 
 class NativeHost:

@@ -51,6 +51,24 @@ class Op:
         return self.kind in (OpKind.DELETE, OpKind.REPLACE_DIR)
 
 
+def leaf_op(path: str, local: str, st: os.stat_result, first_name: dict[tuple[int, int], str]) -> Op | None:
+    """The operation that puts the run's entry ``local`` (not a directory; ``st`` its
+    lstat) at the tenant's ``path``: a symlink, a FIFO, a file, or a link to the first
+    name of a file seen before (``first_name``: (dev, ino) -> path); None for what is
+    not kept (a socket, a device node)."""
+    if stat_mod.S_ISLNK(st.st_mode):
+        return Op(OpKind.SYMLINK, path, target=os.readlink(local), mtime_ns=st.st_mtime_ns)
+    if stat_mod.S_ISREG(st.st_mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in first_name:
+            return Op(OpKind.LINK, path, target=first_name[key])
+        first_name[key] = path
+        return Op(OpKind.FILE, path, Path(local), stat_mod.S_IMODE(st.st_mode), st.st_mtime_ns)
+    if stat_mod.S_ISFIFO(st.st_mode):
+        return Op(OpKind.FIFO, path, mode=stat_mod.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns)
+    return None
+
+
 def scan(upper: Path, root: str) -> list[Op]:
     """The run's changes as operations on the tenant's paths (``root`` is the workspace's
     path), parents before their children."""
@@ -70,18 +88,10 @@ def scan(upper: Path, root: str) -> list[Op]:
                 opaque = _is_opaque(e.path)
                 ops.append(Op(OpKind.REPLACE_DIR if opaque else OpKind.DIR, p, mode=mode, mtime_ns=st.st_mtime_ns))
                 visit(Path(e.path), p)
-            elif stat_mod.S_ISLNK(st.st_mode):
-                ops.append(Op(OpKind.SYMLINK, p, target=os.readlink(e.path), mtime_ns=st.st_mtime_ns))
-            elif stat_mod.S_ISREG(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in first_name:
-                    ops.append(Op(OpKind.LINK, p, target=first_name[key]))
-                    continue
-                first_name[key] = p
-                ops.append(Op(OpKind.FILE, p, Path(e.path), mode, st.st_mtime_ns))
-            elif stat_mod.S_ISFIFO(st.st_mode):
-                ops.append(Op(OpKind.FIFO, p, mode=mode, mtime_ns=st.st_mtime_ns))
-            # sockets and device nodes made in the sandbox are not kept (docs/exec.md)
+            else:
+                op = leaf_op(p, e.path, st, first_name)
+                if op is not None:  # sockets and device nodes made in the sandbox are not kept (docs/exec.md)
+                    ops.append(op)
 
     visit(upper, root)
     return ops
