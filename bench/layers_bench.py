@@ -54,13 +54,13 @@ def run_timed(cmd: list[str]) -> float:
 
 def cold_stat_read(fs: tarbox.Filesystem, path: str, rounds: int = 200) -> float:
     """Median seconds for stat + read of ``path`` with every metadata cache dropped first."""
-    st = fs._st
+    st = fs._store
     samples = []
     for _ in range(rounds):
         with st.lock:
             st.drop_clean_caches()
-            st.icache.clear()
-            st.xcache.clear()
+            st.inode_cache.clear()
+            st.extent_cache.clear()
         t = time.perf_counter()
         fs.stat(path)
         fs.read_file(path)

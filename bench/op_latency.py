@@ -82,7 +82,7 @@ def main() -> None:
     tenant = tb.create_tenant(f"oplat-{uuid.uuid4().hex[:8]}")
     try:
         fs = tb.filesystem(tenant)
-        st = fs._st
+        st = fs._store
         fs.mkdir("/d")
         for i in range(50):  # warm: plans, pools, the delegation
             fs.write_file(f"/d/w{i}", data)

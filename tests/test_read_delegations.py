@@ -28,7 +28,7 @@ def _delegated(fs, path: str) -> None:
     """Open ``path`` until the store holds a delegation: the first open of a store
     never takes one, and the recall feed starts in the background."""
     deadline = time.monotonic() + 30
-    while not fs._st.delegation.held:
+    while not fs._store.delegation.held:
         assert time.monotonic() < deadline, "no read delegation"
         fs.read_file(path)
         time.sleep(0.01)
@@ -42,7 +42,7 @@ def _each_open_asks(fs, path: str, content: bytes, times: int = 8) -> None:
         assert fs.read_file(path) == content
         assert fs.stats["round_trips"] == before + 1
         time.sleep(0.05)
-    assert not fs._st.delegation.held
+    assert not fs._store.delegation.held
 
 
 def _terminate(db, pid: int) -> None:
@@ -76,14 +76,14 @@ def test_a_writer_elsewhere_recalls_the_delegation(reader, db_url, tenant):
         time.sleep(0.005)
     assert writer.returncode == 0
     assert reader.read_file("/f") == b"new"  # close-to-open
-    assert reader._st.db.recall_feed().stats["recalls"] >= 1
+    assert reader._store.db.recall_feed().stats["recalls"] >= 1
 
 
 def test_the_feed_cut_mid_run_falls_back_to_round_trips(reader, db_url, tenant):
     reader.write_file("/f", b"v1")
     assert reader.read_file("/f") == b"v1"
     _delegated(reader, "/f")
-    st = reader._st
+    st = reader._store
     feed = st.db.recall_feed()
     assert feed.up
     conn = feed._conn
@@ -113,7 +113,7 @@ def test_the_delegations_connection_cut_is_noticed_at_the_next_open(reader, db_u
     reader.write_file("/f", b"v1")
     assert reader.read_file("/f") == b"v1"
     _delegated(reader, "/f")
-    st = reader._st
+    st = reader._store
     _terminate(st.db, st.delegation.conn.info.backend_pid)
     # the server released the shared lock with the session: a writer gets through at once
     writer = spawn_writer(db_url, tenant, "fs.write_file('/f', b'v2')\n")
@@ -178,7 +178,7 @@ def test_close_to_open_while_both_processes_read_and_write(reader, db_url, tenan
     watchdog.cancel()
     assert writer.wait(timeout=60) == 0 and seen == 40
     assert sorted(reader.listdir("/b"), key=int) == [str(k) for k in range(40)]
-    assert reader.stats["recalls_sent"] + reader._st.db.recall_feed().stats["recalls"] >= 1
+    assert reader.stats["recalls_sent"] + reader._store.db.recall_feed().stats["recalls"] >= 1
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
@@ -205,6 +205,6 @@ def test_a_process_that_opens_once_starts_no_feed(db_url, tenant):
         fs = tb.filesystem(tenant)
         fs.write_file("/once", b"1")
         assert fs.read_file("/once") == b"1"
-        assert tb.db._feed is None and not fs._st.delegation.held
+        assert tb.db._feed is None and not fs._store.delegation.held
     finally:
         tb.close()

@@ -53,9 +53,9 @@ def test_sequential_reads_fetch_blocks_ahead_in_few_queries(tb, tenant):
     fs = tb.filesystem(tenant)
     data = os.urandom(4 * MiB)
     fs.write_file("/seq", data)
-    cold = tb.filesystem(tenant)._st
-    cold.scache = type(cold.scache)(cold.scache.capacity)  # forget what the write left cached
-    cold.bcache = type(cold.bcache)(cold.bcache.capacity)
+    cold = tb.filesystem(tenant)._store
+    cold.stream_cache = type(cold.stream_cache)(cold.stream_cache.capacity)  # forget what the write left cached
+    cold.block_cache = type(cold.block_cache)(cold.block_cache.capacity)
     before = cold.stats["round_trips"]
     got = bytearray()
     with fs.open("/seq", "rb") as f:

@@ -41,7 +41,7 @@ class Caches(SharedState):
         elif self.delegation.conn is not None and not write:  # a delegation's transaction never commits
             yield self.delegation.conn
         else:
-            with self.db.tenant(self.tid) as conn:
+            with self.db.tenant(self.tenant_id) as conn:
                 yield conn
 
     def query(
@@ -97,11 +97,11 @@ class Caches(SharedState):
         if settle:
             rows = self.query("SELECT gen, head_layer, block_size, frozen FROM tarbox_share_state()")
         elif conn is None:
-            rows = self.query(self._STATE_SQL, (self.tid,))
+            rows = self.query(self._STATE_SQL, (self.tenant_id,))
         else:
-            rows = conn.execute(self._STATE_SQL, (self.tid,)).fetchall()
+            rows = conn.execute(self._STATE_SQL, (self.tenant_id,)).fetchall()
         if not rows:
-            raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+            raise TenantNotFoundError(f"tenant {self.tenant_id} does not exist")
         return rows[0]
 
     def adopt_state(self, row: tuple[Any, ...] | None = None) -> None:
@@ -120,7 +120,7 @@ class Caches(SharedState):
                        SELECT l.layer_id, l.parent_id FROM layers l JOIN c
                          ON l.tenant_id = %(t)s AND l.layer_id = c.parent_id)
                    SELECT layer_id FROM c""",
-                {"t": self.tid, "h": head},
+                {"t": self.tenant_id, "h": head},
             )
             if not chain:
                 raise fs_error(errno.ENOENT, None, f"layer {head} does not exist")
@@ -169,7 +169,7 @@ class Caches(SharedState):
         return epoch is not None and self.delegation.take_slot(epoch)
 
     def _recall_channel(self) -> str:
-        return recall_channel(self.db.tenant_token(self.tid))
+        return recall_channel(self.db.tenant_token(self.tenant_id))
 
     def _on_recall(self) -> None:
         """On the feed's thread (must not block): give the delegation back soon."""
@@ -203,7 +203,7 @@ class Caches(SharedState):
             cm.__exit__(None, None, None)
             d.give_slot()
             if row is None:
-                raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+                raise TenantNotFoundError(f"tenant {self.tenant_id} does not exist")
             return row[:4]
         d.keep(conn, cm)
         if d.recallable:
@@ -228,17 +228,17 @@ class Caches(SharedState):
     def drop_clean_caches(self) -> None:
         """Drop clean cache entries; entries with pending writes stay (last writer wins)."""
         keep = set(self.dirty.inodes) | set(self.dirty.wbuf) | set(self.dirty.ext)
-        self.dcache = {}
+        self.dentry_cache = {}
         self.children = {}
-        self.pcache = {}
+        self.path_cache = {}
         if keep:
-            self.icache = {k: v for k, v in self.icache.items() if k in keep}
-            self.xcache = {k: v for k, v in self.xcache.items() if k in keep}
+            self.inode_cache = {k: v for k, v in self.inode_cache.items() if k in keep}
+            self.extent_cache = {k: v for k, v in self.extent_cache.items() if k in keep}
         else:
-            self.icache, self.xcache = {}, {}
+            self.inode_cache, self.extent_cache = {}, {}
 
     def dentry(self, parent: int, name: str) -> Dentry:
-        d = self.dcache.get((parent, name))
+        d = self.dentry_cache.get((parent, name))
         if d is not None:
             return d
         if parent in self.children:
@@ -248,11 +248,11 @@ class Caches(SharedState):
         # so the cost does not grow with the depth of history
         rows = self._newest(
             "SELECT layer_id, ino FROM dirents WHERE tenant_id = %s AND parent_ino = %s AND name = %s",
-            (self.tid, parent, name),
+            (self.tenant_id, parent, name),
             2,
         )
         d = Dentry(rows[0][1], rows[0][0], len(rows) > 1) if rows else Dentry(None, None, False)
-        self.dcache[(parent, name)] = d
+        self.dentry_cache[(parent, name)] = d
         return d
 
     def lookup(self, parent: int, name: str) -> int | None:
@@ -264,21 +264,21 @@ class Caches(SharedState):
     def inode(self, ino: int) -> Inode | None:
         if ino in self.dirty.inodes:
             return self.dirty.inodes[ino]  # None: deleted, not yet flushed
-        node = self.icache.get(ino)
+        node = self.inode_cache.get(ino)
         if node is not None:
             return node
         rows = self._newest(
             "SELECT layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns, target, content_layer,"
             " uid, gid, rdev"
             " FROM inodes WHERE tenant_id = %s AND ino = %s",
-            (self.tid, ino),
+            (self.tenant_id, ino),
             1,
         )
         if not rows:
             return None
         r = rows[0]
         node = Inode(ino, FileType(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[0], r[9], r[10], r[11], r[12])
-        self.icache[ino] = node
+        self.inode_cache[ino] = node
         return node
 
     def inodes(self, inos: Iterable[int]) -> dict[int, Inode]:
@@ -286,7 +286,7 @@ class Caches(SharedState):
         out: dict[int, Inode] = {}
         missing = []
         for ino in inos:
-            node = self.dirty.inodes[ino] if ino in self.dirty.inodes else self.icache.get(ino)
+            node = self.dirty.inodes[ino] if ino in self.dirty.inodes else self.inode_cache.get(ino)
             if node is not None:
                 out[ino] = node
             elif ino not in self.dirty.inodes:
@@ -296,14 +296,14 @@ class Caches(SharedState):
                 "SELECT DISTINCT ON (ino) ino, layer_id, kind, mode, nlink, size, atime_ns, mtime_ns, ctime_ns,"
                 " target, content_layer, uid, gid, rdev FROM inodes"
                 " WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id = ANY(%s) ORDER BY ino, layer_id DESC",
-                (self.tid, missing, self.chain_ids),
+                (self.tenant_id, missing, self.chain_ids),
             )
             for r in rows:
                 ino = r[0]
                 node = Inode(
                     ino, FileType(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[1], r[10], r[11], r[12], r[13]
                 )
-                self.icache[ino] = node
+                self.inode_cache[ino] = node
                 out[ino] = node
         return out
 
@@ -315,18 +315,18 @@ class Caches(SharedState):
         rows = self.query(
             "SELECT DISTINCT ON (name) name, layer_id, ino, count(*) OVER (PARTITION BY name) FROM dirents"
             " WHERE tenant_id = %s AND parent_ino = %s AND layer_id = ANY(%s) ORDER BY name, layer_id DESC",
-            (self.tid, dir_ino, self.chain_ids),
+            (self.tenant_id, dir_ino, self.chain_ids),
         )
         kids = {}
         for name, layer, ino, versions in rows:
             if (dir_ino, name) in self.dirty.dirents:
-                continue  # changed in this write-back window: dcache holds the truth
-            self.dcache[(dir_ino, name)] = Dentry(ino, layer, versions > 1)
+                continue  # changed in this write-back window: dentry_cache holds the truth
+            self.dentry_cache[(dir_ino, name)] = Dentry(ino, layer, versions > 1)
             if ino is not None:
                 kids[name] = ino
         for p, name in self.dirty.dirents:
             if p == dir_ino:
-                d = self.dcache[(p, name)]
+                d = self.dentry_cache[(p, name)]
                 if d.ino is None:
                     kids.pop(name, None)
                 else:
@@ -335,7 +335,7 @@ class Caches(SharedState):
         return kids
 
     def xmap(self, node: Inode) -> dict[int, bytes]:
-        xm = self.xcache.get(node.ino)
+        xm = self.extent_cache.get(node.ino)
         if xm is not None:
             return xm
         if node.content_layer is None or node.size == 0:
@@ -343,11 +343,11 @@ class Caches(SharedState):
         else:
             rows = self.query(
                 "SELECT idx, hash FROM extents WHERE tenant_id = %s AND ino = %s AND layer_id = %s",
-                (self.tid, node.ino, node.content_layer),
+                (self.tenant_id, node.ino, node.content_layer),
                 binary=True,
             )
             xm = {r[0]: bytes(r[1]) for r in rows}
-        self.xcache[node.ino] = xm
+        self.extent_cache[node.ino] = xm
         return xm
 
     def blocks(self, hashes: list[bytes], ahead: Callable[[], list[bytes]] | None = None) -> dict[bytes, bytes]:
@@ -356,7 +356,7 @@ class Caches(SharedState):
         out: dict[bytes, bytes] = {}
         missing = []
         for h in hashes:
-            data = self.dirty.blocks.get(h) or self.bcache.get(h) or self.scache.get(h)
+            data = self.dirty.blocks.get(h) or self.block_cache.get(h) or self.stream_cache.get(h)
             if data is None:
                 missing.append(h)
             else:
@@ -366,15 +366,15 @@ class Caches(SharedState):
                 missing += ahead()
             rows = self.query(
                 "SELECT hash, data FROM blocks WHERE tenant_id = %s AND hash = ANY(%b)",
-                (self.tid, missing),
+                (self.tenant_id, missing),
                 binary=True,
             )
             for h, data in rows:
                 h, data = bytes(h), bytes(data)
                 if len(data) < self.block_size:
-                    self.bcache.put(h, data)  # see seal_blocks: full blocks stream, small ones are re-read
+                    self.block_cache.put(h, data)  # see seal_blocks: full blocks stream, small ones are re-read
                 else:
-                    self.scache.put(h, data)
+                    self.stream_cache.put(h, data)
                 out[h] = data
             lost = [h for h in hashes if h not in out]
             if lost:
@@ -389,7 +389,7 @@ class Caches(SharedState):
             h = xm.get(i)
             if h is None or i in wb:
                 break
-            if self.scache.get(h) is None and self.bcache.get(h) is None:
+            if self.stream_cache.get(h) is None and self.block_cache.get(h) is None:
                 out.append(h)
         return out
 

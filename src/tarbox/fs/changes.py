@@ -63,10 +63,10 @@ class Changes(SharedState):
             gid,
             rdev,
         )
-        self.icache[node.ino] = node
+        self.inode_cache[node.ino] = node
         self.dirty.inodes[node.ino] = node
         if kind is FileType.FILE:
-            self.xcache[node.ino] = {}
+            self.extent_cache[node.ino] = {}
         return node
 
     def touch(self, node: Inode) -> Inode:
@@ -74,13 +74,13 @@ class Changes(SharedState):
         self.note_write()
         node.layer_id = self.head
         self.dirty.inodes[node.ino] = node
-        self.icache[node.ino] = node
+        self.inode_cache[node.ino] = node
         return node
 
     def set_dentry(self, parent: int, name: str, ino: int | None) -> None:
         """Point ``name`` at ``ino``, or remove it (``None``), in the head layer."""
         self.note_write()
-        self.pcache.clear()
+        self.path_cache.clear()
         d = self.dentry(parent, name)
         head = self.head
         older = d.under(head)
@@ -92,7 +92,7 @@ class Changes(SharedState):
             # a new version at the head, or a whiteout hiding the older version
             self.dirty.dirents[(parent, name)] = ino
             new = Dentry(ino, head, older)
-        self.dcache[(parent, name)] = new
+        self.dentry_cache[(parent, name)] = new
         kids = self.children.get(parent)
         if kids is not None:
             if ino is None:
@@ -117,8 +117,8 @@ class Changes(SharedState):
         if buf:
             self.dirty.wbuf_bytes -= sum(len(b) for b in buf.values())
         self.dirty.inodes[node.ino] = None
-        self.icache.pop(node.ino, None)
-        self.xcache.pop(node.ino, None)
+        self.inode_cache.pop(node.ino, None)
+        self.extent_cache.pop(node.ino, None)
 
     def _ext(self, node: Inode) -> ExtDirty:
         """The node's pending content changes, begun at its committed state if there are none."""
@@ -234,8 +234,8 @@ class Changes(SharedState):
             wb = self.dirty.wbuf.pop(ino, None)
             if not wb:
                 continue
-            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
-            xm = self.xcache.setdefault(ino, {})
+            node = self.dirty.inodes.get(ino) or self.inode_cache.get(ino)
+            xm = self.extent_cache.setdefault(ino, {})
             ext = self.dirty.ext[ino]  # every buffered block was written through _content
             self.staged_only.discard(ino)
             for i, buf in wb.items():
@@ -258,6 +258,6 @@ class Changes(SharedState):
                 if len(data) < self.block_size:
                     # small files are often read right back; streamed full blocks
                     # would only push them out of the cache
-                    self.bcache.put(h, data)
+                    self.block_cache.put(h, data)
         if only is not None and self.dirty.block_bytes > FLUSH_BYTES:
             self.commit()

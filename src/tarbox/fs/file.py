@@ -62,7 +62,7 @@ class TarboxFile(io.RawIOBase):
         super().__init__()
         self._record = record  # audits what this descriptor wrote (the opening view's Filesystem._record)
         self._written: int | None = None  # bytes written through it (None: it wrote nothing)
-        self._st = store
+        self._store = store
         self._ino = ino
         self.name = path
         self.mode = "rb" if not mode.writable else "ab" if mode.append else "r+b" if mode.readable else "wb"
@@ -78,7 +78,7 @@ class TarboxFile(io.RawIOBase):
         return self._ino
 
     def _node(self) -> Inode:
-        node = self._st.inode(self._ino)
+        node = self._store.inode(self._ino)
         if node is None:
             raise fs_error(errno.ESTALE, self.name, "file was removed by another process")
         return node
@@ -105,11 +105,11 @@ class TarboxFile(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         self._check(True)
-        with self._st.lock:
+        with self._store.lock:
             node = self._node()
             if size is None or size < 0:
                 size = max(0, node.size - self._pos)
-            data = self._st.read(node, self._pos, size)
+            data = self._store.read(node, self._pos, size)
         self._pos += len(data)
         return data
 
@@ -127,12 +127,12 @@ class TarboxFile(io.RawIOBase):
         self._check(False)
         data = b if isinstance(b, bytes | bytearray | memoryview) else memoryview(b)
         n = len(memoryview(data).cast("B")) if not isinstance(data, bytes | bytearray) else len(data)
-        with self._st.lock:
+        with self._store.lock:
             node = self._node()
             self._writing()
             if self._m.append:
                 self._pos = node.size
-            self._st.write(node, self._pos, data)
+            self._store.write(node, self._pos, data)
         self._pos += n
         self._written = (self._written or 0) + n  # _writing() made it 0 at least
         return n
@@ -140,7 +140,7 @@ class TarboxFile(io.RawIOBase):
     def _writing(self) -> None:
         """This descriptor changes the file: until it closes, commits show the old version."""
         if not self._dirty:
-            self._st.begin_write(self._ino)
+            self._store.begin_write(self._ino)
             self._dirty = True
         if self._written is None:
             self._written = 0
@@ -153,7 +153,7 @@ class TarboxFile(io.RawIOBase):
         elif whence == os.SEEK_CUR:
             pos = self._pos + offset
         elif whence == os.SEEK_END:
-            with self._st.lock:
+            with self._store.lock:
                 pos = self._node().size + offset
         else:
             raise ValueError(f"invalid whence: {whence}")
@@ -170,32 +170,32 @@ class TarboxFile(io.RawIOBase):
         size = self._pos if size is None else size
         if size < 0:
             raise fs_error(errno.EINVAL, self.name, "negative size")
-        with self._st.lock:
+        with self._store.lock:
             node = self._node()
             self._writing()
-            self._st.truncate(node, size)
-            self._st.touch(node)
+            self._store.truncate(node, size)
+            self._store.touch(node)
         return size
 
     def stat(self) -> Stat:
         """``os.fstat``: the file's current metadata, even after a rename or unlink."""
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        with self._st.lock:
+        with self._store.lock:
             return self._node().to_stat()
 
     def utime(self, atime_ns: int | None, mtime_ns: int | None) -> None:
         """``os.utime`` on the open file; ``None`` keeps that time. ctime becomes now."""
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        with self._st.lock, self._st.writing():
+        with self._store.lock, self._store.writing():
             node = self._node()
             if atime_ns is not None:
                 node.atime_ns = atime_ns
             if mtime_ns is not None:
                 node.mtime_ns = mtime_ns
             node.ctime_ns = now_ns()
-            self._st.touch(node)
+            self._store.touch(node)
 
     def set_append(self, append: bool) -> None:
         """Switch O_APPEND on or off (``fcntl(F_SETFL)``)."""
@@ -211,12 +211,12 @@ class TarboxFile(io.RawIOBase):
         commit this process's pending writes and wait until they are durable."""
         if self._dirty:
             self._dirty = False
-            self._st.end_write(self._ino)
-        self._st.commit(durable=True, publish=self._ino)
+            self._store.end_write(self._ino)
+        self._store.commit(durable=True, publish=self._ino)
         self._raise_pending()
 
     def _raise_pending(self) -> None:
-        err = self._st.pending_error(self._ino)
+        err = self._store.pending_error(self._ino)
         if err is not None:
             raise err
 
@@ -225,15 +225,15 @@ class TarboxFile(io.RawIOBase):
             return
         try:
             if self._dirty:
-                self._st.end_write(self._ino)
+                self._store.end_write(self._ino)
             if self._written is not None:
                 if self._record is not None:
                     self._record(AuditOp.WRITE, self.name, None, self._written)
-                self._st.publish_close()
+                self._store.publish_close()
                 self._raise_pending()
         finally:
             super().close()
-            self._st.closed(self._ino)
+            self._store.closed(self._ino)
 
     def __repr__(self) -> str:
         return f"<TarboxFile name={self.name!r} mode={self.mode!r}>"

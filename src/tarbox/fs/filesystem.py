@@ -56,7 +56,7 @@ class Filesystem(HistoryView):
         view_factory: Callable[[int], Store] | None = None,
         hide_control: bool = False,
     ) -> None:
-        self._st = store
+        self._store = store
         self._paths = PathWalk(store)
         self.read_only = read_only or store.pinned is not None
         self.tenant_name = tenant_name
@@ -93,9 +93,9 @@ class Filesystem(HistoryView):
         """Hold this view's store for a sequence of calls, so that no other thread of
         this process comes between them (WASI's append: finding the end, writing
         there). ``refresh``: first catch up with what other processes committed."""
-        with self._st.lock:
+        with self._store.lock:
             if refresh:
-                self._st.refresh()
+                self._store.refresh()
             yield
 
     @contextmanager
@@ -104,13 +104,13 @@ class Filesystem(HistoryView):
         inside decide from what they read cannot be overtaken (a WASI call that
         resolves a path, then changes it). The operations inside check that the view
         may write."""
-        with self._st.lock, self._st.writing():
+        with self._store.lock, self._store.writing():
             yield
 
     def same_store(self, other: Filesystem) -> bool:
         """Do both views share one store (one tenant, one process's caches), so that
         a rename or link between them is one operation?"""
-        return self._st is other._st
+        return self._store is other._store
 
     @contextmanager
     def acting_as(self, uid: int, gid: int) -> Iterator[None]:
@@ -126,7 +126,7 @@ class Filesystem(HistoryView):
 
     @property
     def tenant_id(self) -> uuid.UUID:
-        return self._st.tid
+        return self._store.tenant_id
 
     @property
     def generation(self) -> int | None:
@@ -134,7 +134,7 @@ class Filesystem(HistoryView):
         bumps it by one. Inside :meth:`atomic` the tenant is locked and this is the one
         the batch will publish, so one less is the last commit of anyone before it (a
         native run's write-back tells by it whether the tenant moved meanwhile)."""
-        return self._st.gen
+        return self._store.gen
 
     @property
     def stats(self) -> dict[str, int]:
@@ -143,7 +143,7 @@ class Filesystem(HistoryView):
         ``windows``, operations committed ahead of the lock in one round trip
         (``run_ahead``) and those decided again under it (``run_ahead_redone``), read
         delegations asked back from other processes (``recalls_sent``). A copy."""
-        return dict(self._st.stats)
+        return dict(self._store.stats)
 
     def _writable(self, path: paths.PathArg | None) -> None:
         if self.read_only:
@@ -164,12 +164,12 @@ class Filesystem(HistoryView):
                 control.refuse(os.fspath(p))
 
     def _touch_dir(self, ino: int, nlink_delta: int = 0) -> None:
-        node = self._st.inode(ino)
+        node = self._store.inode(ino)
         if node is None:
             return
         node.mtime_ns = node.ctime_ns = now_ns()
         node.nlink += nlink_delta
-        self._st.touch(node)
+        self._store.touch(node)
 
     def _mutate(
         self,
@@ -186,10 +186,10 @@ class Filesystem(HistoryView):
         text = os.fspath(path)
 
         def whole() -> None:
-            body(self._st)
+            body(self._store)
             self._record(op, text, path2, nbytes)
 
-        self._st.operation(whole, small=nbytes is None or nbytes <= RUN_AHEAD_MAX_BYTES)
+        self._store.operation(whole, small=nbytes is None or nbytes <= RUN_AHEAD_MAX_BYTES)
 
     def record(self, op: AuditOp, path: str, path2: str | None = None, nbytes: int | None = None) -> None:
         """Audit, as this view's, an operation a caller composed from others it made
@@ -208,7 +208,7 @@ class Filesystem(HistoryView):
     ) -> None:
         """Audit an operation of this view (unless ``audited`` is off); it commits with its changes."""
         if self.audited:
-            self._st.audit(self.run_id, op, path, path2, nbytes, layer=layer)
+            self._store.audit(self.run_id, op, path, path2, nbytes, layer=layer)
 
     # ------------------------------------------------------------------ reads
 
@@ -216,19 +216,19 @@ class Filesystem(HistoryView):
         ctl = self._ctl(path)
         if ctl is not None:
             return control.stat(self, ctl)
-        st = self._st
+        st = self._store
         with st.lock:
             st.refresh(force=False)
             key = (path, follow_symlinks) if isinstance(path, str) else None
-            ino = st.pcache.get(key) if key is not None else None
+            ino = st.path_cache.get(key) if key is not None else None
             node = st.inode(ino) if ino is not None else None
             if node is None:
                 node = self._paths.existing(path, follow=follow_symlinks).node
                 assert node is not None
                 if key is not None:
-                    if len(st.pcache) > 100_000:
-                        st.pcache.clear()
-                    st.pcache[key] = node.ino
+                    if len(st.path_cache) > 100_000:
+                        st.path_cache.clear()
+                    st.path_cache[key] = node.ino
             return node.to_stat()
 
     def lstat(self, path: paths.PathArg) -> Stat:
@@ -273,19 +273,19 @@ class Filesystem(HistoryView):
         ctl = self._ctl(path)
         if ctl is not None:
             return control.listdir(ctl)
-        with self._st.lock:
-            self._st.refresh()
-            return sorted(self._st.listing(self._dir(path).ino))
+        with self._store.lock:
+            self._store.refresh()
+            return sorted(self._store.listing(self._dir(path).ino))
 
     def scandir(self, path: paths.PathArg = "/") -> list[DirEntry]:
         """Entries with their types, sorted by name, fetched in one query."""
         ctl = self._ctl(path)
         if ctl is not None:
             return [DirEntry(n, 0, control.stat(self, paths.join(ctl, n)).type) for n in control.listdir(ctl)]
-        with self._st.lock:
-            self._st.refresh()
-            kids = self._st.listing(self._dir(path).ino)
-            nodes = self._st.inodes(kids.values())
+        with self._store.lock:
+            self._store.refresh()
+            kids = self._store.listing(self._dir(path).ino)
+            nodes = self._store.inodes(kids.values())
             return [DirEntry(name, ino, nodes[ino].kind) for name, ino in sorted(kids.items()) if ino in nodes]
 
     def walk(self, top: paths.PathArg = "/") -> Iterator[tuple[str, list[str], list[str]]]:
@@ -302,22 +302,22 @@ class Filesystem(HistoryView):
         ctl = self._ctl(path)
         if ctl is not None:
             return control.read(self, ctl)
-        with self._st.lock:
-            self._st.refresh()
+        with self._store.lock:
+            self._store.refresh()
             node = self._paths.existing(path).node
             assert node is not None
             if node.kind is FileType.DIRECTORY:
                 raise fs_error(errno.EISDIR, os.fspath(path))
             if node.kind.is_special:
                 raise fs_error(errno.ENXIO, os.fspath(path), "a FIFO, socket or device node has no content")
-            return self._st.read(node, 0, node.size)
+            return self._store.read(node, 0, node.size)
 
     def read_text(self, path: paths.PathArg, encoding: str = "utf-8") -> str:
         return self.read_file(path).decode(encoding)
 
     def readlink(self, path: paths.PathArg) -> str:
-        with self._st.lock:
-            self._st.refresh(force=False)
+        with self._store.lock:
+            self._store.refresh(force=False)
             node = self._paths.existing(path, follow=False).node
             assert node is not None
             if node.kind is not FileType.SYMLINK:
@@ -325,9 +325,9 @@ class Filesystem(HistoryView):
             return node.target or ""
 
     def usage(self) -> Usage:
-        rows = self._st.query(
+        rows = self._store.query(
             "SELECT used_bytes, used_inodes, quota_bytes, quota_inodes FROM tenant_state WHERE tenant_id = %s",
-            (self._st.tid,),
+            (self._store.tenant_id,),
         )
         return Usage(*rows[0])
 
@@ -336,7 +336,7 @@ class Filesystem(HistoryView):
     def _create(
         self, res: Resolution, kind: FileType, mode: int, path: str, *, target: str | None = None, rdev: int = 0
     ) -> Inode:
-        st = self._st
+        st = self._store
         assert res.parent is not None and res.name is not None
         paths.check_name(res.name, path)
         _check_reserved(res.parent, res.name, path)
@@ -370,7 +370,7 @@ class Filesystem(HistoryView):
         if exist_ok and not self.read_only and control.control_path(text) is None:
             # the common mkdir -p of a directory that exists needs no write lock, only
             # the close-to-open check that another process has not removed it
-            self._st.refresh()
+            self._store.refresh()
             if self.is_dir(text):
                 return
         if parents:
@@ -421,7 +421,7 @@ class Filesystem(HistoryView):
         if node.kind.is_special:
             raise fs_error(errno.ENXIO, path, "a FIFO, socket or device node: only the kernel opens it (on a mount)")
         if trunc and node.size:
-            self._st.truncate(node, 0)
+            self._store.truncate(node, 0)
             return node, AuditOp.TRUNCATE
         return node, None
 
@@ -511,7 +511,7 @@ class Filesystem(HistoryView):
 
     def _open_raw(self, path: str, m: OpenMode, revalidate: bool) -> TarboxFile:
         """Open (creating or truncating inside a write transaction) and wrap a regular file."""
-        st = self._st
+        st = self._store
         with st.lock:
             if m.create or m.trunc:
                 with st.writing():
@@ -545,7 +545,7 @@ class Filesystem(HistoryView):
         self._mutate(body, text, AuditOp.TRUNCATE, nbytes=size)
 
     def _unlink_node(self, parent: int, name: str, node: Inode) -> None:
-        st = self._st
+        st = self._store
         st.set_dentry(parent, name, None)
         node.nlink -= 1
         node.ctime_ns = now_ns()
@@ -596,7 +596,7 @@ class Filesystem(HistoryView):
     def remove_tree(self, path: paths.PathArg) -> None:
         """Delete a directory and everything below it (``rm -r``) in one write-back window."""
         text = os.fspath(path)
-        with self._st.batch():
+        with self._store.batch():
             st = self.lstat(text)
             if not st.is_dir:
                 self.remove(text)
@@ -811,7 +811,7 @@ class Filesystem(HistoryView):
         """
         if self.read_only:
             raise fs_error(errno.EROFS, None, "read-only filesystem view")
-        return self._st.batch()
+        return self._store.batch()
 
     def atomic(self) -> AbstractContextManager[None]:
         """Everything inside is one commit, at the end, or nothing is (an exception
@@ -822,9 +822,9 @@ class Filesystem(HistoryView):
         operation joins the transaction."""
         if self.read_only:
             raise fs_error(errno.EROFS, None, "read-only filesystem view")
-        if not self._st.isolated:
+        if not self._store.isolated:
             raise ValueError("atomic() needs a filesystem with a store of its own (isolated=True)")
-        return self._st.batch(atomic=True)
+        return self._store.batch(atomic=True)
 
     @contextmanager
     def write_back(self, seconds: float = 0.05) -> Iterator[WriteBack]:
@@ -837,7 +837,7 @@ class Filesystem(HistoryView):
         """
         if self.read_only:
             raise fs_error(errno.EROFS, None, "read-only filesystem view")
-        st = self._st
+        st = self._store
         wb = WriteBack()
         lost, windows = st.lost_windows, st.stats["windows"]
         try:
@@ -850,11 +850,11 @@ class Filesystem(HistoryView):
     def commit(self) -> None:
         """Commit everything pending now (an open batch or write-back window of this
         store included), without waiting for the WAL flush (see :meth:`sync`)."""
-        self._st.commit()
+        self._store.commit()
 
     def sync(self) -> None:
         """Commit everything pending and wait until it is durable (fsync)."""
-        self._st.commit(durable=True)
+        self._store.commit(durable=True)
 
     def gc(self, stale_after: float | None = None) -> tuple[int, int]:
         """Reclaim blocks no extent references, after ending stages (blocks of files being
@@ -862,4 +862,4 @@ class Filesystem(HistoryView):
         died). Returns (blocks, bytes) freed."""
         from tarbox.fs.gc import STAGE_LEASE, collect
 
-        return collect(self._st, STAGE_LEASE if stale_after is None else stale_after)
+        return collect(self._store, STAGE_LEASE if stale_after is None else stale_after)

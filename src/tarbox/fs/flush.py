@@ -56,7 +56,7 @@ class Flush(SharedState):
         held = self.held_inos()
         pub = {ino: e for ino, e in self.dirty.ext.items() if ino not in held}
         for ino, e in pub.items():
-            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
+            node = self.dirty.inodes.get(ino) or self.inode_cache.get(ino)
             if node is not None and not e.drop:
                 node.content_layer = head  # the published bytes live at the head from now on
         ins = [n for n in self.dirty.inodes.values() if n is not None]
@@ -82,7 +82,7 @@ class Flush(SharedState):
         assert expect is None or small, "a flush that runs ahead of the lock is small"
         prune = self.audit_queue.prune_due()
         plan = FlushPlan.of(
-            tenant=self.tid,
+            tenant=self.tenant_id,
             expect=expect,
             head=head,
             upserted=ins,

@@ -27,7 +27,7 @@ def collect(store: Store, stale_after: float = STAGE_LEASE) -> tuple[int, int]:
                    DELETE FROM extents e USING s
                    WHERE e.tenant_id = %(t)s AND e.ino = s.ino AND e.layer_id = -s.stage_id RETURNING 1)
                SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM d)""",
-            {"t": store.tid, "a": stale_after},
+            {"t": store.tenant_id, "a": stale_after},
         )
         rows = store.query(
             """WITH del AS (
@@ -38,6 +38,6 @@ def collect(store: Store, stale_after: float = STAGE_LEASE) -> tuple[int, int]:
                    UPDATE tenant_state SET used_bytes = used_bytes - (SELECT coalesce(sum(len), 0) FROM del)
                    WHERE tenant_id = %(t)s RETURNING 1)
                SELECT count(*), coalesce(sum(len), 0), (SELECT count(*) FROM upd) FROM del""",
-            {"t": store.tid},
+            {"t": store.tenant_id},
         )
     return int(rows[0][0]), int(rows[0][1])

@@ -23,7 +23,7 @@ class History(SharedState):
                    WHERE tenant_id = %(t)s AND name = (SELECT branch FROM tenant_state WHERE tenant_id = %(t)s))
                UPDATE tenant_state SET head_layer = (SELECT layer_id FROM n) WHERE tenant_id = %(t)s
                RETURNING head_layer""",
-            {"t": self.tid, "p": parent, "m": message},
+            {"t": self.tenant_id, "p": parent, "m": message},
         )[0][0]
         assert isinstance(child, int)
         self._new_head(child, parent)
@@ -47,7 +47,7 @@ class History(SharedState):
                 self.query(
                     "UPDATE layers SET frozen = true, message = %s"
                     " WHERE tenant_id = %s AND layer_id = %s RETURNING layer_id",
-                    (message, self.tid, frozen),
+                    (message, self.tenant_id, frozen),
                 )
                 self.open_child(frozen, "")
             return frozen
@@ -66,14 +66,15 @@ class History(SharedState):
                         "SELECT b.head_layer, l.frozen FROM branches b JOIN layers l"
                         " ON l.tenant_id = b.tenant_id AND l.layer_id = b.head_layer"
                         " WHERE b.tenant_id = %s AND b.name = %s",
-                        (self.tid, target),
+                        (self.tenant_id, target),
                     )
                     if not rows:
                         raise fs_error(errno.ENOENT, None, f"branch {target!r} does not exist")
                     branch = target
                 else:
                     rows = self.query(
-                        "SELECT layer_id, frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, target)
+                        "SELECT layer_id, frozen FROM layers WHERE tenant_id = %s AND layer_id = %s",
+                        (self.tenant_id, target),
                     )
                     if not rows:
                         raise fs_error(errno.ENOENT, None, f"layer {target} does not exist")
@@ -82,7 +83,7 @@ class History(SharedState):
                 self.note_write()
                 self.query(
                     "UPDATE tenant_state SET head_layer = %s, branch = %s WHERE tenant_id = %s RETURNING head_layer",
-                    (layer_id, branch, self.tid),
+                    (layer_id, branch, self.tenant_id),
                 )
                 self.drop_clean_caches()
                 self.chain = frozenset()
@@ -96,13 +97,13 @@ class History(SharedState):
                 from_layer = self.checkpoint(f"branch {name}")
             with self.writing(publish=True):
                 rows = self.query(
-                    "SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tid, from_layer)
+                    "SELECT frozen FROM layers WHERE tenant_id = %s AND layer_id = %s", (self.tenant_id, from_layer)
                 )
                 if not rows:
                     raise fs_error(errno.ENOENT, None, f"layer {from_layer} does not exist")
                 if not rows[0][0]:
                     raise fs_error(errno.EINVAL, None, f"layer {from_layer} is open; branch from a checkpoint")
-                if self.query("SELECT 1 FROM branches WHERE tenant_id = %s AND name = %s", (self.tid, name)):
+                if self.query("SELECT 1 FROM branches WHERE tenant_id = %s AND name = %s", (self.tenant_id, name)):
                     raise fs_error(errno.EEXIST, None, f"branch {name!r} already exists")
                 self.note_write()
                 head: int = self.query(
@@ -111,7 +112,7 @@ class History(SharedState):
                            VALUES (%(t)s, nextval('layer_id_seq'), %(p)s, '') RETURNING layer_id)
                        INSERT INTO branches (tenant_id, name, head_layer)
                        SELECT %(t)s, %(n)s, layer_id FROM n RETURNING head_layer""",
-                    {"t": self.tid, "p": from_layer, "n": name},
+                    {"t": self.tenant_id, "p": from_layer, "n": name},
                 )[0][0]
                 return head
 
@@ -121,7 +122,7 @@ class History(SharedState):
         with self.lock:
             self.commit()
             with self.writing(publish=True):
-                t = self.tid
+                t = self.tenant_id
                 rows = self.query(
                     """WITH RECURSIVE sub(layer_id) AS (
                            SELECT layer_id FROM layers WHERE tenant_id = %(t)s AND layer_id = %(l)s
@@ -178,10 +179,10 @@ class History(SharedState):
     def delete_branch(self, name: str) -> None:
         """Remove a branch pointer (its layers stay until dropped)."""
         with self.lock, self.writing(publish=True):
-            if name == self.query("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self.tid,))[0][0]:
+            if name == self.query("SELECT branch FROM tenant_state WHERE tenant_id = %s", (self.tenant_id,))[0][0]:
                 raise fs_error(errno.EBUSY, None, f"branch {name!r} is the current branch; switch away first")
             self.note_write()
             if not self.query(
-                "DELETE FROM branches WHERE tenant_id = %s AND name = %s RETURNING name", (self.tid, name)
+                "DELETE FROM branches WHERE tenant_id = %s AND name = %s RETURNING name", (self.tenant_id, name)
             ):
                 raise fs_error(errno.ENOENT, None, f"branch {name!r} does not exist")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class SharedState:
     # the tenant and its view
     db: Database
-    tid: uuid.UUID
+    tenant_id: uuid.UUID
     isolated: bool
     pinned: int | None
     head_frozen: bool
@@ -42,13 +42,13 @@ class SharedState:
     chain_ids: list[int]
     block_size: int
     # clean caches
-    dcache: dict[tuple[int, str], Dentry]
+    dentry_cache: dict[tuple[int, str], Dentry]
     children: dict[int, dict[str, int]]
-    pcache: dict[tuple[str, bool], int]
-    icache: dict[int, Inode]
-    xcache: dict[int, dict[int, bytes]]
-    bcache: BlockCache
-    scache: BlockCache
+    path_cache: dict[tuple[str, bool], int]
+    inode_cache: dict[int, Inode]
+    extent_cache: dict[int, dict[int, bytes]]
+    block_cache: BlockCache
+    stream_cache: BlockCache
     # dirty state
     dirty: DirtySet
     write_errors: dict[int, Exception]
@@ -75,7 +75,7 @@ class SharedState:
     window_delays: list[float]
     _window: bool
     _window_id: int
-    _room: tuple[int | None, int | None]
+    _quota_room: tuple[int | None, int | None]
     _byte_quota: object
     lost_windows: int
     stats: dict[str, int]

@@ -40,7 +40,7 @@ class Stages(SharedState):
         """Make the next commit write the file's real size with its content."""
         if ino in self.dirty.ext:
             self.staged_only.discard(ino)
-            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
+            node = self.dirty.inodes.get(ino) or self.inode_cache.get(ino)
             if node is not None and node.nlink > 0:
                 self.touch(node)
 
@@ -54,11 +54,11 @@ class Stages(SharedState):
         rows = self.query(
             "SELECT DISTINCT ON (ino) ino, nlink FROM inodes"
             " WHERE tenant_id = %s AND ino = ANY(%s) AND layer_id = ANY(%s) ORDER BY ino, layer_id DESC",
-            (self.tid, inos, self.chain_ids),
+            (self.tenant_id, inos, self.chain_ids),
         )
         nlink = dict(rows)
         for ino in inos:
-            node = self.dirty.inodes.get(ino) or self.icache.get(ino)
+            node = self.dirty.inodes.get(ino) or self.inode_cache.get(ino)
             if ino in nlink:
                 if node is not None:
                     node.nlink = nlink[ino]
@@ -75,8 +75,8 @@ class Stages(SharedState):
             if buf:
                 self.dirty.wbuf_bytes -= sum(len(b) for b in buf.values())
             self.dirty.inodes.pop(ino, None)
-            self.icache.pop(ino, None)
-            self.xcache.pop(ino, None)
+            self.inode_cache.pop(ino, None)
+            self.extent_cache.pop(ino, None)
 
     def opened(self, ino: int) -> None:
         with self.lock:

@@ -96,7 +96,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages):
         isolated: bool = False,
     ) -> None:
         self.db = db
-        self.tid = tenant_id
+        self.tenant_id = tenant_id
         self.isolated = isolated  # not shared with other views (Tarbox.filesystem(isolated=True))
         self.pinned = pinned_layer  # a read-only view of one layer instead of the head
         self.head_frozen = False
@@ -109,16 +109,16 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages):
         self.chain_ids: list[int] = []  # the chain, newest first (query parameter)
         self.block_size = DEFAULT_BLOCK_SIZE
         # clean caches
-        self.dcache: dict[tuple[int, str], Dentry] = {}
+        self.dentry_cache: dict[tuple[int, str], Dentry] = {}
         self.children: dict[int, dict[str, int]] = {}  # complete listings only
         # resolved paths: (text, follow_symlinks) -> inode; any dirent change clears it
-        self.pcache: dict[tuple[str, bool], int] = {}
-        self.icache: dict[int, Inode] = {}
-        self.xcache: dict[int, dict[int, bytes]] = {}
-        self.bcache = BlockCache(block_cache_bytes)
+        self.path_cache: dict[tuple[str, bool], int] = {}
+        self.inode_cache: dict[int, Inode] = {}
+        self.extent_cache: dict[int, dict[int, bytes]] = {}
+        self.block_cache = BlockCache(block_cache_bytes)
         # full blocks of files being streamed, and those read ahead of the reader:
-        # kept apart so a long stream cannot push small files out of bcache
-        self.scache = BlockCache(_STREAM_CACHE_BYTES)
+        # kept apart so a long stream cannot push small files out of block_cache
+        self.stream_cache = BlockCache(_STREAM_CACHE_BYTES)
         # dirty (write-back) state
         self.dirty = DirtySet()  # what is changed and not committed (a part with its own state)
         self.write_errors: dict[int, Exception] = {}
@@ -145,7 +145,7 @@ class Store(Caches, Transactions, Changes, Flush, History, Stages):
         self.window_delays: list[float] = []
         self._window = False  # the open transaction is a window (not a batch, not one operation)
         self._window_id = 0
-        self._room = (None, None)  # (bytes, inodes) left under the quotas when the lock was taken
+        self._quota_room = (None, None)  # (bytes, inodes) left under the quotas when the lock was taken
         self._byte_quota: object = _UNKNOWN  # the tenant's byte quota as last seen (None: none)
         self.delegation = ReadDelegation(db)  # the read delegation (a part with its own state)
         self.lost_windows = 0  # windows whose commit failed: their writes are gone

@@ -183,7 +183,7 @@ class Transactions(SharedState):
             if self.delegation.held:
                 self._flush_on_delegation(expect)
             else:
-                with self.db.tenant(self.tid) as conn:
+                with self.db.tenant(self.tenant_id) as conn:
                     self.flush_dirty(conn, expect=expect)
         except (Conflict, LockBusy):
             # LockBusy: someone holds the lock; the locked path recalls and waits
@@ -251,11 +251,11 @@ class Transactions(SharedState):
         """Drop every uncommitted change and every cached record (records may have been
         changed in place by what is dropped); the next operation starts from the database."""
         self.clear_dirty()
-        self.dcache.clear()
+        self.dentry_cache.clear()
         self.children.clear()
-        self.pcache.clear()
-        self.icache.clear()
-        self.xcache.clear()
+        self.path_cache.clear()
+        self.inode_cache.clear()
+        self.extent_cache.clear()
         self.gen = None
 
     @contextmanager
@@ -280,7 +280,7 @@ class Transactions(SharedState):
                 )
             if self.txn_conn is None:
                 self._begin()
-                if publish or not self.window_delays or not self._roomy():
+                if publish or not self.window_delays or not self._far_from_quotas():
                     yield from self._one_operation()
                     return
                 self._start_window()
@@ -417,7 +417,7 @@ class Transactions(SharedState):
                 if not self.has_dirty():
                     return
                 self._begin()
-                if not self._roomy():
+                if not self._far_from_quotas():
                     self._flush_and_end()
                     return
                 self._start_window()
@@ -434,9 +434,9 @@ class Transactions(SharedState):
         finally:
             self._end()
 
-    def _roomy(self) -> bool:
+    def _far_from_quotas(self) -> bool:
         """Is the tenant far enough from its quotas for a window to run ahead of the check?"""
-        room_bytes, room_inodes = self._room
+        room_bytes, room_inodes = self._quota_room
         return (room_bytes is None or room_bytes > _WINDOW_ROOM_BYTES) and (
             room_inodes is None or room_inodes > _WINDOW_ROOM_INODES
         )
@@ -489,7 +489,7 @@ class Transactions(SharedState):
                 (conn, cm), upgrade = self.delegation.detach(), True
                 self.delegation.forget()
             else:
-                cm = self.db.tenant(self.tid)
+                cm = self.db.tenant(self.tenant_id)
                 try:
                     conn, upgrade = cm.__enter__(), False
                 except ConnectionLostError:  # binding the connection found it broken
@@ -522,7 +522,7 @@ class Transactions(SharedState):
     def _acquire(self, conn: psycopg.Connection, *, upgrade: bool = False) -> None:
         row = self._take_lock(conn, upgrade)
         if row is None:
-            raise TenantNotFoundError(f"tenant {self.tid} does not exist")
+            raise TenantNotFoundError(f"tenant {self.tenant_id} does not exist")
         before = row[0]
         self.adopt_usage(row)
         if before != self.gen:
@@ -542,7 +542,7 @@ class Transactions(SharedState):
         """The largest apparent size a file may have: the tenant's byte quota (asked once
         per store, then kept current by every lock and flush), or ``MAX_FILE_SIZE``."""
         if self._byte_quota is _UNKNOWN:
-            rows = self.query("SELECT quota_bytes FROM tenant_state WHERE tenant_id = %s", (self.tid,))
+            rows = self.query("SELECT quota_bytes FROM tenant_state WHERE tenant_id = %s", (self.tenant_id,))
             self._byte_quota = rows[0][0] if rows else None
         quota = self._byte_quota
         return MAX_FILE_SIZE if not isinstance(quota, int) else min(quota, MAX_FILE_SIZE)
@@ -552,7 +552,7 @@ class Transactions(SharedState):
         used inodes, inode quota) as the lock and the flush function return them."""
         _, used_bytes, quota_bytes, used_inodes, quota_inodes = row
         self._byte_quota = quota_bytes
-        self._room = (
+        self._quota_room = (
             None if quota_bytes is None else quota_bytes - used_bytes,
             None if quota_inodes is None else quota_inodes - used_inodes,
         )
@@ -577,7 +577,7 @@ class Transactions(SharedState):
         while True:
             self.stats["round_trips"] += 2
             self.stats["recalls_sent"] += 1
-            send_recall(conn, recall_channel(self.db.tenant_token(self.tid)))
+            send_recall(conn, recall_channel(self.db.tenant_token(self.tenant_id)))
             try:
                 with conn.pipeline():
                     conn.execute("BEGIN")

@@ -38,7 +38,7 @@ class PathWalk:
     """Resolution of paths for one Filesystem's store."""
 
     def __init__(self, store: Store) -> None:
-        self._st = store
+        self._store = store
         self.path_max: int | None = paths.PATH_MAX  # a whole path's limit in bytes (None: a mount's, see paths.split)
 
     def resolve(self, path: paths.PathArg, *, follow: bool = True, defer_long_name: bool = False) -> Resolution:
@@ -67,7 +67,7 @@ class PathWalk:
         over-long *final* name is not refused but returned as ``name_too_long``: an
         operation that looks at two paths (rename, link) refuses it in Linux's order,
         after walking the other path's directories."""
-        st = self._st
+        st = self._store
         if floor is not None and sp.absolute:
             raise SandboxEscapeError(text)
         pending = deque(sp.parts)
@@ -139,7 +139,7 @@ class PathWalk:
         Returns the physical path (no symlink before its last component; a trailing
         slash kept) and the stat of what it names (None: it does not exist).
         Hold the store lock for the answer to stay true while acting on it."""
-        st = self._st
+        st = self._store
         with st.lock:
             st.refresh(force=False)
             names = [p for p in base.split("/") if p]
