@@ -526,3 +526,36 @@ def test_runs_beyond_the_tenants_share_wait_their_turn(db_url, tmp_path, tb, ten
         assert third_start >= first_end - 0.05  # it waited for a slot (clock resolution aside)
     finally:
         s.stop()
+
+
+def test_requests_after_a_database_restart_are_answered(db_url, tmp_path, tb, tenant):
+    """Pooled connections are not pinged before each use (a round trip each), so after
+    PostgreSQL restarts every one of them is dead. Once the database is back, the next
+    requests must still be answered: the token check and the operation each take a
+    fresh connection, instead of a 503 for every dead one (the token check gave one)."""
+    from suites.crash import restart_server
+
+    s = start_server(db_url, tmp_path)
+    try:
+        with client(s, tb, tenant) as api:
+
+            def requests(i: int) -> list[tuple[str, int]]:
+                return [
+                    ("small PUT", api.put(f"/v1/files/w/s{i}", content=b"x" * 100, params={"parents": 1}).status_code),
+                    (
+                        "3 MiB PUT",
+                        api.put(f"/v1/files/w/b{i}", content=os.urandom(3 << 20), params={"parents": 1}).status_code,
+                    ),
+                    ("GET", api.get("/v1/files/w/s0").status_code),
+                    ("list", api.get("/v1/dirs/w").status_code),
+                    ("checkpoint", api.post("/v1/checkpoints", json={"message": f"c{i}"}).status_code),
+                ]
+
+            assert all(code < 300 for _, code in requests(0))
+            why = restart_server(tb)
+            if why:
+                pytest.skip(why)
+            answered = [r for i in range(1, 6) for r in requests(i)]
+        assert [r for r in answered if r[1] >= 300] == []
+    finally:
+        s.stop()

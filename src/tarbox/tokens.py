@@ -116,14 +116,13 @@ def verify_token(tb: Tarbox, text: str | None) -> TokenInfo:
     if m is None:
         raise TokenError("missing or malformed token")
     tenant_id, token_id, secret = uuid.UUID(m.group(1)), uuid.UUID(m.group(2)), m.group(3)
-    with tb.db.lookup() as conn:
-        row = conn.execute(
-            f"""SELECT k.secret_hash, k.expires_at IS NOT NULL AND k.expires_at <= now(), t.name, t.created_at,
-                       {", ".join("k." + c.strip() for c in _COLUMNS.split(","))}
-                FROM api_tokens k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id
-                WHERE k.tenant_id = %s AND k.token_id = %s""",
-            (tenant_id, token_id),
-        ).fetchone()
+    row = tb.db.lookup_one(
+        f"""SELECT k.secret_hash, k.expires_at IS NOT NULL AND k.expires_at <= now(), t.name, t.created_at,
+                   {", ".join("k." + c.strip() for c in _COLUMNS.split(","))}
+            FROM api_tokens k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id
+            WHERE k.tenant_id = %s AND k.token_id = %s""",
+        (tenant_id, token_id),
+    )
     stored = row[0] if row is not None else b"\0" * 32
     if not hmac.compare_digest(stored, _hash(secret)) or row is None:
         raise TokenError("invalid token")

@@ -11,6 +11,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -184,11 +185,20 @@ class Database:
         with self._translate(), self._admin.connection() as conn:
             yield conn
 
-    @contextmanager
-    def lookup(self) -> Iterator[psycopg.Connection]:
-        """An owner-role connection for a read-only lookup on a hot path (no liveness check)."""
-        with self._translate(), self._lookup.connection() as conn:
-            yield conn
+    def lookup_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The one row (or None) of a read-only owner-role lookup on a hot path (a token
+        check). Its pooled connections are not pinged before use: one found dead (the
+        server restarted since it was opened) is replaced, and the lookup asked once
+        more, which is safe as it changes nothing."""
+        for attempt in (0, 1):
+            try:
+                with self._translate(), self._lookup.connection() as conn:
+                    return conn.execute(sql, params).fetchone()
+            except ConnectionLostError:
+                if attempt:
+                    raise
+                self._lookup.check()  # every idle one is as dead after a restart
+        raise AssertionError("unreachable")
 
     @contextmanager
     def tenant(self, tenant_id: uuid.UUID, *, timeout: float | None = None) -> Iterator[psycopg.Connection]:
