@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -559,3 +560,27 @@ def test_requests_after_a_database_restart_are_answered(db_url, tmp_path, tb, te
         assert [r for r in answered if r[1] >= 300] == []
     finally:
         s.stop()
+
+
+def test_a_client_that_leaves_mid_upload_changes_nothing_and_logs_no_traceback(db_url, tmp_path, tb, tenant):
+    """A client gone half-way through its body is an ordinary event: nothing is written,
+    and the server's log shows no "Exception in ASGI application" for it."""
+    s = start_server(db_url, tmp_path)
+    try:
+        token, _ = create_token(tb, tenant)
+        host, port = s.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                f"PUT /v1/files/left.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Length: {3 << 20}\r\n\r\n".encode()
+            )
+            sock.sendall(b"x" * (1 << 20))
+        with client(s, tb, tenant) as api:  # the server goes on, and the file never appears
+            for _ in range(10):
+                assert api.get("/v1/files/left.bin").status_code == 404
+                time.sleep(0.1)
+    finally:
+        s.stop()
+    log = Path(s.log).read_text()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-2000:]
+    assert not tb.filesystem(tenant).exists("/left.bin")

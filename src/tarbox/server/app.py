@@ -19,7 +19,7 @@ import sys
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
@@ -96,7 +96,10 @@ def create_app(tb: Tarbox, limits: Limits | None = None, *, host: str = "127.0.0
             conn.execute("SELECT 1")
         return {"ok": True, "version": tarbox.__version__}
 
-    for kind in (errors.ApiError, OSError, TarboxError, ValueError, LookupError, Exception):
+    # ClientDisconnect by name: what only the catch-all ``Exception`` handles is answered
+    # and then re-raised as an unexpected failure, a traceback in the log for a client
+    # that merely left
+    for kind in (errors.ApiError, OSError, TarboxError, ValueError, LookupError, ClientDisconnect, Exception):
         app.add_exception_handler(kind, errors.handler)
 
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
