@@ -187,18 +187,19 @@ class Database:
 
     def lookup_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The one row (or None) of a read-only owner-role lookup on a hot path (a token
-        check). Its pooled connections are not pinged before use: one found dead (the
-        server restarted since it was opened) is replaced, and the lookup asked once
-        more, which is safe as it changes nothing."""
-        for attempt in (0, 1):
-            try:
-                with self._translate(), self._lookup.connection() as conn:
-                    return conn.execute(sql, params).fetchone()
-            except ConnectionLostError:
-                if attempt:
-                    raise
-                self._lookup.check()  # every idle one is as dead after a restart
-        raise AssertionError("unreachable")
+        check). Its pooled connections are not pinged before use, so one may be dead
+        (the server restarted since it was opened): then the lookup is asked again on
+        a connection of its own, which is safe as it changes nothing. Not on another
+        pooled one: with the database really gone, the pool would go on trying to
+        reconnect in the background and keep requests waiting after it is back."""
+        try:
+            with self._translate(), self._lookup.connection() as conn:
+                return conn.execute(sql, params).fetchone()
+        except ConnectionLostError:
+            pass  # the pool drops that connection; later lookups take the others or new ones
+        url = self.url  # connected inside _translate: a failed connect is a DatabaseError (503) too
+        with self._translate(), psycopg.connect(url, autocommit=True, options=_OPTIONS, connect_timeout=10) as own:
+            return own.execute(sql, params).fetchone()
 
     @contextmanager
     def tenant(self, tenant_id: uuid.UUID, *, timeout: float | None = None) -> Iterator[psycopg.Connection]:
