@@ -111,15 +111,16 @@ def _remove_unless_used(base: Path, root: Path) -> int | None:
     return nbytes
 
 
+def run_owner_alive(run_dir: Path) -> bool | None:
+    """Whether the process that made the run directory ``run_dir`` (named
+    ``<run id>-<pid>``) is still alive; None for a name that is not a run's."""
+    pid = run_dir.name.rsplit("-", 1)[-1]
+    return os.path.exists(f"/proc/{pid}") if pid.isdigit() else None
+
+
 def _live_run(base: Path) -> bool:
     runs = base / "runs"
-    if not runs.is_dir():
-        return False
-    for entry in runs.iterdir():
-        pid = entry.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
-            return True
-    return False
+    return runs.is_dir() and any(run_owner_alive(entry) for entry in runs.iterdir())
 
 
 def _size(base: Path) -> int:

@@ -403,8 +403,7 @@ class NativeHost:
         if not runs_dir.is_dir():
             return
         for entry in runs_dir.iterdir():
-            pid = entry.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+            if caches.run_owner_alive(entry) is False:  # this process is alive: its runs stay
                 _remove_run_dir(entry)
                 Cgroup.leftover(entry.name.rsplit("-", 1)[0])
 
