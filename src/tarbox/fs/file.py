@@ -125,8 +125,8 @@ class TarboxFile(io.RawIOBase):
 
     def write(self, b: ReadableBuffer) -> int:
         self._check(False)
-        data = b if isinstance(b, bytes | bytearray | memoryview) else memoryview(b)
-        n = len(memoryview(data).cast("B")) if not isinstance(data, bytes | bytearray) else len(data)
+        data = b if isinstance(b, bytes | bytearray) else memoryview(b).cast("B")  # len() counts bytes
+        n = len(data)
         with self._store.lock:
             node = self._node()
             self._writing()
