@@ -1,5 +1,6 @@
 """Tenant-scoped POSIX-like filesystem over the store: paths, files, directories.
-(Its path walk is ``walk.py``'s, its history calls, layers to diffs, ``timeline.py``'s.)
+(Its path walk is ``walk.py``'s, its history calls, layers to diffs, ``timeline.py``'s,
+and when its changes commit, batches to sync, ``commits.py``'s.)
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import os
 import stat as stat_mod
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 from tarbox.errors import fs_error
 from tarbox.fs import control, paths
+from tarbox.fs.commits import CommitControl
 from tarbox.fs.file import OpenMode, TarboxFile, parse_mode
 from tarbox.fs.records import ROOT_INO, RUN_AHEAD_MAX_BYTES, Inode, now_ns
 from tarbox.fs.store import Store
 from tarbox.fs.timeline import HistoryView
-from tarbox.fs.types import AuditOp, DirEntry, FileType, Stat, Usage, WriteBack
+from tarbox.fs.types import AuditOp, DirEntry, FileType, Stat, Usage
 from tarbox.fs.walk import PathWalk, Resolution
 
 
@@ -44,7 +46,7 @@ class _ControlWriter(io.BytesIO):
             control.write(self._fs, self._path, data)
 
 
-class Filesystem(HistoryView):
+class Filesystem(HistoryView, CommitControl):
     """One tenant's files. Obtain it with ``Tarbox.filesystem(tenant)``."""
 
     def __init__(
@@ -87,25 +89,6 @@ class Filesystem(HistoryView):
         the physical path and the stat of what it names (None: nothing), never above
         ``base`` (SandboxEscapeError). See ``PathWalk.resolve_beneath``."""
         return self._paths.resolve_beneath(base, rel, follow=follow, defer_long_name=defer_long_name)
-
-    @contextmanager
-    def locked(self, *, refresh: bool = False) -> Iterator[None]:
-        """Hold this view's store for a sequence of calls, so that no other thread of
-        this process comes between them (WASI's append: finding the end, writing
-        there). ``refresh``: first catch up with what other processes committed."""
-        with self._store.lock:
-            if refresh:
-                self._store.refresh()
-            yield
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        """``locked``, and inside one write transaction of the tenant: what the calls
-        inside decide from what they read cannot be overtaken (a WASI call that
-        resolves a path, then changes it). The operations inside check that the view
-        may write."""
-        with self._store.lock, self._store.writing():
-            yield
 
     def same_store(self, other: Filesystem) -> bool:
         """Do both views share one store (one tenant, one process's caches), so that
@@ -800,66 +783,3 @@ class Filesystem(HistoryView):
             st.touch(node)
 
         self._mutate(body, text, AuditOp.UTIME)
-
-    # ---------------------------------------------------------- write-back
-
-    def batch(self) -> AbstractContextManager[None]:
-        """Group many operations into one write-back window, committed at exit.
-
-        Inside, other processes see nothing of the batch until it ends (or
-        until it grows past the flush thresholds); this process sees all.
-        """
-        if self.read_only:
-            raise fs_error(errno.EROFS, None, "read-only filesystem view")
-        return self._store.batch()
-
-    def atomic(self) -> AbstractContextManager[None]:
-        """Everything inside is one commit, at the end, or nothing is (an exception
-        inside, a failed write, a crash). Unlike :meth:`batch` it never commits part
-        way, whatever its size; meanwhile the tenant's other writers, and readers
-        revalidating, wait for it. Only on a view with a store of its own
-        (``Tarbox.filesystem(..., isolated=True)``), so that no other thread's
-        operation joins the transaction."""
-        if self.read_only:
-            raise fs_error(errno.EROFS, None, "read-only filesystem view")
-        if not self._store.isolated:
-            raise ValueError("atomic() needs a filesystem with a store of its own (isolated=True)")
-        return self._store.batch(atomic=True)
-
-    @contextmanager
-    def write_back(self, seconds: float = 0.05) -> Iterator[WriteBack]:
-        """Inside, changes collect in write-back windows committed at most ``seconds``
-        after they began, at fsync, and on the way out (the WASI host's mode).
-
-        Other processes still see a file once it is closed: they wait for the
-        window to commit when they revalidate. A window whose commit fails loses
-        its changes; ``WriteBack.lost`` counts such windows.
-        """
-        if self.read_only:
-            raise fs_error(errno.EROFS, None, "read-only filesystem view")
-        st = self._store
-        wb = WriteBack()
-        lost, windows = st.lost_windows, st.stats["windows"]
-        try:
-            with st.write_back(seconds):
-                yield wb
-        finally:
-            wb.windows = st.stats["windows"] - windows
-            wb.lost = st.lost_windows - lost
-
-    def commit(self) -> None:
-        """Commit everything pending now (an open batch or write-back window of this
-        store included), without waiting for the WAL flush (see :meth:`sync`)."""
-        self._store.commit()
-
-    def sync(self) -> None:
-        """Commit everything pending and wait until it is durable (fsync)."""
-        self._store.commit(durable=True)
-
-    def gc(self, stale_after: float | None = None) -> tuple[int, int]:
-        """Reclaim blocks no extent references, after ending stages (blocks of files being
-        written) not renewed for ``stale_after`` seconds (default: an hour; their writer
-        died). Returns (blocks, bytes) freed."""
-        from tarbox.fs.gc import STAGE_LEASE, collect
-
-        return collect(self._store, STAGE_LEASE if stale_after is None else stale_after)
