@@ -26,7 +26,7 @@ import wasmtime
 
 from suites import SuiteResult
 from tarbox.wasi import RunStatus, WasiHost
-from tarbox.wasi.preview1 import _SIGNATURES
+from tarbox.wasi.preview1_abi import SIGNATURES
 from wasi_support import guest
 
 MAX_ERRNO = 76
@@ -204,7 +204,7 @@ def run(tb, *, truncations: int = 20, random_modules: int = 20, seed: int = 1) -
 
 
 def _matrix(host, result, by_variant) -> None:
-    for name, sig in sorted(_SIGNATURES.items()):
+    for name, sig in sorted(SIGNATURES.items()):
         if name == "proc_exit":
             continue
         for variant, value in VARIANTS.items():

@@ -20,7 +20,35 @@ from dataclasses import dataclass
 import wasmtime
 
 from tarbox.errors import DatabaseError, QuotaExceededError, SandboxEscapeError, TarboxError
-from tarbox.wasi.core import DESCRIPTOR_TYPES, Descriptor
+from tarbox.wasi.core import Descriptor
+from tarbox.wasi.preview1_abi import (
+    DIRENT,
+    EVENT,
+    FDF_APPEND,
+    FDF_DSYNC,
+    FDF_NONBLOCK,
+    FDF_RSYNC,
+    FDF_SYNC,
+    FDSTAT,
+    FILESTAT,
+    FILETYPE,
+    FST_ATIM,
+    FST_ATIM_NOW,
+    FST_MTIM,
+    FST_MTIM_NOW,
+    FT_DIR,
+    FT_FILE,
+    FT_UNKNOWN,
+    IOVEC,
+    LE_U32,
+    LE_U64,
+    MODULE,
+    PRESTAT,
+    SIGNATURES,
+    SUBSCRIPTION_CLOCK,
+    U32,
+    U64,
+)
 from tarbox.wasi.preview1_errno import (
     BADF,
     FAULT,
@@ -49,37 +77,7 @@ from tarbox.wasi.rights import (
 from tarbox.wasi.state import GuestExit, RunState
 from tarbox.wasi.types import DescriptorFlags, DescriptorType, OpenFlags, PathFlags
 
-MODULE = "wasi_snapshot_preview1"
-
 ESCAPE = WASI_ERRNO["PERM"]  # what wasmtime returns for a path leaving the preopen (differential test)
-
-# filetype
-FT_UNKNOWN, FT_BLOCK, FT_CHAR, FT_DIR, FT_FILE, FT_SOCKET_STREAM, FT_SYMLINK = 0, 1, 2, 3, 4, 6, 7
-_DT = {  # preview1 has no FIFO type: unknown, as wasmtime says
-    DescriptorType.REGULAR_FILE: FT_FILE,
-    DescriptorType.DIRECTORY: FT_DIR,
-    DescriptorType.SYMBOLIC_LINK: FT_SYMLINK,
-    DescriptorType.FIFO: FT_UNKNOWN,
-    DescriptorType.SOCKET: FT_SOCKET_STREAM,
-    DescriptorType.CHARACTER_DEVICE: FT_CHAR,
-    DescriptorType.BLOCK_DEVICE: FT_BLOCK,
-}
-_FT = {kind: _DT[t] for kind, t in DESCRIPTOR_TYPES.items()}
-# fdflags / oflags / fstflags / whence
-FDF_APPEND, FDF_DSYNC, FDF_NONBLOCK, FDF_RSYNC, FDF_SYNC = 1, 2, 4, 8, 16
-FST_ATIM, FST_ATIM_NOW, FST_MTIM, FST_MTIM_NOW = 1, 2, 4, 8
-U64 = (1 << 64) - 1
-U32 = (1 << 32) - 1
-
-_iovec = struct.Struct("<II")
-_u32 = struct.Struct("<I")
-_u64 = struct.Struct("<Q")
-_fdstat = struct.Struct("<BxHxxxxQQ")  # filetype, flags, rights base, rights inheriting (24 bytes)
-_filestat = struct.Struct("<QQBxxxxxxxQQQQQ")  # dev ino filetype nlink size atim mtim ctim (64 bytes)
-_dirent = struct.Struct("<QQIBxxx")  # d_next d_ino d_namlen d_type (24 bytes)
-_prestat = struct.Struct("<BxxxI")
-_sub_clock = struct.Struct("<IxxxxQQH")  # id, timeout, precision, flags (at offset 16)
-_event = struct.Struct("<QHBxxxxxQHxxxxxx")  # userdata errno type, nbytes flags (32 bytes)
 
 
 class Fault(Exception):
@@ -152,7 +150,7 @@ class Preview1(RunState):
 
     def _get_u32(self, ptr: int) -> int:
         ptr &= U32
-        return _u32.unpack_from(self._view(ptr + 4), ptr)[0]
+        return LE_U32.unpack_from(self._view(ptr + 4), ptr)[0]
 
     def _put(self, st: struct.Struct, ptr: int, *vals) -> None:
         ptr &= U32
@@ -173,7 +171,7 @@ class Preview1(RunState):
         mv = self._view(ptr + 8 * count)
         out = []
         for i in range(count):
-            buf, n = _iovec.unpack_from(mv, ptr + 8 * i)
+            buf, n = IOVEC.unpack_from(mv, ptr + 8 * i)
             out.append(self._slice(buf, n))
         return out
 
@@ -232,7 +230,7 @@ class Preview1(RunState):
 
     def define(self, linker: wasmtime.Linker) -> None:
         i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
-        for name, sig in _SIGNATURES.items():
+        for name, sig in SIGNATURES.items():
             params = [i64 if c == "I" else i32 for c in sig]
             results = [] if name == "proc_exit" else [i32]
             impl = getattr(self, name)
@@ -273,8 +271,8 @@ class Preview1(RunState):
     # -------------------------------------------------------------- args, env
 
     def _sizes(self, items: list[bytes], count_ptr: int, size_ptr: int) -> int:
-        self._put(_u32, count_ptr, len(items))
-        self._put(_u32, size_ptr, sum(len(x) for x in items))
+        self._put(LE_U32, count_ptr, len(items))
+        self._put(LE_U32, size_ptr, sum(len(x) for x in items))
         return SUCCESS
 
     def _fill(self, items: list[bytes], ptrs: int, buf: int) -> int:
@@ -284,7 +282,7 @@ class Preview1(RunState):
         off = 0
         for i, item in enumerate(items):
             mv[off : off + len(item)] = item
-            self._put(_u32, ptrs + 4 * i, (buf & U32) + off)
+            self._put(LE_U32, ptrs + 4 * i, (buf & U32) + off)
             off += len(item)
         return SUCCESS
 
@@ -309,7 +307,7 @@ class Preview1(RunState):
             return INVAL
         if not self.allow_clocks:
             return NOTCAPABLE
-        self._put(_u64, res_ptr, 1000)
+        self._put(LE_U64, res_ptr, 1000)
         return SUCCESS
 
     def clock_time_get(self, clock: int, precision: int, time_ptr: int) -> int:
@@ -318,7 +316,7 @@ class Preview1(RunState):
             return INVAL
         if not self.allow_clocks:
             return NOTCAPABLE
-        self._put(_u64, time_ptr, fn())
+        self._put(LE_U64, time_ptr, fn())
         return SUCCESS
 
     def random_get(self, buf: int, n: int) -> int:
@@ -350,10 +348,10 @@ class Preview1(RunState):
         timers = []
         for i in range(nsubs):
             base = in_ptr + 48 * i
-            userdata = _u64.unpack_from(mv, base)[0]
+            userdata = LE_U64.unpack_from(mv, base)[0]
             tag = mv[base + 8]
             if tag == 0:
-                clock, timeout, _precision, flags = _sub_clock.unpack_from(mv, base + 16)
+                clock, timeout, _precision, flags = SUBSCRIPTION_CLOCK.unpack_from(mv, base + 16)
                 if clock not in self._CLOCKS:
                     events.append((userdata, INVAL, 0, 0))
                     continue
@@ -364,7 +362,7 @@ class Preview1(RunState):
                     timeout = max(0, timeout - self._CLOCKS[clock]())
                 timers.append((timeout, userdata))
             elif tag in (1, 2):
-                fd = _u32.unpack_from(mv, base + 16)[0]
+                fd = LE_U32.unpack_from(mv, base + 16)[0]
                 f = self.fds.get(fd)
                 if f is None:
                     events.append((userdata, BADF, tag, 0))
@@ -382,8 +380,8 @@ class Preview1(RunState):
             self.sleep_within_deadline(timeout / 1e9)
             events.append((userdata, SUCCESS, 0, 0))
         for i, (userdata, err, typ, nbytes) in enumerate(events):
-            self._put(_event, out_ptr + 32 * i, userdata, err, typ, nbytes, 0)
-        self._put(_u32, nevents_ptr, len(events))
+            self._put(EVENT, out_ptr + 32 * i, userdata, err, typ, nbytes, 0)
+        self._put(LE_U32, nevents_ptr, len(events))
         return SUCCESS
 
     # ------------------------------------------------------------- fd calls
@@ -421,13 +419,13 @@ class Preview1(RunState):
     def fd_fdstat_get(self, fd: int, ptr: int) -> int:
         f = self._fd(fd)
         if f.desc is None:
-            self._put(_fdstat, ptr, FT_UNKNOWN, 0, f.rights, f.inheriting)
+            self._put(FDSTAT, ptr, FT_UNKNOWN, 0, f.rights, f.inheriting)
             return SUCCESS
         flags = FDF_APPEND if f.append else 0
         for bit, fdflag in _SYNC_FLAGS:
             if f.desc.flags & bit:
                 flags |= fdflag
-        self._put(_fdstat, ptr, FT_DIR if f.kind == "dir" else FT_FILE, flags, f.rights, f.inheriting)
+        self._put(FDSTAT, ptr, FT_DIR if f.kind == "dir" else FT_FILE, flags, f.rights, f.inheriting)
         return SUCCESS
 
     def fd_fdstat_set_flags(self, fd: int, flags: int) -> int:
@@ -455,12 +453,12 @@ class Preview1(RunState):
         return SUCCESS
 
     def _put_stat(self, ptr: int, s) -> None:
-        self._put(_filestat, ptr, 0, s.ino, _DT[s.type], s.link_count, s.size, s.atime_ns, s.mtime_ns, s.ctime_ns)
+        self._put(FILESTAT, ptr, 0, s.ino, FILETYPE[s.type], s.link_count, s.size, s.atime_ns, s.mtime_ns, s.ctime_ns)
 
     def fd_filestat_get(self, fd: int, ptr: int) -> int:
         f = self._fd(fd)
         if f.desc is None:
-            self._put(_filestat, ptr, 0, 0, FT_UNKNOWN, 1, 0, 0, 0, 0)
+            self._put(FILESTAT, ptr, 0, 0, FT_UNKNOWN, 1, 0, 0, 0, 0)
             return SUCCESS
         self._put_stat(ptr, f.desc.stat())
         return SUCCESS
@@ -492,7 +490,7 @@ class Preview1(RunState):
         f = self._fd(fd)
         if f.preopen is None:
             return BADF
-        self._put(_prestat, ptr, 0, len(f.preopen.encode()))
+        self._put(PRESTAT, ptr, 0, len(f.preopen.encode()))
         return SUCCESS
 
     def fd_prestat_dir_name(self, fd: int, ptr: int, n: int) -> int:
@@ -542,7 +540,7 @@ class Preview1(RunState):
         done = op(f, self._iovs(iovs, n), offset)
         if done < 0:
             return -done
-        self._put(_u32, count_ptr, done)
+        self._put(LE_U32, count_ptr, done)
         return SUCCESS
 
     def fd_read(self, fd: int, iovs: int, n: int, nread_ptr: int) -> int:
@@ -584,20 +582,20 @@ class Preview1(RunState):
         if cookie == 0 or f.dirents is None:
             s = f.desc.stat()
             f.dirents = [(".", s.ino, FT_DIR), ("..", 0, FT_DIR)] + [
-                (e.name, e.ino, _DT[e.type]) for e in f.desc.read_directory()
+                (e.name, e.ino, FILETYPE[e.type]) for e in f.desc.read_directory()
             ]
         out = self._slice(buf, buf_len)
         used = 0
         for i in range(cookie, len(f.dirents)):
             name, ino, ft = f.dirents[i]
             raw = name.encode()
-            rec = _dirent.pack(i + 1, ino, len(raw), ft) + raw
+            rec = DIRENT.pack(i + 1, ino, len(raw), ft) + raw
             take = min(len(rec), len(out) - used)
             out[used : used + take] = rec[:take]
             used += take
             if used == len(out):
                 break
-        self._put(_u32, used_ptr, used)
+        self._put(LE_U32, used_ptr, used)
         return SUCCESS
 
     def fd_renumber(self, fd: int, to: int) -> int:
@@ -628,7 +626,7 @@ class Preview1(RunState):
         if pos < 0:
             return INVAL
         f.pos = pos
-        self._put(_u64, new_ptr, pos)
+        self._put(LE_U64, new_ptr, pos)
         return SUCCESS
 
     def fd_tell(self, fd: int, ptr: int) -> int:
@@ -637,7 +635,7 @@ class Preview1(RunState):
             return BADF
         if f.desc is None:
             return SPIPE
-        self._put(_u64, ptr, f.pos)
+        self._put(LE_U64, ptr, f.pos)
         return SUCCESS
 
     # ----------------------------------------------------------- path calls
@@ -701,7 +699,7 @@ class Preview1(RunState):
         # what it asked for, within what the directory passes on, and what such a descriptor can have
         base, inherit = opened_rights(base, inheriting & U64, parent.inheriting, kind == "dir")
         num = self._new_fd(Fd(new, kind, append=append, rights=base, inheriting=inherit, held=parent.held))
-        self._put(_u32, fd_ptr, num)
+        self._put(LE_U32, fd_ptr, num)
         return SUCCESS
 
     def path_readlink(self, fd: int, path: int, n: int, buf: int, buf_len: int, used_ptr: int) -> int:
@@ -710,7 +708,7 @@ class Preview1(RunState):
         out = self._slice(buf, buf_len)
         take = min(len(target), len(out))
         out[:take] = target[:take]
-        self._put(_u32, used_ptr, take)
+        self._put(LE_U32, used_ptr, take)
         return SUCCESS
 
     def path_remove_directory(self, fd: int, path: int, n: int) -> int:
@@ -758,54 +756,3 @@ _SYNC_FLAGS = (  # descriptor flag, fdflag (as wasmtime maps them)
     (DescriptorFlags.DATA_INTEGRITY_SYNC, FDF_DSYNC),
     (DescriptorFlags.REQUESTED_WRITE_SYNC, FDF_RSYNC),
 )
-
-
-# parameter types per function: i = i32, I = i64 (all return an errno i32 except proc_exit)
-_SIGNATURES = {
-    "args_get": "ii",
-    "args_sizes_get": "ii",
-    "environ_get": "ii",
-    "environ_sizes_get": "ii",
-    "clock_res_get": "ii",
-    "clock_time_get": "iIi",
-    "fd_advise": "iIIi",
-    "fd_allocate": "iII",
-    "fd_close": "i",
-    "fd_datasync": "i",
-    "fd_fdstat_get": "ii",
-    "fd_fdstat_set_flags": "ii",
-    "fd_fdstat_set_rights": "iII",
-    "fd_filestat_get": "ii",
-    "fd_filestat_set_size": "iI",
-    "fd_filestat_set_times": "iIIi",
-    "fd_pread": "iiiIi",
-    "fd_prestat_get": "ii",
-    "fd_prestat_dir_name": "iii",
-    "fd_pwrite": "iiiIi",
-    "fd_read": "iiii",
-    "fd_readdir": "iiiIi",
-    "fd_renumber": "ii",
-    "fd_seek": "iIii",
-    "fd_sync": "i",
-    "fd_tell": "ii",
-    "fd_write": "iiii",
-    "path_create_directory": "iii",
-    "path_filestat_get": "iiiii",
-    "path_filestat_set_times": "iiiiIIi",
-    "path_link": "iiiiiii",
-    "path_open": "iiiiiIIii",
-    "path_readlink": "iiiiii",
-    "path_remove_directory": "iii",
-    "path_rename": "iiiiii",
-    "path_symlink": "iiiii",
-    "path_unlink_file": "iii",
-    "poll_oneoff": "iiii",
-    "proc_exit": "i",
-    "proc_raise": "i",
-    "random_get": "ii",
-    "sched_yield": "",
-    "sock_accept": "iii",
-    "sock_recv": "iiiiii",
-    "sock_send": "iiiii",
-    "sock_shutdown": "ii",
-}
